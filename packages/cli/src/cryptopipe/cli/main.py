@@ -1,0 +1,3 @@
+"""placeholder"""
+def run() -> None:
+    raise SystemExit(0)
