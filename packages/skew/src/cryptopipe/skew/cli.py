@@ -1,0 +1,214 @@
+"""``cryptopipe skew-monitor``: estimate the local clock's offset against Binance (and NTP).
+
+``--once --json`` prints one JSON object and exits (0; 2 when a reference does not answer);
+without ``--once`` it keeps estimating every ``--interval`` seconds and serves the
+``cryptopipe_clock_*`` gauges on ``/metrics`` until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cryptopipe.observability import serve_metrics
+from cryptopipe.skew.errors import ReferenceUnavailable, SkewError
+from cryptopipe.skew.estimate import Estimate
+from cryptopipe.skew.estimator import SkewEstimator
+from cryptopipe.skew.references import BinanceTimeReference, NtpReference, TimeReference
+from cryptopipe.skew.settings import SkewSettings, load_settings
+
+logger = logging.getLogger(__name__)
+
+EXIT_UNAVAILABLE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptopipe skew-monitor",
+        description=(
+            "Estimate the local clock's offset (reference - local, NTP's sign) against Binance's "
+            "GET /api/v3/time and optionally an NTP server. Flags override environment variables."
+        ),
+    )
+    parser.add_argument("--once", action="store_true", help="take one estimate, print it and exit")
+    parser.add_argument("--json", action="store_true", help="with --once: print one JSON object")
+    parser.add_argument(
+        "--binance-url",
+        default=None,
+        metavar="URL",
+        help="Binance-compatible REST base (env BINANCE_REST_URL; default https://api.binance.com)",
+    )
+    parser.add_argument(
+        "--no-binance",
+        dest="use_binance",
+        action="store_false",
+        default=None,
+        help="do not ask Binance (NTP only; needs --ntp-server)",
+    )
+    parser.add_argument(
+        "--ntp-server",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="also ask this NTP server (env SKEW_NTP_SERVER)",
+    )
+    parser.add_argument(
+        "--interval",
+        dest="interval_s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between estimates (env SKEW_INTERVAL_S; default 30)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="exchanges per estimate (env SKEW_SAMPLES; default 8)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="K",
+        help="median over the last K estimates (env SKEW_WINDOW; default 5)",
+    )
+    parser.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="timeout of one exchange (env SKEW_TIMEOUT_S; default 2)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, metavar="P", help="env SKEW_METRICS_PORT; default 9105"
+    )
+    parser.add_argument(
+        "--metrics-host", default=None, metavar="HOST", help="env SKEW_METRICS_HOST; default 127.0.0.1"
+    )
+    return parser
+
+
+def _references(settings: SkewSettings) -> list[TimeReference]:
+    refs: list[TimeReference] = []
+    if settings.use_binance:
+        refs.append(BinanceTimeReference(settings.binance_url, timeout_s=settings.timeout_s))
+    ntp = settings.ntp_host_port()
+    if ntp is not None:
+        refs.append(NtpReference(ntp[0], ntp[1], timeout_s=settings.timeout_s))
+    return refs
+
+
+def _estimators(settings: SkewSettings, refs: list[TimeReference]) -> list[SkewEstimator]:
+    return [
+        SkewEstimator(
+            ref,
+            samples=settings.samples,
+            interval_s=settings.interval_s,
+            window=settings.window,
+        )
+        for ref in refs
+    ]
+
+
+async def _once(estimators: list[SkewEstimator]) -> list[Estimate]:
+    try:
+        results = await asyncio.gather(*(e.sample_once() for e in estimators), return_exceptions=True)
+    finally:
+        for estimator in estimators:
+            await estimator.aclose()
+    estimates: list[Estimate] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        estimates.append(result)
+    return estimates
+
+
+def _once_output(estimates: list[Estimate], as_json: bool) -> str:
+    if as_json:
+        primary: dict[str, Any] = estimates[0].to_json()
+        for extra in estimates[1:]:
+            key = "ntp" if extra.reference.startswith("ntp") else extra.reference
+            primary[key] = extra.to_json()
+        return json.dumps(primary)
+    return "\n".join(
+        f"{e.reference}: offset {e.offset_ms:+.3f} ms ± {e.uncertainty_ms:.3f} ms "
+        f"(rtt {e.rtt_ms:.3f} ms, {e.samples} samples; offset = reference - local)"
+        for e in estimates
+    )
+
+
+async def _monitor(estimators: list[SkewEstimator]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def report(estimator: SkewEstimator) -> None:
+        last: int | None = None
+        while not stop.is_set():
+            current = estimator.current
+            if current is not None and current.taken_at_us != last:
+                last = current.taken_at_us
+                logger.info(
+                    "%s: offset %+.3f ms ± %.3f ms (rtt %.3f ms)",
+                    current.reference,
+                    current.offset_ms,
+                    current.uncertainty_ms,
+                    current.rtt_ms,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    try:
+        await asyncio.gather(*(e.run(stop) for e in estimators), *(report(e) for e in estimators))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for estimator in estimators:
+            await estimator.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            binance_url=args.binance_url,
+            use_binance=args.use_binance,
+            ntp_server=args.ntp_server,
+            interval_s=args.interval_s,
+            samples=args.samples,
+            window=args.window,
+            timeout_s=args.timeout_s,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
+    except SkewError as exc:
+        parser.error(str(exc))
+    refs = _references(settings)
+    if not refs:
+        parser.error("no reference to ask: --no-binance needs --ntp-server")
+    if args.json and not args.once:
+        parser.error("--json needs --once")
+    estimators = _estimators(settings, refs)
+    if args.once:
+        try:
+            estimates = asyncio.run(_once(estimators))
+        except ReferenceUnavailable as exc:
+            print(f"cryptopipe skew-monitor: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(_once_output(estimates, args.json))
+        return 0
+    serve_metrics("skew", settings.metrics_port, settings.metrics_host)
+    asyncio.run(_monitor(estimators))
+    return 0
