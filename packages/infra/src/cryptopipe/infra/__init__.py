@@ -1,1 +1,62 @@
-"""cryptopipe.infra"""
+"""Find or start the servers the pipeline needs: Kafka, Redis, Prometheus.
+
+``resolve_kafka`` and ``resolve_redis`` serve both ``cryptopipe up`` (embedded mode) and the test
+fixtures in :mod:`cryptopipe.infra.testing`. Order: explicit configuration, then a container when a
+Docker engine answers, then a local server process (Tansu or librdkafka's mock for Kafka,
+``redis-server`` for Redis). Local servers bind 127.0.0.1 on a free port and stop with the
+``ExitStack`` they were registered on.
+"""
+
+from cryptopipe.infra.docker import docker_available
+from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ResolutionError, ServerStartError
+from cryptopipe.infra.kafka import (
+    LOCAL_BROKER_ENV,
+    KafkaEndpoint,
+    KafkaQuirks,
+    MockCluster,
+    TansuBroker,
+    find_tansu,
+    kafka_metadata_ready,
+    resolve_kafka,
+    start_mock_cluster,
+    start_tansu,
+)
+from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.infra.prometheus import resolve_prometheus_binary
+from cryptopipe.infra.proxy import TcpProxy
+from cryptopipe.infra.redis_server import (
+    RedisEndpoint,
+    RedisServer,
+    find_redis_server,
+    redact_url,
+    resolve_redis,
+    start_redis,
+)
+
+__all__ = [
+    "LOCAL_BROKER_ENV",
+    "BinaryNotFoundError",
+    "InfraError",
+    "KafkaEndpoint",
+    "KafkaQuirks",
+    "LocalServer",
+    "MockCluster",
+    "RedisEndpoint",
+    "RedisServer",
+    "ResolutionError",
+    "ServerStartError",
+    "TansuBroker",
+    "TcpProxy",
+    "docker_available",
+    "find_redis_server",
+    "find_tansu",
+    "free_port",
+    "kafka_metadata_ready",
+    "redact_url",
+    "resolve_kafka",
+    "resolve_prometheus_binary",
+    "resolve_redis",
+    "start_mock_cluster",
+    "start_redis",
+    "start_tansu",
+]

@@ -1,0 +1,1 @@
+pytest_plugins = ["cryptopipe.infra.testing", "cryptopipe.replay.testing"]

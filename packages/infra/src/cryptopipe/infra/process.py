@@ -1,0 +1,260 @@
+"""Child server processes that never outlive the process that started them.
+
+A :class:`LocalServer` owns one child (Tansu, redis-server, the librdkafka mock host), a private
+temporary directory and a log file that captures the child's stdout and stderr. ``start()`` waits
+for a readiness probe with a deadline; ``stop()`` sends SIGTERM, then SIGKILL after a grace period.
+
+Three layers keep children from leaking: ``stop()`` (normally called by an ``ExitStack``), an
+``atexit`` hook for servers still running at interpreter exit, and on Linux ``PR_SET_PDEATHSIG``
+so the kernel kills the child if this process dies abruptly. The death signal fires when the
+*thread* that started the child exits, so start long-lived servers from the main thread (or from
+one that lives as long as the server).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from cryptopipe.infra.errors import ServerStartError
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_RUNNING: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+_RUNNING_LOCK = threading.Lock()
+
+S = TypeVar("S", bound="LocalServer")
+
+
+# Resolved here, in the parent: calling dlopen() in a child forked from a threaded process can
+# deadlock, so the child only makes the (already bound) foreign call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller retries if it loses the race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def listening_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself listens on TCP ``port``.
+
+    Readiness probes check this before talking to the port: a free port picked a moment ago may
+    have been taken by another program, and the probe must not mistake that one for ours.
+    """
+    import psutil
+
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class LocalServer:
+    """One child server process with its own temp dir and log file.
+
+    ``ready`` is called repeatedly (with this server) until it returns True or the deadline
+    passes; raising ServerStartError reports a definite failure, other exceptions only mean "not
+    yet". ``argv`` may contain ``{workdir}``, replaced with the private directory's path;
+    ``prepare(workdir)`` runs before the spawn (e.g. to write a config file). ``stop_signal`` is
+    sent first on stop (Tansu, for one, ignores SIGTERM and exits on SIGINT).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        ready: Callable[[LocalServer], bool],
+        ready_timeout: float = 30.0,
+        stop_grace: float = 5.0,
+        env: Mapping[str, str] | None = None,
+        prepare: Callable[[Path], None] | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self._argv_template = list(argv)
+        self._ready = ready
+        self.ready_timeout = ready_timeout
+        self.stop_grace = stop_grace
+        self._env = dict(env) if env is not None else None
+        self._prepare = prepare
+        self.stop_signal = stop_signal
+        self.workdir: Path | None = None
+        self.log_path: Path | None = None
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def argv(self) -> list[str]:
+        workdir = str(self.workdir) if self.workdir is not None else "{workdir}"
+        return [part.replace("{workdir}", workdir) for part in self._argv_template]
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def start(self: S) -> S:
+        """Spawn the child and wait until it is ready; raise ServerStartError otherwise."""
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"cryptopipe-{self.name}-"))
+        self.log_path = self.workdir / f"{self.name}.log"
+        if self._prepare is not None:
+            try:
+                self._prepare(self.workdir)
+            except BaseException:
+                self._cleanup_dir()
+                raise
+        started = time.monotonic()
+        with open(self.log_path, "wb") as log_file:
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    env=self._env,
+                    # Own session: a Ctrl-C aimed at the parent must not kill servers mid-teardown.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if _prctl is not None else None,
+                )
+            except OSError as exc:
+                self._cleanup_dir()
+                raise ServerStartError(self.name, f"cannot execute {self.argv[0]!r}: {exc}") from exc
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        log.debug("%s (pid %s) ready in %.3f s", self.name, self.pid, self.startup_seconds)
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.ready_timeout
+        delay = 0.002
+        last_error = ""
+        while True:
+            code = self.returncode()
+            if code is not None:
+                raise ServerStartError(self.name, f"exited with code {code} during start-up", self.log_tail())
+            try:
+                if self._ready(self):
+                    return
+            except ServerStartError:
+                raise
+            except Exception as exc:  # the probe's own failure is only the latest reason to keep waiting
+                last_error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                detail = f"not ready after {self.ready_timeout:.0f} s"
+                if last_error:
+                    detail += f" (last probe error: {last_error})"
+                raise ServerStartError(self.name, detail, self.log_tail())
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def terminate(self) -> None:
+        """Send ``stop_signal``, wait ``stop_grace`` seconds, then SIGKILL. Keeps the temp dir (and log).
+
+        Idempotent.
+        """
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.stop_signal)
+            try:
+                proc.wait(self.stop_grace)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s (pid %s) ignored %s for %.1f s; killing it",
+                    self.name,
+                    proc.pid,
+                    self.stop_signal.name,
+                    self.stop_grace,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+
+    def stop(self) -> None:
+        """:meth:`terminate`, then remove the temp dir. Idempotent."""
+        self.terminate()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
+        self._cleanup_dir()
+
+    def _cleanup_dir(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self: S) -> S:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer({self.name!r}, pid={self.pid})"
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _RUNNING_LOCK:
+        servers = list(_RUNNING)
+    for server in servers:
+        server.stop()

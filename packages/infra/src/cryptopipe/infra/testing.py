@@ -1,0 +1,303 @@
+"""pytest plugin: real Kafka and Redis for every package's tests.
+
+Registered in the repository's root ``conftest.py`` (``pytest_plugins = ["cryptopipe.infra.testing"]``).
+Servers are resolved exactly as ``cryptopipe up`` resolves them (see :func:`resolve_kafka`), once
+per session; every test gets its own topic prefix and Redis key prefix, so tests never collide.
+Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the suite against servers of your own, and
+CRYPTOPIPE_LOCAL_BROKER=tansu|mock|docker to force a local broker. When no server can be had, the
+fixtures fail with the reason; they never skip.
+
+Fixtures: ``kafka`` and ``redis_server`` (session), ``kafka_settings``, ``redis_settings``,
+``redis_client``, ``topic_factory``, ``proxied_kafka`` and ``eventually`` (function).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from cryptopipe.infra.errors import InfraError
+from cryptopipe.infra.kafka import (
+    LOCAL_BROKER_ENV,
+    KafkaEndpoint,
+    TansuBroker,
+    kafka_metadata_ready,
+    local_broker_choice,
+    resolve_kafka,
+    start_tansu,
+)
+from cryptopipe.infra.proxy import TcpProxy
+from cryptopipe.infra.redis_server import RedisEndpoint, redact_url, resolve_redis
+from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec
+
+if TYPE_CHECKING:
+    import redis
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ENDPOINTS = pytest.StashKey[dict[str, str]]()
+
+
+def eventually(
+    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = ""
+) -> T:
+    """Poll ``condition()`` until it returns something truthy, and return that value.
+
+    An ``AssertionError`` raised by the condition counts as "not yet" (so conditions may use
+    ``assert``); any other exception propagates at once. On timeout, raise AssertionError with
+    ``message`` and the last value or assertion seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = condition()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message or 'condition not met'} (after {timeout:g} s; last: {last!r})")
+        time.sleep(interval)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+# --- session servers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _infra_stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def kafka(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) -> KafkaEndpoint:
+    """The session's broker: configured, or started (testcontainers, Tansu, librdkafka mock)."""
+    try:
+        endpoint = resolve_kafka(KafkaSettings(), stack=_infra_stack)
+    except InfraError as exc:
+        pytest.fail(f"no Kafka broker for the tests: {exc}", pytrace=False)
+    if endpoint.server is None and not kafka_metadata_ready(
+        endpoint.bootstrap_servers, timeout=30, **_security(endpoint.settings)
+    ):
+        pytest.fail(f"Kafka {endpoint} did not answer a metadata request within 30 s", pytrace=False)
+    request.config.stash.setdefault(_ENDPOINTS, {})["kafka"] = str(endpoint)
+    log.info("tests use Kafka: %s", endpoint)
+    return endpoint
+
+
+def _security(settings: KafkaSettings) -> dict[str, str]:
+    return {k: v for k, v in settings.client_config().items() if k != "bootstrap.servers"}
+
+
+@pytest.fixture(scope="session")
+def redis_server(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) -> RedisEndpoint:
+    """The session's Redis: configured (REDIS_URL), or started (testcontainers, local redis-server)."""
+    import redis as redis_lib
+
+    try:
+        endpoint = resolve_redis(RedisSettings(), stack=_infra_stack)
+    except InfraError as exc:
+        pytest.fail(f"no Redis server for the tests: {exc}", pytrace=False)
+    if endpoint.server is None:
+        client = redis_lib.Redis.from_url(endpoint.url.get_secret_value(), socket_connect_timeout=10)
+        try:
+            client.ping()
+        except redis_lib.RedisError as exc:
+            pytest.fail(f"Redis {endpoint} did not answer PING: {exc}", pytrace=False)
+        finally:
+            client.close()
+    request.config.stash.setdefault(_ENDPOINTS, {})["redis"] = str(endpoint)
+    log.info("tests use Redis: %s", endpoint)
+    return endpoint
+
+
+# --- per-test settings and clients ---------------------------------------------------------------
+
+
+@pytest.fixture
+def kafka_settings(kafka: KafkaEndpoint) -> KafkaSettings:
+    """Settings pointing at the session broker, with a topic prefix unique to this test."""
+    return kafka.settings.model_copy(update={"topic_prefix": _unique("t-") + "-"})
+
+
+@pytest.fixture
+def redis_settings(redis_server: RedisEndpoint) -> RedisSettings:
+    """Settings pointing at the session Redis, with a key prefix unique to this test."""
+    return redis_server.settings.model_copy(update={"key_prefix": _unique("t-") + ":"})
+
+
+@pytest.fixture
+def redis_client(redis_settings: RedisSettings) -> Iterator[redis.Redis]:
+    """A ``redis.Redis`` (bytes replies) on the session Redis; this test's keys are deleted after."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis_settings.url.get_secret_value(), decode_responses=False)
+    try:
+        yield client
+        keys = list(client.scan_iter(match=redis_settings.key_prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def create_topic(
+    endpoint: KafkaEndpoint,
+    name: str,
+    partitions: int = 3,
+    *,
+    settings: KafkaSettings | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Create ``name`` with ``partitions`` partitions and wait until metadata shows every leader.
+
+    On brokers that cannot create topics (librdkafka mock) the topic is auto-created instead,
+    with that broker's default partition count.
+    """
+    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    config: dict[str, Any] = {
+        **(settings or endpoint.settings).client_config(),
+        "bootstrap.servers": endpoint.bootstrap_servers,
+    }
+    if endpoint.quirks.create_topics_unsupported:
+        if endpoint.quirks.auto_create_partitions not in (None, partitions):
+            log.warning(
+                "%s cannot create topics: %s gets %s partitions, not %d",
+                endpoint.kind,
+                name,
+                endpoint.quirks.auto_create_partitions,
+                partitions,
+            )
+            partitions = endpoint.quirks.auto_create_partitions or partitions
+        client: Any = Producer({**config, "allow.auto.create.topics": True})
+    else:
+        client = AdminClient(config)
+        futures = client.create_topics(
+            [NewTopic(name, partitions, 1)], operation_timeout=timeout, request_timeout=timeout
+        )
+        futures[name].result(timeout=timeout)
+
+    def visible() -> bool:
+        try:
+            metadata = client.list_topics(topic=name, timeout=5).topics.get(name)
+        except KafkaException:
+            return False
+        return (
+            metadata is not None
+            and metadata.error is None
+            and len(metadata.partitions) == partitions
+            and all(p.leader >= 0 for p in metadata.partitions.values())
+        )
+
+    eventually(visible, timeout=timeout, message=f"topic {name} never showed {partitions} partitions")
+    return name
+
+
+@pytest.fixture
+def topic_factory(kafka: KafkaEndpoint, kafka_settings: KafkaSettings) -> Callable[..., str]:
+    """``topic_factory(spec_or_name=None, partitions=None) -> str``: create a topic for this test.
+
+    A ``TopicSpec`` becomes ``spec.with_prefix(kafka_settings.topic_prefix)`` (so code reading
+    ``kafka_settings`` finds it) with the spec's partition count; a string gets the same prefix;
+    None makes a uuid name. ``partitions`` overrides the count (default 3).
+    """
+
+    def create(spec_or_name: TopicSpec | str | None = None, partitions: int | None = None) -> str:
+        if isinstance(spec_or_name, TopicSpec):
+            spec = spec_or_name.with_prefix(kafka_settings.topic_prefix)
+            name, count = spec.name, partitions or spec.partitions
+        else:
+            name = kafka_settings.topic_prefix + (spec_or_name or _unique("topic-"))
+            count = partitions or 3
+        return create_topic(kafka, name, count, settings=kafka_settings)
+
+    return create
+
+
+@pytest.fixture(name="eventually")
+def eventually_fixture() -> Callable[..., Any]:
+    """The :func:`eventually` function, for tests that prefer a fixture to an import."""
+    return eventually
+
+
+@dataclass(frozen=True)
+class ProxiedKafka:
+    """A private Tansu reachable only through ``proxy``: pause the proxy to cut clients off."""
+
+    endpoint: KafkaEndpoint
+    proxy: TcpProxy
+    broker: TansuBroker
+
+    @property
+    def settings(self) -> KafkaSettings:
+        return self.endpoint.settings
+
+
+@pytest.fixture
+def proxied_kafka(kafka_settings: KafkaSettings) -> Iterator[ProxiedKafka]:
+    """A Tansu broker of this test's own behind a :class:`TcpProxy` (``proxy.pause()``/``resume()``).
+
+    Always Tansu (whatever the session broker is), since only a local broker can be put behind
+    the proxy. Its memory-only data survives a pause, since the broker process keeps running.
+    """
+    from cryptopipe.infra.kafka import TANSU_QUIRKS
+
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(TcpProxy())
+        broker = stack.enter_context(start_tansu(advertised_port=proxy.port))
+        proxy.target = ("127.0.0.1", broker.port)
+        bootstrap = broker.bootstrap_servers
+        settings = kafka_settings.model_copy(update={"bootstrap_servers": bootstrap})
+        endpoint = KafkaEndpoint(
+            bootstrap, broker.kind + " (behind TcpProxy)", TANSU_QUIRKS, settings, broker
+        )
+        yield ProxiedKafka(endpoint, proxy, broker)
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    kafka_bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("REDIS_URL")
+    try:
+        choice = local_broker_choice()
+    except InfraError as exc:
+        choice = f"invalid ({exc})"
+    return [
+        "kafka: "
+        + (
+            f"configured {kafka_bootstrap}"
+            if kafka_bootstrap
+            else f"resolved on first use ({LOCAL_BROKER_ENV}={choice}); see the summary"
+        ),
+        "redis: " + (f"configured {redact_url(redis_url)}" if redis_url else "resolved on first use"),
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    endpoints = config.stash.get(_ENDPOINTS, {})
+    if endpoints:
+        terminalreporter.section("cryptopipe test servers")
+        for name, description in endpoints.items():
+            terminalreporter.write_line(f"{name}: {description}")

