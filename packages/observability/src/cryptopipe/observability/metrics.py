@@ -114,6 +114,11 @@ UNFILLED = _counter(
     "cryptopipe_ingest_trades_unfilled", "Trade ids inside a gap that the backfill could not recover.",
     ("symbol",), "ingest",
 )
+DUPLICATES = _counter(
+    "cryptopipe_ingest_trades_duplicate",
+    "Trades received again (id at or below the last published one, e.g. after a reconnect): dropped.",
+    ("symbol",), "ingest",
+)
 NETWORK_LATENCY = _histogram(
     "cryptopipe_network_latency_seconds",
     "Receive time minus exchange trade time (raw, not corrected for clock skew).", ("symbol",), "ingest",
@@ -167,4 +172,148 @@ SYSTEM_SHARE = _gauge(
 REDIS_WRITE = _histogram(
     "cryptopipe_redis_write_seconds", "Duration of one pipelined Redis write of a batch.", ("consumer",),
     "consumer",
+)
+
+# --- skew (clock offset against Binance / NTP; sign: reference clock minus local clock) ----
+CLOCK_OFFSET = _gauge(
+    "cryptopipe_clock_offset_seconds",
+    "Estimated reference clock minus local clock (NTP's sign), median of the recent intervals.",
+    ("reference",), "skew",
+)
+CLOCK_OFFSET_UNCERTAINTY = _gauge(
+    "cryptopipe_clock_offset_uncertainty_seconds",
+    "Offset error bound for a symmetric path: half the best round trip plus half the stamp resolution.",
+    ("reference",), "skew",
+)
+CLOCK_RTT = _gauge(
+    "cryptopipe_clock_rtt_seconds",
+    "Round trip of the sample the offset came from (the interval's shortest).", ("reference",), "skew",
+)
+CLOCK_ESTIMATE_AGE = _gauge(
+    "cryptopipe_clock_estimate_age_seconds",
+    "Seconds since the last good estimate (since start while there is none).", ("reference",), "skew",
+)
+CLOCK_ESTIMATE_STALE = _gauge(
+    "cryptopipe_clock_estimate_stale",
+    "1 while the last attempt failed or the estimate is too old (the last good one stays in use), else 0.",
+    ("reference",), "skew",
+)
+API_RESPONSE = _histogram(
+    "cryptopipe_api_response_seconds",
+    "Exchange REST response time (request sent to body read), by endpoint.", ("endpoint",), "skew",
+)
+NETWORK_LATENCY_CORRECTED = _histogram(
+    "cryptopipe_network_latency_corrected_seconds",
+    "Receive time minus exchange trade time plus the estimated clock offset (skew-corrected).",
+    ("symbol",), "ingest",
+)
+
+# --- infrastructure: per-component resources (observability.process; compose: cAdvisor) ------
+# Embedded mode samples the component's processes with psutil (root + all descendants, so the
+# Spark driver includes its JVM); compose reads the same quantities from cAdvisor. The recording
+# rules component:*:* (compose/prometheus/rules/recording.yml) give one series per meaning from
+# either source, preferring cAdvisor where both exist.
+PROCESS_CPU = _counter(
+    "cryptopipe_process_cpu_seconds",
+    "CPU time (user + system) of the component's processes incl. descendants; rate() = cores used. "
+    "Compose: container_cpu_usage_seconds_total.",
+    ("component",), "infrastructure",
+)
+PROCESS_MEMORY = _gauge(
+    "cryptopipe_process_resident_memory_bytes",
+    "Resident set size summed over the component's processes incl. descendants (shared pages count "
+    "once per process). Compose: container_memory_rss.",
+    ("component",), "infrastructure",
+)
+PROCESS_DISK_READ = _counter(
+    "cryptopipe_process_disk_read_bytes",
+    "Bytes the component's processes caused to be read from storage (page-cache hits excluded). "
+    "Compose: container_fs_reads_bytes_total.",
+    ("component",), "infrastructure",
+)
+PROCESS_DISK_WRITE = _counter(
+    "cryptopipe_process_disk_write_bytes",
+    "Bytes the component's processes caused to be written to storage (counted when pages are dirtied). "
+    "Compose: container_fs_writes_bytes_total.",
+    ("component",), "infrastructure",
+)
+PROCESS_NETWORK_RECEIVE = _counter(
+    "cryptopipe_process_network_receive_bytes",
+    "Bytes received. Embedded mode, Linux: TCP payload bytes received on the component's sockets "
+    "(sock_diag tcp_info; loopback included; a socket's last interval is lost when it closes between "
+    "samples); component=\"host\": all interfaces of the host incl. loopback (wire bytes). "
+    "Compose: container_network_receive_bytes_total.",
+    ("component",), "infrastructure",
+)
+PROCESS_NETWORK_TRANSMIT = _counter(
+    "cryptopipe_process_network_transmit_bytes",
+    "Bytes sent. Embedded mode, Linux: TCP payload bytes sent and acknowledged on the component's "
+    "sockets; component=\"host\": all interfaces of the host incl. loopback. "
+    "Compose: container_network_transmit_bytes_total.",
+    ("component",), "infrastructure",
+)
+PROCESS_COUNT = _gauge(
+    "cryptopipe_process_count",
+    "Live processes counted for the component (root + descendants); 0 once the root has exited.",
+    ("component",), "infrastructure",
+)
+
+# --- alerting (Spark job; fed by a StreamingQueryListener on the driver) ------------------------
+ALERTING_BATCH_DURATION = _histogram(
+    "cryptopipe_alerting_batch_duration_seconds",
+    "Micro-batch duration (progress triggerExecution), data and no-data batches.", (), "alerting",
+)
+ALERTING_BATCH_PHASE = _histogram(
+    "cryptopipe_alerting_batch_phase_seconds",
+    "Micro-batch time by phase (progress durationMs: addBatch, latestOffset, walCommit, commitOffsets ...).",
+    ("phase",), "alerting",
+)
+ALERTING_INPUT_RATE = _gauge(
+    "cryptopipe_alerting_input_rows_per_second", "Trades arriving per second, as of the last micro-batch.",
+    (), "alerting",
+)
+ALERTING_PROCESSED_RATE = _gauge(
+    "cryptopipe_alerting_processed_rows_per_second", "Trades processed per second, as of the last micro-batch.",
+    (), "alerting",
+)
+ALERTING_INPUT_ROWS = _counter(
+    "cryptopipe_alerting_input_rows", "Records read from the prices topic by the job.", (), "alerting",
+)
+ALERTING_INVALID_ROWS = _counter(
+    "cryptopipe_alerting_invalid_rows", "Records on the prices topic that are not trades; skipped.", (), "alerting",
+)
+ALERTING_ALERTS = _counter(
+    "cryptopipe_alerting_alerts", "Alerts published to the alerts topic (output rows), by rule and kind.",
+    ("rule", "kind"), "alerting",
+)
+ALERTING_DROPPED_LATE = _counter(
+    "cryptopipe_alerting_rows_dropped_by_watermark",
+    "Trade rows (one per applicable rule) for windows the watermark had already closed: too late, dropped.",
+    (), "alerting",
+)
+ALERTING_WATERMARK_DELAY = _gauge(
+    "cryptopipe_alerting_watermark_delay_seconds",
+    "Wall clock minus the event-time watermark at the end of the last micro-batch.", (), "alerting",
+)
+ALERTING_STATE_ROWS = _gauge(
+    "cryptopipe_alerting_state_rows", "Rows held in the job's state stores (open windows).", (), "alerting",
+)
+ALERTING_BATCHES = _counter(
+    "cryptopipe_alerting_batches", "Micro-batches run, by whether they carried new data.", ("data",), "alerting",
+)
+ALERTING_QUERY_RESTARTS = _counter(
+    "cryptopipe_alerting_query_restarts", "Times the streaming query failed and restarted from its checkpoint.",
+    (), "alerting",
+)
+ALERTING_PUBLISH_LATENCY = _histogram(
+    "cryptopipe_alerting_publish_latency_seconds",
+    "Alert acknowledged by Kafka minus receive time of the trade that let the watermark pass the window "
+    "end (final) or that crossed the threshold (early).",
+    ("kind",), "alerting",
+)
+ALERT_LATENCY = _histogram(
+    "cryptopipe_alert_latency_seconds",
+    "Alert written to Redis minus receive time of the trade that let the watermark pass the window end "
+    "(final) or that crossed the threshold (early). Observed by the alerts consumer.",
+    ("kind",), "alerting",
 )

@@ -1,0 +1,210 @@
+"""Generated Prometheus config and rules: valid for promtool, and a real Prometheus uses them."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from cryptopipe.infra.testing import eventually
+from cryptopipe.observability import LATENCY_BUCKETS, catalogue
+from cryptopipe.observability import prometheus as prom
+
+REPO = Path(__file__).resolve().parents[3]
+ALLOW_MISSING = os.environ.get("CRYPTOPIPE_ALLOW_NO_PROMETHEUS") == "1"
+
+
+def require(binary: str) -> str:
+    """The binary's path; a missing one fails the test unless CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1."""
+    path = shutil.which(binary)
+    if path is None:
+        message = (
+            f"{binary} not on PATH: apt-get install -y prometheus (or set CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1)"
+        )
+        if ALLOW_MISSING:
+            pytest.skip(message)
+        pytest.fail(message)
+    return path
+
+
+def test_config_has_one_job_per_component_and_no_target_labels() -> None:
+    text = prom.render_config(
+        {"ingest": ["127.0.0.1:9101"], "broker": [], "up": ["127.0.0.1:1", "127.0.0.1:2"]}
+    )
+    config = yaml.safe_load(text)
+    assert config["global"] == {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"}
+    assert config["rule_files"] == list(prom.RULE_FILES)
+    assert config["scrape_configs"] == [
+        {"job_name": "ingest", "static_configs": [{"targets": ["127.0.0.1:9101"]}]},
+        {"job_name": "up", "static_configs": [{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]},
+    ]
+    with pytest.raises(ValueError, match="scrape_interval"):
+        prom.render_config({}, scrape_interval="2 seconds")
+
+
+def test_compose_targets_follow_the_port_table() -> None:
+    targets = prom.compose_targets({"ingest": 9999})
+    assert targets["ingest"] == ["ingest:9999"]
+    assert "prices-consumer" not in targets
+    assert targets["cadvisor"] == ["cadvisor:8080"]
+    assert prom.compose_targets()["ingest"] == [f"ingest:{prom.DEFAULT_METRICS_PORTS['ingest']}"]
+
+
+def test_every_histogram_has_mean_p95_p99_at_every_level() -> None:
+    recorded = {
+        rule["record"]
+        for group in prom.recording_rules()["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    histograms = [entry for entry in catalogue() if entry.type == "histogram"]
+    assert histograms
+    for entry in histograms:
+        levels = ["all", "_".join(entry.labels)] if entry.labels else ["all"]
+        for level in levels:
+            for operation in ("mean", "p95", "p99"):
+                assert prom.histogram_series(entry.name, level, operation) in recorded
+
+
+def test_alert_bounds_reach_the_rules() -> None:
+    rules = prom.alerting_rules(prom.AlertBounds(no_trades_for="17s", max_clock_offset_seconds=0.25))
+    by_name = {rule["alert"]: rule for rule in rules["groups"][0]["rules"]}
+    assert {"ConsumerLagGrowing", "NoTrades", "ClockSkewTooLarge", "SparkBatchSlow", "ErrorRateHigh",
+            "DeadLetters"} <= set(by_name)  # fmt: skip
+    assert "[17s]" in by_name["NoTrades"]["expr"]
+    assert "> 0.25" in by_name["ClockSkewTooLarge"]["expr"]
+    with pytest.raises(ValueError, match="lag_growing_for"):
+        prom.AlertBounds(lag_growing_for="five minutes")
+
+
+def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
+    promtool = require("promtool")
+    config = prom.write_config_dir(tmp_path, {"ingest": ["127.0.0.1:9101"]})
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    committed = REPO / "compose" / "prometheus"
+    result = subprocess.run(
+        [promtool, "check", "config", str(committed / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = [str(committed / name) for name in prom.RULE_FILES]
+    result = subprocess.run([promtool, "check", "rules", *rules], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+class Endpoint:
+    """A small live /metrics endpoint with its own registry, like one service's serve_metrics."""
+
+    def __init__(self, symbol: str) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "cryptopipe_e2e_latency_seconds",
+            "e2e",
+            ("symbol",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.trades = Counter(
+            "cryptopipe_ingest_trades_received", "trades", ("symbol",), registry=self.registry
+        )
+        self.symbol = symbol
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def observe(self, i: int) -> None:
+        self.latency.labels(symbol=self.symbol).observe(0.001 * (1 + i % 50))
+        self.trades.labels(symbol=self.symbol).inc()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def endpoints() -> Iterator[list[Endpoint]]:
+    live = [Endpoint("btcusdt"), Endpoint("ethusdt")]
+    stop = threading.Event()
+
+    def feed() -> None:
+        i = 0
+        while not stop.wait(0.02):
+            for endpoint in live:
+                endpoint.observe(i)
+            i += 1
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    yield live
+    stop.set()
+    feeder.join(5)
+    for endpoint in live:
+        endpoint.close()
+
+
+def _number(rows: list[tuple[dict[str, str], float]]) -> float | None:
+    if len(rows) == 1 and math.isfinite(rows[0][1]):
+        return rows[0][1]
+    return None
+
+
+@pytest.mark.slow
+def test_real_prometheus_scrapes_every_component_and_answers_p99(
+    endpoints: list[Endpoint], tmp_path: Path
+) -> None:
+    require("prometheus")
+    targets = {"ingest": [endpoints[0].address], "prices-consumer": [endpoints[1].address]}
+    server = prom.start_embedded_prometheus(targets, scrape_interval="1s", directory=tmp_path)
+    assert server is not None
+    with server:
+        assert server.url.startswith("http://127.0.0.1:")
+        eventually(
+            lambda: prom.target_health(server.url) == {"ingest": ["up"], "prices-consumer": ["up"]},
+            timeout=30,
+            message="targets never came up",
+        )
+        assert {labels["job"] for labels, up in server.query("up") if up == 1} == set(targets)
+
+        raw = "histogram_quantile(0.99, sum by (le) (rate(cryptopipe_e2e_latency_seconds_bucket[1m])))"
+        p99 = eventually(lambda: _number(server.query(raw)), timeout=30, message=f"no number from {raw}")
+        assert p99 is not None
+        assert 0.001 <= p99 <= 0.1  # observations are 1..50 ms; the 50 ms bucket reaches ~66 ms
+
+        recorded = prom.histogram_series("cryptopipe_e2e_latency_seconds", "all", "p99")
+        eventually(lambda: _number(server.query(recorded)), timeout=30, message=f"{recorded} never recorded")
+        by_symbol = prom.histogram_series("cryptopipe_e2e_latency_seconds", "symbol", "p99")
+        eventually(
+            lambda: len(server.query(by_symbol)) == 2, timeout=30, message=f"{by_symbol} not per symbol"
+        )
+        assert prom.all_rules_healthy(server.url) == []
+
+        # The orchestrator may learn a port late: rewrite the config and reload.
+        prom.write_config_dir(tmp_path, {**targets, "skew-monitor": [endpoints[0].address]}, "1s")
+        server.reload()
+        eventually(
+            lambda: prom.target_health(server.url).get("skew-monitor") == ["up"],
+            timeout=30,
+            message="reloaded target never came up",
+        )
+
+
+def test_without_a_binary_up_runs_on_and_start_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert prom.start_embedded_prometheus({"ingest": ["127.0.0.1:9101"]}, directory=tmp_path) is None
+    with pytest.raises(prom.PrometheusError, match="apt-get install prometheus"):
+        prom.start_prometheus(tmp_path / "prometheus.yml")
