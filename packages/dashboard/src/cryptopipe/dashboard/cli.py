@@ -1,0 +1,164 @@
+"""``cryptopipe dashboard``: serve the live page with Streamlit.
+
+Runs ``streamlit run`` on :mod:`cryptopipe.dashboard.app` in a child process, bound to
+127.0.0.1 unless told otherwise. Flags override environment variables; the resulting settings
+reach the page as environment variables (never on the command line, so the Redis password in
+``REDIS_URL`` stays out of ``ps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pydantic
+
+from cryptopipe.dashboard.settings import DashboardSettings
+
+logger = logging.getLogger(__name__)
+
+APP = Path(__file__).with_name("app.py")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptopipe dashboard",
+        description="Live prices, alerts and pipeline health in the browser (Streamlit). "
+        "Redis comes from REDIS_URL / REDIS_KEY_PREFIX; flags override the DASHBOARD_* variables.",
+    )
+    parser.add_argument("--host", help="address to bind (env DASHBOARD_HOST, default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="port; 0 picks a free one (env DASHBOARD_PORT, default 8501)"
+    )
+    parser.add_argument(
+        "--symbols",
+        help="comma list of symbols, cards in this order (env DASHBOARD_SYMBOLS; default: all in Redis)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help="refresh period (env DASHBOARD_REFRESH_SECONDS, default 1)",
+    )
+    parser.add_argument(
+        "--stale",
+        type=float,
+        metavar="SECONDS",
+        help="mark a symbol stale after this long without trades (env DASHBOARD_STALE_SECONDS, default 10)",
+    )
+    parser.add_argument(
+        "--metrics-urls", help="comma list of the services' /metrics URLs (env DASHBOARD_METRICS_URLS)"
+    )
+    parser.add_argument("--prometheus-url", help="query this Prometheus instead (env PROMETHEUS_URL)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
+    """Environment (and .env) first, then the flags that were given on top."""
+    overrides: dict[str, Any] = {}
+    for flag, field in (
+        ("host", "host"),
+        ("port", "port"),
+        ("symbols", "symbols"),
+        ("refresh", "refresh_seconds"),
+        ("stale", "stale_seconds"),
+        ("metrics_urls", "metrics_urls"),
+        ("prometheus_url", "prometheus_url"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    return DashboardSettings(**overrides)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def streamlit_argv(settings: DashboardSettings, port: int) -> list[str]:
+    """The ``streamlit run`` command line: no secrets, no browser, no telemetry, no file watcher."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        settings.host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+        "--client.showErrorDetails",
+        "type",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except pydantic.ValidationError as exc:
+        for error in exc.errors():
+            print(
+                f"cryptopipe dashboard: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr
+            )
+        return 2
+    port = settings.port or _free_port(settings.host)
+    env = {**os.environ, **settings.to_env(), "DASHBOARD_PORT": str(port)}
+    if not env.get("REDIS_URL"):
+        logger.warning("REDIS_URL is not set: the page will say so until it is (cryptopipe up sets it)")
+    proc = subprocess.Popen(streamlit_argv(settings, port), env=env)
+    logger.info("dashboard on http://%s:%d (pid %d)", settings.host, port, proc.pid)
+
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        logger.info("signal %d: stopping the dashboard", signum)
+        proc.terminate()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
+    )
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if stopping:
+        return 0
+    if code != 0:
+        logger.error("streamlit exited with code %d", code)
+    return code

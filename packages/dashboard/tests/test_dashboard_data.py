@@ -1,0 +1,281 @@
+"""The page's figures, assembled from a real Redis (written by the store's sinks) and real metrics."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+
+from cryptopipe.dashboard import data
+from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.infra.prometheus import resolve_prometheus_binary
+from cryptopipe.infra.testing import eventually
+from cryptopipe.observability import LATENCY_BUCKETS, Scrape, catalogue
+from cryptopipe.store.alerts import AlertStore
+from cryptopipe.store.prices import PriceStore
+
+from .conftest import Market, now_us
+
+
+def _store(market: Market) -> PriceStore:
+    return PriceStore(market.client, market.settings.key_prefix)
+
+
+def test_cards_follow_the_configured_order_and_mark_stale_symbols(market: Market) -> None:
+    market.series("BTCUSDT", ["60000", "60100", "60200"], spacing_s=1.0)
+    market.series("ETHUSDT", ["2500", "2490"], spacing_s=1.0, last_age_s=30.0)
+
+    cards = data.load_prices(
+        _store(market),
+        ["ETHUSDT", "SOLUSDT", "BTCUSDT"],
+        now_us=now_us(),
+        stale_seconds=10,
+        history_points=100,
+    )
+
+    assert [c.symbol for c in cards] == ["ETHUSDT", "SOLUSDT", "BTCUSDT"]
+    eth, sol, btc = cards
+    assert btc.price == Decimal("60200")
+    assert not btc.stale
+    assert [p for _, p in btc.history] == [60000.0, 60100.0, 60200.0]
+    assert eth.price == Decimal("2490")
+    assert eth.stale
+    assert eth.age_s is not None
+    assert eth.age_s >= 30
+    assert sol.price is None
+    assert sol.stale
+    assert sol.history == ()
+
+
+def test_no_configured_symbols_means_every_symbol_in_redis(market: Market) -> None:
+    market.trade("XRPUSDT", "0.5")
+    market.trade("ADAUSDT", "0.3")
+    cards = data.load_prices(_store(market), [], now_us=now_us(), stale_seconds=10, history_points=10)
+    assert [c.symbol for c in cards] == ["ADAUSDT", "XRPUSDT"]
+
+
+def test_one_minute_change_uses_the_last_price_at_or_before_the_window_start(market: Market) -> None:
+    # Trades 90, 60, 30 and 0 s back: "1 min" compares the last one with the one 60 s earlier.
+    market.series("BTCUSDT", ["100", "110", "120", "132"], spacing_s=30.0, last_age_s=0.0)
+    (card,) = data.load_prices(
+        _store(market), ["BTCUSDT"], now_us=now_us(), stale_seconds=10, history_points=100
+    )
+    assert card.change_1m is not None
+    assert card.change_1m.complete
+    assert card.change_1m.pct == pytest.approx(20.0)  # 132 vs 110
+    assert card.change_24h is None  # 90 s of history say nothing about 24 h
+
+
+def test_short_history_gives_a_partial_change_with_its_span(market: Market) -> None:
+    market.series("BTCUSDT", ["200", "190"], spacing_s=20.0)
+    (card,) = data.load_prices(
+        _store(market), ["BTCUSDT"], now_us=now_us(), stale_seconds=10, history_points=100
+    )
+    assert card.change_1m == data.Change(pct=-5.0, span_s=20.0, complete=False)
+
+
+@given(
+    points=st.lists(
+        st.tuples(st.integers(0, 10**9), st.integers(1, 10**6)),
+        min_size=1,
+        max_size=40,
+        unique_by=lambda p: p[0],
+    ),
+    last=st.integers(1, 10**6),
+    window=st.integers(1, 10**9),
+)
+def test_change_over_picks_the_newest_point_not_after_the_window_start(
+    points: list[tuple[int, int]], last: int, window: int
+) -> None:
+    history = sorted((t, Decimal(p)) for t, p in points)
+    last_time = history[-1][0]
+    change = data.change_over(history, Decimal(last), last_time, window, allow_partial=False)
+    before = [p for p in history if p[0] <= last_time - window]
+    if not before:
+        assert change is None
+    else:
+        reference = before[-1][1]
+        assert change is not None
+        assert change.complete
+        assert change.pct == pytest.approx(float((Decimal(last) - reference) / reference * 100))
+
+
+def test_alert_feed_is_newest_first_filters_and_counts(market: Market) -> None:
+    t = now_us()
+    market.alert("BTCUSDT", "SELL", 1.5, raised_us=t - 3_000_000)
+    market.alert("ETHUSDT", "BUY", -2.0, raised_us=t - 1_000_000, rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -1.1, raised_us=t - 2_000_000, kind="early")
+
+    alerts = data.load_alerts(AlertStore(market.client, market.settings.key_prefix), limit=50)
+    assert [a.raised_time_us for a in alerts] == [t - 1_000_000, t - 2_000_000, t - 3_000_000]
+
+    everything = data.alert_feed(alerts)
+    assert everything.counts == {"BTCUSDT": 2, "ETHUSDT": 1}
+    assert everything.rules == ("pct_1m", "pct_5m")
+
+    buys = data.alert_feed(alerts, sides=["BUY"])
+    assert [(a.symbol, a.side) for a in buys.alerts] == [("ETHUSDT", "BUY"), ("BTCUSDT", "BUY")]
+    assert buys.counts == {"BTCUSDT": 1, "ETHUSDT": 1}
+
+    narrow = data.alert_feed(alerts, symbols=["BTCUSDT"], rules=["pct_1m"], sides=["SELL"])
+    assert [a.pct_change for a in narrow.alerts] == [1.5]
+
+
+def test_health_reads_the_services_endpoint(market: Market, metrics_url: str) -> None:
+    market.series("BTCUSDT", ["1", "2", "3"], spacing_s=0.1)  # the sink observes e2e/system latency
+    health = data.load_health(
+        prometheus_url="",
+        metrics_urls=[metrics_url],
+        window="1m",
+        timeout=5,
+        runtime={"broker": "tansu 0.6.0"},
+    )
+    assert health.problems == ()
+    assert health.runtime == {"broker": "tansu 0.6.0"}
+    expected = Scrape.from_urls(metrics_url).percentiles_ms(data.E2E)
+    assert health.latency_ms["E2E"]["p50"] is not None
+    # Same figures as the observability package computes from the same endpoint (not recomputed).
+    assert health.latency_ms["E2E"] == expected
+    assert set(health.latency_ms) == {"E2E", "System", "Network", "Network (skew-corrected)", "Alert"}
+
+
+@pytest.fixture
+def prometheus(metrics_url: str, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping this process's /metrics every 200 ms."""
+    binary = resolve_prometheus_binary()
+    if binary is None:
+        pytest.skip("no prometheus binary (apt-get install prometheus)")
+    port = free_port()
+    target = metrics_url.removeprefix("http://").removesuffix("/metrics")
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 200ms\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: tests\n    static_configs:\n      - targets: ['{target}']\n",
+        "utf-8",
+    )
+
+    def ready(_server: LocalServer) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as response:
+            return bool(response.status == 200)
+
+    server = LocalServer(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            "--storage.tsdb.path={workdir}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        ready=ready,
+    )
+    with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_health_from_prometheus_takes_precedence(market: Market, metrics_url: str, prometheus: str) -> None:
+    def figures() -> data.Health | None:
+        market.trade("BTCUSDT", "1")  # keep the histograms moving, so rate() has something to say
+        health = data.load_health(
+            prometheus_url=prometheus,
+            metrics_urls=["http://127.0.0.1:1/metrics"],
+            window="1m",
+            timeout=2,
+            runtime={},
+        )
+        assert health.problems == ()
+        return health if health.latency_ms["E2E"]["p99"] is not None else None
+
+    health = eventually(figures, timeout=60, interval=0.2, message="Prometheus never had E2E percentiles")
+    assert health.source.startswith(f"Prometheus {prometheus}")
+    assert health.latency_ms["System"]["p50"] is not None
+
+
+def test_every_metric_the_panel_reads_is_in_the_catalogue() -> None:
+    names = {entry.name for entry in catalogue()}
+    read = {data.THROUGHPUT, data.CONSUMER_LAG, data.CLOCK_OFFSET, data.SPARK_BATCH}
+    read |= {name for _, name in data.LATENCIES}
+    assert read <= names, read - names
+
+
+def test_spark_batch_time_and_clock_skew_are_shown_once_exported() -> None:
+    registry = CollectorRegistry()
+    batch = Histogram(data.SPARK_BATCH, "batch", registry=registry, buckets=LATENCY_BUCKETS)
+    offset = Gauge(data.CLOCK_OFFSET, "offset", ["reference"], registry=registry)
+    before = data.health_from_scrape(
+        Scrape.from_text(generate_latest(registry).decode()), source="t", runtime={}
+    )
+    assert before.spark_batch_ms == {}  # defined but never observed: n/a, not "n/a / n/a"
+
+    for seconds in (0.4, 0.5, 0.6, 0.7):
+        batch.observe(seconds)
+    offset.labels(reference="binance").set(-1.27)
+    after = data.health_from_scrape(
+        Scrape.from_text(generate_latest(registry).decode()), source="t", runtime={}
+    )
+    assert after.spark_batch_ms["p50"] is not None
+    assert 400 <= after.spark_batch_ms["p50"] <= 700
+    assert after.clock_offset_ms == {"binance": -1270.0}
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_endpoint_is_named_and_the_others_still_count(metrics_url: str) -> None:
+    dead = f"http://127.0.0.1:{_closed_port()}/metrics"
+    health = data.load_health(
+        prometheus_url="", metrics_urls=[dead, metrics_url], window="1m", timeout=2, runtime={}
+    )
+    assert len(health.problems) == 1
+    assert dead in health.problems[0].what
+    assert "DASHBOARD_METRICS_URLS" in health.problems[0].fix
+
+
+def test_nothing_configured_says_how_to_configure() -> None:
+    health = data.load_health(prometheus_url="", metrics_urls=[], window="1m", timeout=1, runtime={})
+    assert health.problems == (data.NO_METRICS,)
+    assert all(v is None for values in health.latency_ms.values() for v in values.values())
+
+
+def test_unreachable_prometheus_is_named() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    health = data.load_health(
+        prometheus_url=url, metrics_urls=["http://ignored/metrics"], window="1m", timeout=2, runtime={}
+    )
+    (problem,) = health.problems
+    assert url in problem.what
+    assert "PROMETHEUS_URL" in problem.fix
+
+
+def test_redis_problem_names_the_server_without_its_password() -> None:
+    url = "redis://:s3cret-pass@127.0.0.1:6390/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    with pytest.raises(redis.RedisError) as info:
+        client.ping()
+    problem = data.redis_problem(info.value, url, secret="s3cret-pass")
+    assert problem.what == "Redis at redis://127.0.0.1:6390/0 is unreachable"
+    assert "REDIS_URL" in problem.fix
+    assert "recovers by itself" in problem.fix
+    assert "s3cret" not in problem.message()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@localhost:6379/0", "redis://localhost:6379/0"),
+        ("rediss://user:pw@example.com:6380/2", "rediss://example.com:6380/2"),
+        ("http://admin:pw@127.0.0.1:9090", "http://127.0.0.1:9090"),
+        ("http://127.0.0.1:9101/metrics?token=x", "http://127.0.0.1:9101/metrics"),
+    ],
+)
+def test_redact_url_drops_credentials(url: str, shown: str) -> None:
+    assert data.redact_url(url) == shown
