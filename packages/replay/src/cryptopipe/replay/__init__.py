@@ -1,1 +1,30 @@
-"""cryptopipe.replay"""
+"""A local exchange that speaks Binance Spot's WebSocket and REST protocol.
+
+The real ingest code runs unchanged against it: it replays data.binance.vision trade files,
+recorded WebSocket frames or a seeded synthetic market, paced like the original, with fault knobs
+(clock offset, delay, dropped connections, serverShutdown) and a REST aggTrades history that is
+exactly what the stream sent, so backfill can be checked id for id::
+
+    async with ReplayExchange(ReplayConfig(replay_files=("btcusdt_20240808.gz",), speed="max")) as ex:
+        ...connect to f"{ex.ws_url}/stream?streams=btcusdt@trade"...
+
+    with run_in_thread(ReplayConfig(symbols=("BTCUSDT",), rate=100, count=500)) as ex:
+        ...ex.rest_url, ex.stats.finished, ex.history("BTCUSDT")...
+"""
+
+from cryptopipe.replay.config import ReplayConfig
+from cryptopipe.replay.errors import FetchError, ReplayConfigError, ReplayError, SourceError
+from cryptopipe.replay.server import ReplayExchange, ThreadedExchange, run_in_thread
+from cryptopipe.replay.tape import ReplayStats
+
+__all__ = [
+    "FetchError",
+    "ReplayConfig",
+    "ReplayConfigError",
+    "ReplayError",
+    "ReplayExchange",
+    "ReplayStats",
+    "SourceError",
+    "ThreadedExchange",
+    "run_in_thread",
+]

@@ -1,0 +1,417 @@
+"""The exchange tape: plays the source once, in (scaled) real time, to whoever is subscribed.
+
+Like a real exchange, a client receives only what happens while it is subscribed; what it missed
+stays available through the REST aggTrades history, which is exactly what was played (same ids,
+prices and times under the active clock mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import msgspec
+
+from cryptopipe.replay.config import ReplayConfig
+from cryptopipe.replay.errors import ReplayError
+from cryptopipe.replay.sources import MergedSource, RawFrame, SourceEvent, TradeRecord
+from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent, encode_json
+
+log = logging.getLogger(__name__)
+
+HistoryKind = Literal["aggTrade", "trade"]
+
+
+@dataclass
+class ReplayStats:
+    """Counters of one replay exchange (read them from any thread; only the server writes them)."""
+
+    frames_sent: int = 0
+    trades_played: int = 0
+    passthrough_played: int = 0
+    connections: int = 0
+    open_connections: int = 0
+    #: Connections the server closed on its own, for any reason (breakdown in ``close_reasons``).
+    dropped_connections: int = 0
+    slow_consumers: int = 0
+    close_reasons: dict[str, int] = field(default_factory=dict)
+    skipped_lines: int = 0
+    bad_lines: int = 0
+    loops: int = 0
+    started: bool = False
+    finished: bool = False
+    error: str | None = None
+
+
+class Subscriber(Protocol):
+    """What the tape needs from a WebSocket connection."""
+
+    micros: bool
+    combined: bool
+
+    def enqueue(self, payload: bytes) -> bool: ...
+
+    def full(self) -> bool: ...
+
+    async def wait_room(self, timeout_s: float) -> bool: ...
+
+    def drop(self, reason: str) -> None: ...
+
+
+class SymbolHistory:
+    """The aggTrades (and trades) one symbol has played, times in µs, trimmed to ``limit``.
+
+    ``tmax`` is the running maximum of ``T``: monotone even when late trades make ``T`` go back,
+    so a time query can bisect it and stop once past ``end + max_lateness``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.aggs: list[AggTradeEvent] = []
+        self.ids: list[int] = []
+        self.tmax: list[int] = []
+        self.trades: list[TradeEvent] = []
+        self.max_lateness_us = 0
+        self.ids_monotone = True
+
+    def add_agg(self, agg: AggTradeEvent) -> None:
+        if self.ids and agg.a <= self.ids[-1]:
+            self.ids_monotone = False
+        top = max(self.tmax[-1], agg.T) if self.tmax else agg.T
+        self.max_lateness_us = max(self.max_lateness_us, top - agg.T)
+        self.aggs.append(agg)
+        self.ids.append(agg.a)
+        self.tmax.append(top)
+        if len(self.aggs) > 2 * self.limit:
+            cut = len(self.aggs) - self.limit
+            del self.aggs[:cut], self.ids[:cut], self.tmax[:cut]
+
+    def add_trade(self, trade: TradeEvent) -> None:
+        self.trades.append(trade)
+        if len(self.trades) > 2 * self.limit:
+            del self.trades[: len(self.trades) - self.limit]
+
+    def query(
+        self, *, from_id: int | None, start_us: int | None, end_us: int | None, limit: int
+    ) -> list[AggTradeEvent]:
+        """Binance's selection: by ``fromId``, by ``[start, end]`` (inclusive), else the most recent."""
+        if from_id is not None:
+            if self.ids_monotone:
+                i = bisect.bisect_left(self.ids, from_id)
+                return self.aggs[i : i + limit]
+            return sorted((a for a in self.aggs if a.a >= from_id), key=lambda a: a.a)[:limit]
+        if start_us is None and end_us is None:
+            return self.aggs[-limit:]
+        lo = start_us if start_us is not None else -1
+        hi = end_us if end_us is not None else 2**63
+        out: list[AggTradeEvent] = []
+        stop_after = hi + self.max_lateness_us
+        for j in range(bisect.bisect_left(self.tmax, lo), len(self.aggs)):
+            if self.tmax[j] > stop_after:
+                break
+            agg = self.aggs[j]
+            if lo <= agg.T <= hi:
+                out.append(agg)
+                if len(out) >= limit:
+                    break
+        return out
+
+
+@dataclass
+class _LoopShift:
+    """How much a ``--loop`` pass moves ids and (original-clock) times, per symbol."""
+
+    agg_ids: dict[str, int] = field(default_factory=dict)
+    trade_ids: dict[str, int] = field(default_factory=dict)
+    time_us: int = 0
+
+
+class Tape:
+    """Plays the source and fans each event out to the subscribers of its streams."""
+
+    YIELD_EVERY = 128
+
+    def __init__(
+        self,
+        config: ReplayConfig,
+        source: MergedSource,
+        stats: ReplayStats,
+        now_us: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.stats = stats
+        self.now_us = now_us
+        self.symbols = source.symbols
+        self.agg_symbols = source.agg_symbols
+        self.histories: dict[str, SymbolHistory] = {
+            s: SymbolHistory(config.history_limit) for s in self.symbols
+        }
+        self.subs: dict[str, set[Subscriber]] = {}
+        self.connections: set[Subscriber] = set()
+        self.start_event = asyncio.Event()
+        self.finished_event = asyncio.Event()
+        self.on_finished: list[Callable[[], None]] = []
+        if not config.start_on_subscribe:
+            self.start_event.set()
+
+    # --- subscriptions -------------------------------------------------------------------------
+    def subscribe(self, sub: Subscriber, stream: str) -> None:
+        self.subs.setdefault(stream, set()).add(sub)
+        self.start_event.set()
+
+    def unsubscribe(self, sub: Subscriber, stream: str) -> None:
+        subs = self.subs.get(stream)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subs[stream]
+
+    def attach(self, sub: Subscriber) -> None:
+        self.connections.add(sub)
+
+    def detach(self, sub: Subscriber, streams: list[str]) -> None:
+        self.connections.discard(sub)
+        for stream in streams:
+            self.unsubscribe(sub, stream)
+
+    # --- playing -------------------------------------------------------------------------------
+    def history(self, symbol: str, kind: HistoryKind = "aggTrade") -> list[AggTradeEvent] | list[TradeEvent]:
+        hist = self.histories.get(symbol.upper())
+        if hist is None:
+            return []
+        return list(hist.aggs) if kind == "aggTrade" else list(hist.trades)
+
+    async def run(self) -> None:
+        cancelled = False
+        try:
+            await self.start_event.wait()
+            self.stats.started = True
+            log.info(
+                "tape started: %s at speed %s, clock %s",
+                self.source.name,
+                self.config.speed,
+                self.config.clock,
+            )
+            await self._play_all()
+        except ReplayError as exc:
+            self.stats.error = str(exc)
+            log.error("tape stopped: %s", exc)
+        except Exception as exc:  # a bug: record it where tests and the CLI look, then let it surface
+            self.stats.error = f"internal error: {exc!r}"
+            log.exception("tape crashed")
+            raise
+        except asyncio.CancelledError:
+            cancelled = True  # the exchange is closing: the tape did not reach its end
+            raise
+        finally:
+            self._update_line_counts()
+            if not cancelled and not self.stats.finished:
+                self.stats.finished = True
+                self.finished_event.set()
+                for callback in self.on_finished:
+                    callback()
+                log.info(
+                    "tape finished: %d trades played, %d frames sent",
+                    self.stats.trades_played,
+                    self.stats.frames_sent,
+                )
+
+    def _update_line_counts(self) -> None:
+        self.stats.skipped_lines, self.stats.bad_lines = self.source.line_counts()
+
+    async def _play_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        speed = float(self.config.speed)
+        paced = self.config.paced
+        shift = _LoopShift()
+        pass_no = 0
+        since_yield = 0
+        while True:
+            first_pace: int | None = None
+            wall0 = loop.time()
+            extent = _Extent()
+            for event in self._events(shift, extent):
+                if paced:
+                    if first_pace is None:
+                        first_pace, wall0 = event.pace_ns, loop.time()
+                    wait = wall0 + (event.pace_ns - first_pace) / 1e9 / speed - loop.time()
+                    if wait > 0.0005:
+                        await asyncio.sleep(wait)
+                        since_yield = 0
+                else:
+                    await self._wait_for_room()
+                since_yield += 1
+                if since_yield >= self.YIELD_EVERY:
+                    since_yield = 0
+                    self._update_line_counts()
+                    await asyncio.sleep(0)
+                self._play(event)
+            pass_no += 1
+            if not self.config.loop or extent.empty:
+                return
+            self.stats.loops = pass_no
+            shift = extent.next_shift(shift)
+            log.debug("tape looping (pass %d)", pass_no + 1)
+            await asyncio.sleep(0)
+
+    def _events(self, shift: _LoopShift, extent: _Extent) -> Iterator[SourceEvent]:
+        if not self.config.loop:
+            yield from self.source.events()
+            return
+        for event in self.source.events():
+            if isinstance(event, TradeRecord):
+                extent.see(event)
+                if shift.time_us or shift.agg_ids or shift.trade_ids:
+                    event = shift_record(event, shift)
+            yield event
+
+    async def _wait_for_room(self) -> None:
+        """At ``speed=max`` go at the pace of the slowest subscriber, dropping one that stalls."""
+        for sub in tuple(self.connections):
+            if sub.full() and not await sub.wait_room(self.config.slow_client_timeout_s):
+                sub.drop("slow_consumer")
+
+    def _play(self, event: SourceEvent) -> None:
+        if isinstance(event, RawFrame):
+            self.stats.passthrough_played += 1
+            subs = self.subs.get(event.stream)
+            if subs:
+                self._fanout(event.stream, subs, raw=event.data)
+            return
+        self.stats.trades_played += 1
+        if self.config.clock == "live":
+            event_us = self.now_us()
+            trade_us = event_us - max(0, event.event_time_us - event.trade_time_us)
+        else:
+            event_us, trade_us = event.event_time_us, event.trade_time_us
+        symbol = event.symbol
+        hist = self.histories.get(symbol)
+        if hist is None:
+            hist = self.histories[symbol] = SymbolHistory(self.config.history_limit)
+        lower = symbol.lower()
+        if event.kind == "trade":
+            trade = TradeEvent(
+                E=event_us,
+                s=symbol,
+                t=event.id,
+                p=event.price,
+                q=event.qty,
+                T=trade_us,
+                m=event.buyer_is_maker,
+                M=event.best_match,
+            )
+            hist.add_trade(trade)
+            stream = lower + "@trade"
+            subs = self.subs.get(stream)
+            if subs:
+                self._fanout(stream, subs, event=trade)
+            if symbol in self.agg_symbols:
+                return
+        agg = AggTradeEvent(
+            E=event_us,
+            s=symbol,
+            a=event.id,
+            p=event.price,
+            q=event.qty,
+            f=event.first_id,
+            l=event.last_id,
+            T=trade_us,
+            m=event.buyer_is_maker,
+            M=event.best_match,
+        )
+        hist.add_agg(agg)
+        stream = lower + "@aggTrade"
+        subs = self.subs.get(stream)
+        if subs:
+            self._fanout(stream, subs, event=agg)
+
+    def _fanout(
+        self,
+        stream: str,
+        subs: set[Subscriber],
+        *,
+        event: TradeEvent | AggTradeEvent | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        data_by_unit: dict[bool, bytes] = {}
+        wrapped: dict[bool, bytes] = {}
+        for sub in tuple(subs):
+            if raw is not None:
+                data = raw
+            else:
+                assert event is not None
+                cached = data_by_unit.get(sub.micros)
+                if cached is None:
+                    shown = event if sub.micros else to_millis(event)
+                    cached = data_by_unit[sub.micros] = encode_json(shown)
+                data = cached
+            if sub.combined:
+                payload = wrapped.get(sub.micros)
+                if payload is None:
+                    payload = wrapped[sub.micros] = b'{"stream":"%s","data":%s}' % (stream.encode(), data)
+            else:
+                payload = data
+            if not sub.enqueue(payload):
+                sub.drop("slow_consumer")
+
+
+def to_millis(event: TradeEvent | AggTradeEvent) -> TradeEvent | AggTradeEvent:
+    """The same event with ``E``/``T`` in milliseconds (the tape keeps microseconds)."""
+    return msgspec.structs.replace(event, E=event.E // 1000, T=event.T // 1000)
+
+
+def shift_record(record: TradeRecord, shift: _LoopShift) -> TradeRecord:
+    agg_shift = shift.agg_ids.get(record.symbol, 0)
+    trade_shift = shift.trade_ids.get(record.symbol, 0)
+    id_shift = trade_shift if record.kind == "trade" else agg_shift
+    return dataclasses.replace(
+        record,
+        id=record.id + id_shift,
+        first_id=record.first_id + trade_shift,
+        last_id=record.last_id + trade_shift,
+        trade_time_us=record.trade_time_us + shift.time_us,
+        event_time_us=record.event_time_us + shift.time_us,
+    )
+
+
+class _Extent:
+    """Id and time ranges seen in one pass, to shift the next ``--loop`` pass past them."""
+
+    def __init__(self) -> None:
+        self.empty = True
+        self.agg: dict[str, tuple[int, int]] = {}
+        self.trade: dict[str, tuple[int, int]] = {}
+        self.t_min = 2**63
+        self.t_max = -1
+
+    def see(self, record: TradeRecord) -> None:
+        self.empty = False
+        if record.kind == "aggTrade":
+            lo, hi = self.agg.get(record.symbol, (record.id, record.id))
+            self.agg[record.symbol] = (min(lo, record.id), max(hi, record.id))
+        lo, hi = self.trade.get(record.symbol, (record.first_id, record.last_id))
+        self.trade[record.symbol] = (min(lo, record.first_id), max(hi, record.last_id))
+        self.t_min = min(self.t_min, record.trade_time_us)
+        self.t_max = max(self.t_max, record.event_time_us)
+
+    def next_shift(self, previous: _LoopShift) -> _LoopShift:
+        agg = {s: previous.agg_ids.get(s, 0) + hi - lo + 1 for s, (lo, hi) in self.agg.items()}
+        trade = {s: previous.trade_ids.get(s, 0) + hi - lo + 1 for s, (lo, hi) in self.trade.items()}
+        return _LoopShift(agg, trade, previous.time_us + self.t_max - self.t_min + 1_000_000)
+
+
+def wall_clock_us(offset_ms: int) -> Callable[[], int]:
+    """The server's clock in µs, ``offset_ms`` ahead of this machine's."""
+    offset_us = offset_ms * 1000
+
+    def now_us() -> int:
+        return time.time_ns() // 1000 + offset_us
+
+    return now_us
