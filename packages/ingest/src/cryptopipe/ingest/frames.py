@@ -1,0 +1,181 @@
+"""Turning one WebSocket frame into a trade, a control message, or a rejection.
+
+Everything that arrives is hostile until parsed: :meth:`FrameParser.parse` never raises for any
+payload (hypothesis checks this); what is not a valid trade of a stream we subscribed to comes
+back as a :class:`Rejected` with a short, stable reason (a metric label) and a sample. Sample
+combined-stream frame (``timeUnit=MICROSECOND``)::
+
+    {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1723161255343012,"s":"BTCUSDT",
+     "a":3735683259,"p":"61837.63","q":"0.02","f":100,"l":105,"T":1723161255342871,"m":true,"M":true}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeAlias
+
+import msgspec
+
+from cryptopipe.schemas import DecodeError, Trade
+from cryptopipe.schemas import binance as bn
+
+#: Timestamps at or above this are microseconds (10**14 µs is 1973; 10**14 ms is year 5138).
+_MICROSECOND_THRESHOLD = 10**14
+_MAX_INT64 = 2**63 - 1
+_MAX_EXPONENT = 30
+SAMPLE_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A frame we cannot use. ``sample`` is the start of the payload (bytes, maybe not UTF-8)."""
+
+    reason: str
+    detail: str
+    sample: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """Binance's ``serverShutdown`` event: the server is going away, reconnect now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """Reply to a SUBSCRIBE (``{"result":null,"id":1}``) or a control-channel error."""
+
+    id: int | str | None
+    error: str | None = None
+
+
+Outcome: TypeAlias = Trade | Rejected | ServerShutdown | ControlReply
+
+SERVER_SHUTDOWN = ServerShutdown()
+
+
+class _Tag(msgspec.Struct, frozen=True):
+    e: str = ""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """Any non-stream JSON object we understand: control replies and ``serverShutdown``."""
+
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
+    result: msgspec.Raw | None = None
+    error: bn.ErrorBody | None = None
+    code: int | None = None
+    msg: str = ""
+    e: str = ""
+    event: _Tag | None = None
+
+
+_TAG = msgspec.json.Decoder(_Tag)
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def time_unit(timestamp: int) -> bn.TimeUnit:
+    """Which unit a Binance timestamp is in, from its magnitude (robust to servers ignoring timeUnit)."""
+    return "MICROSECOND" if timestamp >= _MICROSECOND_THRESHOLD else "MILLISECOND"
+
+
+def _bad_decimal(value: Decimal, *, allow_zero: bool) -> bool:
+    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
+        return True
+    return value != 0 and abs(value.adjusted()) > _MAX_EXPONENT
+
+
+def invalid_field(event: bn.StreamEvent) -> str | None:
+    """Name of the first field with an impossible value, or ``None``."""
+    if _bad_decimal(event.p, allow_zero=False):
+        return "p"
+    if _bad_decimal(event.q, allow_zero=True):
+        return "q"
+    for name in ("E", "T"):
+        if not 0 < getattr(event, name) <= _MAX_INT64:
+            return name
+    ids = ("a", "f", "l") if isinstance(event, bn.AggTradeEvent) else ("t",)
+    for name in ids:
+        if not 0 <= getattr(event, name) <= _MAX_INT64:
+            return name
+    if isinstance(event, bn.AggTradeEvent) and event.f > event.l:
+        return "f"
+    return None
+
+
+class FrameParser:
+    """Parses frames of the combined streams in ``streams`` (stream name -> upper-case symbol)."""
+
+    def __init__(self, streams: Mapping[str, str], *, max_frame_bytes: int = 65_536) -> None:
+        self.streams = dict(streams)
+        self.max_frame_bytes = max_frame_bytes
+
+    def parse(self, payload: bytes | str, receive_time_us: int, *, binary: bool = False) -> Outcome:
+        """Parse one frame; ``binary`` is True for a WebSocket binary frame (Binance sends text)."""
+        if binary:
+            sample = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
+            return Rejected("binary_frame", f"{len(payload)} bytes", sample[:SAMPLE_BYTES])
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8", "replace")
+        if len(payload) > self.max_frame_bytes:
+            return Rejected(
+                "frame_too_large", f"{len(payload)} bytes > {self.max_frame_bytes}", payload[:SAMPLE_BYTES]
+            )
+        try:
+            return self._parse(payload, receive_time_us)
+        except UnicodeDecodeError as exc:
+            return Rejected("invalid_utf8", str(exc), payload[:SAMPLE_BYTES])
+        except DecodeError as exc:
+            return Rejected(exc.reason, exc.detail, payload[:SAMPLE_BYTES])
+
+    def _parse(self, payload: bytes, receive_time_us: int) -> Outcome:
+        try:
+            frame = bn.split_frame(payload)
+        except DecodeError as exc:
+            if exc.reason != "not_a_stream_frame":
+                raise
+            return self._parse_envelope(payload, exc)
+        symbol = self.streams.get(frame.stream)
+        if symbol is None:
+            return Rejected(
+                "unknown_stream", f"stream {frame.stream[:100]!r} not subscribed", payload[:SAMPLE_BYTES]
+            )
+        try:
+            tag = _TAG.decode(frame.data).e
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            tag = ""
+        if tag == "serverShutdown":
+            return SERVER_SHUTDOWN
+        event = bn.parse_event(frame.data)
+        expected = bn.AggTradeEvent if frame.stream.endswith("@aggTrade") else bn.TradeEvent
+        if not isinstance(event, expected):
+            return Rejected(
+                "unexpected_event", f"event {tag[:50]!r} on {frame.stream}", payload[:SAMPLE_BYTES]
+            )
+        if event.s != symbol:
+            return Rejected(
+                "symbol_mismatch", f"symbol {event.s[:50]!r} on {frame.stream}", payload[:SAMPLE_BYTES]
+            )
+        if (field := invalid_field(event)) is not None:
+            return Rejected("invalid_value", f"field {field!r} out of range", payload[:SAMPLE_BYTES])
+        return bn.event_to_trade(event, receive_time_us=receive_time_us, unit=time_unit(event.T))
+
+    @staticmethod
+    def _parse_envelope(payload: bytes, cause: DecodeError) -> Outcome:
+        try:
+            envelope = _ENVELOPE.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return Rejected(cause.reason, cause.detail, payload[:SAMPLE_BYTES])
+        if envelope.e == "serverShutdown" or (
+            envelope.event is not None and envelope.event.e == "serverShutdown"
+        ):
+            return SERVER_SHUTDOWN
+        reply_id = None if envelope.id is msgspec.UNSET else envelope.id
+        if envelope.error is not None:
+            return ControlReply(reply_id, f"{envelope.error.code}: {envelope.error.msg[:200]}")
+        if envelope.code is not None:
+            return ControlReply(reply_id, f"{envelope.code}: {envelope.msg[:200]}")
+        if envelope.id is msgspec.UNSET:
+            return Rejected(cause.reason, cause.detail, payload[:SAMPLE_BYTES])
+        return ControlReply(reply_id)

@@ -1,0 +1,136 @@
+"""Pacing primitives that keep us inside Binance's connection limits.
+
+- :class:`Backoff`: exponential reconnect delay with a cap and full jitter, reset after a
+  healthy connection (cryptofeed's idea, plus jitter so many clients do not reconnect in step).
+- :class:`TokenBucket`: at most ``rate`` control messages per second per connection.
+- :class:`AttemptWindow`: at most ``limit`` connection attempts per sliding 5 minutes, shared
+  by every connection of the process (Binance counts attempts per IP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable
+
+
+class Backoff:
+    """``delay(n) = uniform(0, min(cap, initial * 2**n))`` ("full jitter")."""
+
+    def __init__(
+        self, initial_s: float, max_s: float, *, rng: Callable[[float, float], float] = random.uniform
+    ) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.failures = 0
+        self._rng = rng
+
+    def ceiling(self) -> float:
+        """The upper bound of the next delay."""
+        return min(self.max_s, self.initial_s * 2.0 ** min(self.failures, 62))
+
+    def next_delay(self) -> float:
+        delay = self._rng(0.0, self.ceiling())
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``capacity``; :meth:`acquire` waits for one.
+
+    With capacity 1 and rate r, any 1-second window holds at most r + 1 acquisitions.
+    """
+
+    def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._tokens = capacity
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def try_acquire(self) -> float:
+        """Take a token and return 0.0, or return how long to wait for the next one."""
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            wait = self.try_acquire()
+            while wait > 0:
+                await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
+                wait = self.try_acquire()
+
+
+class AttemptWindow:
+    """At most ``limit`` events in any sliding ``window_s``; :meth:`acquire` waits for room."""
+
+    def __init__(
+        self, limit: int, window_s: float = 300.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    def try_acquire(self) -> float:
+        """Record an attempt and return 0.0, or return how long until one is allowed."""
+        now = self._clock()
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+        if len(self._times) < self.limit:
+            self._times.append(now)
+            return 0.0
+        return self._times[0] + self.window_s - now
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            wait = self.try_acquire()
+            while wait > 0:
+                await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
+                wait = self.try_acquire()
+
+
+class RateLimitedLog:
+    """Allows one log line per key per ``interval_s``, counting what it suppressed meanwhile."""
+
+    def __init__(self, interval_s: float = 5.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter[str] = collections.Counter()
+
+    def allow(self, key: str) -> int | None:
+        """``None`` to stay quiet, else the number of lines suppressed since the last one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] += 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+    def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: object) -> None:
+        """Log ``message % args`` unless a line with this key was logged within the interval."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            logger.log(level, "%s (+%d similar suppressed)", message % args, suppressed)
+        else:
+            logger.log(level, message, *args)

@@ -1,0 +1,210 @@
+"""The Kafka side of ingest: an idempotent producer whose every outcome is counted.
+
+Delivery guarantees, chosen deliberately:
+
+- ``enable.idempotence=true`` + ``acks=all``: broker-side retries never duplicate or reorder a
+  symbol's trades (one key, one partition).
+- ``message.timeout.ms`` (``INGEST_DELIVERY_TIMEOUT_MS``) defaults to 0 = never time out. While the
+  broker is away, trades wait in librdkafka's queue and are delivered when it returns; the only
+  thing that limits the wait is memory, bounded by ``queue.buffering.max.messages``
+  (``INGEST_BUFFER_MAX_MESSAGES``). When that bound is hit, the *new* trade is refused
+  (``BufferError``), counted as lost ``buffer_full`` and logged at ERROR. A finite timeout would
+  instead expire buffered trades (and, under idempotence, force an epoch bump) while there is
+  still room for them; the operator who prefers that can set one.
+- On shutdown the queue is flushed for a bounded time; whatever is left is purged and counted as
+  lost ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from cryptopipe.ingest.pacing import RateLimitedLog
+from cryptopipe.ingest.settings import IngestSettings
+from cryptopipe.observability import metrics as m
+from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, encode, encode_key
+
+logger = logging.getLogger(__name__)
+
+_SHUTDOWN_ERRORS = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+
+
+@dataclass
+class IngestStats:
+    """Running totals of one :class:`~cryptopipe.ingest.Ingest` (also exported as metrics)."""
+
+    received: int = 0
+    published: int = 0
+    lost: int = 0
+    dead_lettered: int = 0
+    backfilled: int = 0
+    unfilled: int = 0
+    reconnects: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+
+
+def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str, Any]:
+    """librdkafka settings of the trade producer (see the module docstring for the choices)."""
+    return {
+        **kafka.client_config(),
+        "client.id": "cryptopipe-ingest",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.linger_ms,
+        "compression.type": settings.compression,
+        "queue.buffering.max.messages": settings.buffer_max_messages,
+        "message.timeout.ms": settings.delivery_timeout_ms,
+        "logger": logging.getLogger("cryptopipe.ingest.librdkafka"),
+    }
+
+
+def _reason(error: KafkaError) -> str:
+    if error.code() in _SHUTDOWN_ERRORS:
+        return "shutdown"
+    return str(error.name()).strip("_").lower() or "unknown"
+
+
+class Publisher:
+    """Produces trades and dead letters; counts delivered, lost and buffered trades."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: IngestSettings,
+        stats: IngestStats,
+        *,
+        prices_topic: str,
+        dead_letter_topic: str,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self.prices_topic = prices_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.stats = stats
+        self._log = RateLimitedLog(5.0)
+        self._outstanding = 0
+        config = producer_config(kafka, settings)
+        config["error_cb"] = self._on_error
+        self._producer = producer_factory(config)
+
+    @property
+    def buffered(self) -> int:
+        """Records handed to librdkafka and not yet acknowledged (trades and dead letters)."""
+        return len(self._producer)
+
+    @property
+    def outstanding_trades(self) -> int:
+        return self._outstanding
+
+    def publish(self, trade: Trade) -> bool:
+        """Hand one trade to the producer; ``False`` (counted, logged) if it had to be dropped."""
+        value = encode(trade)
+        key = encode_key(trade.symbol)
+        for attempt in (1, 2):
+            try:
+                self._producer.produce(self.prices_topic, value, key, on_delivery=self._on_trade_delivery)
+            except BufferError:
+                if attempt == 1:
+                    self._producer.poll(0)
+                    continue
+                self._lost("buffer_full", trade)
+                return False
+            except KafkaException as exc:
+                self._lost(_reason(exc.args[0]), trade)
+                return False
+            self._outstanding += 1
+            return True
+        return False  # pragma: no cover - the loop always returns
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Send a dead letter; failures are counted as errors (the letter is already counted)."""
+        try:
+            self._producer.produce(
+                self.dead_letter_topic, encode(letter), b"ingest", on_delivery=self._on_dead_letter_delivery
+            )
+        except (BufferError, KafkaException) as exc:
+            m.ERRORS.labels(component="ingest", reason="dead_letter_dropped").inc()
+            self._warn("dead_letter_dropped", "could not queue a dead letter (%s): %s", letter.reason, exc)
+
+    def poll(self) -> None:
+        """Serve delivery reports without blocking; call it often from the event loop."""
+        self._producer.poll(0)
+        m.PRODUCER_BUFFERED.set(len(self._producer))
+
+    async def poll_forever(self, interval_s: float = 0.01) -> None:
+        while True:
+            self.poll()
+            await asyncio.sleep(interval_s)
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for acknowledgements; purge and count the rest. Blocks."""
+        self._producer.flush(timeout_s)
+        remaining = self._outstanding
+        if remaining:
+            logger.error(
+                "shutdown: %d trades still unacknowledged after %.1f s; counted as lost", remaining, timeout_s
+            )
+            self._producer.purge(in_queue=True, in_flight=True)
+            self._producer.flush(min(timeout_s, 1.0))
+        m.PRODUCER_BUFFERED.set(len(self._producer))
+        return remaining
+
+    def close(self) -> None:
+        """Release the producer (its threads and connections) now rather than at garbage collection."""
+        self._producer = None  # type: ignore[assignment]
+
+    # --- callbacks (run inside poll/flush) -------------------------------------------------
+    def _on_trade_delivery(self, error: KafkaError | None, message: Message) -> None:
+        self._outstanding -= 1
+        key = message.key()
+        symbol = key.decode("ascii", "replace") if isinstance(key, bytes) else "?"
+        if error is None:
+            self.stats.published += 1
+            m.TRADES_PUBLISHED.labels(symbol=symbol).inc()
+            return
+        reason = _reason(error)
+        self.stats.lost += 1
+        m.TRADES_LOST.labels(reason=reason).inc()
+        self._error(f"lost:{reason}", "trade of %s lost for good: %s", symbol, error.str())
+
+    def _on_dead_letter_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            m.ERRORS.labels(component="ingest", reason="dead_letter_lost").inc()
+            self._warn("dead_letter_lost", "dead letter not delivered: %s", error.str())
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            m.ERRORS.labels(component="ingest", reason="producer_fatal").inc()
+            logger.error("Kafka producer fatal error: %s", error.str())
+            return
+        m.ERRORS.labels(component="ingest", reason="kafka_" + _reason(error)).inc()
+        self._warn(
+            "kafka:" + _reason(error),
+            "Kafka: %s (%d records waiting for the broker)",
+            error.str(),
+            len(self._producer),
+        )
+
+    def _lost(self, reason: str, trade: Trade) -> None:
+        self.stats.lost += 1
+        m.TRADES_LOST.labels(reason=reason).inc()
+        self._error(
+            f"lost:{reason}",
+            "DROPPING trade %s #%d: %s (producer holds %d records; bound INGEST_BUFFER_MAX_MESSAGES)",
+            trade.symbol,
+            trade.trade_id,
+            reason,
+            len(self._producer),
+        )
+
+    def _error(self, key: str, message: str, *args: object) -> None:
+        self._log.log(logger, logging.ERROR, key, message, *args)
+
+    def _warn(self, key: str, message: str, *args: object) -> None:
+        self._log.log(logger, logging.WARNING, key, message, *args)

@@ -1,0 +1,350 @@
+"""The ingest service: exchange WebSocket streams in, one Kafka record per trade out.
+
+Per symbol, trade ids are consecutive; :class:`Ingest` publishes them to the ``prices`` topic in
+id order, exactly once each as far as it can tell:
+
+- an id at or below the last one published is a duplicate (reconnect overlap) and is dropped;
+- an id above last + 1 is a gap. In aggTrade mode the missing ids are fetched from REST and
+  published (``backfilled=True``) *before* the live trade that revealed the gap; live trades of
+  that symbol wait meanwhile, so the topic stays in id order. What cannot be recovered (trade
+  mode, REST failure, ids REST does not have) is counted as unfilled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from cryptopipe.ingest.backfill import PAGE_LIMIT, RestClient
+from cryptopipe.ingest.connection import StreamConnection, plan_shards
+from cryptopipe.ingest.errors import BackfillError
+from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown, time_unit
+from cryptopipe.ingest.pacing import AttemptWindow, Backoff, RateLimitedLog
+from cryptopipe.ingest.publisher import IngestStats, Publisher
+from cryptopipe.ingest.settings import IngestSettings
+from cryptopipe.ingest.topics import ensure_topics
+from cryptopipe.observability import metrics as m
+from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, DeadLetter, KafkaSettings, TopicSpec, Trade
+from cryptopipe.schemas import binance as bn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _SymbolState:
+    last_id: int | None = None
+    backfill: asyncio.Task[None] | None = None
+    next_id: int = 0
+    gap_end: int = 0
+    waiting: list[tuple[Trade, float]] = field(default_factory=list)
+
+
+class Ingest:
+    """Streams trades of ``settings.symbols`` from the exchange into Kafka until ``stop`` is set."""
+
+    def __init__(self, settings: IngestSettings, kafka: KafkaSettings) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.stats = IngestStats()
+        self.prices_topic = PRICES.with_prefix(kafka.topic_prefix).name
+        self.dead_letter_topic = DEAD_LETTERS.with_prefix(kafka.topic_prefix).name
+        streams = {bn.stream_name(symbol, settings.mode): symbol.upper() for symbol in settings.symbols}
+        self.shards = plan_shards(list(streams), settings.streams_per_connection)
+        self.parser = FrameParser(streams, max_frame_bytes=settings.max_frame_bytes)
+        self._symbols: dict[str, _SymbolState] = {}
+        self._publisher: Publisher | None = None
+        self._rest: RestClient | None = None
+        self._stopping = False
+        self._log = RateLimitedLog(5.0)
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """The topics ingest creates when missing: prices, alerts (for the alerting job), dead letters."""
+        prefix = self.kafka.topic_prefix
+        sized = [
+            TopicSpec(
+                spec.with_prefix(prefix).name,
+                self.settings.topic_partitions,
+                self.settings.topic_retention_ms,
+            )
+            for spec in (PRICES, ALERTS)
+        ]
+        return [*sized, DEAD_LETTERS.with_prefix(prefix)]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then flush the producer (bounded) and return."""
+        self._stopping = False
+        self._publisher = Publisher(
+            self.kafka,
+            self.settings,
+            self.stats,
+            prices_topic=self.prices_topic,
+            dead_letter_topic=self.dead_letter_topic,
+        )
+        try:
+            if await self._ensure_topics(stop):
+                await self._stream(stop)
+        finally:
+            self._stopping = True
+            await self._finish_backfills()
+            lost = await asyncio.to_thread(self._publisher.flush, self.settings.flush_timeout_s)
+            self._publisher.close()
+            logger.info(
+                "ingest stopped: %d received, %d published, %d lost (%d at shutdown), %d dead letters, "
+                "%d backfilled, %d unfilled, %d reconnects",
+                self.stats.received,
+                self.stats.published,
+                self.stats.lost,
+                lost,
+                self.stats.dead_lettered,
+                self.stats.backfilled,
+                self.stats.unfilled,
+                self.stats.reconnects,
+            )
+
+    async def _ensure_topics(self, stop: asyncio.Event) -> bool:
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        specs = self.topic_specs()
+        warned = False
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(
+                    ensure_topics,
+                    self.kafka,
+                    specs,
+                    replication_factor=self.settings.topic_replication_factor,
+                )
+                return True
+            except Exception as exc:
+                m.ERRORS.labels(component="ingest", reason="create_topics").inc()
+                if not warned:
+                    logger.warning(
+                        "cannot create topics on Kafka at %s (%s); retrying with backoff",
+                        self.kafka.bootstrap_servers,
+                        exc,
+                    )
+                    warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff.next_delay())
+        return False
+
+    async def _stream(self, stop: asyncio.Event) -> None:
+        assert self._publisher is not None
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_s)
+        attempts = AttemptWindow(self.settings.connect_attempts_per_5min, 300.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._rest = RestClient(
+                session,
+                self.settings.rest_url,
+                retries=self.settings.rest_retries,
+                timeout_s=self.settings.rest_timeout_s,
+            )
+            connections = [
+                StreamConnection(
+                    index,
+                    shard,
+                    self.settings,
+                    session,
+                    self._on_frame,
+                    attempts,
+                    on_reconnect=self._on_reconnect,
+                )
+                for index, shard in enumerate(self.shards)
+            ]
+            logger.info(
+                "ingesting %d %s streams over %d connection(s) from %s into %s",
+                sum(len(s) for s in self.shards),
+                self.settings.mode,
+                len(connections),
+                self.settings.stream_base_url,
+                self.prices_topic,
+            )
+            tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
+            tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not stopper:
+                        task.result()  # a connection loop only ends by raising: surface it
+            finally:
+                for task in [stopper, *tasks]:
+                    task.cancel()
+                await asyncio.gather(stopper, *tasks, return_exceptions=True)
+                self._stopping = True
+                await self._finish_backfills()
+
+    # --- frames -------------------------------------------------------------------------
+    def _on_frame(self, payload: bytes | str, receive_time_us: int, binary: bool = False) -> bool:
+        """Handle one data frame; returns True when the server announced its shutdown."""
+        started = time.perf_counter()
+        try:
+            outcome = self.parser.parse(payload, receive_time_us, binary=binary)
+            if isinstance(outcome, Trade):
+                self._on_live_trade(outcome, started)
+            elif isinstance(outcome, Rejected):
+                self._reject(outcome, receive_time_us)
+            elif isinstance(outcome, ServerShutdown):
+                return True
+            elif isinstance(outcome, ControlReply) and outcome.error is not None:
+                m.ERRORS.labels(component="ingest", reason="control_error").inc()
+                self._log.log(
+                    logger, logging.ERROR, "control", "exchange refused a request: %s", outcome.error
+                )
+        except Exception as exc:
+            # A bug in handling one frame must not stop the stream: count it, keep it, go on.
+            logger.exception("internal error while handling a frame")
+            sample = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
+            self._reject(Rejected("internal_error", repr(exc)[:500], sample[:1024]), receive_time_us)
+        return False
+
+    def _reject(self, rejected: Rejected, receive_time_us: int) -> None:
+        assert self._publisher is not None
+        self.stats.dead_lettered += 1
+        m.DEAD_LETTERS.labels(component="ingest", reason=rejected.reason).inc()
+        sample = rejected.sample.decode("utf-8", "replace")
+        self._log.log(
+            logger,
+            logging.WARNING,
+            "reject:" + rejected.reason,
+            "dead letter (%s: %s); sample: %.200r",
+            rejected.reason,
+            rejected.detail[:300],
+            sample,
+        )
+        self._publisher.dead_letter(
+            DeadLetter(
+                source="ingest",
+                reason=rejected.reason,
+                detail=rejected.detail[:1000],
+                payload=sample,
+                receive_time_us=receive_time_us,
+            )
+        )
+
+    def _on_reconnect(self, reason: str) -> None:
+        self.stats.reconnects += 1
+
+    # --- ordering, duplicates, gaps ------------------------------------------------------
+    def _on_live_trade(self, trade: Trade, started: float) -> None:
+        self.stats.received += 1
+        m.TRADES_RECEIVED.labels(symbol=trade.symbol).inc()
+        m.NETWORK_LATENCY.labels(symbol=trade.symbol).observe(
+            (trade.receive_time_us - trade.trade_time_us) / 1e6
+        )
+        self._sequence(trade, started)
+
+    def _sequence(self, trade: Trade, started: float | None) -> None:
+        state = self._symbols.get(trade.symbol)
+        if state is None:
+            state = self._symbols[trade.symbol] = _SymbolState()
+        if state.backfill is not None:
+            newest = state.waiting[-1][0].trade_id if state.waiting else state.last_id
+            if newest is not None and trade.trade_id <= newest:
+                self._duplicate(trade)
+            else:
+                state.waiting.append((trade, started or time.perf_counter()))
+            return
+        last = state.last_id
+        if last is not None:
+            if trade.trade_id <= last:
+                self._duplicate(trade)
+                return
+            if trade.trade_id > last + 1:
+                self.stats.gaps += 1
+                m.GAPS.labels(symbol=trade.symbol).inc()
+                first, end = last + 1, trade.trade_id - 1
+                logger.info("gap in %s: ids %d..%d missing (%d)", trade.symbol, first, end, end - first + 1)
+                if self.settings.mode == "aggTrade" and not self._stopping and self._rest is not None:
+                    state.waiting.append((trade, started or time.perf_counter()))
+                    state.next_id, state.gap_end = first, end
+                    state.backfill = asyncio.create_task(
+                        self._backfill(trade.symbol, first, end), name=f"ingest-backfill-{trade.symbol}"
+                    )
+                    return
+                self._unfilled(trade.symbol, end - first + 1)
+        self._publish(trade, started)
+        state.last_id = trade.trade_id
+
+    def _publish(self, trade: Trade, started: float | None) -> None:
+        assert self._publisher is not None
+        self._publisher.publish(trade)
+        if started is not None and not trade.backfilled:
+            m.INGEST_PROCESSING.observe(time.perf_counter() - started)
+
+    def _duplicate(self, trade: Trade) -> None:
+        self.stats.duplicates += 1
+        m.DUPLICATES.labels(symbol=trade.symbol).inc()
+
+    def _unfilled(self, symbol: str, count: int) -> None:
+        if count <= 0:
+            return
+        self.stats.unfilled += count
+        m.UNFILLED.labels(symbol=symbol).inc(count)
+        self._log.log(
+            logger,
+            logging.WARNING,
+            "unfilled:" + symbol,
+            "%s: %d trade ids could not be backfilled",
+            symbol,
+            count,
+        )
+
+    async def _backfill(self, symbol: str, first: int, end: int) -> None:
+        """Publish ids first..end from REST (the newest ``INGEST_BACKFILL_MAX_IDS`` of them)."""
+        state = self._symbols[symbol]
+        state.next_id = max(first, end - self.settings.backfill_max_ids + 1)
+        self._unfilled(symbol, state.next_id - first)
+        try:
+            assert self._rest is not None
+            while state.next_id <= end:
+                page = await self._rest.agg_trades(
+                    symbol, state.next_id, min(PAGE_LIMIT, end - state.next_id + 1)
+                )
+                progressed = False
+                now_us = time.time_ns() // 1000
+                for item in page:
+                    if item.a < state.next_id:
+                        continue
+                    if item.a > end:
+                        break
+                    self._unfilled(symbol, item.a - state.next_id)
+                    trade = bn.rest_agg_to_trade(
+                        item, symbol=symbol, receive_time_us=now_us, unit=time_unit(item.T)
+                    )
+                    self._publish(trade, None)
+                    self.stats.backfilled += 1
+                    m.BACKFILLED.labels(symbol=symbol).inc()
+                    state.next_id = item.a + 1
+                    progressed = True
+                if not progressed:
+                    break
+        except BackfillError as exc:
+            m.ERRORS.labels(component="ingest", reason="backfill").inc()
+            logger.error("%s", exc)
+        finally:
+            self._end_backfill(symbol)
+
+    def _end_backfill(self, symbol: str) -> None:
+        """Count what was not recovered, then release the live trades that waited, in order."""
+        state = self._symbols[symbol]
+        self._unfilled(symbol, state.gap_end - state.next_id + 1)
+        state.last_id = state.gap_end
+        state.backfill = None
+        waiting, state.waiting = state.waiting, []
+        for trade, started in waiting:
+            self._sequence(trade, started)
+
+    async def _finish_backfills(self) -> None:
+        """On shutdown: stop backfilling (the rest is unfilled) and publish the trades that waited."""
+        tasks = [s.backfill for s in self._symbols.values() if s.backfill is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for symbol, state in self._symbols.items():
+            if state.backfill is not None:  # cancelled before it ever ran
+                self._end_backfill(symbol)

@@ -1,0 +1,175 @@
+"""Ingest's settings: which exchange, which symbols, how to behave when things go wrong.
+
+Precedence: CLI flag > environment variable > ``.env`` file > default. Every field names its
+environment variable explicitly; the table lives in docs (from /work/notes/ingest-env.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cryptopipe.ingest.errors import ConfigError
+
+IngestMode = Literal["aggTrade", "trade"]
+Compression = Literal["none", "lz4", "zstd", "snappy", "gzip"]
+
+_SYMBOL = re.compile(r"^[a-z0-9]{1,30}$")
+
+#: Binance's documented limits (Spot WebSocket streams).
+BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
+BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND = 5
+BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN = 300
+BINANCE_MAX_CONNECTION_AGE_S = 24 * 3600
+
+
+def _env(name: str) -> Any:
+    return AliasChoices(name)
+
+
+class IngestSettings(BaseSettings):
+    """Everything ``cryptopipe ingest`` can be told. Kafka's own settings are in KafkaSettings."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    ws_url: str = Field("wss://stream.binance.com:9443", validation_alias=_env("BINANCE_WS_URL"))
+    rest_url: str = Field("https://api.binance.com", validation_alias=_env("BINANCE_REST_URL"))
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("btcusdt", "ethusdt"), validation_alias=_env("INGEST_SYMBOLS")
+    )
+    mode: IngestMode = Field("aggTrade", validation_alias=_env("INGEST_MODE"))
+
+    metrics_port: int = Field(9101, ge=0, le=65535, validation_alias=_env("INGEST_METRICS_PORT"))
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("INGEST_METRICS_HOST"))
+
+    # --- producer -------------------------------------------------------------------------
+    buffer_max_messages: int = Field(
+        200_000, ge=1, le=10_000_000, validation_alias=_env("INGEST_BUFFER_MAX_MESSAGES")
+    )
+    delivery_timeout_ms: int = Field(0, ge=0, validation_alias=_env("INGEST_DELIVERY_TIMEOUT_MS"))
+    linger_ms: float = Field(0.0, ge=0, le=1000, validation_alias=_env("INGEST_LINGER_MS"))
+    compression: Compression = Field("none", validation_alias=_env("INGEST_COMPRESSION"))
+    flush_timeout_s: float = Field(10.0, ge=0, validation_alias=_env("INGEST_FLUSH_TIMEOUT_S"))
+
+    # --- topics ---------------------------------------------------------------------------
+    topic_partitions: int = Field(3, ge=1, validation_alias=_env("INGEST_TOPIC_PARTITIONS"))
+    topic_retention_ms: int = Field(15 * 60 * 1000, ge=-1, validation_alias=_env("INGEST_TOPIC_RETENTION_MS"))
+    topic_replication_factor: int = Field(-1, ge=-1, validation_alias=_env("INGEST_TOPIC_REPLICATION_FACTOR"))
+
+    # --- connection behaviour -------------------------------------------------------------
+    streams_per_connection: int = Field(
+        BINANCE_MAX_STREAMS_PER_CONNECTION,
+        ge=1,
+        le=BINANCE_MAX_STREAMS_PER_CONNECTION,
+        validation_alias=_env("INGEST_STREAMS_PER_CONNECTION"),
+    )
+    subscribe_batch: int = Field(200, ge=1, le=1024, validation_alias=_env("INGEST_SUBSCRIBE_BATCH"))
+    control_messages_per_second: float = Field(
+        3.0,
+        gt=0,
+        lt=BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND,
+        validation_alias=_env("INGEST_CONTROL_MESSAGES_PER_SECOND"),
+    )
+    connect_attempts_per_5min: int = Field(
+        250,
+        ge=1,
+        le=BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN,
+        validation_alias=_env("INGEST_CONNECT_ATTEMPTS_PER_5MIN"),
+    )
+    backoff_initial_s: float = Field(0.5, gt=0, validation_alias=_env("INGEST_BACKOFF_INITIAL_S"))
+    backoff_max_s: float = Field(30.0, gt=0, validation_alias=_env("INGEST_BACKOFF_MAX_S"))
+    healthy_after_s: float = Field(60.0, ge=0, validation_alias=_env("INGEST_HEALTHY_AFTER_S"))
+    stale_after_s: float = Field(30.0, gt=0, validation_alias=_env("INGEST_STALE_AFTER_S"))
+    max_connection_age_s: float = Field(
+        23 * 3600 + 50 * 60,
+        gt=0,
+        lt=BINANCE_MAX_CONNECTION_AGE_S,
+        validation_alias=_env("INGEST_MAX_CONNECTION_AGE_S"),
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("INGEST_CONNECT_TIMEOUT_S"))
+    max_frame_bytes: int = Field(65_536, ge=1024, validation_alias=_env("INGEST_MAX_FRAME_BYTES"))
+
+    # --- gap backfill ---------------------------------------------------------------------
+    backfill_max_ids: int = Field(100_000, ge=0, validation_alias=_env("INGEST_BACKFILL_MAX_IDS"))
+    rest_retries: int = Field(5, ge=0, validation_alias=_env("INGEST_REST_RETRIES"))
+    rest_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("INGEST_REST_TIMEOUT_S"))
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            cleaned: list[str] = []
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError("symbols must be strings")
+                symbol = item.strip().lower()
+                if not symbol:
+                    continue
+                if not _SYMBOL.match(symbol):
+                    raise ValueError(f"invalid symbol {item!r} (letters and digits only, e.g. btcusdt)")
+                if symbol not in cleaned:
+                    cleaned.append(symbol)
+            if not cleaned:
+                raise ValueError("at least one symbol is required, e.g. btcusdt,ethusdt")
+            return tuple(cleaned)
+        return value
+
+    @field_validator("ws_url", "rest_url")
+    @classmethod
+    def _url(cls, value: str, info: Any) -> str:
+        schemes = ("ws://", "wss://") if info.field_name == "ws_url" else ("http://", "https://")
+        value = value.strip()
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with {' or '.join(schemes)}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> IngestSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("INGEST_BACKOFF_MAX_S must be >= INGEST_BACKOFF_INITIAL_S")
+        return self
+
+    @property
+    def stream_base_url(self) -> str:
+        """``wss://host:port`` without a trailing ``/stream`` or ``/ws`` path."""
+        url = self.ws_url
+        for suffix in ("/stream", "/ws"):
+            if url.endswith(suffix):
+                return url[: -len(suffix)]
+        return url
+
+
+#: Field name -> environment variable, for error messages and the docs.
+ENV_VARS: dict[str, str] = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in IngestSettings.model_fields.items()
+}
+
+
+def load_settings(**overrides: Any) -> IngestSettings:
+    """Read the settings (env, ``.env``), apply overrides, and fail with messages naming variables."""
+    try:
+        return IngestSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        names = [ENV_VARS.get(part, part) for part in loc[:1]] or ["settings"]
+        lines.append(f"{names[0]}: {error.get('msg', 'invalid value')} (got {error.get('input')!r})")
+    return "invalid ingest settings:\n  " + "\n  ".join(lines)

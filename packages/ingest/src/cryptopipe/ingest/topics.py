@@ -1,0 +1,83 @@
+"""Creating the pipeline's topics when they are missing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from cryptopipe.schemas import KafkaSettings, TopicSpec
+
+logger = logging.getLogger(__name__)
+
+#: Errors that mean "this broker does not take that config", not "the topic cannot exist".
+_CONFIG_REJECTED = {
+    KafkaError.INVALID_CONFIG,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.UNSUPPORTED_VERSION,
+    KafkaError.INVALID_REQUEST,
+}
+
+#: Errors that mean the broker is not there: the caller retries.
+_UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+
+
+def ensure_topics(
+    kafka: KafkaSettings, specs: Sequence[TopicSpec], *, replication_factor: int = -1, timeout_s: float = 10.0
+) -> list[str]:
+    """Create each topic that does not exist yet; returns the names that were created.
+
+    An existing topic is left as it is. If the broker refuses the ``retention.ms`` config (or an
+    explicit replication factor), the topic is created without it and a warning is logged.
+    A broker that cannot create topics (librdkafka's mock cluster) gets a warning, and the topics
+    are left to its auto-creation. Raises :class:`KafkaException` when the broker cannot be
+    reached within ``timeout_s``.
+    """
+    admin = AdminClient(kafka.client_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    created: list[str] = []
+    for spec in specs:
+        if spec.name in existing:
+            continue
+        if _create(admin, spec, replication_factor, with_config=True, timeout_s=timeout_s):
+            created.append(spec.name)
+    if created:
+        logger.info("created topics %s", ", ".join(created))
+    return created
+
+
+def _create(
+    admin: AdminClient, spec: TopicSpec, replication_factor: int, *, with_config: bool, timeout_s: float
+) -> bool:
+    config = {"retention.ms": str(spec.retention_ms)} if with_config else {}
+    topic = NewTopic(
+        spec.name, num_partitions=spec.partitions, replication_factor=replication_factor, config=config
+    )
+    future = admin.create_topics([topic], operation_timeout=timeout_s, request_timeout=timeout_s)[spec.name]
+    try:
+        future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        logger.warning("creating topic %s timed out; relying on the broker to auto-create it", spec.name)
+        return False
+    except KafkaException as exc:
+        error: KafkaError = exc.args[0]
+        if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        if with_config and error.code() in _CONFIG_REJECTED:
+            logger.warning(
+                "broker refused topic %s with retention.ms=%d (%s); creating it without that config",
+                spec.name,
+                spec.retention_ms,
+                error.str(),
+            )
+            return _create(admin, spec, replication_factor, with_config=False, timeout_s=timeout_s)
+        if error.code() in _UNREACHABLE:
+            raise
+        logger.warning(
+            "could not create topic %s (%s); relying on the broker to auto-create it", spec.name, error.str()
+        )
+        return False
+    return True

@@ -1,0 +1,142 @@
+"""Helpers for ingest's tests: run an Ingest in a thread, read back the topic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from cryptopipe.ingest import Ingest, IngestSettings
+from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, decode_dead_letter, decode_trade
+
+
+class RunningIngest:
+    """An :class:`Ingest` running on its own event loop in a thread (tests stay synchronous)."""
+
+    def __init__(self, settings: IngestSettings, kafka: KafkaSettings) -> None:
+        self.ingest = Ingest(settings, kafka)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="ingest-under-test", daemon=True)
+
+    def _main(self) -> None:
+        async def body() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await self.ingest.run(self._stop)
+
+        try:
+            asyncio.run(body())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> RunningIngest:
+        self._thread.start()
+        assert self._ready.wait(10), "ingest loop did not start"
+        return self
+
+    @property
+    def stats(self) -> Any:
+        return self.ingest.stats
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "ingest did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def run_ingest() -> Iterator[Callable[..., RunningIngest]]:
+    """``run_ingest(kafka_settings, **ingest_settings) -> RunningIngest``; stopped at teardown."""
+    running: list[RunningIngest] = []
+
+    def start(kafka: KafkaSettings, **overrides: Any) -> RunningIngest:
+        fast = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "flush_timeout_s": 5.0, "rest_retries": 2}
+        settings = IngestSettings(**{**fast, **overrides})
+        handle = RunningIngest(settings, kafka).start()
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        if handle._thread.is_alive():
+            handle.stop()
+
+
+class TopicReader:
+    """Reads a topic from the beginning, accumulating every record seen so far."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer(
+            {
+                **kafka.client_config(),
+                "group.id": f"test-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
+        self.records: list[tuple[bytes | None, bytes, int]] = []
+        self._assigned = False
+
+    def _assign(self) -> bool:
+        metadata = self.consumer.list_topics(topic=self.topic, timeout=5).topics.get(self.topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return False
+        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        self.consumer.assign(partitions)
+        self._assigned = True
+        return True
+
+    def poll(self) -> int:
+        """Fetch what is there now; returns the number of records read so far."""
+        if not self._assigned and not self._assign():
+            return 0
+        for message in self.consumer.consume(10_000, timeout=0.2):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise AssertionError(f"consumer error: {error}")
+            value = message.value()
+            assert value is not None
+            self.records.append((message.key(), value, message.partition() or 0))
+        return len(self.records)
+
+    def trades(self) -> list[Trade]:
+        return [decode_trade(value) for _key, value, _p in self.records]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [decode_dead_letter(value) for _key, value, _p in self.records]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def topic_reader(kafka_settings: KafkaSettings) -> Iterator[Callable[..., TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def make(topic: str, kafka: KafkaSettings | None = None) -> TopicReader:
+        reader = TopicReader(kafka or kafka_settings, topic)
+        readers.append(reader)
+        return reader
+
+    yield make
+    for reader in readers:
+        reader.close()
+
+
+__all__ = ["RunningIngest", "TopicReader"]
