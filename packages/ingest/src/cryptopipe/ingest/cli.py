@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -34,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metrics-host", help="Prometheus bind address (INGEST_METRICS_HOST)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--stats-json", type=Path, metavar="PATH", help="write the final counts here at exit (after flushing)"
+    )
     return parser
 
 
@@ -82,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve_metrics("ingest", settings.metrics_port, settings.metrics_host)
-    asyncio.run(_run(Ingest(settings, kafka)))
+    ingest = Ingest(settings, kafka)
+    try:
+        asyncio.run(_run(ingest))
+    finally:
+        if args.stats_json is not None:
+            args.stats_json.write_text(json.dumps(dataclasses.asdict(ingest.stats)) + "\n")
     return 0
 
 

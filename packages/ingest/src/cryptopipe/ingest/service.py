@@ -31,6 +31,7 @@ from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, DeadLetter, KafkaSettings, TopicSpec, Trade
 from cryptopipe.schemas import binance as bn
+from cryptopipe.skew import BinanceTimeReference, SkewEstimator
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Ingest:
         self._symbols: dict[str, _SymbolState] = {}
         self._publisher: Publisher | None = None
         self._rest: RestClient | None = None
+        self._skew: SkewEstimator | None = None
         self._stopping = False
         self._log = RateLimitedLog(5.0)
 
@@ -165,6 +167,11 @@ class Ingest:
             )
             tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
             tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
+            if self.settings.clock_skew:
+                # The exchange clock's offset, estimated against the same REST API, corrects the
+                # network latency (published next to the raw figure).
+                self._skew = SkewEstimator(BinanceTimeReference(self.settings.rest_url, session=session))
+                tasks.append(asyncio.create_task(self._skew.run(stop), name="ingest-clock-skew"))
             stopper = asyncio.create_task(stop.wait())
             try:
                 done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -236,6 +243,8 @@ class Ingest:
         m.NETWORK_LATENCY.labels(symbol=trade.symbol).observe(
             (trade.receive_time_us - trade.trade_time_us) / 1e6
         )
+        if self._skew is not None:
+            self._skew.observe_network_latency(trade.symbol, trade.receive_time_us, trade.trade_time_us)
         self._sequence(trade, started)
 
     def _sequence(self, trade: Trade, started: float | None) -> None:

@@ -55,7 +55,10 @@ def _gauge(name: str, meaning: str, labels: tuple[str, ...], component: str) -> 
 
 
 def _histogram(
-    name: str, meaning: str, labels: tuple[str, ...], component: str,
+    name: str,
+    meaning: str,
+    labels: tuple[str, ...],
+    component: str,
     buckets: tuple[float, ...] = LATENCY_BUCKETS,
 ) -> Histogram:
     _note(name, "histogram", labels, component, meaning)
@@ -69,108 +72,164 @@ def catalogue() -> list[CatalogueEntry]:
 
 # --- every service -------------------------------------------------------------------------
 BUILD_INFO = _gauge(
-    "cryptopipe_build_info", "Always 1; labels say which component and version runs.",
-    ("component", "version"), "all",
+    "cryptopipe_build_info",
+    "Always 1; labels say which component and version runs.",
+    ("component", "version"),
+    "all",
 )
 ERRORS = _counter(
-    "cryptopipe_errors", "Errors by component and reason (each also logged).", ("component", "reason"), "all",
+    "cryptopipe_errors",
+    "Errors by component and reason (each also logged).",
+    ("component", "reason"),
+    "all",
 )
 DEAD_LETTERS = _counter(
     "cryptopipe_dead_letters",
     "Messages that could not be processed and were sent to the dead-letter topic, by reason.",
-    ("component", "reason"), "all",
+    ("component", "reason"),
+    "all",
 )
 
 # --- ingest --------------------------------------------------------------------------------
 TRADES_RECEIVED = _counter(
-    "cryptopipe_ingest_trades_received", "Trades parsed from the exchange stream (live, not backfilled).",
-    ("symbol",), "ingest",
+    "cryptopipe_ingest_trades_received",
+    "Trades parsed from the exchange stream (live, not backfilled).",
+    ("symbol",),
+    "ingest",
 )
 TRADES_PUBLISHED = _counter(
-    "cryptopipe_ingest_trades_published", "Trades the broker acknowledged (delivery report OK), incl. backfill.",
-    ("symbol",), "ingest",
+    "cryptopipe_ingest_trades_published",
+    "Trades the broker acknowledged (delivery report OK), incl. backfill.",
+    ("symbol",),
+    "ingest",
 )
 TRADES_LOST = _counter(
     "cryptopipe_ingest_trades_lost",
-    "Trades that will never reach Kafka: buffer bound hit or delivery failed for good.", ("reason",), "ingest",
+    "Trades that will never reach Kafka: buffer bound hit or delivery failed for good.",
+    ("reason",),
+    "ingest",
 )
 PRODUCER_BUFFERED = _gauge(
-    "cryptopipe_ingest_producer_buffered", "Trades waiting for a broker acknowledgement.", (), "ingest",
+    "cryptopipe_ingest_producer_buffered",
+    "Trades waiting for a broker acknowledgement.",
+    (),
+    "ingest",
 )
 CONNECTIONS = _gauge(
-    "cryptopipe_ingest_connections", "Open WebSocket connections to the exchange.", (), "ingest",
+    "cryptopipe_ingest_connections",
+    "Open WebSocket connections to the exchange.",
+    (),
+    "ingest",
 )
 RECONNECTS = _counter(
-    "cryptopipe_ingest_reconnects", "WebSocket reconnects, by reason.", ("reason",), "ingest",
+    "cryptopipe_ingest_reconnects",
+    "WebSocket reconnects, by reason.",
+    ("reason",),
+    "ingest",
 )
 GAPS = _counter(
-    "cryptopipe_ingest_gaps", "Trade-id gaps detected in the stream.", ("symbol",), "ingest",
+    "cryptopipe_ingest_gaps",
+    "Trade-id gaps detected in the stream.",
+    ("symbol",),
+    "ingest",
 )
 BACKFILLED = _counter(
-    "cryptopipe_ingest_trades_backfilled", "Trades recovered from the REST backfill after a gap.",
-    ("symbol",), "ingest",
+    "cryptopipe_ingest_trades_backfilled",
+    "Trades recovered from the REST backfill after a gap.",
+    ("symbol",),
+    "ingest",
 )
 UNFILLED = _counter(
-    "cryptopipe_ingest_trades_unfilled", "Trade ids inside a gap that the backfill could not recover.",
-    ("symbol",), "ingest",
+    "cryptopipe_ingest_trades_unfilled",
+    "Trade ids inside a gap that the backfill could not recover.",
+    ("symbol",),
+    "ingest",
 )
 DUPLICATES = _counter(
     "cryptopipe_ingest_trades_duplicate",
     "Trades received again (id at or below the last published one, e.g. after a reconnect): dropped.",
-    ("symbol",), "ingest",
+    ("symbol",),
+    "ingest",
 )
 NETWORK_LATENCY = _histogram(
     "cryptopipe_network_latency_seconds",
-    "Receive time minus exchange trade time (raw, not corrected for clock skew).", ("symbol",), "ingest",
+    "Receive time minus exchange trade time (raw, not corrected for clock skew).",
+    ("symbol",),
+    "ingest",
 )
 INGEST_PROCESSING = _histogram(
-    "cryptopipe_ingest_processing_seconds", "Time from frame received to record handed to the producer.",
-    (), "ingest",
+    "cryptopipe_ingest_processing_seconds",
+    "Time from frame received to record handed to the producer.",
+    (),
+    "ingest",
 )
 
 # --- consumers (prices and alerts share one loop) ------------------------------------------
 CONSUMED = _counter(
-    "cryptopipe_consumer_messages", "Records consumed and written to Redis.", ("consumer", "topic"), "consumer",
+    "cryptopipe_consumer_messages",
+    "Records consumed and written to Redis.",
+    ("consumer", "topic"),
+    "consumer",
 )
 CONSUMER_LAG = _gauge(
     "cryptopipe_consumer_lag",
     "Records behind the partition end (end = max of broker high watermark and highest offset fetched + 1).",
-    ("consumer", "topic", "partition"), "consumer",
+    ("consumer", "topic", "partition"),
+    "consumer",
 )
 CONSUMER_BATCH = _histogram(
-    "cryptopipe_consumer_batch_seconds", "Processing time of one consumed batch (decode + Redis write).",
-    ("consumer",), "consumer",
+    "cryptopipe_consumer_batch_seconds",
+    "Processing time of one consumed batch (decode + Redis write).",
+    ("consumer",),
+    "consumer",
 )
 CONSUMER_BATCH_SIZE = _histogram(
-    "cryptopipe_consumer_batch_size", "Records per consumed batch.", ("consumer",), "consumer",
+    "cryptopipe_consumer_batch_size",
+    "Records per consumed batch.",
+    ("consumer",),
+    "consumer",
     buckets=BATCH_SIZE_BUCKETS,
 )
 CONSUMER_THROUGHPUT = _gauge(
-    "cryptopipe_consumer_throughput_msgs_per_second", "Records per second over the last few seconds.",
-    ("consumer",), "consumer",
+    "cryptopipe_consumer_throughput_msgs_per_second",
+    "Records per second over the last few seconds.",
+    ("consumer",),
+    "consumer",
 )
 PRICES_WRITTEN = _counter(
-    "cryptopipe_prices_written", "Trades written to Redis history; latest price moved forward if newer.",
-    ("symbol",), "consumer",
+    "cryptopipe_prices_written",
+    "Trades written to Redis history; latest price moved forward if newer.",
+    ("symbol",),
+    "consumer",
 )
 STALE_PRICES = _counter(
-    "cryptopipe_prices_stale", "Trades older than the stored latest price (replays, duplicates): not applied.",
-    ("symbol",), "consumer",
+    "cryptopipe_prices_stale",
+    "Trades older than the stored latest price (replays, duplicates): not applied.",
+    ("symbol",),
+    "consumer",
 )
 SYSTEM_LATENCY = _histogram(
-    "cryptopipe_system_latency_seconds", "Redis written minus local receive time (our own pipeline's share).",
-    ("symbol",), "consumer",
+    "cryptopipe_system_latency_seconds",
+    "Redis written minus local receive time (our own pipeline's share).",
+    ("symbol",),
+    "consumer",
 )
 E2E_LATENCY = _histogram(
-    "cryptopipe_e2e_latency_seconds", "Redis written minus exchange trade time (raw, not skew-corrected).",
-    ("symbol",), "consumer",
+    "cryptopipe_e2e_latency_seconds",
+    "Redis written minus exchange trade time (raw, not skew-corrected).",
+    ("symbol",),
+    "consumer",
 )
 SYSTEM_SHARE = _gauge(
-    "cryptopipe_system_latency_share", "System latency / end-to-end latency, mean over the last batch.",
-    ("symbol",), "consumer",
+    "cryptopipe_system_latency_share",
+    "System latency / end-to-end latency, mean over the last batch.",
+    ("symbol",),
+    "consumer",
 )
 REDIS_WRITE = _histogram(
-    "cryptopipe_redis_write_seconds", "Duration of one pipelined Redis write of a batch.", ("consumer",),
+    "cryptopipe_redis_write_seconds",
+    "Duration of one pipelined Redis write of a batch.",
+    ("consumer",),
     "consumer",
 )
 
@@ -178,34 +237,44 @@ REDIS_WRITE = _histogram(
 CLOCK_OFFSET = _gauge(
     "cryptopipe_clock_offset_seconds",
     "Estimated reference clock minus local clock (NTP's sign), median of the recent intervals.",
-    ("reference",), "skew",
+    ("reference",),
+    "skew",
 )
 CLOCK_OFFSET_UNCERTAINTY = _gauge(
     "cryptopipe_clock_offset_uncertainty_seconds",
     "Offset error bound for a symmetric path: half the best round trip plus half the stamp resolution.",
-    ("reference",), "skew",
+    ("reference",),
+    "skew",
 )
 CLOCK_RTT = _gauge(
     "cryptopipe_clock_rtt_seconds",
-    "Round trip of the sample the offset came from (the interval's shortest).", ("reference",), "skew",
+    "Round trip of the sample the offset came from (the interval's shortest).",
+    ("reference",),
+    "skew",
 )
 CLOCK_ESTIMATE_AGE = _gauge(
     "cryptopipe_clock_estimate_age_seconds",
-    "Seconds since the last good estimate (since start while there is none).", ("reference",), "skew",
+    "Seconds since the last good estimate (since start while there is none).",
+    ("reference",),
+    "skew",
 )
 CLOCK_ESTIMATE_STALE = _gauge(
     "cryptopipe_clock_estimate_stale",
     "1 while the last attempt failed or the estimate is too old (the last good one stays in use), else 0.",
-    ("reference",), "skew",
+    ("reference",),
+    "skew",
 )
 API_RESPONSE = _histogram(
     "cryptopipe_api_response_seconds",
-    "Exchange REST response time (request sent to body read), by endpoint.", ("endpoint",), "skew",
+    "Exchange REST response time (request sent to body read), by endpoint.",
+    ("endpoint",),
+    "skew",
 )
 NETWORK_LATENCY_CORRECTED = _histogram(
     "cryptopipe_network_latency_corrected_seconds",
     "Receive time minus exchange trade time plus the estimated clock offset (skew-corrected).",
-    ("symbol",), "ingest",
+    ("symbol",),
+    "ingest",
 )
 
 # --- infrastructure: per-component resources (observability.process; compose: cAdvisor) ------
@@ -217,103 +286,138 @@ PROCESS_CPU = _counter(
     "cryptopipe_process_cpu_seconds",
     "CPU time (user + system) of the component's processes incl. descendants; rate() = cores used. "
     "Compose: container_cpu_usage_seconds_total.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_MEMORY = _gauge(
     "cryptopipe_process_resident_memory_bytes",
     "Resident set size summed over the component's processes incl. descendants (shared pages count "
     "once per process). Compose: container_memory_rss.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_DISK_READ = _counter(
     "cryptopipe_process_disk_read_bytes",
     "Bytes the component's processes caused to be read from storage (page-cache hits excluded). "
     "Compose: container_fs_reads_bytes_total.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_DISK_WRITE = _counter(
     "cryptopipe_process_disk_write_bytes",
     "Bytes the component's processes caused to be written to storage (counted when pages are dirtied). "
     "Compose: container_fs_writes_bytes_total.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_NETWORK_RECEIVE = _counter(
     "cryptopipe_process_network_receive_bytes",
     "Bytes received. Embedded mode, Linux: TCP payload bytes received on the component's sockets "
     "(sock_diag tcp_info; loopback included; a socket's last interval is lost when it closes between "
-    "samples); component=\"host\": all interfaces of the host incl. loopback (wire bytes). "
+    'samples); component="host": all interfaces of the host incl. loopback (wire bytes). '
     "Compose: container_network_receive_bytes_total.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_NETWORK_TRANSMIT = _counter(
     "cryptopipe_process_network_transmit_bytes",
     "Bytes sent. Embedded mode, Linux: TCP payload bytes sent and acknowledged on the component's "
-    "sockets; component=\"host\": all interfaces of the host incl. loopback. "
+    'sockets; component="host": all interfaces of the host incl. loopback. '
     "Compose: container_network_transmit_bytes_total.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 PROCESS_COUNT = _gauge(
     "cryptopipe_process_count",
     "Live processes counted for the component (root + descendants); 0 once the root has exited.",
-    ("component",), "infrastructure",
+    ("component",),
+    "infrastructure",
 )
 
 # --- alerting (Spark job; fed by a StreamingQueryListener on the driver) ------------------------
 ALERTING_BATCH_DURATION = _histogram(
     "cryptopipe_alerting_batch_duration_seconds",
-    "Micro-batch duration (progress triggerExecution), data and no-data batches.", (), "alerting",
+    "Micro-batch duration (progress triggerExecution), data and no-data batches.",
+    (),
+    "alerting",
 )
 ALERTING_BATCH_PHASE = _histogram(
     "cryptopipe_alerting_batch_phase_seconds",
     "Micro-batch time by phase (progress durationMs: addBatch, latestOffset, walCommit, commitOffsets ...).",
-    ("phase",), "alerting",
+    ("phase",),
+    "alerting",
 )
 ALERTING_INPUT_RATE = _gauge(
-    "cryptopipe_alerting_input_rows_per_second", "Trades arriving per second, as of the last micro-batch.",
-    (), "alerting",
+    "cryptopipe_alerting_input_rows_per_second",
+    "Trades arriving per second, as of the last micro-batch.",
+    (),
+    "alerting",
 )
 ALERTING_PROCESSED_RATE = _gauge(
-    "cryptopipe_alerting_processed_rows_per_second", "Trades processed per second, as of the last micro-batch.",
-    (), "alerting",
+    "cryptopipe_alerting_processed_rows_per_second",
+    "Trades processed per second, as of the last micro-batch.",
+    (),
+    "alerting",
 )
 ALERTING_INPUT_ROWS = _counter(
-    "cryptopipe_alerting_input_rows", "Records read from the prices topic by the job.", (), "alerting",
+    "cryptopipe_alerting_input_rows",
+    "Records read from the prices topic by the job.",
+    (),
+    "alerting",
 )
 ALERTING_INVALID_ROWS = _counter(
-    "cryptopipe_alerting_invalid_rows", "Records on the prices topic that are not trades; skipped.", (), "alerting",
+    "cryptopipe_alerting_invalid_rows",
+    "Records on the prices topic that are not trades; skipped.",
+    (),
+    "alerting",
 )
 ALERTING_ALERTS = _counter(
-    "cryptopipe_alerting_alerts", "Alerts published to the alerts topic (output rows), by rule and kind.",
-    ("rule", "kind"), "alerting",
+    "cryptopipe_alerting_alerts",
+    "Alerts published to the alerts topic (output rows), by rule and kind.",
+    ("rule", "kind"),
+    "alerting",
 )
 ALERTING_DROPPED_LATE = _counter(
     "cryptopipe_alerting_rows_dropped_by_watermark",
     "Trade rows (one per applicable rule) for windows the watermark had already closed: too late, dropped.",
-    (), "alerting",
+    (),
+    "alerting",
 )
 ALERTING_WATERMARK_DELAY = _gauge(
     "cryptopipe_alerting_watermark_delay_seconds",
-    "Wall clock minus the event-time watermark at the end of the last micro-batch.", (), "alerting",
+    "Wall clock minus the event-time watermark at the end of the last micro-batch.",
+    (),
+    "alerting",
 )
 ALERTING_STATE_ROWS = _gauge(
-    "cryptopipe_alerting_state_rows", "Rows held in the job's state stores (open windows).", (), "alerting",
+    "cryptopipe_alerting_state_rows",
+    "Rows held in the job's state stores (open windows).",
+    (),
+    "alerting",
 )
 ALERTING_BATCHES = _counter(
-    "cryptopipe_alerting_batches", "Micro-batches run, by whether they carried new data.", ("data",), "alerting",
+    "cryptopipe_alerting_batches",
+    "Micro-batches run, by whether they carried new data.",
+    ("data",),
+    "alerting",
 )
 ALERTING_QUERY_RESTARTS = _counter(
-    "cryptopipe_alerting_query_restarts", "Times the streaming query failed and restarted from its checkpoint.",
-    (), "alerting",
+    "cryptopipe_alerting_query_restarts",
+    "Times the streaming query failed and restarted from its checkpoint.",
+    (),
+    "alerting",
 )
 ALERTING_PUBLISH_LATENCY = _histogram(
     "cryptopipe_alerting_publish_latency_seconds",
     "Alert acknowledged by Kafka minus receive time of the trade that let the watermark pass the window "
     "end (final) or that crossed the threshold (early).",
-    ("kind",), "alerting",
+    ("kind",),
+    "alerting",
 )
 ALERT_LATENCY = _histogram(
     "cryptopipe_alert_latency_seconds",
     "Alert written to Redis minus receive time of the trade that let the watermark pass the window end "
     "(final) or that crossed the threshold (early). Observed by the alerts consumer.",
-    ("kind",), "alerting",
+    ("kind",),
+    "alerting",
 )

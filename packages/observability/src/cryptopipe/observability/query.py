@@ -26,7 +26,9 @@ class Scrape:
 
     @classmethod
     def from_text(cls, *texts: str) -> Scrape:
-        return cls(s for text in texts for family in text_string_to_metric_families(text) for s in family.samples)
+        return cls(
+            s for text in texts for family in text_string_to_metric_families(text) for s in family.samples
+        )
 
     @classmethod
     def from_urls(cls, *urls: str, timeout: float = 5.0) -> Scrape:
@@ -80,7 +82,9 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     return lower_bound
 
 
-def exact_percentiles_ms(samples_us: Iterable[int], quantiles: Mapping[str, float] | None = None) -> dict[str, float | None]:
+def exact_percentiles_ms(
+    samples_us: Iterable[int], quantiles: Mapping[str, float] | None = None
+) -> dict[str, float | None]:
     """Exact nearest-rank percentiles of microsecond samples, in milliseconds (benchmarks)."""
     ordered = sorted(samples_us)
     wanted = quantiles or {"p50": 0.5, "p95": 0.95, "p99": 0.99}

@@ -66,7 +66,7 @@ class RestAggTrade(msgspec.Struct, frozen=True):
 class ServerTime(msgspec.Struct, frozen=True):
     """``GET /api/v3/time``."""
 
-    serverTime: int  # noqa: N815 - Binance's field name
+    serverTime: int
 
 
 class ControlResponse(msgspec.Struct, frozen=True):
@@ -135,9 +135,7 @@ def event_to_trade(event: StreamEvent, *, receive_time_us: int, unit: TimeUnit) 
     )
 
 
-def rest_agg_to_trade(
-    item: RestAggTrade, *, symbol: str, receive_time_us: int, unit: TimeUnit
-) -> Trade:
+def rest_agg_to_trade(item: RestAggTrade, *, symbol: str, receive_time_us: int, unit: TimeUnit) -> Trade:
     """A backfilled aggTrade: marked ``backfilled`` so it stays out of the latency histograms."""
     t = _to_us(item.T, unit)
     return Trade(
@@ -169,7 +167,7 @@ def split_frame(payload: bytes | str) -> Frame:
         frame = _FRAME.decode(payload)
     except msgspec.ValidationError as exc:
         raise DecodeError("not_a_stream_frame", str(exc), payload) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("malformed_json", str(exc), payload) from exc
     return Frame(frame.stream, bytes(frame.data))
 
@@ -180,7 +178,7 @@ def parse_event(data: bytes) -> StreamEvent | None:
     Raises :class:`DecodeError` for a trade/aggTrade event that is malformed.
     """
     try:
-        return _EVENT.decode(data)
+        event = _EVENT.decode(data)
     except msgspec.ValidationError as exc:
         try:
             tag = _TAG.decode(data).e
@@ -191,16 +189,32 @@ def parse_event(data: bytes) -> StreamEvent | None:
         if not tag:
             raise DecodeError("unknown_event", str(exc), data) from exc
         return None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("malformed_json", str(exc), data) from exc
+    _check_amounts(event.p, event.q, data)
+    return event
+
+
+def _check_amounts(price: Decimal, quantity: Decimal, payload: bytes) -> None:
+    """Binance prices are positive and quantities non-negative finite decimals; anything else is
+    rejected here, once, rather than poisoning a window's open/close downstream."""
+    if not (price.is_finite() and price > 0):
+        raise DecodeError("invalid_price", f"price must be a positive finite decimal, got {price}", payload)
+    if not (quantity.is_finite() and quantity >= 0):
+        raise DecodeError(
+            "invalid_quantity", f"quantity must be a finite decimal >= 0, got {quantity}", payload
+        )
 
 
 def parse_rest_agg_trades(payload: bytes) -> list[RestAggTrade]:
     """Parse the body of ``GET /api/v3/aggTrades``."""
     try:
-        return _REST_AGG.decode(payload)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        items = _REST_AGG.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("invalid_rest_aggtrades", str(exc), payload) from exc
+    for item in items:
+        _check_amounts(item.p, item.q, payload)
+    return items
 
 
 def encode_json(obj: object) -> bytes:

@@ -33,15 +33,31 @@ class KafkaSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    bootstrap_servers: str = Field("", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+    bootstrap_servers: str = Field(
+        "",
+        validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers (host:port,...). Empty: find or start a local broker.",
     )
-    sasl_mechanism: str = Field("", validation_alias=_env("KAFKA_SASL_MECHANISM"))
-    sasl_username: str = Field("", validation_alias=_env("KAFKA_SASL_USERNAME"))
-    sasl_password: SecretStr = Field(SecretStr(""), validation_alias=_env("KAFKA_SASL_PASSWORD"))
-    ssl_ca_location: str = Field("", validation_alias=_env("KAFKA_SSL_CA_LOCATION"))
-    topic_prefix: str = Field("", validation_alias=_env("KAFKA_TOPIC_PREFIX"))
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        validation_alias=_env("KAFKA_SECURITY_PROTOCOL"),
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    sasl_mechanism: str = Field(
+        "", validation_alias=_env("KAFKA_SASL_MECHANISM"), description="e.g. PLAIN, SCRAM-SHA-512."
+    )
+    sasl_username: str = Field(
+        "", validation_alias=_env("KAFKA_SASL_USERNAME"), description="SASL user name."
+    )
+    sasl_password: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("KAFKA_SASL_PASSWORD"), description="SASL password (secret)."
+    )
+    ssl_ca_location: str = Field(
+        "", validation_alias=_env("KAFKA_SSL_CA_LOCATION"), description="CA bundle for SSL brokers."
+    )
+    topic_prefix: str = Field(
+        "", validation_alias=_env("KAFKA_TOPIC_PREFIX"), description="Prefix for every topic name."
+    )
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings common to producers, consumers and admin clients."""
@@ -64,8 +80,16 @@ class RedisSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
-    key_prefix: str = Field("cryptopipe:", validation_alias=_env("REDIS_KEY_PREFIX"))
+    url: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=_env("REDIS_URL"),
+        description=(
+            "redis://[:password@]host:port/db or rediss:// (secret). Empty: find or start a local Redis."
+        ),
+    )
+    key_prefix: str = Field(
+        "cryptopipe:", validation_alias=_env("REDIS_KEY_PREFIX"), description="Prefix for every Redis key."
+    )
 
     @field_validator("url")
     @classmethod

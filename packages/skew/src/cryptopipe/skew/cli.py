@@ -209,6 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_UNAVAILABLE
         print(_once_output(estimates, args.json))
         return 0
-    serve_metrics("skew", settings.metrics_port, settings.metrics_host)
+    serve_metrics("skew-monitor", settings.metrics_port, settings.metrics_host)
     asyncio.run(_monitor(estimators))
     return 0

@@ -1,0 +1,25 @@
+"""Errors raised by the store package."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error this package raises."""
+
+
+class ConfigError(StoreError):
+    """A required setting is missing or wrong; ``variable`` names the environment variable."""
+
+    def __init__(self, variable: str, detail: str) -> None:
+        self.variable = variable
+        self.detail = detail
+        super().__init__(f"{variable}: {detail}")
+
+
+class ConsumerFatalError(StoreError):
+    """The Kafka client reported a fatal error; the consumer cannot continue."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"fatal Kafka error {code}: {detail}")

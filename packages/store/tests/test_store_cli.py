@@ -1,0 +1,139 @@
+"""``cryptopipe prices-consumer`` / ``alerts-consumer``: flags, configuration errors, a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from cryptopipe.infra import KafkaEndpoint, free_port
+from cryptopipe.infra.testing import eventually
+from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings
+from cryptopipe.store import LatencyReservoir, PriceStore
+from cryptopipe.store.bench import measure_redis_set_floor
+from cryptopipe.store.cli import alerts_main, build_alerts_parser, build_parser, main, prices_main
+
+from .conftest import produce_trades, recorded_trades, reference_latest
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args([])
+    assert args.group == "cryptopipe-prices"
+    assert (args.metrics_port, args.metrics_host) == (9102, "127.0.0.1")
+    assert (args.batch_size, args.history_cap, args.from_beginning) == (500, 1000, False)
+    assert args.latency_samples is None
+    assert main is prices_main  # `cryptopipe prices-consumer` dispatches to prices_main
+    alerts = build_alerts_parser().parse_args(["--group", "mine", "--feed-cap", "7"])
+    assert (alerts.group, alerts.feed_cap, alerts.metrics_port) == ("mine", 7, 9103)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "REDIS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no .env file here
+    return monkeypatch
+
+
+def test_missing_kafka_is_named(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--metrics-port", "-1"]) == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
+
+
+def test_missing_redis_is_named(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    assert alerts_main(["--metrics-port", "-1"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_bad_redis_url_is_named(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    clean_env.setenv("REDIS_URL", "http://example.invalid")
+    assert main(["--metrics-port", "-1"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_prices_consumer_process_end_to_end(
+    kafka: KafkaEndpoint,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    topic_factory: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    if kafka.quirks.create_topics_unsupported:  # the consumer cannot create them there either
+        topic_factory(PRICES)
+        topic_factory(DEAD_LETTERS)
+    samples_path, stats_path = tmp_path / "latency.json", tmp_path / "stats.json"
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "REDIS_URL": redis_settings.url.get_secret_value(),
+        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
+    }
+    argv = [sys.executable, "-m", "cryptopipe.store.cli", "--from-beginning", "--group", "cli-test"]
+    argv += ["--metrics-port", str(metrics_port), "--latency-samples", str(samples_path)]
+    argv += ["--stats-json", str(stats_path)]
+    process = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        topic = kafka_settings.topic_prefix + "prices"
+        admin = AdminClient(kafka_settings.client_config())
+        eventually(
+            lambda: (
+                {topic, kafka_settings.topic_prefix + "dead-letters"}
+                <= set(admin.list_topics(timeout=5).topics)
+            ),
+            message="the consumer did not create its topics",
+        )
+        trades = recorded_trades(500)
+        produce_trades(kafka_settings, topic, trades)
+        store = PriceStore(redis_client, redis_settings.key_prefix)
+        best = reference_latest(trades)
+        eventually(
+            lambda: all((store.latest(s) or {}).get("trade_id") == t.trade_id for s, t in best.items()),
+            message="latest prices never reached Redis",
+        )
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        )
+        assert f'cryptopipe_consumer_messages_total{{consumer="prices",topic="{topic}"}} 500.0' in metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM received" in stderr
+    samples = json.loads(samples_path.read_text())
+    assert samples["unit"] == "us"
+    assert len(samples["samples_us"]) == samples["seen"] == 500
+    stats = json.loads(stats_path.read_text())
+    assert (stats["consumed"], stats["written"], stats["dead_lettered"]) == (500, 500, 0)
+
+
+def test_latency_reservoir_is_exact_below_capacity_and_bounded_above() -> None:
+    exact = LatencyReservoir(capacity=10)
+    exact.add([5, 1, 3])
+    assert sorted(exact.samples) == [1, 3, 5]
+    bounded = LatencyReservoir(capacity=10, seed=1)
+    for start in range(0, 1000, 100):
+        bounded.add(list(range(start, start + 100)))
+    assert bounded.seen == 1000
+    assert len(bounded.samples) == 10
+    assert set(bounded.samples) <= set(range(1000))
+
+
+def test_redis_set_floor(redis_settings: RedisSettings) -> None:
+    samples = measure_redis_set_floor(redis_settings.url.get_secret_value(), 50)
+    assert len(samples) == 50
+    assert all(s > 0 for s in samples)
