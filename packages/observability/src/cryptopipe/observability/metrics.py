@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 
 def _exponential(start: float, factor: float, stop: float) -> tuple[float, ...]:

@@ -34,7 +34,7 @@ class Scrape:
     def from_urls(cls, *urls: str, timeout: float = 5.0) -> Scrape:
         texts = []
         for url in urls:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own loopback endpoints
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 texts.append(response.read().decode("utf-8"))
         return cls.from_text(*texts)
 
