@@ -121,6 +121,19 @@ def test_clock_live_restamps_to_now_keeping_lateness(
     assert [(h.a, h.T) for h in rest] == [(f["t"], f["T"]) for f in frames]
 
 
+def test_clock_live_never_invents_out_of_order_trades(
+    replay_exchange_factory: ReplayExchangeFactory,
+) -> None:
+    """Synthetic trades have varying E-T gaps; re-stamped trade times must still follow the ids."""
+    ex = replay_exchange_factory(symbols=("BTCUSDT",), rate=2000.0, count=3000, speed="max", seed=7)
+    frames = run(collect(f"{ex.ws_url}/ws/btcusdt@aggTrade?timeUnit=MICROSECOND", ex))
+    assert len(frames) == 3000
+    assert [f["a"] for f in frames] == sorted(f["a"] for f in frames)
+    times = [f["T"] for f in frames]
+    assert times == sorted(times)
+    assert all(f["T"] <= f["E"] for f in frames)
+
+
 def test_paced_playback_follows_recorded_spacing(tmp_path: Path) -> None:
     path = csv_file(tmp_path)  # 1 s from first to last trade
 

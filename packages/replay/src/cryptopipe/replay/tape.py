@@ -156,6 +156,8 @@ class Tape:
         self.subs: dict[str, set[Subscriber]] = {}
         self.connections: set[Subscriber] = set()
         self.start_event = asyncio.Event()
+        # Per symbol, (recorded trade time, re-stamped trade time) of the last live-clock trade.
+        self._last_trade_time: dict[str, tuple[int, int]] = {}
         self.finished_event = asyncio.Event()
         self.on_finished: list[Callable[[], None]] = []
         if not config.start_on_subscribe:
@@ -289,6 +291,13 @@ class Tape:
         if self.config.clock == "live":
             event_us = self.now_us()
             trade_us = event_us - max(0, event.event_time_us - event.trade_time_us)
+            # Re-stamping keeps the recording's order of trade times: a trade that was not earlier
+            # than the previous one in the file is not earlier after re-stamping either (varying
+            # E-T gaps must not invent out-of-order trades); one that was late stays late.
+            last = self._last_trade_time.get(event.symbol)
+            if last is not None and event.trade_time_us >= last[0]:
+                trade_us = max(trade_us, last[1])
+            self._last_trade_time[event.symbol] = (event.trade_time_us, trade_us)
         else:
             event_us, trade_us = event.event_time_us, event.trade_time_us
         symbol = event.symbol
