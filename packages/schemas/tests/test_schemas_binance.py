@@ -61,11 +61,11 @@ def test_other_events_are_ignored_and_broken_trades_rejected() -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"NaN","q":"1","T":1,"m":true}', "invalid_price"),
-        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"-1","q":"1","T":1,"m":true}', "invalid_price"),
-        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"0","q":"1","T":1,"m":true}', "invalid_price"),
-        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"1","q":"Infinity","T":1,"m":true}', "invalid_quantity"),
-        (b'{"e":"trade","E":1,"s":"X\xff","t":1,"p":"1","q":"1","T":1,"m":true}', "malformed_json"),
+        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"NaN","q":"1","T":1,"m":true}', "invalid_value"),
+        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"-1","q":"1","T":1,"m":true}', "invalid_value"),
+        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"0","q":"1","T":1,"m":true}', "invalid_value"),
+        (b'{"e":"trade","E":1,"s":"X","t":1,"p":"1","q":"Infinity","T":1,"m":true}', "invalid_value"),
+        (b'{"e":"trade","E":1,"s":"X\xff","t":1,"p":"1","q":"1","T":1,"m":true}', "invalid_utf8"),
     ],
 )
 def test_impossible_amounts_and_bad_utf8_are_rejected(payload: bytes, reason: str) -> None:
@@ -77,7 +77,7 @@ def test_impossible_amounts_and_bad_utf8_are_rejected(payload: bytes, reason: st
 def test_bad_utf8_in_a_frame_is_a_decode_error() -> None:
     with pytest.raises(DecodeError) as info:
         binance.split_frame(b'{"stream":"a\xff","data":{}}')
-    assert info.value.reason == "malformed_json"
+    assert info.value.reason == "invalid_utf8"
 
 
 def test_rest_agg_trades_are_marked_backfilled() -> None:
@@ -112,8 +112,7 @@ def test_wrong_types_are_rejected_cleanly(fields: dict[str, object]) -> None:
         "invalid_trade",
         "invalid_aggTrade",
         "unknown_event",
-        "invalid_price",
-        "invalid_quantity",
+        "invalid_value",
     }
 
 

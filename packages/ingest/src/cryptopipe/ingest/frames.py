@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TypeAlias
 
 import msgspec
@@ -23,8 +22,6 @@ from cryptopipe.schemas import binance as bn
 
 #: Timestamps at or above this are microseconds (10**14 µs is 1973; 10**14 ms is year 5138).
 _MICROSECOND_THRESHOLD = 10**14
-_MAX_INT64 = 2**63 - 1
-_MAX_EXPONENT = 30
 SAMPLE_BYTES = 1024
 
 
@@ -80,30 +77,6 @@ def time_unit(timestamp: int) -> bn.TimeUnit:
     return "MICROSECOND" if timestamp >= _MICROSECOND_THRESHOLD else "MILLISECOND"
 
 
-def _bad_decimal(value: Decimal, *, allow_zero: bool) -> bool:
-    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
-        return True
-    return value != 0 and abs(value.adjusted()) > _MAX_EXPONENT
-
-
-def invalid_field(event: bn.StreamEvent) -> str | None:
-    """Name of the first field with an impossible value, or ``None``."""
-    if _bad_decimal(event.p, allow_zero=False):
-        return "p"
-    if _bad_decimal(event.q, allow_zero=True):
-        return "q"
-    for name in ("E", "T"):
-        if not 0 < getattr(event, name) <= _MAX_INT64:
-            return name
-    ids = ("a", "f", "l") if isinstance(event, bn.AggTradeEvent) else ("t",)
-    for name in ids:
-        if not 0 <= getattr(event, name) <= _MAX_INT64:
-            return name
-    if isinstance(event, bn.AggTradeEvent) and event.f > event.l:
-        return "f"
-    return None
-
-
 class FrameParser:
     """Parses frames of the combined streams in ``streams`` (stream name -> upper-case symbol)."""
 
@@ -157,8 +130,6 @@ class FrameParser:
             return Rejected(
                 "symbol_mismatch", f"symbol {event.s[:50]!r} on {frame.stream}", payload[:SAMPLE_BYTES]
             )
-        if (field := invalid_field(event)) is not None:
-            return Rejected("invalid_value", f"field {field!r} out of range", payload[:SAMPLE_BYTES])
         return bn.event_to_trade(event, receive_time_us=receive_time_us, unit=time_unit(event.T))
 
     @staticmethod

@@ -35,6 +35,9 @@ from cryptopipe.skew import BinanceTimeReference, SkewEstimator
 
 logger = logging.getLogger(__name__)
 
+#: Longest ingest waits at start-up for a first clock-offset estimate before opening the streams.
+FIRST_SKEW_ESTIMATE_WAIT_S = 3.0
+
 
 @dataclass
 class _SymbolState:
@@ -165,12 +168,16 @@ class Ingest:
                 self.settings.stream_base_url,
                 self.prices_topic,
             )
-            tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
-            tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
             if self.settings.clock_skew:
                 # The exchange clock's offset, estimated against the same REST API, corrects the
-                # network latency (published next to the raw figure).
+                # network latency (published next to the raw figure). A first estimate before the
+                # streams open, so the first trades are corrected too, but never wait long for it.
                 self._skew = SkewEstimator(BinanceTimeReference(self.settings.rest_url, session=session))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._skew.update(), FIRST_SKEW_ESTIMATE_WAIT_S)
+            tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
+            tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
+            if self._skew is not None:
                 tasks.append(asyncio.create_task(self._skew.run(stop), name="ingest-clock-skew"))
             stopper = asyncio.create_task(stop.wait())
             try:

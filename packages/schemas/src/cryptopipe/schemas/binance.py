@@ -167,7 +167,9 @@ def split_frame(payload: bytes | str) -> Frame:
         frame = _FRAME.decode(payload)
     except msgspec.ValidationError as exc:
         raise DecodeError("not_a_stream_frame", str(exc), payload) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid_utf8", str(exc), payload) from exc
+    except msgspec.DecodeError as exc:
         raise DecodeError("malformed_json", str(exc), payload) from exc
     return Frame(frame.stream, bytes(frame.data))
 
@@ -189,21 +191,48 @@ def parse_event(data: bytes) -> StreamEvent | None:
         if not tag:
             raise DecodeError("unknown_event", str(exc), data) from exc
         return None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid_utf8", str(exc), data) from exc
+    except msgspec.DecodeError as exc:
         raise DecodeError("malformed_json", str(exc), data) from exc
-    _check_amounts(event.p, event.q, data)
+    _check_ranges(event, data)
     return event
 
 
-def _check_amounts(price: Decimal, quantity: Decimal, payload: bytes) -> None:
-    """Binance prices are positive and quantities non-negative finite decimals; anything else is
-    rejected here, once, rather than poisoning a window's open/close downstream."""
-    if not (price.is_finite() and price > 0):
-        raise DecodeError("invalid_price", f"price must be a positive finite decimal, got {price}", payload)
-    if not (quantity.is_finite() and quantity >= 0):
-        raise DecodeError(
-            "invalid_quantity", f"quantity must be a finite decimal >= 0, got {quantity}", payload
-        )
+_MAX_INT64 = 2**63 - 1
+#: Decimal exponents beyond this are not prices or quantities, whatever the payload claims.
+_MAX_EXPONENT = 30
+
+
+def _bad_decimal(value: Decimal, *, allow_zero: bool) -> bool:
+    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
+        return True
+    return value != 0 and abs(value.adjusted()) > _MAX_EXPONENT
+
+
+def invalid_field(event: StreamEvent | RestAggTrade) -> str | None:
+    """Name of the first field with an impossible value (price <= 0, NaN, negative id, ...), or None."""
+    if _bad_decimal(event.p, allow_zero=False):
+        return "p"
+    if _bad_decimal(event.q, allow_zero=True):
+        return "q"
+    times = ("T",) if isinstance(event, RestAggTrade) else ("E", "T")
+    for name in times:
+        if not 0 < getattr(event, name) <= _MAX_INT64:
+            return name
+    ids = ("t",) if isinstance(event, TradeEvent) else ("a", "f", "l")
+    for name in ids:
+        if not 0 <= getattr(event, name) <= _MAX_INT64:
+            return name
+    if not isinstance(event, TradeEvent) and event.f > event.l:
+        return "f"
+    return None
+
+
+def _check_ranges(event: StreamEvent | RestAggTrade, payload: bytes) -> None:
+    """Reject values no exchange sends, here, once, rather than poisoning a window downstream."""
+    if (field := invalid_field(event)) is not None:
+        raise DecodeError("invalid_value", f"field {field!r} out of range: {getattr(event, field)}", payload)
 
 
 def parse_rest_agg_trades(payload: bytes) -> list[RestAggTrade]:
@@ -213,7 +242,7 @@ def parse_rest_agg_trades(payload: bytes) -> list[RestAggTrade]:
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("invalid_rest_aggtrades", str(exc), payload) from exc
     for item in items:
-        _check_amounts(item.p, item.q, payload)
+        _check_ranges(item, payload)
     return items
 
 

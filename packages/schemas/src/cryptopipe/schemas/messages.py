@@ -109,7 +109,9 @@ def _decode(decoder: msgspec.json.Decoder[_T], payload: bytes, what: str) -> _T:
         text = str(exc)
         reason = "unknown_version" if "Invalid value" in text and "`$.v`" in text else "invalid_" + what
         raise DecodeError(reason, text, payload) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid_utf8", str(exc), payload) from exc
+    except msgspec.DecodeError as exc:
         raise DecodeError("malformed_json", str(exc), payload) from exc
 
 

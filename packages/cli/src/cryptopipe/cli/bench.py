@@ -1,0 +1,25 @@
+"""``cryptopipe bench <name>``: benchmark commands. Each prints p50/p95/p99 and throughput, and
+writes JSON with ``--json PATH``. Figures are reported next to a floor measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+BENCHES = {
+    "prices": ("cryptopipe.cli.bench_prices:main", "replay -> ingest -> Kafka -> consumer -> Redis"),
+    "alerting": ("cryptopipe.alerting.bench:main", "Kafka -> Spark alert job -> alerts"),
+    "codec": ("cryptopipe.cli.bench_codec:main", "wire-format encode/decode: JSON vs MessagePack"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in BENCHES:
+        names = "\n".join(f"  {name:10} {help_}" for name, (_, help_) in BENCHES.items())
+        print(f"usage: cryptopipe bench {{{','.join(BENCHES)}}} [options]\n\n{names}", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    module_name, _, function = BENCHES[args[0]][0].partition(":")
+    handler = getattr(importlib.import_module(module_name), function)
+    return int(handler(args[1:]))

@@ -1,0 +1,205 @@
+"""`cryptopipe up` end to end: replay exchange -> ingest -> Kafka -> prices consumer -> Redis.
+
+These run the real command in a child process, exactly as a user would, against a real
+Kafka-protocol broker and a real Redis (the header of the pytest run says which broker ran).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from cryptopipe.infra.testing import eventually
+from cryptopipe.schemas import KafkaSettings, RedisSettings
+
+pytestmark = pytest.mark.slow
+
+
+def _up(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cryptopipe.cli", "up", "--metrics-base-port", "0", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX"):
+        env.pop(name, None)
+    return env
+
+
+def _write_agg_trades(
+    path: Path, first_id: int, n: int, start_ms: int, price: Decimal
+) -> list[tuple[int, Decimal, int]]:
+    """A data.binance.vision aggTrades file (no header): aggId,price,qty,first,last,ts,maker,best."""
+    rows = []
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for i in range(n):
+            agg_id = first_id + i
+            p = price + Decimal(i % 7) - 3
+            ts = start_ms + i * 3
+            writer.writerow(
+                [agg_id, f"{p:.8f}", "0.01000000", agg_id * 2, agg_id * 2 + 1, ts, i % 2 == 0, True]
+            )
+            rows.append((agg_id, p, ts))
+    return rows
+
+
+def test_replayed_trades_all_reach_redis(
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+) -> None:
+    """N trades replayed -> exactly N published and written, latest = reference, lag back to 0."""
+    n = 600
+    btc = _write_agg_trades(
+        tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", 1000, n, 1723161255000, Decimal("61837")
+    )
+    eth = _write_agg_trades(
+        tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, n, 1723161255001, Decimal("2550")
+    )
+    env = _clean_env() | {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "REDIS_URL": redis_settings.url.get_secret_value(),
+        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
+    }
+    summary_path = tmp_path / "summary.json"
+    result = _up(
+        [
+            "--source",
+            "replay",
+            "--replay-file",
+            str(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"),
+            "--replay-file",
+            str(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv"),
+            "--speed",
+            "50",
+            "--clock",
+            "original",
+            "--run-for",
+            "12",
+            "--history-cap",
+            str(2 * n),
+            "--summary-json",
+            str(summary_path),
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["trades_received"] == 2 * n
+    assert summary["trades_published"] == 2 * n
+    assert summary["prices_written"] == 2 * n
+    assert summary["lost"] == 0
+    assert summary["dead_lettered"] == 0
+    assert summary["consumer_lag_final"] == 0
+    assert summary["symbols"] == ["btcusdt", "ethusdt"]
+    assert summary["clock_offset_ms"] is not None
+    assert abs(summary["clock_offset_ms"]) < 50  # the replay exchange shares this machine's clock
+    for figure in (
+        "system_latency_ms",
+        "e2e_latency_ms",
+        "network_latency_ms",
+        "network_latency_corrected_ms",
+    ):
+        assert all(summary[figure][p] is not None for p in ("p50", "p95", "p99")), figure
+        assert summary[figure]["p50"] <= summary[figure]["p99"]
+    prefix = redis_settings.key_prefix
+    for symbol, rows in (("BTCUSDT", btc), ("ETHUSDT", eth)):
+        assert redis_client.zcard(f"{prefix}history:{symbol}") == n
+        latest = redis_client.hgetall(f"{prefix}price:{symbol}")
+        ref_id, ref_price, _ = max(rows, key=lambda r: (r[2], r[0]))
+        assert int(latest[b"trade_id"]) == ref_id
+        assert Decimal(latest[b"price"].decode()) == ref_price
+
+
+def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path) -> None:
+    """Nothing configured: up starts a broker and Redis itself; Ctrl-C leaves no process behind."""
+    summary_path = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cryptopipe.cli",
+            "up",
+            "--metrics-base-port",
+            "0",
+            "--source",
+            "replay",
+            "--rate",
+            "200",
+            "--seed",
+            "7",
+            "--summary-json",
+            str(summary_path),
+        ],
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        parent = psutil.Process(proc.pid)
+        eventually(
+            lambda: any(re.search(r"written [1-9]", line) for line in lines),
+            timeout=120,
+            message="up never reported written prices",
+        )
+        children = parent.children(recursive=True)
+        assert len(children) >= 3  # broker, redis, replay exchange, ingest, consumer (at least)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+        reader.join(timeout=10)
+        output = "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert proc.returncode == 0, output[-4000:]
+    assert "Traceback" not in output
+    summary = json.loads(summary_path.read_text())
+    assert summary["broker"]
+    assert summary["redis"]
+    assert summary["trades_published"] == summary["trades_received"] > 0
+    assert summary["prices_written"] == summary["trades_published"], output[-6000:]
+    assert summary["lost"] == 0
+    gone = eventually(
+        lambda: not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE],
+        timeout=15,
+        message="child processes outlived cryptopipe up",
+    )
+    assert gone
+
+
+def test_unreachable_binance_is_one_clear_line(tmp_path: Path) -> None:
+    result = _up(["--binance-rest-url", "http://127.0.0.1:9", "--run-for", "1"], _clean_env(), timeout=60)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "unreachable" in lines[0]
+    assert "--source replay" in lines[0]
