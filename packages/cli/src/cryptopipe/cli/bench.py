@@ -18,8 +18,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in BENCHES:
         names = "\n".join(f"  {name:10} {help_}" for name, (_, help_) in BENCHES.items())
-        print(f"usage: cryptopipe bench {{{','.join(BENCHES)}}} [options]\n\n{names}", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        wanted = bool(args) and args[0] in ("-h", "--help")
+        print(
+            f"usage: cryptopipe bench {{{','.join(BENCHES)}}} [options]\n\n{names}",
+            file=sys.stdout if wanted else sys.stderr,
+        )
+        return 0 if wanted else 2
     module_name, _, function = BENCHES[args[0]][0].partition(":")
     handler = getattr(importlib.import_module(module_name), function)
     return int(handler(args[1:]))
