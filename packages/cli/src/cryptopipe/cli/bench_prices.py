@@ -27,8 +27,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.cli import up
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
+from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import exact_percentiles_ms
-from cryptopipe.schemas import KafkaSettings, RedisSettings
+from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.bench import measure_redis_set_floor
 
 
@@ -50,8 +51,9 @@ def measure_broker_rtt(kafka: KafkaEndpoint, samples: int) -> list[float]:
             "enable.auto.commit": False,
         }
     )
+    ensure_topics(kafka.settings, [TopicSpec(topic, partitions=1)])
     try:
-        producer.produce(topic, b"warm-up")
+        producer.produce(topic, b"warm-up", partition=0)
         producer.flush(30)
         consumer.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 30
@@ -61,7 +63,7 @@ def measure_broker_rtt(kafka: KafkaEndpoint, samples: int) -> list[float]:
         rtts = []
         for i in range(samples):
             start = time.perf_counter_ns()
-            producer.produce(topic, str(i).encode())
+            producer.produce(topic, str(i).encode(), partition=0)
             producer.poll(0)
             message = None
             while message is None or message.error() is not None:

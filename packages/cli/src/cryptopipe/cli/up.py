@@ -273,6 +273,7 @@ class Pipeline:
             metrics_port=consumer_port,
         )
         self.runtime.stats_files["prices-consumer"] = consumer_stats
+        self.wait_assigned("prices-consumer")
         ingest_port = self.ports.of("ingest")
         ingest_stats = self.workdir / "ingest-stats.json"
         self._start(
@@ -337,6 +338,21 @@ class Pipeline:
         if dashboard.pid:
             monitor.add("dashboard", dashboard.pid)
         _stderr(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")
+
+    def wait_assigned(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until a consumer has joined its group and owns partitions.
+
+        Trades produced before that would wait in Kafka for the group join (seconds on some
+        brokers) and show up as pipeline latency that no steady-state run has.
+        """
+        deadline = time.monotonic() + timeout
+        while self.scrape(name).total("cryptopipe_consumer_assigned_partitions") <= 0:
+            service = self.runtime.services[name]
+            if not service.running():
+                raise InfraError(f"{name} exited with code {service.returncode()}: {service.log_tail()}")
+            if time.monotonic() > deadline:
+                raise InfraError(f"{name} was not assigned any partition within {timeout:.0f} s")
+            time.sleep(0.1)
 
     def scrape(self, *names: str) -> Scrape:
         urls = [

@@ -176,6 +176,12 @@ CONSUMER_LAG = _gauge(
     ("consumer", "topic", "partition"),
     "consumer",
 )
+CONSUMER_ASSIGNED = _gauge(
+    "cryptopipe_consumer_assigned_partitions",
+    "Partitions currently assigned to this consumer (0 until it joined).",
+    ("consumer", "topic"),
+    "consumer",
+)
 CONSUMER_BATCH = _histogram(
     "cryptopipe_consumer_batch_seconds",
     "Processing time of one consumed batch (decode + Redis write).",

@@ -358,6 +358,7 @@ class ConsumerLoop(Generic[T]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._partitions[tp.partition] = _PartitionState()
+        m.CONSUMER_ASSIGNED.labels(consumer=self.sink.name, topic=self.topic).set(len(self._partitions))
         logger.info(
             "%s assigned %s partitions %s", self.component, self.topic, [tp.partition for tp in partitions]
         )
@@ -391,6 +392,7 @@ class ConsumerLoop(Generic[T]):
     def _forget(self, partition: int) -> None:
         self._partitions.pop(partition, None)
         self._lag.pop(partition, None)
+        m.CONSUMER_ASSIGNED.labels(consumer=self.sink.name, topic=self.topic).set(len(self._partitions))
         with contextlib.suppress(KeyError):
             m.CONSUMER_LAG.remove(self.sink.name, self.topic, str(partition))
 
