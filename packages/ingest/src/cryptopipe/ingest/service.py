@@ -80,9 +80,26 @@ class Ingest:
         ]
         return [*sized, DEAD_LETTERS.with_prefix(prefix)]
 
+    def _prime_metrics(self) -> None:
+        """Series for events that may never happen in a run, so they read 0 rather than no data."""
+        per_symbol = [{"symbol": s.upper()} for s in self.settings.symbols]
+        for metric in (m.TRADES_RECEIVED, m.TRADES_PUBLISHED, m.GAPS, m.BACKFILLED, m.UNFILLED, m.DUPLICATES):
+            m.prime(metric, *per_symbol)
+        m.prime(m.TRADES_LOST, *({"reason": r} for r in ("buffer_full", "shutdown")))
+        m.prime(
+            m.RECONNECTS,
+            *(
+                {"reason": r}
+                for r in ("connect_failed", "stale", "closed", "error", "server_shutdown", "max_age")
+            ),
+        )
+        m.prime(m.DEAD_LETTERS, {"component": "ingest", "reason": "malformed_json"})
+        m.prime(m.ERRORS, *({"component": "ingest", "reason": r} for r in ("backfill", "create_topics")))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then flush the producer (bounded) and return."""
         self._stopping = False
+        self._prime_metrics()
         self._publisher = Publisher(
             self.kafka,
             self.settings,

@@ -64,6 +64,16 @@ def _histogram(
     return Histogram(name, meaning, labels, buckets=buckets, registry=REGISTRY)
 
 
+def prime(metric: Counter | Gauge | Histogram, *label_sets: dict[str, str]) -> None:
+    """Create label sets up front so their series exist (at 0) before the first event.
+
+    A labelled metric exports nothing until a label set is used; rare-event counters (gaps,
+    losses, dead letters) would read "no data" instead of 0 in panels, rules and rate().
+    """
+    for labels in label_sets:
+        metric.labels(**labels)
+
+
 def catalogue() -> list[CatalogueEntry]:
     """Every metric defined here, in definition order (names without the _total suffix)."""
     return list(_ENTRIES)

@@ -43,6 +43,10 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
     "dashboard": 9106,
     "orchestrator": 9109,
 }
+#: Components of the port table that compose does not scrape: the orchestrator exists only in the
+#: embedded mode (``cryptopipe up``), and the dashboard serves no /metrics (cAdvisor covers its
+#: resources in compose). A scrape target nothing answers would only fire TargetDown.
+COMPOSE_UNSCRAPED: frozenset[str] = frozenset({"orchestrator", "dashboard"})
 #: Compose-only scrape targets besides our services (cAdvisor: #6's per-container resources;
 #: kafka-exporter: consumer lag from the broker's side).
 COMPOSE_EXTRA_TARGETS: dict[str, list[str]] = {
@@ -68,7 +72,9 @@ def _duration(value: str, what: str) -> str:
 def compose_targets(ports: Mapping[str, int] | None = None) -> dict[str, list[str]]:
     """Compose scrape targets: each service by its compose name (= component name) and port."""
     targets = {
-        component: [f"{component}:{port}"] for component, port in (ports or DEFAULT_METRICS_PORTS).items()
+        component: [f"{component}:{port}"]
+        for component, port in (ports or DEFAULT_METRICS_PORTS).items()
+        if component not in COMPOSE_UNSCRAPED
     }
     targets.update(COMPOSE_EXTRA_TARGETS)
     return targets

@@ -225,6 +225,12 @@ class ConsumerLoop(Generic[T]):
 
     def run(self) -> LoopStats:
         """Consume until :meth:`stop`; then commit what was written and close."""
+        # Series for events that may never happen in a run read 0 rather than "no data".
+        m.prime(m.DEAD_LETTERS, {"component": self.component, "reason": "malformed_json"})
+        m.prime(
+            m.ERRORS,
+            *({"component": self.component, "reason": r} for r in ("commit_failed", "redis_connectionerror")),
+        )
         logger.info(
             "%s consuming %s as group %s (batch size %d)",
             self.component,
