@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis
+from prometheus_client import REGISTRY
 
 from cryptopipe.infra.testing import eventually
 from cryptopipe.schemas import (
@@ -61,8 +62,17 @@ def test_alert_latency_samples_use_the_trigger_receive_time(
     redis_client: redis.Redis, redis_settings: RedisSettings
 ) -> None:
     sink = AlertSink(redis_client, key_prefix=redis_settings.key_prefix)
+
+    def observed() -> float:
+        value = REGISTRY.get_sample_value("cryptopipe_alert_latency_seconds_count", {"kind": "final"})
+        return value or 0.0
+
+    before = observed()
     result = sink.write([alert(0, trigger=T0), alert(1)])
     assert list(result.latencies_us) == [result.written_time_us - T0]
+    assert observed() - before == 1
+    sink.write([alert(0, trigger=T0)])  # a replay: not written again, not observed again
+    assert observed() - before == 1
 
 
 def test_alerts_consumer_loop_with_replayed_alerts(

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import Alert, decode_alert, encode
 from cryptopipe.store.sink import LuaScript, WriteResult, execute_with_scripts
 
@@ -70,11 +71,13 @@ class AlertSink:
         redis_seconds = time.perf_counter() - started
         written_us = time.time_ns() // 1000
         seen = {int(p) - 1 for p in dups}
-        latencies = [
-            written_us - a.trigger_receive_time_us
-            for i, a in enumerate(batch)
-            if i not in seen and a.trigger_receive_time_us is not None
-        ]
+        latencies = []
+        for i, alert in enumerate(batch):
+            if i in seen or alert.trigger_receive_time_us is None:
+                continue
+            latency_us = written_us - alert.trigger_receive_time_us
+            m.ALERT_LATENCY.labels(kind=alert.kind).observe(latency_us / 1e6)
+            latencies.append(latency_us)
         return WriteResult(len(batch) - len(seen), len(seen), written_us, redis_seconds, latencies)
 
 
