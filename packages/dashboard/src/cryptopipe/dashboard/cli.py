@@ -19,11 +19,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import pydantic
 
 from cryptopipe.dashboard.settings import DashboardSettings
+from cryptopipe.schemas import ConfigError, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
-    """Environment (and .env) first, then the flags that were given on top."""
-    overrides: dict[str, Any] = {}
-    for flag, field in (
-        ("host", "host"),
-        ("port", "port"),
-        ("symbols", "symbols"),
-        ("refresh", "refresh_seconds"),
-        ("stale", "stale_seconds"),
-        ("metrics_urls", "metrics_urls"),
-        ("prometheus_url", "prometheus_url"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[field] = value
-    return DashboardSettings(**overrides)
+    """Environment (and .env) first, then the flags that were given on top; raises ConfigError."""
+    return load_settings(
+        DashboardSettings,
+        host=args.host,
+        port=args.port,
+        symbols=args.symbols,
+        refresh_seconds=args.refresh,
+        stale_seconds=args.stale,
+        metrics_urls=args.metrics_urls,
+        prometheus_url=args.prometheus_url,
+    )
 
 
 def _free_port(host: str) -> int:
@@ -120,11 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except pydantic.ValidationError as exc:
-        for error in exc.errors():
-            print(
-                f"cryptopipe dashboard: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr
-            )
+    except ConfigError as exc:
+        print(f"cryptopipe dashboard: {exc}", file=sys.stderr)
         return 2
     port = settings.port or _free_port(settings.host)
     env = {**os.environ, **settings.to_env(), "DASHBOARD_PORT": str(port)}

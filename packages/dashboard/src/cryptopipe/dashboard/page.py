@@ -15,13 +15,12 @@ from typing import Any
 
 import altair as alt
 import pandas as pd
-import pydantic
 import redis
 import streamlit as st
 
 from cryptopipe.dashboard import data
 from cryptopipe.dashboard.settings import DashboardSettings
-from cryptopipe.schemas import Alert, RedisSettings
+from cryptopipe.schemas import Alert, ConfigError, RedisSettings, load_settings
 from cryptopipe.store.alerts import AlertStore
 from cryptopipe.store.prices import PriceStore
 from cryptopipe.store.sink import connect_redis
@@ -275,9 +274,12 @@ def health_section(settings: DashboardSettings) -> None:
 # --- the page --------------------------------------------------------------------------------
 def _settings() -> tuple[DashboardSettings, RedisSettings] | None:
     try:
-        return DashboardSettings(), RedisSettings()
-    except pydantic.ValidationError as exc:
-        lines = [f"- `{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}" for err in exc.errors()]
+        return load_settings(DashboardSettings), load_settings(RedisSettings)
+    except ConfigError as exc:
+        lines = []
+        for problem in exc.problems:
+            variable, _, detail = problem.partition(": ")
+            lines.append(f"- `{variable}`: {detail}")
         st.error("**The dashboard's configuration is invalid**\n\n" + "\n".join(lines), icon="⚠️")
         return None
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from cryptopipe.schemas import SETTINGS_CONFIG, env
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,30}$")
-
-
-def _env(name: str) -> Any:
-    return AliasChoices(name)
 
 
 def _split(value: object) -> object:
@@ -32,29 +30,23 @@ def _split(value: object) -> object:
 class DashboardSettings(BaseSettings):
     """Everything the dashboard page can be told (besides Redis, see ``RedisSettings``)."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-    )
+    model_config = SETTINGS_CONFIG
 
     host: str = Field(
         "127.0.0.1",
-        validation_alias=_env("DASHBOARD_HOST"),
+        validation_alias=env("DASHBOARD_HOST"),
         description="Address the page binds to (loopback by default; 0.0.0.0 exposes it to the network).",
     )
     port: int = Field(
         8501,
         ge=0,
         le=65535,
-        validation_alias=_env("DASHBOARD_PORT"),
+        validation_alias=env("DASHBOARD_PORT"),
         description="Port of the page.",
     )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
-        validation_alias=_env("DASHBOARD_SYMBOLS"),
+        validation_alias=env("DASHBOARD_SYMBOLS"),
         description="Comma list of symbols, one price card each, in this order. "
         "Empty: every symbol in Redis.",
     )
@@ -62,20 +54,20 @@ class DashboardSettings(BaseSettings):
         1.0,
         gt=0,
         le=3600,
-        validation_alias=_env("DASHBOARD_REFRESH_SECONDS"),
+        validation_alias=env("DASHBOARD_REFRESH_SECONDS"),
         description="How often each section refreshes itself, in seconds.",
     )
     stale_seconds: float = Field(
         10.0,
         gt=0,
-        validation_alias=_env("DASHBOARD_STALE_SECONDS"),
+        validation_alias=env("DASHBOARD_STALE_SECONDS"),
         description="A symbol with no trade received for this many seconds is marked stale.",
     )
     history_points: int = Field(
         1000,
         ge=2,
         le=100_000,
-        validation_alias=_env("DASHBOARD_HISTORY_POINTS"),
+        validation_alias=env("DASHBOARD_HISTORY_POINTS"),
         description="Recent trades per symbol read for the chart and the 1 min / 24 h change "
         "(the store keeps 1000 by default).",
     )
@@ -83,42 +75,42 @@ class DashboardSettings(BaseSettings):
         200,
         ge=1,
         le=10_000,
-        validation_alias=_env("DASHBOARD_ALERTS_LIMIT"),
+        validation_alias=env("DASHBOARD_ALERTS_LIMIT"),
         description="Newest alerts read from Redis for the feed and the per-symbol counts.",
     )
     metrics_urls: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
-        validation_alias=_env("DASHBOARD_METRICS_URLS"),
+        validation_alias=env("DASHBOARD_METRICS_URLS"),
         description="Comma list of the services' /metrics URLs for the health panel.",
     )
     prometheus_url: str = Field(
         "",
-        validation_alias=_env("PROMETHEUS_URL"),
+        validation_alias=env("PROMETHEUS_URL"),
         description="Prometheus base URL (http://host:9090). When set, the health panel queries it "
         "instead of DASHBOARD_METRICS_URLS.",
     )
     prometheus_window: str = Field(
         "1m",
-        validation_alias=_env("DASHBOARD_PROMETHEUS_WINDOW"),
+        validation_alias=env("DASHBOARD_PROMETHEUS_WINDOW"),
         description="Range for rate() in Prometheus queries (latency percentiles over this window).",
     )
     metrics_timeout_seconds: float = Field(
         2.0,
         gt=0,
         le=60,
-        validation_alias=_env("DASHBOARD_METRICS_TIMEOUT_SECONDS"),
+        validation_alias=env("DASHBOARD_METRICS_TIMEOUT_SECONDS"),
         description="Timeout of one metrics scrape or Prometheus query.",
     )
     redis_timeout_seconds: float = Field(
         1.0,
         gt=0,
         le=60,
-        validation_alias=_env("DASHBOARD_REDIS_TIMEOUT_SECONDS"),
+        validation_alias=env("DASHBOARD_REDIS_TIMEOUT_SECONDS"),
         description="Connect and read timeout towards Redis, so an outage shows quickly.",
     )
     runtime_info: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        validation_alias=_env("CRYPTOPIPE_RUNTIME_INFO"),
+        validation_alias=env("CRYPTOPIPE_RUNTIME_INFO"),
         description="JSON object naming what runs, set by `cryptopipe up`: "
         '{"broker": ..., "redis": ..., "spark": ...}.',
     )

@@ -12,13 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from cryptopipe.ingest.errors import ConfigError
 from cryptopipe.ingest.service import Ingest
-from cryptopipe.ingest.settings import IngestSettings, format_validation_error, load_settings
+from cryptopipe.ingest.settings import IngestSettings, load_settings
 from cryptopipe.observability import serve_metrics
 from cryptopipe.schemas import KafkaSettings
+from cryptopipe.schemas import load_settings as load_shared_settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-        kafka = KafkaSettings()
+        kafka = load_shared_settings(KafkaSettings)
     except ConfigError as exc:
         print(f"cryptopipe ingest: {exc}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        print(f"cryptopipe ingest: {format_validation_error(exc)}", file=sys.stderr)
         return 2
     if not kafka.bootstrap_servers:
         print(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from cryptopipe.schemas import ConfigError
+
+__all__ = ["BackfillError", "ConfigError", "IngestError"]
+
 
 class IngestError(Exception):
-    """Base class of every error this package raises."""
+    """Base class of the errors this package raises, except :class:`ConfigError`.
 
-
-class ConfigError(IngestError):
-    """A setting is missing or wrong; the message names the environment variable."""
+    ``ConfigError`` (a setting is missing or wrong; the message names the environment variable)
+    is the one every package shares, :class:`cryptopipe.schemas.ConfigError`.
+    """
 
 
 class BackfillError(IngestError):

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
 
-from cryptopipe.ingest.errors import ConfigError
+from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import load_settings as _load_settings
 
 IngestMode = Literal["aggTrade", "trade"]
 Compression = Literal["none", "lz4", "zstd", "snappy", "gzip"]
@@ -26,24 +27,14 @@ BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN = 300
 BINANCE_MAX_CONNECTION_AGE_S = 24 * 3600
 
 
-def _env(name: str) -> Any:
-    return AliasChoices(name)
-
-
 class IngestSettings(BaseSettings):
     """Everything ``cryptopipe ingest`` can be told. Kafka's own settings are in KafkaSettings."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-    )
+    model_config = SETTINGS_CONFIG
 
     ws_url: str = Field(
         "wss://stream.binance.com:9443",
-        validation_alias=_env("BINANCE_WS_URL"),
+        validation_alias=env("BINANCE_WS_URL"),
         description=(
             "Exchange WebSocket base URL (a trailing `/stream` or `/ws` is ignored). Combined streams "
             "with `timeUnit=MICROSECOND` are opened under it."
@@ -51,17 +42,17 @@ class IngestSettings(BaseSettings):
     )
     rest_url: str = Field(
         "https://api.binance.com",
-        validation_alias=_env("BINANCE_REST_URL"),
+        validation_alias=env("BINANCE_REST_URL"),
         description="Exchange REST base URL, used for the aggTrades gap backfill.",
     )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("btcusdt", "ethusdt"),
-        validation_alias=_env("INGEST_SYMBOLS"),
+        validation_alias=env("INGEST_SYMBOLS"),
         description="Comma-separated symbols (case-insensitive, letters and digits; duplicates removed).",
     )
     mode: IngestMode = Field(
         "aggTrade",
-        validation_alias=_env("INGEST_MODE"),
+        validation_alias=env("INGEST_MODE"),
         description="`aggTrade` (gaps are backfilled from REST) or `trade` (gaps can only be counted).",
     )
 
@@ -69,12 +60,12 @@ class IngestSettings(BaseSettings):
         9101,
         ge=0,
         le=65535,
-        validation_alias=_env("INGEST_METRICS_PORT"),
+        validation_alias=env("INGEST_METRICS_PORT"),
         description="Prometheus `/metrics` port (0 = any free port).",
     )
     metrics_host: str = Field(
         "127.0.0.1",
-        validation_alias=_env("INGEST_METRICS_HOST"),
+        validation_alias=env("INGEST_METRICS_HOST"),
         description="Prometheus bind address (loopback by default).",
     )
 
@@ -83,7 +74,7 @@ class IngestSettings(BaseSettings):
         200_000,
         ge=1,
         le=10_000_000,
-        validation_alias=_env("INGEST_BUFFER_MAX_MESSAGES"),
+        validation_alias=env("INGEST_BUFFER_MAX_MESSAGES"),
         description=(
             "Producer buffer bound (`queue.buffering.max.messages`): records held while the broker is "
             "away. Beyond it new trades are dropped, counted as `trades_lost{reason='buffer_full'}` and "
@@ -93,7 +84,7 @@ class IngestSettings(BaseSettings):
     delivery_timeout_ms: int = Field(
         0,
         ge=0,
-        validation_alias=_env("INGEST_DELIVERY_TIMEOUT_MS"),
+        validation_alias=env("INGEST_DELIVERY_TIMEOUT_MS"),
         description=(
             "`message.timeout.ms`; 0 = buffered trades never expire (only the buffer bound limits an outage)."
         ),
@@ -102,7 +93,7 @@ class IngestSettings(BaseSettings):
         0.0,
         ge=0,
         le=1000,
-        validation_alias=_env("INGEST_LINGER_MS"),
+        validation_alias=env("INGEST_LINGER_MS"),
         description=(
             "Producer `linger.ms` (chosen by measurement: lowest produce→ack latency at 2,000 msg/s on "
             "Tansu)."
@@ -110,13 +101,13 @@ class IngestSettings(BaseSettings):
     )
     compression: Compression = Field(
         "none",
-        validation_alias=_env("INGEST_COMPRESSION"),
+        validation_alias=env("INGEST_COMPRESSION"),
         description="Producer `compression.type`: none, lz4, zstd, snappy, gzip.",
     )
     flush_timeout_s: float = Field(
         10.0,
         ge=0,
-        validation_alias=_env("INGEST_FLUSH_TIMEOUT_S"),
+        validation_alias=env("INGEST_FLUSH_TIMEOUT_S"),
         description=(
             "On shutdown, how long to wait for acknowledgements; the rest counts as "
             "`trades_lost{reason='shutdown'}`."
@@ -127,13 +118,13 @@ class IngestSettings(BaseSettings):
     topic_partitions: int = Field(
         3,
         ge=1,
-        validation_alias=_env("INGEST_TOPIC_PARTITIONS"),
+        validation_alias=env("INGEST_TOPIC_PARTITIONS"),
         description="Partitions of `prices` and `alerts` when ingest creates them (dead-letters: 1).",
     )
     topic_retention_ms: int = Field(
         15 * 60 * 1000,
         ge=-1,
-        validation_alias=_env("INGEST_TOPIC_RETENTION_MS"),
+        validation_alias=env("INGEST_TOPIC_RETENTION_MS"),
         description=(
             "`retention.ms` of `prices` and `alerts` when ingest creates them (dead-letters: 7 days)."
         ),
@@ -141,7 +132,7 @@ class IngestSettings(BaseSettings):
     topic_replication_factor: int = Field(
         -1,
         ge=-1,
-        validation_alias=_env("INGEST_TOPIC_REPLICATION_FACTOR"),
+        validation_alias=env("INGEST_TOPIC_REPLICATION_FACTOR"),
         description="Replication factor of created topics; -1 = the broker's default.",
     )
 
@@ -150,7 +141,7 @@ class IngestSettings(BaseSettings):
         BINANCE_MAX_STREAMS_PER_CONNECTION,
         ge=1,
         le=BINANCE_MAX_STREAMS_PER_CONNECTION,
-        validation_alias=_env("INGEST_STREAMS_PER_CONNECTION"),
+        validation_alias=env("INGEST_STREAMS_PER_CONNECTION"),
         description=(
             "Streams per WebSocket connection (Binance's maximum is 1024); more symbols shard over more "
             "connections."
@@ -160,14 +151,14 @@ class IngestSettings(BaseSettings):
         200,
         ge=1,
         le=1024,
-        validation_alias=_env("INGEST_SUBSCRIBE_BATCH"),
+        validation_alias=env("INGEST_SUBSCRIBE_BATCH"),
         description="Streams per SUBSCRIBE message (for streams that do not fit in the connection URL).",
     )
     control_messages_per_second: float = Field(
         3.0,
         gt=0,
         lt=BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND,
-        validation_alias=_env("INGEST_CONTROL_MESSAGES_PER_SECOND"),
+        validation_alias=env("INGEST_CONTROL_MESSAGES_PER_SECOND"),
         description=(
             "Token-bucket rate of SUBSCRIBE messages per connection (Binance allows 5 incoming messages/s"
             " including pongs; must be < 5)."
@@ -177,7 +168,7 @@ class IngestSettings(BaseSettings):
         250,
         ge=1,
         le=BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN,
-        validation_alias=_env("INGEST_CONNECT_ATTEMPTS_PER_5MIN"),
+        validation_alias=env("INGEST_CONNECT_ATTEMPTS_PER_5MIN"),
         description=(
             "Connection attempts allowed per sliding 5 minutes, all connections together (Binance: 300 "
             "per IP)."
@@ -186,25 +177,25 @@ class IngestSettings(BaseSettings):
     backoff_initial_s: float = Field(
         0.5,
         gt=0,
-        validation_alias=_env("INGEST_BACKOFF_INITIAL_S"),
+        validation_alias=env("INGEST_BACKOFF_INITIAL_S"),
         description="First reconnect delay ceiling (full jitter: the delay is uniform in [0, ceiling]).",
     )
     backoff_max_s: float = Field(
         30.0,
         gt=0,
-        validation_alias=_env("INGEST_BACKOFF_MAX_S"),
+        validation_alias=env("INGEST_BACKOFF_MAX_S"),
         description="Cap of the reconnect delay ceiling.",
     )
     healthy_after_s: float = Field(
         60.0,
         ge=0,
-        validation_alias=_env("INGEST_HEALTHY_AFTER_S"),
+        validation_alias=env("INGEST_HEALTHY_AFTER_S"),
         description="A connection that lasted this long resets the backoff.",
     )
     stale_after_s: float = Field(
         30.0,
         gt=0,
-        validation_alias=_env("INGEST_STALE_AFTER_S"),
+        validation_alias=env("INGEST_STALE_AFTER_S"),
         description=(
             "No data frame for this long (pings do not count) => reconnect, counted as reason `stale`."
         ),
@@ -213,7 +204,7 @@ class IngestSettings(BaseSettings):
         23 * 3600 + 50 * 60,
         gt=0,
         lt=BINANCE_MAX_CONNECTION_AGE_S,
-        validation_alias=_env("INGEST_MAX_CONNECTION_AGE_S"),
+        validation_alias=env("INGEST_MAX_CONNECTION_AGE_S"),
         description=(
             "Proactive rollover before Binance's 24 h limit: the successor connection is opened and "
             "subscribed before the old one is dropped."
@@ -222,13 +213,13 @@ class IngestSettings(BaseSettings):
     connect_timeout_s: float = Field(
         10.0,
         gt=0,
-        validation_alias=_env("INGEST_CONNECT_TIMEOUT_S"),
+        validation_alias=env("INGEST_CONNECT_TIMEOUT_S"),
         description="Timeout of one WebSocket connection attempt (TCP + TLS + handshake).",
     )
     max_frame_bytes: int = Field(
         65_536,
         ge=1024,
-        validation_alias=_env("INGEST_MAX_FRAME_BYTES"),
+        validation_alias=env("INGEST_MAX_FRAME_BYTES"),
         description=(
             "Larger frames are dead-lettered (`frame_too_large`); frames over 16 MiB close the connection."
         ),
@@ -236,7 +227,7 @@ class IngestSettings(BaseSettings):
 
     clock_skew: bool = Field(
         True,
-        validation_alias=_env("INGEST_CLOCK_SKEW"),
+        validation_alias=env("INGEST_CLOCK_SKEW"),
         description="Estimate the exchange clock's offset from REST /api/v3/time (NTP-style) and publish "
         "the skew-corrected network latency next to the raw one.",
     )
@@ -245,7 +236,7 @@ class IngestSettings(BaseSettings):
     backfill_max_ids: int = Field(
         100_000,
         ge=0,
-        validation_alias=_env("INGEST_BACKFILL_MAX_IDS"),
+        validation_alias=env("INGEST_BACKFILL_MAX_IDS"),
         description=(
             "Most ids one gap backfill fetches (the newest ones); older missing ids count as unfilled."
         ),
@@ -253,11 +244,11 @@ class IngestSettings(BaseSettings):
     rest_retries: int = Field(
         5,
         ge=0,
-        validation_alias=_env("INGEST_REST_RETRIES"),
+        validation_alias=env("INGEST_REST_RETRIES"),
         description="Retries of one REST backfill page (backoff; `Retry-After` honoured on 418/429).",
     )
     rest_timeout_s: float = Field(
-        10.0, gt=0, validation_alias=_env("INGEST_REST_TIMEOUT_S"), description="Timeout of one REST request."
+        10.0, gt=0, validation_alias=env("INGEST_REST_TIMEOUT_S"), description="Timeout of one REST request."
     )
 
     @field_validator("symbols", mode="before")
@@ -307,26 +298,9 @@ class IngestSettings(BaseSettings):
         return url
 
 
-#: Field name -> environment variable, for error messages and the docs.
-ENV_VARS: dict[str, str] = {
-    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
-    for name, field in IngestSettings.model_fields.items()
-}
-
-
 def load_settings(**overrides: Any) -> IngestSettings:
-    """Read the settings (env, ``.env``), apply overrides, and fail with messages naming variables."""
-    try:
-        return IngestSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+    """Read the settings (env, ``.env``) with the overrides that are not None on top.
 
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the environment variable."""
-    lines = []
-    for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ())]
-        names = [ENV_VARS.get(part, part) for part in loc[:1]] or ["settings"]
-        lines.append(f"{names[0]}: {error.get('msg', 'invalid value')} (got {error.get('input')!r})")
-    return "invalid ingest settings:\n  " + "\n  ".join(lines)
+    Raises :class:`~cryptopipe.schemas.ConfigError` naming the environment variable of each problem.
+    """
+    return _load_settings(IngestSettings, **overrides)

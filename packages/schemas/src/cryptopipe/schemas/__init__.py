@@ -1,10 +1,19 @@
-"""Shared message types, wire format, topics and connection settings.
+"""Shared message types, wire format, topics, connection settings and settings loading.
 
 The bottom of the dependency graph: every other cryptopipe package imports this one, and this
 one imports none of them.
 """
 
-from cryptopipe.schemas.config import KafkaSettings, RedisSettings
+from cryptopipe.schemas.config import (
+    SETTINGS_CONFIG,
+    ConfigError,
+    KafkaSettings,
+    RedisSettings,
+    env,
+    env_names,
+    format_validation_error,
+    load_settings,
+)
 from cryptopipe.schemas.errors import DecodeError, SchemaError
 from cryptopipe.schemas.messages import (
     WIRE_VERSION,
@@ -27,9 +36,11 @@ __all__ = [
     "ALL_TOPICS",
     "DEAD_LETTERS",
     "PRICES",
+    "SETTINGS_CONFIG",
     "WIRE_VERSION",
     "Alert",
     "AlertKind",
+    "ConfigError",
     "DeadLetter",
     "DecodeError",
     "KafkaSettings",
@@ -44,4 +55,8 @@ __all__ = [
     "decode_trade",
     "encode",
     "encode_key",
+    "env",
+    "env_names",
+    "format_validation_error",
+    "load_settings",
 ]

@@ -1,18 +1,36 @@
-"""Connection settings shared by every service that talks to Kafka or Redis.
+"""Connection settings shared by every service that talks to Kafka or Redis, and the machinery
+every package's settings class is built with.
 
 Precedence, written down once: CLI flag > environment variable > ``.env`` file > default.
-Each field names its environment variable explicitly (no prefix magic), and every variable is
-listed in docs/configuration.md, which a test keeps in step with these classes.
+Each field names its environment variable explicitly (no prefix magic, see :func:`env`), and
+every variable is listed in docs/configuration.md, which a test keeps in step with these classes.
+A package declares its settings as::
+
+    class IngestSettings(BaseSettings):
+        model_config = SETTINGS_CONFIG
+        mode: str = Field("aggTrade", validation_alias=env("INGEST_MODE"), description="...")
+
+and reads them with ``load_settings(IngestSettings, mode=flag_or_none)``: a wrong value raises
+:class:`ConfigError`, whose message names the environment variable of every problem.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import types
+import typing
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_CONFIG = SettingsConfigDict(
+from cryptopipe.schemas.errors import SchemaError
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+#: The ``model_config`` of every settings class: variables from the environment and ``.env``
+#: (UTF-8), unknown variables ignored, immutable once read, and settable by field name too (so
+#: command-line flags can be passed as keyword arguments).
+SETTINGS_CONFIG = SettingsConfigDict(
     env_file=".env",
     env_file_encoding="utf-8",
     extra="ignore",
@@ -20,9 +38,107 @@ _CONFIG = SettingsConfigDict(
     populate_by_name=True,
 )
 
+#: Longest ``repr`` of a rejected value quoted in an error message.
+_MAX_QUOTED = 80
 
-def _env(name: str) -> Any:
+
+class ConfigError(SchemaError):
+    """Settings are missing or wrong; the message names the environment variable at fault.
+
+    ``problems`` holds one line per problem (``VARIABLE: what is wrong (got 'value')``), for
+    callers that lay them out themselves.
+    """
+
+    def __init__(self, message: str, problems: typing.Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
+
+
+def env(name: str) -> AliasChoices:
+    """The ``validation_alias`` of a field read from environment variable ``name`` (exactly that name)."""
     return AliasChoices(name)
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> environment variable, in declaration order (from each ``validation_alias``).
+
+    A field without an alias is read from the variable named like the field.
+    """
+    return {name: _alias_name(field.validation_alias, name) for name, field in cls.model_fields.items()}
+
+
+def _alias_name(alias: object, default: str) -> str:
+    if alias is None:
+        return default
+    choices = getattr(alias, "choices", None)
+    if choices:
+        first = choices[0]
+        return first if isinstance(first, str) else _alias_name(first, default)
+    path = getattr(alias, "path", None)
+    if path:
+        return str(path[0])
+    return str(alias)
+
+
+def _is_secret(annotation: object) -> bool:
+    """Whether a field of this type holds a secret (``SecretStr``, ``SecretBytes``, ``Secret[...]``),
+    also inside ``Optional``, ``Annotated`` and the like."""
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr | SecretBytes | Secret):
+        return True
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and issubclass(origin, Secret):
+        return True
+    return any(_is_secret(arg) for arg in typing.get_args(annotation) if arg is not types.NoneType)
+
+
+def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+    names = env_names(cls)
+    by_variable = {variable: name for name, variable in names.items()}
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error.get("loc", ())]
+        field = by_variable.get(loc[0], loc[0]) if loc else None
+        variable = names.get(field, field) if field else "settings"
+        message = str(error.get("msg", "invalid value"))
+        message = message.removeprefix("Value error, ").removeprefix(f"{variable}: ")
+        if len(loc) > 1:  # an item of a list-like setting
+            message = f"item {'.'.join(loc[1:])}: {message}"
+        line = f"{variable}: {message}"
+        # The whole input of a class-wide check or a missing value says nothing; a secret is never shown.
+        field_info = cls.model_fields.get(field) if field else None
+        if field_info is not None and error.get("type") != "missing" and "input" in error:
+            if _is_secret(field_info.annotation):
+                line += " (got a secret value, not shown)"
+            else:
+                quoted = repr(error["input"])
+                if len(quoted) > _MAX_QUOTED:
+                    quoted = quoted[: _MAX_QUOTED - 3] + "..."
+                line += f" (got {quoted})"
+        lines.append(line)
+    return lines
+
+
+def format_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """``exc`` (raised by ``cls(...)``) as one line per error: ``VARIABLE: message (got 'value')``.
+
+    Fields are named by their environment variable whether the value came from the environment,
+    ``.env`` or a keyword argument. The value of a secret field is never included.
+    """
+    return "\n".join(_problems(cls, exc))
+
+
+def load_settings(cls: type[SettingsT], /, **overrides: Any) -> SettingsT:
+    """``cls`` read from the environment and ``.env``, with the overrides that are not None on top.
+
+    Overrides are keyword arguments by field name (typically command-line flags; None means the
+    flag was not given). Raises :class:`ConfigError` naming the variable of every wrong value.
+    """
+    try:
+        return cls(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = _problems(cls, exc)
+        what = cls.__name__.removesuffix("Settings").lower() or cls.__name__
+        raise ConfigError(f"invalid {what} settings:\n  " + "\n  ".join(problems), problems) from None
 
 
 class KafkaSettings(BaseSettings):
@@ -31,32 +147,30 @@ class KafkaSettings(BaseSettings):
     An empty ``bootstrap_servers`` means "find or start one" (embedded mode).
     """
 
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     bootstrap_servers: str = Field(
         "",
-        validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=env("KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka bootstrap servers (host:port,...). Empty: find or start a local broker.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
-        validation_alias=_env("KAFKA_SECURITY_PROTOCOL"),
+        validation_alias=env("KAFKA_SECURITY_PROTOCOL"),
         description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
     )
     sasl_mechanism: str = Field(
-        "", validation_alias=_env("KAFKA_SASL_MECHANISM"), description="e.g. PLAIN, SCRAM-SHA-512."
+        "", validation_alias=env("KAFKA_SASL_MECHANISM"), description="e.g. PLAIN, SCRAM-SHA-512."
     )
-    sasl_username: str = Field(
-        "", validation_alias=_env("KAFKA_SASL_USERNAME"), description="SASL user name."
-    )
+    sasl_username: str = Field("", validation_alias=env("KAFKA_SASL_USERNAME"), description="SASL user name.")
     sasl_password: SecretStr = Field(
-        SecretStr(""), validation_alias=_env("KAFKA_SASL_PASSWORD"), description="SASL password (secret)."
+        SecretStr(""), validation_alias=env("KAFKA_SASL_PASSWORD"), description="SASL password (secret)."
     )
     ssl_ca_location: str = Field(
-        "", validation_alias=_env("KAFKA_SSL_CA_LOCATION"), description="CA bundle for SSL brokers."
+        "", validation_alias=env("KAFKA_SSL_CA_LOCATION"), description="CA bundle for SSL brokers."
     )
     topic_prefix: str = Field(
-        "", validation_alias=_env("KAFKA_TOPIC_PREFIX"), description="Prefix for every topic name."
+        "", validation_alias=env("KAFKA_TOPIC_PREFIX"), description="Prefix for every topic name."
     )
 
     def client_config(self) -> dict[str, str]:
@@ -78,17 +192,17 @@ class RedisSettings(BaseSettings):
     An empty URL means "find or start one" (embedded mode).
     """
 
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     url: SecretStr = Field(
         SecretStr(""),
-        validation_alias=_env("REDIS_URL"),
+        validation_alias=env("REDIS_URL"),
         description=(
             "redis://[:password@]host:port/db or rediss:// (secret). Empty: find or start a local Redis."
         ),
     )
     key_prefix: str = Field(
-        "cryptopipe:", validation_alias=_env("REDIS_KEY_PREFIX"), description="Prefix for every Redis key."
+        "cryptopipe:", validation_alias=env("REDIS_KEY_PREFIX"), description="Prefix for every Redis key."
     )
 
     @field_validator("url")

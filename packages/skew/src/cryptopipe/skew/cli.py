@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptopipe.observability import serve_metrics
-from cryptopipe.skew.errors import ReferenceUnavailable, SkewError
+from cryptopipe.schemas import ConfigError
+from cryptopipe.skew.errors import ReferenceUnavailable
 from cryptopipe.skew.estimate import Estimate
 from cryptopipe.skew.estimator import SkewEstimator
 from cryptopipe.skew.references import BinanceTimeReference, NtpReference, TimeReference
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )
-    except SkewError as exc:
+    except ConfigError as exc:
         parser.error(str(exc))
     refs = _references(settings)
     if not refs:

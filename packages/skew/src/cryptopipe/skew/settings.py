@@ -8,69 +8,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
 
-from cryptopipe.skew.errors import SkewError
-
-
-def _env(name: str) -> Any:
-    return AliasChoices(name)
-
-
-class SkewSettingsError(SkewError):
-    """Invalid settings; the message names each environment variable at fault."""
+from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import load_settings as _load_settings
 
 
 class SkewSettings(BaseSettings):
     """Where to ask for the time, and how often."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, populate_by_name=True
-    )
+    model_config = SETTINGS_CONFIG
 
     binance_url: str = Field(
         "https://api.binance.com",
-        validation_alias=_env("BINANCE_REST_URL"),
+        validation_alias=env("BINANCE_REST_URL"),
         description="Binance-compatible REST base whose GET /api/v3/time is the reference.",
     )
     use_binance: bool = Field(
-        True, validation_alias=_env("SKEW_USE_BINANCE"), description="Ask Binance (false: NTP only)."
+        True, validation_alias=env("SKEW_USE_BINANCE"), description="Ask Binance (false: NTP only)."
     )
     ntp_server: str = Field(
         "",
-        validation_alias=_env("SKEW_NTP_SERVER"),
+        validation_alias=env("SKEW_NTP_SERVER"),
         description="NTP server HOST[:PORT] as a second reference (empty: none).",
     )
     interval_s: float = Field(
-        30.0, gt=0, validation_alias=_env("SKEW_INTERVAL_S"), description="Seconds between estimates."
+        30.0, gt=0, validation_alias=env("SKEW_INTERVAL_S"), description="Seconds between estimates."
     )
     samples: int = Field(
         8,
         ge=1,
         le=100,
-        validation_alias=_env("SKEW_SAMPLES"),
+        validation_alias=env("SKEW_SAMPLES"),
         description="Exchanges per estimate; the one with the shortest round trip wins.",
     )
     window: int = Field(
         5,
         ge=1,
         le=1000,
-        validation_alias=_env("SKEW_WINDOW"),
+        validation_alias=env("SKEW_WINDOW"),
         description="Estimates the published (median) offset is taken over.",
     )
     timeout_s: float = Field(
-        2.0, gt=0, validation_alias=_env("SKEW_TIMEOUT_S"), description="Timeout of one exchange, seconds."
+        2.0, gt=0, validation_alias=env("SKEW_TIMEOUT_S"), description="Timeout of one exchange, seconds."
     )
     metrics_port: int = Field(
         9105,
         ge=0,
         le=65535,
-        validation_alias=_env("SKEW_METRICS_PORT"),
+        validation_alias=env("SKEW_METRICS_PORT"),
         description="Port of the /metrics endpoint (0: any free port).",
     )
     metrics_host: str = Field(
-        "127.0.0.1", validation_alias=_env("SKEW_METRICS_HOST"), description="Address /metrics binds."
+        "127.0.0.1", validation_alias=env("SKEW_METRICS_HOST"), description="Address /metrics binds."
     )
 
     @field_validator("binance_url")
@@ -109,21 +100,9 @@ def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
-#: Field name -> environment variable, for error messages and the docs.
-ENV_VARS: dict[str, str] = {
-    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
-    for name, field in SkewSettings.model_fields.items()
-}
-
-
 def load_settings(**overrides: Any) -> SkewSettings:
-    """Read env and ``.env``, apply non-None overrides; errors name the environment variable."""
-    try:
-        return SkewSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            loc = [str(part) for part in error.get("loc", ())]
-            name = ENV_VARS.get(loc[0], loc[0]) if loc else "settings"
-            lines.append(f"{name}: {error.get('msg', 'invalid value')} (got {error.get('input')!r})")
-        raise SkewSettingsError("invalid skew-monitor settings: " + "; ".join(lines)) from None
+    """Read env and ``.env``, apply non-None overrides.
+
+    Raises :class:`~cryptopipe.schemas.ConfigError` naming the environment variable of each problem.
+    """
+    return _load_settings(SkewSettings, **overrides)

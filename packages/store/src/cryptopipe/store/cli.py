@@ -22,8 +22,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from pydantic import ValidationError
 
+from cryptopipe import schemas
 from cryptopipe.observability import serve_metrics
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.alerts import DEFAULT_FEED_CAP, AlertSink
@@ -113,14 +113,13 @@ def build_alerts_parser() -> argparse.ArgumentParser:
 
 
 def load_settings() -> tuple[KafkaSettings, RedisSettings]:
-    """Kafka and Redis settings from the environment; both servers must be configured here."""
-    try:
-        kafka = KafkaSettings()
-        redis_settings = RedisSettings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        variable = str(first["loc"][0]) if first.get("loc") else "settings"
-        raise ConfigError(variable.upper(), first["msg"]) from exc
+    """Kafka and Redis settings from the environment; both servers must be configured here.
+
+    Raises :class:`cryptopipe.schemas.ConfigError` (a wrong value) or its subclass
+    :class:`ConfigError` (a missing server), each naming the environment variable.
+    """
+    kafka = schemas.load_settings(KafkaSettings)
+    redis_settings = schemas.load_settings(RedisSettings)
     if not kafka.bootstrap_servers:
         raise ConfigError(
             "KAFKA_BOOTSTRAP_SERVERS", "is empty; set it to the broker address, e.g. 127.0.0.1:9092"
@@ -183,7 +182,7 @@ def _run(
     _configure_logging(args.log_level)
     try:
         kafka, redis_settings = load_settings()
-    except ConfigError as exc:
+    except schemas.ConfigError as exc:
         print(f"cryptopipe {kind}-consumer: {exc}", file=sys.stderr)
         return 2
     if args.batch_size < 1:

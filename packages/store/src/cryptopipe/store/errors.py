@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from cryptopipe import schemas
+
 
 class StoreError(Exception):
     """Base class of every error this package raises."""
 
 
-class ConfigError(StoreError):
-    """A required setting is missing or wrong; ``variable`` names the environment variable."""
+class ConfigError(StoreError, schemas.ConfigError):
+    """A required setting is missing; ``variable`` names the environment variable.
+
+    A wrong value is reported by :func:`cryptopipe.schemas.load_settings` as the base class,
+    :class:`cryptopipe.schemas.ConfigError`.
+    """
 
     def __init__(self, variable: str, detail: str) -> None:
         self.variable = variable
