@@ -1,1 +1,1 @@
-pytest_plugins = ["cryptopipe.infra.testing", "cryptopipe.replay.testing"]
+pytest_plugins = ["cryptopipe.infra.testing", "cryptopipe.replay.testing", "cryptopipe.dashboard.testing"]

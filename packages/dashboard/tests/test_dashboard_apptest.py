@@ -86,9 +86,9 @@ def test_cards_in_configured_order_with_change_stale_marks_and_missing_symbols(
 
 def test_alert_feed_newest_first_with_counts_and_colours(configure: Configure, market: Market) -> None:
     t = now_us()
-    market.alert("BTCUSDT", "SELL", 1.25, raised_us=t - 5_000_000, open_="60000", close="60750")
-    market.alert("ETHUSDT", "BUY", -2.5, raised_us=t - 1_000_000, kind="early", rule="pct_5m")
-    market.alert("BTCUSDT", "BUY", -1.0, raised_us=t - 3_000_000, kind="early")
+    market.alert("BTCUSDT", "SELL", 0.0125, raised_us=t - 5_000_000, open_="60000", close="60750")
+    market.alert("ETHUSDT", "BUY", -0.025, raised_us=t - 1_000_000, kind="early", rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -0.01, raised_us=t - 3_000_000, kind="early")
     configure()
 
     at = run_page()
@@ -109,6 +109,8 @@ def test_alert_feed_newest_first_with_counts_and_colours(configure: Configure, m
     assert list(frame["Side"]) == ["BUY", "BUY", "SELL"]
     assert list(frame["Kind"]) == ["early", "early", "final"]
     assert frame["Open → Close"].iloc[2] == "60,000 → 60,750"
+    # Alert.pct_change is a fraction ((close - open) / open); the column shows percent.
+    assert list(frame["Change %"]) == [-2.5, -1.0, 1.25]
     assert frame["Window"].iloc[0].endswith("(1 min)")
     counts = metrics_by_label(at)
     assert counts["BTCUSDT alerts"][0] == "2"
@@ -117,8 +119,8 @@ def test_alert_feed_newest_first_with_counts_and_colours(configure: Configure, m
 
 def test_filters_narrow_the_feed_and_the_counts(configure: Configure, market: Market) -> None:
     market.alert("BTCUSDT", "SELL", 1.25)
-    market.alert("ETHUSDT", "BUY", -2.5, rule="pct_5m")
-    market.alert("BTCUSDT", "BUY", -1.0, rule="pct_5m")
+    market.alert("ETHUSDT", "BUY", -0.025, rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -0.01, rule="pct_5m")
     configure()
     at = run_page()
 
@@ -130,7 +132,7 @@ def test_filters_narrow_the_feed_and_the_counts(configure: Configure, market: Ma
     assert "ETHUSDT alerts" not in metrics_by_label(at)
 
     # New alerts add choices (a new symbol, a new rule) without resetting what the user picked.
-    market.alert("XRPUSDT", "BUY", -3.0, rule="pct_15m")
+    market.alert("XRPUSDT", "BUY", -0.03, rule="pct_15m")
     at.run()
     assert "XRPUSDT" in at.multiselect(key="filter_symbol").options
     assert "pct_15m" in at.multiselect(key="filter_rule").options

@@ -17,15 +17,15 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
+from cryptopipe.dashboard.testing import body_text, card_value, feed_text, metric_value, screenshot
 from cryptopipe.infra.kafka import KafkaEndpoint
 from cryptopipe.infra.process import LocalServer, free_port
 from cryptopipe.infra.redis_server import RedisEndpoint, start_redis
@@ -36,44 +36,9 @@ from cryptopipe.store.loop import ConsumerLoop
 from cryptopipe.store.prices import PriceSink
 from cryptopipe.store.sink import connect_redis
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: apt-get install -y chromium chromium-driver")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def start_dashboard(stack: ExitStack, env: dict[str, str]) -> tuple[str, LocalServer]:
@@ -94,45 +59,6 @@ def start_dashboard(stack: ExitStack, env: dict[str, str]) -> tuple[str, LocalSe
     )
     stack.enter_context(server)
     return url, server
-
-
-def card_value(page: Any, symbol: str) -> str | None:
-    """The price shown on ``symbol``'s card (None while the card is not drawn)."""
-    label = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(rf"^{symbol}( · STALE)?$"))
-    card = page.get_by_test_id("stMetric").filter(has=label)
-    if card.count() != 1:
-        return None
-    return str(card.get_by_test_id("stMetricValue").inner_text()).strip()
-
-
-def metric_value(page: Any, label: str) -> str | None:
-    card = page.get_by_test_id("stMetric").filter(
-        has=page.get_by_test_id("stMetricLabel").filter(has_text=label)
-    )
-    if card.count() != 1:
-        return None
-    return str(card.get_by_test_id("stMetricValue").inner_text()).strip()
-
-
-def feed_text(page: Any) -> str:
-    """The alert feed's cells (the grid draws on a canvas; its accessible copy carries the text)."""
-    grid = page.get_by_test_id("stDataFrame")
-    return str(grid.text_content()) if grid.count() == 1 else ""
-
-
-def body_text(page: Any) -> str:
-    return str(page.inner_text("body"))
-
-
-def screenshot(page: Any, name: str) -> Path:
-    """The whole page (Streamlit scrolls inside its own container, so grow the window to fit)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    height = page.evaluate("document.querySelector('[data-testid=stMain] > div')?.scrollHeight ?? 1000")
-    page.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 120)})
-    page.wait_for_timeout(500)  # the charts redraw at the new size
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 # --- the live page, fed by the real consumers -------------------------------------------------
@@ -274,7 +200,7 @@ def test_live_prices_alert_and_health_in_the_browser(
             window_end_us=window_end,
             open=Decimal("60000.00"),
             close=Decimal("61500.00"),
-            pct_change=2.5,
+            pct_change=0.025,
             raised_time_us=now,
             trigger_receive_time_us=now - 1000,
         )

@@ -110,9 +110,9 @@ def test_change_over_picks_the_newest_point_not_after_the_window_start(
 
 def test_alert_feed_is_newest_first_filters_and_counts(market: Market) -> None:
     t = now_us()
-    market.alert("BTCUSDT", "SELL", 1.5, raised_us=t - 3_000_000)
-    market.alert("ETHUSDT", "BUY", -2.0, raised_us=t - 1_000_000, rule="pct_5m")
-    market.alert("BTCUSDT", "BUY", -1.1, raised_us=t - 2_000_000, kind="early")
+    market.alert("BTCUSDT", "SELL", 0.015, raised_us=t - 3_000_000)
+    market.alert("ETHUSDT", "BUY", -0.02, raised_us=t - 1_000_000, rule="pct_5m")
+    market.alert("BTCUSDT", "BUY", -0.011, raised_us=t - 2_000_000, kind="early")
 
     alerts = data.load_alerts(AlertStore(market.client, market.settings.key_prefix), limit=50)
     assert [a.raised_time_us for a in alerts] == [t - 1_000_000, t - 2_000_000, t - 3_000_000]
@@ -126,7 +126,7 @@ def test_alert_feed_is_newest_first_filters_and_counts(market: Market) -> None:
     assert buys.counts == {"BTCUSDT": 1, "ETHUSDT": 1}
 
     narrow = data.alert_feed(alerts, symbols=["BTCUSDT"], rules=["pct_1m"], sides=["SELL"])
-    assert [a.pct_change for a in narrow.alerts] == [1.5]
+    assert [a.pct_change for a in narrow.alerts] == [0.015]
 
 
 def test_health_reads_the_services_endpoint(market: Market, metrics_url: str) -> None:

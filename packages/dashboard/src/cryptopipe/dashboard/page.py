@@ -174,7 +174,7 @@ def alerts_frame(alerts: tuple[Alert, ...]) -> pd.DataFrame:
             "Rule": [a.rule for a in alerts],
             "Window": [fmt_window(a.window_start_us, a.window_end_us) for a in alerts],
             "Open → Close": [f"{fmt_price(a.open)} → {fmt_price(a.close)}" for a in alerts],
-            "Change %": [round(a.pct_change, 4) for a in alerts],
+            "Change %": [round(a.pct_change * 100, 4) for a in alerts],  # pct_change is a fraction
             "Kind": [a.kind for a in alerts],
         },
         columns=["Raised", "Symbol", "Side", "Rule", "Window", "Open → Close", "Change %", "Kind"],

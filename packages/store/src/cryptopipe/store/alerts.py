@@ -56,6 +56,7 @@ class AlertSink:
         self.key_prefix = key_prefix
         self.feed_cap = feed_cap
         self.seen_ttl_s = seen_ttl_s
+        m.prime(m.ALERT_LATENCY, {"kind": "final"}, {"kind": "early"})
 
     def decode(self, value: bytes) -> Alert:
         return decode_alert(value)

@@ -1,0 +1,95 @@
+"""Browser fixtures and page readers for the dashboard's end-to-end tests (a pytest plugin).
+
+Debian's chromium driven by Playwright (``playwright install`` downloads nothing on machines
+without internet, so the system browser is used). Without it the tests skip with the reason,
+except under ``CI`` (which installs it): there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Screenshots go to ``artifacts/`` at the repository root (git-ignored).
+ARTIFACTS = Path(__file__).resolve().parents[5] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium for the module's tests."""
+    if not CHROMIUM.exists():
+        reason = "no /usr/bin/chromium: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def card_value(page: Any, symbol: str) -> str | None:
+    """The price shown on ``symbol``'s card (None while the card is not drawn)."""
+    label = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(rf"^{symbol}( · STALE)?$"))
+    card = page.get_by_test_id("stMetric").filter(has=label)
+    if card.count() != 1:
+        return None
+    return str(card.get_by_test_id("stMetricValue").inner_text()).strip()
+
+
+def metric_value(page: Any, label: str) -> str | None:
+    card = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").filter(has_text=label)
+    )
+    if card.count() != 1:
+        return None
+    return str(card.get_by_test_id("stMetricValue").inner_text()).strip()
+
+
+def feed_text(page: Any) -> str:
+    """The alert feed's cells (the grid draws on a canvas; its accessible copy carries the text)."""
+    grid = page.get_by_test_id("stDataFrame")
+    return str(grid.text_content()) if grid.count() == 1 else ""
+
+
+def body_text(page: Any) -> str:
+    return str(page.inner_text("body"))
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """The whole page (Streamlit scrolls inside its own container, so grow the window to fit)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    height = page.evaluate("document.querySelector('[data-testid=stMain] > div')?.scrollHeight ?? 1000")
+    page.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 120)})
+    page.wait_for_timeout(500)  # the charts redraw at the new size
+    page.screenshot(path=str(path), full_page=True)
+    return path
