@@ -46,20 +46,24 @@ def _clean_env() -> dict[str, str]:
 
 
 def _write_agg_trades(
-    path: Path, first_id: int, n: int, start_ms: int, price: Decimal
+    path: Path, first_id: int, n: int, start_ms: int, price: Decimal, *, rise: Decimal = Decimal(0)
 ) -> list[tuple[int, Decimal, int]]:
-    """A data.binance.vision aggTrades file (no header): aggId,price,qty,first,last,ts,maker,best."""
+    """A data.binance.vision aggTrades file (no header): aggId,price,qty,first,last,ts,maker,best.
+
+    Prices wobble around ``price`` and drift up by ``rise`` (a fraction) over the n trades, 3 ms
+    apart. A last trade 70 s later lets the watermark close the first trades' minute window.
+    """
     rows = []
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         for i in range(n):
             agg_id = first_id + i
-            p = price + Decimal(i % 7) - 3
-            ts = start_ms + i * 3
+            p = price + Decimal(i % 7) / 100 + price * rise * i / (n - 1)
+            ts = start_ms + i * 3 if i < n - 1 else start_ms + 70_000
             writer.writerow(
                 [agg_id, f"{p:.8f}", "0.01000000", agg_id * 2, agg_id * 2 + 1, ts, i % 2 == 0, True]
             )
-            rows.append((agg_id, p, ts))
+            rows.append((agg_id, Decimal(f"{p:.8f}"), ts))
     return rows
 
 
@@ -69,10 +73,17 @@ def test_replayed_trades_all_reach_redis(
     redis_settings: RedisSettings,
     redis_client: redis.Redis,
 ) -> None:
-    """N trades replayed -> exactly N published and written, latest = reference, lag back to 0."""
+    """N trades replayed -> exactly N published and written, latest = reference, lag back to 0;
+    a forced 1 % rise inside one window -> exactly one final alert through Spark, Kafka and Redis."""
     n = 600
+    # BTC rises 1 % inside one minute window (threshold 0.5 %): one final SELL alert. ETH stays flat.
     btc = _write_agg_trades(
-        tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", 1000, n, 1723161255000, Decimal("61837")
+        tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv",
+        1000,
+        n,
+        1723161255000,
+        Decimal("61837"),
+        rise=Decimal("0.01"),
     )
     eth = _write_agg_trades(
         tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, n, 1723161255001, Decimal("2550")
@@ -124,6 +135,24 @@ def test_replayed_trades_all_reach_redis(
     ):
         assert all(summary[figure][p] is not None for p in ("p50", "p95", "p99")), figure
         assert summary[figure]["p50"] <= summary[figure]["p99"]
+    window_rows = [r for r in btc if r[2] < 1723161255000 + 60_000]
+    window_start_us = (1723161255000 // 60_000) * 60_000 * 1000
+    assert summary["alerts_raised"] == 1, result.stderr[-8000:]
+    assert summary["alerts"] == [
+        {
+            "rule": summary["alerts"][0]["rule"],
+            "symbol": "BTCUSDT",
+            "kind": "final",
+            "side": "SELL",
+            "window_start_us": window_start_us,
+            "window_end_us": window_start_us + 60_000_000,
+            "open": summary["alerts"][0]["open"],
+            "close": summary["alerts"][0]["close"],
+            "pct_change": pytest.approx(float((window_rows[-1][1] - window_rows[0][1]) / window_rows[0][1])),
+        }
+    ]
+    assert Decimal(summary["alerts"][0]["open"]) == window_rows[0][1]
+    assert Decimal(summary["alerts"][0]["close"]) == window_rows[-1][1]
     prefix = redis_settings.key_prefix
     for symbol, rows in (("BTCUSDT", btc), ("ETHUSDT", eth)):
         assert redis_client.zcard(f"{prefix}history:{symbol}") == n
@@ -203,3 +232,12 @@ def test_unreachable_binance_is_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "unreachable" in lines[0]
     assert "--source replay" in lines[0]
+
+
+def test_bad_configuration_names_the_variable_and_hides_the_secret() -> None:
+    env = _clean_env() | {"REDIS_URL": "http://:hunter2@127.0.0.1:6379"}
+    result = _up(["--source", "replay", "--run-for", "1"], env, timeout=60)
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ from cryptopipe.observability.prometheus import (
     PrometheusServer,
     start_embedded_prometheus,
 )
-from cryptopipe.schemas import KafkaSettings, RedisSettings
+from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, load_settings
+from cryptopipe.store import AlertStore, connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-prometheus", action="store_true", help="do not start Prometheus even if installed"
     )
+    parser.add_argument("--no-alerting", action="store_true", help="do not start the Spark alerting job")
+    parser.add_argument("--threshold", help="the default rule's threshold, e.g. 0.5%% or 0.005")
+    parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="alert rule WINDOW:THRESHOLD[:early]..., e.g. 5m:1%%; repeatable",
+    )
+    parser.add_argument("--spark-master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument(
         "--history-cap", type=int, help="trades kept per symbol in Redis history (default 1000)"
     )
@@ -107,6 +119,7 @@ class Runtime:
     redis: str = ""
     source: str = ""
     symbols: list[str] = field(default_factory=list)
+    spark: str = "-"
     services: dict[str, Service] = field(default_factory=dict)
     stats_files: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Scrape] = field(default_factory=dict)
@@ -211,6 +224,7 @@ class Pipeline:
         self.env: dict[str, str] = dict(extra_env or {})
         self.extra_args = {name: list(value) for name, value in (extra_args or {}).items()}
         self.servers: dict[str, LocalServer | None] = {}
+        self.java: str | None = None if args.no_alerting else _find_java()
         self.prometheus: PrometheusServer | None = None
 
     def use_servers(self, kafka: KafkaEndpoint, redis: RedisEndpoint) -> None:
@@ -224,8 +238,8 @@ class Pipeline:
 
     def start_servers(self) -> None:
         """Find or start the broker and Redis (see cryptopipe.infra for the order)."""
-        kafka = resolve_kafka(KafkaSettings(), stack=self.stack)
-        redis = resolve_redis(RedisSettings(), stack=self.stack)
+        kafka = resolve_kafka(load_settings(KafkaSettings), stack=self.stack)
+        redis = resolve_redis(load_settings(RedisSettings), stack=self.stack)
         _stderr(f"cryptopipe up: broker {kafka}; redis {redis}")
         self.use_servers(kafka, redis)
 
@@ -256,24 +270,11 @@ class Pipeline:
         else:
             symbols = ["btcusdt", "ethusdt"]
         self.runtime.symbols = symbols
-        consumer_port = self.ports.of("prices-consumer")
-        consumer_stats = self.workdir / "prices-consumer-stats.json"
-        self._start(
-            "prices-consumer",
-            [
-                "prices-consumer",
-                "--from-beginning",
-                "--metrics-port",
-                str(consumer_port),
-                "--stats-json",
-                str(consumer_stats),
-                *(["--history-cap", str(args.history_cap)] if args.history_cap else []),
-            ],
-            env=self.env,
-            metrics_port=consumer_port,
+        self._start_consumer(
+            "prices-consumer", *(["--history-cap", str(args.history_cap)] if args.history_cap else [])
         )
-        self.runtime.stats_files["prices-consumer"] = consumer_stats
-        self.wait_assigned("prices-consumer")
+        if self.alerting_enabled:
+            self._start_consumer("alerts-consumer")
         ingest_port = self.ports.of("ingest")
         ingest_stats = self.workdir / "ingest-stats.json"
         self._start(
@@ -297,6 +298,53 @@ class Pipeline:
             metrics_port=ingest_port,
         )
         self.runtime.stats_files["ingest"] = ingest_stats
+        if self.alerting_enabled:
+            self._start_alerting()
+
+    def _start_consumer(self, name: str, *extra: str) -> None:
+        """One of the two consumers (same loop, different sink); returns once it owns partitions."""
+        port = self.ports.of(name)
+        stats = self.workdir / f"{name}-stats.json"
+        self._start(
+            name,
+            [name, "--from-beginning", "--metrics-port", str(port), "--stats-json", str(stats), *extra],
+            env=self.env,
+            metrics_port=port,
+        )
+        self.runtime.stats_files[name] = stats
+        self.wait_assigned(name)
+
+    @property
+    def alerting_enabled(self) -> bool:
+        return not self.args.no_alerting and self.java is not None
+
+    def _start_alerting(self) -> None:
+        """The Spark job, reading prices from the start of the topic; its checkpoint lives with this run."""
+        args = self.args
+        port = self.ports.of("alerting")
+        ready = self.workdir / "alerting-ready.json"
+        command = [
+            "alerting",
+            "--metrics-port",
+            str(port),
+            "--ready-file",
+            str(ready),
+            "--starting-offsets",
+            "earliest",
+            "--master",
+            args.spark_master,
+        ]
+        if "ALERTING_CHECKPOINT_DIR" not in os.environ:
+            # The local broker keeps nothing between runs, so neither may the checkpoint.
+            command += ["--checkpoint-dir", str(self.workdir / "checkpoints")]
+        if args.threshold is not None:
+            command += ["--threshold", args.threshold]
+        for rule in args.rule:
+            command += ["--rule", rule]
+        self._start(
+            "alerting", command, env=self.env, metrics_port=port, ready_file=ready, ready_timeout=180.0
+        )
+        self.runtime.spark = args.spark_master
 
     def start_observability(self) -> None:
         """Our own /metrics (broker and Redis resources), Prometheus when installed, the dashboard."""
@@ -327,7 +375,7 @@ class Pipeline:
             "DASHBOARD_SYMBOLS": ",".join(self.runtime.symbols),
             "DASHBOARD_METRICS_URLS": ",".join(f"http://{t[0]}/metrics" for t in targets.values()),
             "CRYPTOPIPE_RUNTIME_INFO": json.dumps(
-                {"broker": self.runtime.broker, "redis": self.runtime.redis, "spark": "-"}
+                {"broker": self.runtime.broker, "redis": self.runtime.redis, "spark": self.runtime.spark}
             ),
         }
         if self.prometheus is not None:
@@ -394,28 +442,74 @@ class Pipeline:
         if replay is not None:
             replay.stop()
         published = _read_stats(self.runtime.stats_files.get("ingest")).get("published")
-        consumer = services.get("prices-consumer")
-        if consumer is not None and consumer.running():
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                scrape = self.scrape("prices-consumer")
-                consumed = scrape.total("cryptopipe_consumer_messages_total")
-                if scrape.total("cryptopipe_consumer_lag") == 0 and (
-                    published is None or consumed >= published
-                ):
-                    break
-                time.sleep(0.2)
-            else:
-                _stderr("cryptopipe up: the prices consumer did not catch up within 30 s; stopping it anyway")
-            self.runtime.final["prices-consumer"] = self.scrape("prices-consumer")
-            consumer.stop()
+        self._drain_consumer("prices-consumer", published)
+        alerting = services.get("alerting")
+        if alerting is not None and alerting.running():
+            # Let Spark read every trade ingest published, then run one more micro-batch: append
+            # mode emits a window in the batch after the one that moved the watermark past it.
+            self._wait_until(
+                "alerting",
+                lambda s: published is None or s.total("cryptopipe_alerting_input_rows_total") >= published,
+            )
+            batches = self.scrape("alerting").total("cryptopipe_alerting_batches_total")
+            self._wait_until(
+                "alerting", lambda s: s.total("cryptopipe_alerting_batches_total") > batches, timeout=15.0
+            )
+            self.runtime.final["alerting"] = self.scrape("alerting")
+            alerting.stop()
+        self._drain_consumer("alerts-consumer", None)
+
+    def _wait_until(self, name: str, done: Callable[[Scrape], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done(self.scrape(name)):
+                return
+            time.sleep(0.2)
+        _stderr(f"cryptopipe up: {name} did not catch up within {timeout:.0f} s; stopping it anyway")
+
+    def _drain_consumer(self, name: str, expected: int | None) -> None:
+        """Wait until a consumer has no lag (and consumed ``expected`` records), read it, stop it."""
+        consumer = self.runtime.services.get(name)
+        if consumer is None or not consumer.running():
+            return
+        self._wait_until(
+            name,
+            lambda s: (
+                s.total("cryptopipe_consumer_lag") == 0
+                and (expected is None or s.total("cryptopipe_consumer_messages_total") >= expected)
+            ),
+        )
+        self.runtime.final[name] = self.scrape(name)
+        consumer.stop()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert in the Redis feed, oldest first, in the summary's shape."""
+        if "alerts-consumer" not in self.runtime.services:
+            return []
+        client = connect_redis(self.env["REDIS_URL"])
+        try:
+            prefix = self.env.get("REDIS_KEY_PREFIX", RedisSettings().key_prefix)
+            feed = AlertStore(client, prefix).recent(100_000)
+        finally:
+            client.close()
+        fields = ("rule", "symbol", "kind", "side", "window_start_us", "window_end_us")
+        return [
+            {
+                **{f: getattr(a, f) for f in fields},
+                "open": str(a.open),
+                "close": str(a.close),
+                "pct_change": a.pct_change,
+            }
+            for a in reversed(feed)
+        ]
 
     def summary(self, elapsed: float) -> dict[str, Any]:
         ingest_stats = _read_stats(self.runtime.stats_files.get("ingest"))
         consumer_stats = _read_stats(self.runtime.stats_files.get("prices-consumer"))
         ingest = self.runtime.final.get("ingest", Scrape([]))
         consumer = self.runtime.final.get("prices-consumer", Scrape([]))
-        dead = ingest_stats.get("dead_lettered", 0) + consumer_stats.get("dead_lettered", 0)
+        dead = sum(_read_stats(path).get("dead_lettered", 0) for path in self.runtime.stats_files.values())
+        alerts = self.alerts()
         return {
             "source": self.runtime.source,
             "symbols": self.runtime.symbols,
@@ -426,7 +520,8 @@ class Pipeline:
             "trades_published": ingest_stats.get("published", 0),
             "trades_backfilled": ingest_stats.get("backfilled", 0),
             "prices_written": consumer_stats.get("written", 0),
-            "alerts_raised": 0,
+            "alerts_raised": len(alerts),
+            "alerts": alerts,
             "dead_lettered": dead,
             "lost": ingest_stats.get("lost", 0),
             "reconnects": ingest_stats.get("reconnects", 0),
@@ -445,6 +540,23 @@ def _clock_offset_ms(scrape: Scrape) -> float | None:
     """The offset estimate ingest used (reference clock minus local clock), or None if it had none."""
     samples = scrape.samples("cryptopipe_clock_offset_seconds", reference="binance")
     return round(samples[0].value * 1000, 3) if samples else None
+
+
+def _find_java() -> str | None:
+    """Java for Spark, or None after one clear line saying how to get it (the rest still runs)."""
+    from cryptopipe.alerting.errors import JavaNotFoundError
+    from cryptopipe.alerting.spark import find_java
+
+    try:
+        return str(find_java().java)
+    except JavaNotFoundError as exc:
+        _stderr(
+            f"cryptopipe up: no usable Java ({exc}), so the Spark alerting job will not run. "
+            "Install Java 17+ (apt-get install openjdk-17-jre-headless, or brew install openjdk@17) "
+            "or set JAVA_HOME; "
+            "--no-alerting silences this."
+        )
+        return None
 
 
 def _read_stats(path: Path | None) -> dict[str, Any]:
@@ -481,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_url, rest_url = pipeline.start_exchange()
             pipeline.start_services(ws_url, rest_url)
             pipeline.start_observability()
+        except ConfigError as exc:
+            _stderr(f"cryptopipe up: {exc}")
+            return 2
         except InfraError as exc:
             _stderr(f"cryptopipe up: {exc}")
             return 1

@@ -1,0 +1,385 @@
+"""``cryptopipe bench alerting``: micro-batch times and alert latency of the real job, measured.
+
+Setup: the broker and Redis ``cryptopipe up`` would use (configured, else started locally), fresh
+topics, the alerting job in this process, the store's alerts consumer (Kafka -> Redis) in a thread,
+and a producer writing trades at ``--rate`` with trade time = receive time = now. Every
+(symbol, window) is made to cross the threshold, so every window yields one alert.
+
+Alert latency, exactly as the issue defines it: alert written to Redis minus the receive time
+of the first trade that lets the watermark pass the window end (``trade_time - delay >= end``).
+The bench knows every trade it produced, so it computes that trigger itself and cross-checks the
+job's own ``trigger_receive_time_us``. Windows that end during ``--warmup`` are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import logging
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cryptopipe.alerting.rules import parse_rules
+from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, RedisSettings, Trade, encode, encode_key
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptopipe bench alerting",
+        description="Kafka -> Spark alerting job -> alerts topic -> Redis: micro-batch times, alert latency.",
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="trades per second (default 200)")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring (default 20)")
+    parser.add_argument("--symbols", type=int, default=8, help="number of symbols (default 8)")
+    parser.add_argument("--rule", default="5s:0.2%", help="alert rule(s), ';'-separated (default 5s:0.2%%)")
+    parser.add_argument("--watermark-delay-ms", type=int, default=1000)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--trigger-interval-ms", type=int, default=0)
+    parser.add_argument("--shuffle-partitions", type=int, default=1)
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting"
+    )
+    parser.add_argument("--checkpoint-dir", type=Path, help="default: a temporary directory")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """p50/p95/p99/max/mean (nearest-rank) of ``values``."""
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))]
+
+    return {
+        "count": len(ordered),
+        "p50": rank(0.50),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+@dataclass
+class _Produced:
+    """Trade times (µs) in produce order and the matching receive times."""
+
+    times: list[int] = field(default_factory=list)
+    receives: list[int] = field(default_factory=list)
+
+    def trigger(self, window_end_us: int, delay_ms: int) -> int | None:
+        """Receive time of the first trade whose ms-floored time minus delay reaches the end."""
+        needed_ms = -(-window_end_us // 1000) + delay_ms
+        index = bisect.bisect_left(self.times, needed_ms * 1000)
+        return self.receives[index] if index < len(self.receives) else None
+
+
+class _Producer(threading.Thread):
+    """Trades at a fixed rate, round-robin over symbols; each window gets a threshold crossing."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        rate: float,
+        seconds: float,
+        symbols: list[str],
+        window_us: int,
+        move: Decimal,
+    ) -> None:
+        super().__init__(name="bench-producer", daemon=True)
+        from confluent_kafka import Producer
+
+        self.producer = Producer({**kafka.client_config(), "linger.ms": 1, "enable.idempotence": True})
+        self.topic = topic
+        self.rate = rate
+        self.seconds = seconds
+        self.symbols = symbols
+        self.window_us = window_us
+        self.move = move
+        self.produced = _Produced()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.error = exc
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        base = {symbol: Decimal(100 + 10 * i) for i, symbol in enumerate(self.symbols)}
+        ids = dict.fromkeys(self.symbols, 0)
+        interval = 1.0 / self.rate
+        started = time.perf_counter()
+        n = 0
+        while True:
+            due = started + n * interval
+            now = time.perf_counter()
+            if now - started >= self.seconds:
+                break
+            if due > now:
+                time.sleep(due - now)
+            symbol = self.symbols[n % len(self.symbols)]
+            now_us = time.time_ns() // 1000
+            into = (now_us % self.window_us) / self.window_us
+            # Flat in the first half of each window, then up (or down) by twice the threshold.
+            up = (now_us // self.window_us + self.symbols.index(symbol)) % 2 == 0
+            level = base[symbol] * (1 + (self.move if up else -self.move)) if into >= 0.5 else base[symbol]
+            price = (level * Decimal(1 + rng.uniform(-1e-5, 1e-5))).quantize(Decimal("0.0001"))
+            ids[symbol] += 1
+            item = Trade(
+                symbol=symbol,
+                trade_id=ids[symbol],
+                price=price,
+                quantity=Decimal("0.01"),
+                buyer_is_maker=False,
+                trade_time_us=now_us,
+                event_time_us=now_us,
+                receive_time_us=now_us,
+                kind="trade",
+            )
+            while True:
+                try:
+                    self.producer.produce(self.topic, encode(item), encode_key(symbol))
+                    break
+                except BufferError:
+                    self.producer.poll(0.01)
+            self.producer.poll(0)
+            self.produced.times.append(now_us)
+            self.produced.receives.append(now_us)
+            n += 1
+        self.producer.flush(30)
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import redis
+
+    from cryptopipe.alerting.job import AlertingJob, ensure_topic
+    from cryptopipe.infra import resolve_kafka, resolve_redis
+    from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
+
+    rules = parse_rules(args.rule)
+    final_rules = [rule for rule in rules if rule.mode == "final"]
+    window_us = min(rule.window_us for rule in rules)
+    with contextlib.ExitStack() as stack:
+        kafka_endpoint = resolve_kafka(KafkaSettings(), stack=stack)
+        redis_endpoint = resolve_redis(RedisSettings(), stack=stack)
+        prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+        kafka = kafka_endpoint.settings.model_copy(update={"topic_prefix": prefix})
+        for spec in (PRICES, ALERTS):
+            ensure_topic(kafka, spec.with_prefix(prefix))
+        checkpoint = args.checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        settings = AlertingSettings(
+            rules=rules,
+            watermark_delay_ms=args.watermark_delay_ms,
+            master=args.master,
+            source="python",
+            checkpoint_dir=checkpoint,
+            trigger_interval_ms=args.trigger_interval_ms,
+            shuffle_partitions=args.shuffle_partitions,
+            spark_conf=dict(item.split("=", 1) for item in args.conf),
+            starting_offsets="latest",
+        )
+
+        written: list[tuple[Alert, int]] = []
+
+        class TimedAlertSink(AlertSink):
+            def write(self, batch: list[Alert]) -> WriteResult:
+                result = super().write(batch)
+                written.extend((alert, result.written_time_us) for alert in batch)
+                return result
+
+        client = redis.Redis.from_url(redis_endpoint.url.get_secret_value())
+        stack.callback(client.close)
+        loop = ConsumerLoop(
+            TimedAlertSink(client, key_prefix=f"{prefix}:"),
+            kafka=kafka,
+            topic=ALERTS.with_prefix(prefix).name,
+            group_id=f"{prefix}alerts",
+            from_beginning=True,
+        )
+        consumer = threading.Thread(target=loop.run, name="bench-alerts-consumer", daemon=True)
+        consumer.start()
+        stack.callback(consumer.join, 30)
+        stack.callback(loop.stop)
+
+        job = AlertingJob(settings, kafka)
+        stack.callback(job.close)
+        started = time.monotonic()
+        job.start()
+        logger.warning("job started in %.1f s; warming up", time.monotonic() - started)
+        symbols = [f"SYM{i}USDT" for i in range(args.symbols)]
+        threshold = max(rule.threshold for rule in rules)
+        producer = _Producer(
+            kafka,
+            PRICES.with_prefix(prefix).name,
+            args.rate,
+            args.warmup + args.duration,
+            symbols,
+            window_us,
+            threshold * 2,
+        )
+        measure_from_us = time.time_ns() // 1000 + int(args.warmup * 1e6)
+        producer.start()
+        producer.join()
+        if producer.error is not None:
+            raise producer.error
+        produced_until_us = producer.produced.times[-1] if producer.produced.times else measure_from_us
+        produced_count = len(producer.produced.times)
+        # Windows ending up to the last trade - delay can close; wait for the job to read
+        # everything and for their alerts.
+        closable_until = produced_until_us - args.watermark_delay_ms * 1000
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job.await_termination(0.2)
+            read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+            last = max((a.window_end_us for a, _ in written if a.kind == "final"), default=0)
+            if read >= produced_count and last + window_us > closable_until:
+                break
+        stats = job.stats
+        progress = [p for p in job.recorder.progress if _progress_time_us(p) >= measure_from_us]
+        rows_read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+
+    measured = [(a, w) for a, w in written if a.window_end_us >= measure_from_us and a.kind == "final"]
+    early_latency = [
+        (w - a.trigger_receive_time_us) / 1e6
+        for a, w in written
+        if a.kind == "early"
+        and a.window_start_us >= measure_from_us
+        and a.trigger_receive_time_us is not None
+    ]
+    latency_exact, latency_job, after_end, emit = [], [], [], []
+    missing_trigger = 0
+    for alert, written_us in measured:
+        trigger = producer.produced.trigger(alert.window_end_us, args.watermark_delay_ms)
+        if trigger is None:
+            missing_trigger += 1
+            continue
+        latency_exact.append((written_us - trigger) / 1e6)
+        after_end.append((written_us - alert.window_end_us) / 1e6)
+        emit.append((alert.raised_time_us - trigger) / 1e6)
+        if alert.trigger_receive_time_us is not None:
+            latency_job.append((written_us - alert.trigger_receive_time_us) / 1e6)
+    expected_windows = {
+        (rule.name, symbol, start)
+        for rule in final_rules
+        for symbol in symbols
+        for start in range(
+            -(-measure_from_us // rule.window_us) * rule.window_us,
+            closable_until - rule.window_us + 1,
+            rule.window_us,
+        )
+    }
+    got_windows = {(a.rule, a.symbol, a.window_start_us) for a, _ in measured}
+    durations = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress]
+    data = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if p.numInputRows]
+    nodata = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if not p.numInputRows]
+    phases: dict[str, float] = {}
+    for phase in ("addBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets", "getBatch"):
+        values = [p.durationMs.get(phase, 0) / 1000 for p in progress if phase in p.durationMs]
+        if values:
+            phases[phase] = statistics.fmean(values)
+    return {
+        "config": {
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "symbols": args.symbols,
+            "rules": [rule.describe() for rule in rules],
+            "watermark_delay_ms": args.watermark_delay_ms,
+            "master": args.master,
+            "trigger_interval_ms": args.trigger_interval_ms,
+            "shuffle_partitions": args.shuffle_partitions,
+            "conf": args.conf,
+            "source": job.source_kind,
+            "kafka": str(kafka_endpoint),
+            "redis": str(redis_endpoint),
+        },
+        "alert_latency_s": percentiles(latency_exact),
+        "alert_latency_job_trigger_s": percentiles(latency_job),
+        "alert_after_window_end_s": percentiles(after_end),
+        "alert_publish_latency_s": percentiles(emit),
+        "early_alert_latency_s": percentiles(early_latency),
+        "alerts": {
+            "measured": len(measured),
+            "expected_windows": len(expected_windows),
+            "missing_windows": len(expected_windows - got_windows),
+            "published_total": stats.alerts_published,
+            "without_trigger": missing_trigger,
+        },
+        "micro_batch_s": percentiles(durations),
+        "micro_batch_data_s": percentiles(data),
+        "micro_batch_nodata_s": percentiles(nodata),
+        "micro_batch_phase_mean_s": phases,
+        "input": {
+            "produced": produced_count,
+            "target_rate": args.rate,
+            "produced_rate": produced_count / (args.warmup + args.duration),
+            "rows_read_by_job": rows_read,
+            "processed_rows_per_s_mean": statistics.fmean(
+                [float(p.processedRowsPerSecond or 0) for p in progress if p.numInputRows] or [0.0]
+            ),
+            "kept_up": rows_read >= produced_count,
+        },
+    }
+
+
+def _progress_time_us(progress: Any) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00")).timestamp() * 1e6)
+
+
+def _fmt(stats: dict[str, Any], unit: float = 1.0) -> str:
+    if not stats.get("count"):
+        return "n/a"
+    return " ".join(f"{k} {stats[k] * unit:.3f}" for k in ("p50", "p95", "p99", "max"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    result = run_bench(args)
+    print(f"alerting bench: {args.rate:g} trades/s for {args.duration:g} s (+{args.warmup:g} s warm-up)")
+    print(f"  alert latency (trigger ingested -> Redis), s: {_fmt(result['alert_latency_s'])}")
+    print(f"  alert after window end, s:                    {_fmt(result['alert_after_window_end_s'])}")
+    print(f"  early alerts (crossing trade -> Redis), s:    {_fmt(result['early_alert_latency_s'])}")
+    print(f"  micro-batch, s:                               {_fmt(result['micro_batch_s'])}")
+    print(f"    with data:                                  {_fmt(result['micro_batch_data_s'])}")
+    print(f"    no-data (watermark) batches:                {_fmt(result['micro_batch_nodata_s'])}")
+    phases = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result["micro_batch_phase_mean_s"].items())
+    print(f"    mean phases: {phases}")
+    rate, kept_up = result["input"]["produced_rate"], result["input"]["kept_up"]
+    print(f"  input: {rate:.1f} trades/s produced, kept up: {kept_up}")
+    print(f"  alerts: {result['alerts']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        print(f"  wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""``cryptopipe alerting``: run the Spark alerting job until SIGINT/SIGTERM (or ``--run-for``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from cryptopipe.alerting.errors import AlertingError
+from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
+from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
+from cryptopipe.schemas import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptopipe alerting",
+        description="Price-change alerts: prices topic -> Spark Structured Streaming -> alerts topic. "
+        "Flags override environment variables (ALERTING_*, KAFKA_*).",
+    )
+    rules = parser.add_argument_group("alert rules")
+    rules.add_argument(
+        "--rule",
+        action="append",
+        metavar="RULE",
+        help="WINDOW:THRESHOLD[:early][:symbols=A,B][:override=SYM=T][:name=N], e.g. 1m:0.5%% or "
+        "5m:1%%:early; repeat for several rules (ALERTING_RULES)",
+    )
+    rules.add_argument(
+        "--threshold",
+        metavar="T",
+        help="shorthand for the default rule (1-minute windows) at threshold T, e.g. 0.5%% or 0.005",
+    )
+    rules.add_argument(
+        "--watermark-delay-ms", type=int, help="allowed lateness (ALERTING_WATERMARK_DELAY_MS)"
+    )
+    spark = parser.add_argument_group("spark")
+    spark.add_argument(
+        "--master", help="local[*] (default), local[2], spark://host:7077 (ALERTING_SPARK_MASTER)"
+    )
+    spark.add_argument(
+        "--source", choices=["auto", "native", "python"], help="Kafka reader (ALERTING_SOURCE)"
+    )
+    spark.add_argument("--checkpoint-dir", type=Path, help="checkpoint root (ALERTING_CHECKPOINT_DIR)")
+    spark.add_argument("--starting-offsets", choices=["earliest", "latest"], help="ALERTING_STARTING_OFFSETS")
+    spark.add_argument("--trigger-interval-ms", type=int, help="0 = back-to-back micro-batches")
+    spark.add_argument("--shuffle-partitions", type=int, help="ALERTING_SHUFFLE_PARTITIONS")
+    spark.add_argument("--max-records-per-trigger", type=int, help="ALERTING_MAX_RECORDS_PER_TRIGGER")
+    spark.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting")
+    spark.add_argument("--spark-log-level", choices=["ERROR", "WARN", "INFO", "DEBUG"])
+    service = parser.add_argument_group("service")
+    service.add_argument(
+        "--metrics-port", type=int, help="Prometheus port, 0 = any free (ALERTING_METRICS_PORT)"
+    )
+    service.add_argument("--metrics-host", help="Prometheus bind address (ALERTING_METRICS_HOST)")
+    service.add_argument("--run-for", type=float, metavar="SECONDS", help="stop cleanly after this long")
+    service.add_argument(
+        "--ready-file", type=Path, help="written (JSON: query, source, checkpoint, rules) once the query runs"
+    )
+    service.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
+    """Environment and ``.env`` with the flags on top; raises ValidationError or RuleError."""
+    overrides: dict[str, Any] = {}
+    if args.rule and args.threshold:
+        raise RuleError("give either --rule or --threshold, not both")
+    if args.rule:
+        overrides["rules"] = parse_rules(";".join(args.rule))
+    for name in (
+        "watermark_delay_ms",
+        "master",
+        "source",
+        "checkpoint_dir",
+        "starting_offsets",
+        "trigger_interval_ms",
+        "shuffle_partitions",
+        "max_records_per_trigger",
+        "spark_log_level",
+        "metrics_port",
+        "metrics_host",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.conf:
+        overrides["spark_conf"] = ",".join(args.conf)
+    settings = AlertingSettings(**overrides)
+    if args.threshold:
+        settings = settings.with_threshold(_threshold(args.threshold))
+    return settings
+
+
+def _threshold(text: str) -> Decimal:
+    value = parse_threshold(text)
+    if not 0 < value < 1:
+        raise RuleError(f"--threshold {text} must be between 0 and 1 (or 0% and 100%)")
+    return value
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        settings = settings_from_args(args)
+        kafka = KafkaSettings()
+    except RuleError as exc:
+        print(f"cryptopipe alerting: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"cryptopipe alerting: {format_validation_error(exc)}", file=sys.stderr)
+        return 2
+    if not kafka.bootstrap_servers:
+        print(
+            "cryptopipe alerting: KAFKA_BOOTSTRAP_SERVERS is required "
+            "(e.g. KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092); `cryptopipe up` starts a local broker for you",
+            file=sys.stderr,
+        )
+        return 2
+
+    from cryptopipe.alerting.job import AlertingJob
+    from cryptopipe.observability import serve_metrics
+
+    stop = threading.Event()
+    if args.run_for is not None:
+        timer = threading.Timer(args.run_for, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        serve_metrics("alerting", settings.metrics_port, settings.metrics_host)
+        job = AlertingJob(settings, kafka)
+        ready_file: Path | None = args.ready_file
+
+        def started() -> None:
+            if ready_file is not None:
+                ready_file.parent.mkdir(parents=True, exist_ok=True)
+                ready_file.write_text(
+                    json.dumps(
+                        {
+                            "query": job.query_name,
+                            "source": job.source_kind,
+                            "checkpoint": str(job.checkpoint_location),
+                            "rules": [rule.describe() for rule in settings.rules],
+                            "spark_master": settings.master,
+                        }
+                    )
+                    + "\n",
+                    encoding="utf-8",
+                )
+
+        with _stop_on_signals(stop):
+            try:
+                stats = job.run(stop, on_started=started)
+            finally:
+                job.close()
+    except AlertingError as exc:
+        print(f"cryptopipe alerting: {exc}", file=sys.stderr)
+        return 1
+    logger.info("alerting stopped: %s", stats)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

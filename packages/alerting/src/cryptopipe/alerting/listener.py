@@ -1,0 +1,123 @@
+"""Spark's query progress -> Prometheus (and the alert-latency trigger tracker)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql.streaming.listener import StreamingQueryListener
+
+from cryptopipe.observability import metrics as m
+
+logger = logging.getLogger(__name__)
+
+#: Progress phases worth a histogram series (durationMs keys).
+PHASES = ("addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets")
+
+
+def watermark_us(progress: Any) -> int | None:
+    """The progress's event-time watermark in µs since the epoch (None before the first)."""
+    event_time = progress["eventTime"] or {}
+    text = event_time.get("watermark")
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(parsed.timestamp() * 1_000_000)
+
+
+class ProgressRecorder(StreamingQueryListener):
+    """Updates the alerting metrics from each progress event of one query (by name).
+
+    Also keeps the last progress events (for tests, the bench and ``cryptopipe up``'s summary) and
+    hands each one to ``on_progress``.
+    """
+
+    def __init__(
+        self, query_name: str, on_progress: Callable[[Any], None] | None = None, keep: int = 2000
+    ) -> None:
+        super().__init__()
+        self.query_name = query_name
+        self.on_progress = on_progress
+        self.progress: deque[Any] = deque(maxlen=keep)
+        self._last_batch = -1
+        self._changed = threading.Condition()
+
+    def onQueryStarted(self, event: Any) -> None:
+        if event.name == self.query_name:
+            logger.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if progress.name != self.query_name:
+            return
+        try:
+            self._record(progress)
+        except Exception:  # a listener must never take the listener bus down
+            logger.exception("could not record progress of batch %s", progress.batchId)
+            m.ERRORS.labels(component="alerting", reason="progress_listener").inc()
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        if event.exception:
+            logger.warning("query %s terminated: %s", event.id, event.exception.splitlines()[0])
+
+    def _record(self, progress: Any) -> None:
+        batch_id = int(progress.batchId)
+        new_batch = batch_id > self._last_batch
+        durations = progress.durationMs or {}
+        if new_batch and "triggerExecution" in durations:
+            self._last_batch = batch_id
+            rows = int(progress.numInputRows or 0)
+            m.ALERTING_BATCH_DURATION.observe(durations["triggerExecution"] / 1000)
+            for phase in PHASES:
+                if phase in durations:
+                    m.ALERTING_BATCH_PHASE.labels(phase=phase).observe(durations[phase] / 1000)
+            m.ALERTING_BATCHES.labels(data="true" if rows else "false").inc()
+            m.ALERTING_INPUT_ROWS.inc(rows)
+            logger.debug(
+                "batch %d: %d rows in %d ms (%s)",
+                batch_id,
+                rows,
+                durations["triggerExecution"],
+                ", ".join(f"{phase} {durations[phase]}" for phase in PHASES if phase in durations),
+            )
+            dropped = sum(int(op.numRowsDroppedByWatermark or 0) for op in progress.stateOperators)
+            if dropped:
+                m.ALERTING_DROPPED_LATE.inc(dropped)
+            observed = progress.observedMetrics.get("cryptopipe_input")
+            if observed is not None and observed["invalid"]:
+                m.ALERTING_INVALID_ROWS.inc(int(observed["invalid"]))
+        m.ALERTING_INPUT_RATE.set(float(progress.inputRowsPerSecond or 0.0))
+        m.ALERTING_PROCESSED_RATE.set(float(progress.processedRowsPerSecond or 0.0))
+        m.ALERTING_STATE_ROWS.set(sum(int(op.numRowsTotal or 0) for op in progress.stateOperators))
+        watermark = watermark_us(progress)
+        if watermark:
+            m.ALERTING_WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1_000_000))
+        with self._changed:
+            if new_batch:
+                self.progress.append(progress)
+            self._changed.notify_all()
+        if new_batch and self.on_progress is not None:
+            self.on_progress(progress)
+
+    def wait_for_batch(self, batch_id: int, timeout: float) -> bool:
+        """Block until the progress of ``batch_id`` (or a later batch) has been recorded."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._last_batch < batch_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    @property
+    def last_batch(self) -> int:
+        return self._last_batch

@@ -1,0 +1,186 @@
+"""Settings of the alerting job.
+
+Precedence: CLI flag > environment variable > ``.env`` file > default. Every field names its
+environment variable; docs/configuration.md is generated from the descriptions here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cryptopipe.alerting.rules import Rule, RuleError, default_rule, parse_rules, validate_rules
+
+SourceChoice = Literal["auto", "native", "python"]
+StartingOffsets = Literal["earliest", "latest"]
+
+
+def _env(name: str) -> Any:
+    return AliasChoices(name)
+
+
+class AlertingSettings(BaseSettings):
+    """Everything ``cryptopipe alerting`` can be told. Kafka's own settings are in KafkaSettings."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    rules: Annotated[tuple[Rule, ...], NoDecode] = Field(
+        (default_rule(),),
+        validation_alias=_env("ALERTING_RULES"),
+        description="Alert rules, ';'-separated, e.g. `1m:0.5%;5m:1%:early` (see cryptopipe.alerting.rules).",
+    )
+    watermark_delay_ms: int = Field(
+        1000,
+        ge=0,
+        le=3_600_000,
+        validation_alias=_env("ALERTING_WATERMARK_DELAY_MS"),
+        description="How late (trade time) a trade may arrive and still count; later ones are dropped.",
+    )
+    checkpoint_dir: Path = Field(
+        Path(".cryptopipe/alerting"),
+        validation_alias=_env("ALERTING_CHECKPOINT_DIR"),
+        description="Root of Spark checkpoints; each rule set/topic gets its own sub-directory.",
+    )
+    master: str = Field(
+        "local[*]",
+        validation_alias=_env("ALERTING_SPARK_MASTER"),
+        description="Spark master: local[*], local[2], spark://host:7077 ...",
+    )
+    source: SourceChoice = Field(
+        "auto",
+        validation_alias=_env("ALERTING_SOURCE"),
+        description="Kafka reader: native (spark-sql-kafka on the classpath), python (confluent-kafka "
+        "Python Data Source) or auto (native when available).",
+    )
+    starting_offsets: StartingOffsets = Field(
+        "earliest",
+        validation_alias=_env("ALERTING_STARTING_OFFSETS"),
+        description="Where a query without a checkpoint starts reading prices.",
+    )
+    max_records_per_trigger: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("ALERTING_MAX_RECORDS_PER_TRIGGER"),
+        description="Cap on trades per micro-batch (0 = no cap); bounds catch-up batches.",
+    )
+    trigger_interval_ms: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("ALERTING_TRIGGER_INTERVAL_MS"),
+        description="Micro-batch trigger interval; 0 = start the next batch as soon as one ends.",
+    )
+    shuffle_partitions: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        validation_alias=_env("ALERTING_SHUFFLE_PARTITIONS"),
+        description="State/shuffle partitions (fixed by the first run of a checkpoint).",
+    )
+    spark_conf: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("ALERTING_SPARK_CONF"),
+        description="Extra Spark settings, `key=value` pairs separated by ','.",
+    )
+    spark_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field(
+        "WARN", validation_alias=_env("ALERTING_SPARK_LOG_LEVEL"), description="Spark's own log level."
+    )
+    metrics_port: int = Field(
+        9104,
+        ge=0,
+        le=65535,
+        validation_alias=_env("ALERTING_METRICS_PORT"),
+        description="Prometheus port, 0 = any free.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", validation_alias=_env("ALERTING_METRICS_HOST"), description="Prometheus bind address."
+    )
+    producer_flush_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("ALERTING_FLUSH_TIMEOUT_S"),
+        description="How long a micro-batch waits for the broker to acknowledge its alerts.",
+    )
+    restart_backoff_max_s: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("ALERTING_RESTART_BACKOFF_MAX_S"),
+        description="A failed query restarts from its checkpoint with backoff up to this long.",
+    )
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _parse_rules(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return parse_rules(value)
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _validate_rules(cls, value: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        try:
+            return validate_rules(value)
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _parse_conf(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for item in value.split(","):
+                if not item.strip():
+                    continue
+                key, sep, val = item.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"ALERTING_SPARK_CONF item {item!r} is not key=value")
+                pairs[key.strip()] = val.strip()
+            return pairs
+        return value
+
+    def with_threshold(self, threshold: Decimal) -> AlertingSettings:
+        """The default rule (1-minute windows) at another threshold, replacing every rule."""
+        return self.model_copy(update={"rules": (default_rule(threshold),)})
+
+    def fingerprint(self, topic: str, source_kind: str) -> str:
+        """Identity of a query's state: rules, watermark and input; names its checkpoint."""
+        payload = {
+            "topic": topic,
+            "source": source_kind,
+            "delay": self.watermark_delay_ms,
+            "rules": [rule.model_dump(mode="json") for rule in self.rules],
+        }
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return digest[:12]
+
+    def checkpoint_location(self, topic: str, source_kind: str) -> Path:
+        """``<checkpoint_dir>/<topic>-<fingerprint>``: a changed rule set starts a fresh query.
+
+        (Spark refuses to restart a checkpoint whose state layout or source changed.)
+        """
+        return self.checkpoint_dir / f"{topic}-{self.fingerprint(topic, source_kind)}"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable."""
+    names = {name: _alias(field.validation_alias) for name, field in AlertingSettings.model_fields.items()}
+    lines = []
+    for error in exc.errors():
+        location = str(error["loc"][0]) if error["loc"] else ""
+        lines.append(f"{names.get(location, location)}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def _alias(alias: object) -> str:
+    choices = getattr(alias, "choices", None)
+    return str(choices[0]) if choices else str(alias)

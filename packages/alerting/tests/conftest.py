@@ -1,0 +1,304 @@
+"""Helpers for the alerting tests: one SparkSession for all, trades straight into Kafka, jobs, Redis.
+
+Spark is the expensive part (a JVM, Python workers), so every test shares one ``local[2]``
+session and runs its own streaming query on its own topics (``kafka_settings`` gives each test a
+unique topic prefix) with its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from cryptopipe.alerting.job import AlertingJob
+from cryptopipe.alerting.listener import watermark_us
+from cryptopipe.alerting.reference import WindowAlert
+from cryptopipe.alerting.rules import Rule, parse_rules
+from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.infra import KafkaEndpoint
+from cryptopipe.infra.testing import eventually
+from cryptopipe.replay.testing import replay_exchange_factory  # noqa: F401 - fixture
+from cryptopipe.schemas import (
+    ALERTS,
+    PRICES,
+    Alert,
+    KafkaSettings,
+    RedisSettings,
+    Trade,
+    decode_alert,
+    encode,
+    encode_key,
+)
+from cryptopipe.store import AlertSink, AlertStore, ConsumerLoop
+
+#: An hour boundary, so that 1-minute and 5-minute windows both start here.
+BASE_US = 1_723_161_600_000_000
+MINUTE_US = 60_000_000
+
+
+def trade(symbol: str, trade_id: int, price: str, time_us: int, receive_us: int | None = None) -> Trade:
+    return Trade(
+        symbol=symbol,
+        trade_id=trade_id,
+        price=Decimal(price),
+        quantity=Decimal("0.1"),
+        buyer_is_maker=False,
+        trade_time_us=time_us,
+        event_time_us=time_us,
+        receive_time_us=receive_us if receive_us is not None else time.time_ns() // 1000,
+        kind="trade",
+    )
+
+
+def produce_trades(kafka: KafkaSettings, trades: Iterable[Trade], *, linger_ms: int = 5) -> int:
+    """Produce to the prices topic, batched (so Tansu sees multi-record batches); waits for acks."""
+    producer = Producer({**kafka.client_config(), "linger.ms": linger_ms, "enable.idempotence": True})
+    topic = PRICES.with_prefix(kafka.topic_prefix).name
+    count = 0
+    for item in trades:
+        while True:
+            try:
+                producer.produce(topic, encode(item), encode_key(item.symbol))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    assert producer.flush(30) == 0, "producer could not deliver everything"
+    return count
+
+
+def read_alerts(kafka: KafkaSettings, timeout: float = 5.0) -> list[Alert]:
+    """Every record on the alerts topic so far (duplicates included)."""
+    topic = ALERTS.with_prefix(kafka.topic_prefix).name
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        ends = {}
+        for tp in partitions:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            ends[tp.partition] = high
+        consumer.assign(partitions)
+        alerts: list[Alert] = []
+        # Alerts are produced one record per batch-slot, so Tansu's high watermark is exact enough
+        # here only as a lower bound: read until idle for a moment as well.
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            messages = consumer.consume(500, timeout=0.2)
+            if not messages:
+                if (
+                    all(seen.get(p, 0) >= end for p, end in ends.items())
+                    and time.monotonic() - idle_since > 0.5
+                ):
+                    break
+                continue
+            idle_since = time.monotonic()
+            for message in messages:
+                if message.error() is None:
+                    seen[message.partition()] = message.offset() + 1
+                    alerts.append(decode_alert(message.value()))
+        return alerts
+    finally:
+        consumer.close()
+
+
+def identity(alert: Alert) -> WindowAlert:
+    """The comparable part of an alert (no timing fields)."""
+    return WindowAlert(
+        rule=alert.rule,
+        symbol=alert.symbol,
+        window_start_us=alert.window_start_us,
+        kind=alert.kind,
+        window_end_us=alert.window_end_us,
+        side=alert.side,
+        open=alert.open,
+        close=alert.close,
+        pct_change=alert.pct_change,
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(kafka: KafkaEndpoint) -> Iterator[Any]:
+    """One ``local[2]`` session for every test (stopped before the session's broker)."""
+    from cryptopipe.alerting.spark import build_session
+
+    session = build_session(AlertingSettings(master="local[2]", shuffle_partitions=2))
+    yield session
+    session.stop()
+
+
+class JobRunner:
+    """Starts AlertingJobs on the shared session; collects what they publish; stops them all."""
+
+    def __init__(self, spark: Any, kafka: KafkaSettings, checkpoint_root: Path) -> None:
+        self.spark = spark
+        self.kafka = kafka
+        self.checkpoint_root = checkpoint_root
+        self.jobs: list[AlertingJob] = []
+        self.published: list[Alert] = []
+        self._lock = threading.Lock()
+
+    def settings(self, rules: str | Sequence[Rule] = "1m:0.5%", **overrides: Any) -> AlertingSettings:
+        parsed = parse_rules(rules) if isinstance(rules, str) else tuple(rules)
+        values: dict[str, Any] = {
+            "rules": parsed,
+            "master": "local[2]",
+            "checkpoint_dir": self.checkpoint_root,
+            "source": "python",
+            "shuffle_partitions": 2,
+        }
+        values.update(overrides)
+        return AlertingSettings(**values)
+
+    def start(self, settings: AlertingSettings, **kwargs: Any) -> AlertingJob:
+        def collect(alerts: Sequence[Alert], _acked: Sequence[int]) -> None:
+            with self._lock:
+                self.published.extend(alerts)
+
+        kwargs.setdefault("on_alerts", collect)
+        job = AlertingJob(settings, self.kafka, spark=self.spark, **kwargs)
+        self.jobs.append(job)
+        job.start()
+        return job
+
+    def close(self) -> None:
+        for job in self.jobs:
+            job.close()
+
+
+@pytest.fixture
+def jobs(spark: Any, kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[JobRunner]:
+    runner = JobRunner(spark, kafka_settings, tmp_path / "checkpoints")
+    yield runner
+    runner.close()
+
+
+def wait_for_watermark(job: AlertingJob, at_least_us: int, timeout: float = 60.0) -> int:
+    """Wait until the query's watermark reached ``at_least_us``; re-raise the query's error."""
+
+    def reached() -> int | None:
+        assert not job.await_termination(0.001), "query stopped"
+        for progress in reversed(job.recorder.progress):
+            mark = watermark_us(progress)
+            if mark is not None and mark >= at_least_us:
+                return mark
+        return None
+
+    return int(eventually(reached, timeout=timeout, message=f"watermark never reached {at_least_us}"))
+
+
+def wait_until_idle(job: AlertingJob, produced: int, timeout: float = 60.0) -> None:
+    """Wait until the query has read ``produced`` rows in total and has nothing left to do."""
+
+    def idle() -> bool:
+        assert not job.await_termination(0.001), "query stopped"
+        total = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        if total < produced:
+            return False
+        assert job.query is not None
+        status = job.query.status
+        return not status["isTriggerActive"] and not status["isDataAvailable"]
+
+    eventually(idle, timeout=timeout, message=f"query never read {produced} rows and went idle")
+
+
+class AlertsConsumer:
+    """The store's alerts consumer loop (Kafka alerts -> Redis) in a thread."""
+
+    def __init__(
+        self, kafka_endpoint: KafkaEndpoint, kafka: KafkaSettings, redis_settings: RedisSettings, client: Any
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if "tansu" in kafka_endpoint.kind.lower():
+            overrides = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
+        self.store = AlertStore(client, key_prefix=redis_settings.key_prefix)
+        self.loop = ConsumerLoop(
+            AlertSink(client, key_prefix=redis_settings.key_prefix),
+            kafka=kafka,
+            topic=ALERTS.with_prefix(kafka.topic_prefix).name,
+            group_id=f"alerts-{uuid.uuid4().hex[:8]}",
+            from_beginning=True,
+            consumer_overrides=overrides,
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="alerts-consumer", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def feed(self) -> list[Alert]:
+        if self.error is not None:
+            raise self.error
+        return self.store.recent(10_000)
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.thread.join(30)
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def alerts_consumer(
+    kafka: KafkaEndpoint,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: Any,
+    topic_factory: Callable[..., str],
+) -> Iterator[AlertsConsumer]:
+    topic_factory(ALERTS)
+    consumer = AlertsConsumer(kafka, kafka_settings, redis_settings, redis_client)
+    yield consumer
+    consumer.stop()
+
+
+class RunningIngest:
+    """``cryptopipe ingest`` (the Ingest service) on its own event loop in a thread."""
+
+    def __init__(self, kafka: KafkaSettings, **settings: Any) -> None:
+        from cryptopipe.ingest import Ingest, IngestSettings
+
+        self.ingest = Ingest(IngestSettings(**settings), kafka)
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="ingest", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "ingest did not start"
+
+    def _main(self) -> None:
+        async def body() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await self.ingest.run(self._stop)
+
+        try:
+            asyncio.run(body())
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        if self.error is not None:
+            raise self.error

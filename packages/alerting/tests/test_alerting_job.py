@@ -1,0 +1,367 @@
+"""The alerting job end to end: trades into the real broker -> Spark -> alerts topic -> Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from cryptopipe.alerting.job import AlertingJob
+from cryptopipe.alerting.reference import one_per_batch, reference_alerts
+from cryptopipe.infra.testing import eventually
+from cryptopipe.observability import metrics as m
+from cryptopipe.schemas import PRICES, KafkaSettings
+
+from .conftest import (
+    BASE_US,
+    MINUTE_US,
+    AlertsConsumer,
+    JobRunner,
+    identity,
+    produce_trades,
+    read_alerts,
+    trade,
+    wait_for_watermark,
+    wait_until_idle,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _histogram_count(metric: Any, **labels: str) -> float:
+    name = metric._name
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name == f"{name}_count" and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def _sample(metric: Any, **labels: str) -> float:
+    value = metric.labels(**labels) if labels else metric
+    return float(value._value.get())
+
+
+def test_threshold_crossing_raises_exactly_one_alert(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any, alerts_consumer: AlertsConsumer
+) -> None:
+    topic_factory(PRICES)
+    trades = [
+        # BTC rises 1 % within the first minute: one SELL alert. Trades 2 and 3 share a timestamp;
+        # the close is trade 3 (higher id) even though it is produced first.
+        trade("BTCUSDT", 1, "60000", BASE_US + 1_000_000),
+        trade("BTCUSDT", 3, "60600", BASE_US + 50_000_000),
+        trade("BTCUSDT", 2, "60100", BASE_US + 50_000_000),
+        # ETH moves 0.4 %: no alert.
+        trade("ETHUSDT", 1, "2500", BASE_US + 2_000_000),
+        trade("ETHUSDT", 2, "2510", BASE_US + 40_000_000),
+        # Second minute: BTC falls 0.6 %: one BUY alert.
+        trade("BTCUSDT", 4, "60600", BASE_US + MINUTE_US + 1_000),
+        trade("BTCUSDT", 5, "60236.4", BASE_US + MINUTE_US + 30_000_000),
+        # Moves the watermark past both windows.
+        trade("ETHUSDT", 3, "2510", BASE_US + 2 * MINUTE_US + 2_000_000),
+    ]
+    settings = jobs.settings("1m:0.5%")
+    before = {
+        "alerts": _sample(m.ALERTING_ALERTS, rule="1m-0.5pct", kind="final"),
+        "batches": _histogram_count(m.ALERTING_BATCH_DURATION),
+        "rows": _sample(m.ALERTING_INPUT_ROWS),
+        "publish": _histogram_count(m.ALERTING_PUBLISH_LATENCY, kind="final"),
+    }
+    job = jobs.start(settings)
+    produce_trades(kafka_settings, trades)
+
+    def two_in_redis() -> list[Any]:
+        feed = alerts_consumer.feed()
+        return feed if len(feed) >= 2 else []
+
+    feed = eventually(two_in_redis, timeout=90, message="two alerts in Redis")
+    wait_until_idle(job, len(trades))
+    got = sorted(identity(a) for a in alerts_consumer.feed())
+    expected = reference_alerts(one_per_batch(trades), settings.rules).alerts
+    assert got == expected
+    rise, fall = sorted(feed, key=lambda a: a.window_start_us)
+    assert (rise.symbol, rise.side, rise.open, rise.close) == (
+        "BTCUSDT",
+        "SELL",
+        Decimal(60000),
+        Decimal(60600),
+    )
+    assert rise.pct_change == pytest.approx(0.01)
+    assert (fall.side, fall.open, fall.close) == ("BUY", Decimal(60600), Decimal("60236.4"))
+    assert fall.pct_change == pytest.approx(-0.006)
+    assert all(a.kind == "final" and a.rule == "1m-0.5pct" for a in feed)
+    # The trade that let the watermark pass the second window is the last one.
+    assert fall.trigger_receive_time_us == trades[-1].receive_time_us
+    assert rise.trigger_receive_time_us is not None
+    assert sorted(identity(a) for a in read_alerts(kafka_settings)) == expected
+    # The listener fed Prometheus.
+    assert _sample(m.ALERTING_ALERTS, rule="1m-0.5pct", kind="final") - before["alerts"] == 2
+    assert _sample(m.ALERTING_INPUT_ROWS) - before["rows"] == len(trades)
+    assert _histogram_count(m.ALERTING_BATCH_DURATION) - before["batches"] >= 2
+    assert _histogram_count(m.ALERTING_PUBLISH_LATENCY, kind="final") - before["publish"] == 2
+    assert _sample(m.ALERTING_STATE_ROWS) >= 1  # the windows still open (ETH's third minute)
+    assert _sample(m.ALERTING_WATERMARK_DELAY) > 0
+
+
+def test_late_trade_within_watermark_counts_and_beyond_is_dropped(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any
+) -> None:
+    topic_factory(PRICES)
+    settings = jobs.settings("1m:0.5%", watermark_delay_ms=1000)
+    job = jobs.start(settings)
+    dropped_before = _sample(m.ALERTING_DROPPED_LATE)
+    first = [
+        trade("BTCUSDT", 1, "100", BASE_US + 10_000_000),
+        trade("BTCUSDT", 2, "100.2", BASE_US + 59_500_000),
+        # Max event time 60.4 s -> watermark 59.4 s: the first window is still open.
+        trade("BTCUSDT", 3, "100", BASE_US + MINUTE_US + 400_000),
+    ]
+    produce_trades(kafka_settings, first)
+    wait_for_watermark(job, BASE_US + MINUTE_US + 400_000 - 1_000_000)
+    # Late (59.8 s < max 60.4 s) but within the watermark: it is the first window's new close,
+    # +0.8 %, which makes it alert.
+    late_ok = trade("BTCUSDT", 4, "100.8", BASE_US + 59_800_000)
+    produce_trades(kafka_settings, [late_ok])
+    wait_until_idle(job, len(first) + 1)
+    # Now close the first window (watermark 61.5 s) ...
+    closer = trade("BTCUSDT", 5, "100", BASE_US + MINUTE_US + 2_500_000)
+    produce_trades(kafka_settings, [closer])
+    wait_for_watermark(job, BASE_US + MINUTE_US + 1_500_000)
+    wait_until_idle(job, len(first) + 2)
+    # ... and send a trade for it: beyond the watermark, dropped and counted.
+    too_late = trade("BTCUSDT", 6, "90", BASE_US + 59_900_000)
+    produce_trades(kafka_settings, [too_late])
+    wait_until_idle(job, len(first) + 3)
+
+    got = sorted(identity(a) for a in jobs.published)
+    batches = [first, [late_ok], [closer], [too_late]]
+    expected = reference_alerts(batches, settings.rules)
+    assert expected.dropped == 1
+    assert got == expected.alerts
+    assert len(got) == 1
+    assert got[0].close == Decimal("100.8")
+    dropped = sum(
+        int(op.numRowsDroppedByWatermark or 0) for p in job.recorder.progress for op in p.stateOperators
+    )
+    assert dropped == 1
+    assert _sample(m.ALERTING_DROPPED_LATE) - dropped_before == 1
+
+
+def test_early_alert_fires_once_per_window_and_not_again_at_close(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any, alerts_consumer: AlertsConsumer
+) -> None:
+    topic_factory(PRICES)
+    settings = jobs.settings("1m:1%:early")
+    job = jobs.start(settings)
+    inside = [
+        # BTC crosses +1 % at 20 s (early alert), keeps rising, then falls back: still one alert.
+        trade("BTCUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("BTCUSDT", 2, "100.5", BASE_US + 10_000_000),
+        trade("BTCUSDT", 3, "101.5", BASE_US + 20_000_000),
+        trade("BTCUSDT", 4, "103", BASE_US + 30_000_000),
+        trade("BTCUSDT", 5, "100", BASE_US + 50_000_000),
+        # ETH crosses at 40 s and stays there: the early alert, and no final one at the close.
+        trade("ETHUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("ETHUSDT", 2, "102", BASE_US + 40_000_000),
+        # SOL stays within 1 %: nothing.
+        trade("SOLUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("SOLUSDT", 2, "100.9", BASE_US + 45_000_000),
+    ]
+    produce_trades(kafka_settings, inside)
+
+    def two_early() -> list[Any]:
+        feed = alerts_consumer.feed()
+        return feed if len(feed) >= 2 else []
+
+    feed = eventually(two_early, timeout=90, message="two early alerts in Redis")
+    # Raised while the window is still open: nothing has moved the watermark past its end.
+    assert all(a.kind == "early" for a in feed)
+    progress = job.recorder.progress[-1]
+    assert progress.eventTime.get("watermark", "1970") < "2024-08-09T00:01:00"
+    early = {a.symbol: a for a in feed}
+    assert (early["BTCUSDT"].close, early["BTCUSDT"].side) == (Decimal("101.5"), "SELL")
+    assert early["BTCUSDT"].pct_change == pytest.approx(0.015)
+    assert early["ETHUSDT"].close == Decimal(102)
+    # Early alerts are timed from the trade that crossed.
+    assert early["ETHUSDT"].trigger_receive_time_us == inside[6].receive_time_us
+
+    closer = [trade("SOLUSDT", 3, "100", BASE_US + MINUTE_US + 5_000_000)]
+    produce_trades(kafka_settings, closer)
+    wait_for_watermark(job, BASE_US + MINUTE_US)
+    wait_until_idle(job, len(inside) + 1)
+    expected = reference_alerts(one_per_batch(inside + closer), settings.rules).alerts
+    assert sorted(identity(a) for a in jobs.published) == expected
+    assert sorted(identity(a) for a in alerts_consumer.feed()) == expected
+    assert len(expected) == 2
+
+
+def test_restart_from_checkpoint_neither_loses_nor_duplicates(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any, alerts_consumer: AlertsConsumer
+) -> None:
+    topic_factory(PRICES)
+    settings = jobs.settings("1m:0.5%;2m:0.5%:early")
+    trades: list[Any] = []
+    prices = {"BTCUSDT": 60_000.0, "ETHUSDT": 2_500.0, "SOLUSDT": 150.0}
+    # Six minutes of trades every 2 s per symbol; every symbol jumps 1 % at minutes 1, 3 and 4.
+    for step in range(180):
+        for n, (symbol, price) in enumerate(prices.items()):
+            jump = 1.01 if step % 30 == 15 and step // 30 in (1, 3, 4) else 1.0
+            prices[symbol] = round(price * jump, 2)
+            trades.append(trade(symbol, step, f"{prices[symbol]:.2f}", BASE_US + step * 2_000_000 + n * 1000))
+    closer = trade("XRPUSDT", 1, "0.5", BASE_US + 8 * MINUTE_US)
+    chunks = [trades[:150], trades[150:400], trades[400:], [closer]]
+    expected = reference_alerts(one_per_batch([*trades, closer]), settings.rules).alerts
+    assert len(expected) >= 6
+
+    # Run 1: stopped after its first chunk.
+    job = jobs.start(settings)
+    produce_trades(kafka_settings, chunks[0])
+    wait_until_idle(job, len(chunks[0]))
+    job.stop()
+
+    # Run 2: crashes right after publishing its first alerts, before Spark commits the batch.
+    def crash(alerts: Any, _acked: Any) -> None:
+        raise RuntimeError("simulated crash after publishing")
+
+    job = jobs.start(settings, on_alerts=crash)
+    produce_trades(kafka_settings, chunks[1])
+    with pytest.raises(Exception, match="simulated crash"):
+        job.await_termination(90)
+
+    # Run 3: replays the failed batch from the checkpoint and carries on.
+    job = jobs.start(settings)
+    produce_trades(kafka_settings, chunks[2] + chunks[3])
+    wait_for_watermark(job, closer.trade_time_us - 1_000_000)
+    wait_until_idle(job, len(chunks[2]) + len(chunks[3]))
+
+    def all_in_redis() -> list[Any]:
+        feed = alerts_consumer.feed()
+        return feed if len(feed) >= len(expected) else []
+
+    eventually(all_in_redis, timeout=60, message="every alert in Redis")
+    feed = alerts_consumer.feed()
+    assert sorted(identity(a) for a in feed) == expected
+    on_topic = [identity(a) for a in read_alerts(kafka_settings)]
+    assert sorted(set(on_topic)) == expected
+    # The crashed batch was published twice (at least once on the topic), yet Redis has it once.
+    assert len(on_topic) > len(expected)
+
+
+# --- property: Spark equals the reference on generated trade sequences -----------------------
+
+_FINAL_SYMBOLS = ("F1USDT", "F2USDT", "F3USDT")
+_EARLY_SYMBOLS = ("E1USDT", "E2USDT")
+#: Only final rules run on Spark's native aggregation; with an early rule, every rule runs on
+#: the stateful Python operator. Both paths meet the same reference.
+_NATIVE_RULES = "1m:0.5%:name=f1m:symbols=F1USDT,F2USDT,F3USDT:override=F3USDT=0.2%;2m:1%:name=all2m"
+_STATEFUL_RULES = _NATIVE_RULES + ";1m:0.4%:early:name=e1m:symbols=E1USDT,E2USDT"
+
+
+@st.composite
+def _market(draw: st.DrawFn) -> list[Any]:
+    """Trades of five symbols over four minutes, as produced (in arrival order).
+
+    Final-rule symbols arrive out of order by up to 900 ms (less than the 1 s watermark delay,
+    so nothing is dropped whatever the batching), with equal timestamps in any order; early-rule
+    symbols arrive in (time, id) order, the order early alerts are defined on.
+    """
+    produced: list[tuple[int, Any]] = []
+    for symbol in _FINAL_SYMBOLS + _EARLY_SYMBOLS:
+        steps = draw(
+            st.lists(
+                st.tuples(st.sampled_from([0, 0, 1, 7, 250, 3_000, 20_000]), st.integers(-120, 120)),
+                min_size=10,
+                max_size=60,
+            )
+        )
+        # One jump of 1.5 % somewhere, so that most symbols raise an alert.
+        jump_at, jump = draw(st.integers(0, len(steps) - 1)), draw(st.sampled_from([-150, 150]))
+        time_ms, cents = draw(st.integers(0, 5_000)), 10_000
+        batch = []
+        for trade_id, (gap_ms, move) in enumerate(steps, start=1):
+            time_ms = time_ms + gap_ms
+            cents = max(100, cents + move + (jump if trade_id - 1 == jump_at else 0))
+            if time_ms >= 4 * 60_000:
+                break
+            batch.append(trade(symbol, trade_id, f"{cents / 100:.2f}", BASE_US + time_ms * 1000))
+        for item in batch:
+            jitter = draw(st.integers(0, 900)) if symbol in _FINAL_SYMBOLS else 0
+            produced.append((item.trade_time_us + jitter * 1000, item))
+    produced.sort(key=lambda pair: pair[0])
+    return [item for _arrival, item in produced]
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+@given(market=_market())
+@pytest.mark.parametrize("rules", [_NATIVE_RULES, _STATEFUL_RULES], ids=["native", "stateful"])
+def test_spark_matches_reference_on_generated_markets(
+    rules: str, market: list[Any], jobs: JobRunner, kafka_settings: KafkaSettings, kafka: Any
+) -> None:
+    from cryptopipe.infra.testing import create_topic
+
+    prefix = f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:6]}-"
+    own = kafka_settings.model_copy(update={"topic_prefix": prefix})
+    create_topic(kafka, PRICES.with_prefix(prefix).name, 3, settings=own)
+    runner = JobRunner(jobs.spark, own, jobs.checkpoint_root / prefix)
+    try:
+        settings_ = runner.settings(rules)
+        job = runner.start(settings_)
+        closer = trade("ZZUSDT", 1, "1", BASE_US + 6 * MINUTE_US)
+        produced = produce_trades(own, [*market, closer])
+        wait_for_watermark(job, closer.trade_time_us - 1_000_000)
+        wait_until_idle(job, produced)
+        expected = reference_alerts(one_per_batch([*market, closer]), settings_.rules)
+        assert expected.dropped == 0
+        assert sorted(identity(a) for a in runner.published) == expected.alerts
+    finally:
+        runner.close()
+
+
+def test_run_restarts_a_failed_query_from_its_checkpoint(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any
+) -> None:
+    topic_factory(PRICES)
+    trades = [
+        trade("BTCUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("BTCUSDT", 2, "101", BASE_US + 30_000_000),
+        trade("BTCUSDT", 3, "101", BASE_US + MINUTE_US + 5_000_000),
+    ]
+    settings = jobs.settings("1m:0.5%", restart_backoff_max_s=1.0)
+    calls: list[int] = []
+
+    def fail_once(alerts: Any, _acked: Any) -> None:
+        calls.append(len(alerts))
+        if len(calls) == 1:
+            raise RuntimeError("broker hiccup")
+
+    restarts_before = _sample(m.ALERTING_QUERY_RESTARTS)
+    job = AlertingJob(settings, kafka_settings, spark=jobs.spark, on_alerts=fail_once)
+    jobs.jobs.append(job)
+    stop = threading.Event()
+    runner = threading.Thread(target=job.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        produce_trades(kafka_settings, trades)
+        eventually(lambda: len(calls) >= 2, timeout=90, message="the batch was replayed after the restart")
+    finally:
+        stop.set()
+        runner.join(60)
+    assert not runner.is_alive()
+    assert job.stats.restarts == 1
+    assert _sample(m.ALERTING_QUERY_RESTARTS) - restarts_before == 1
+    on_topic = [identity(a) for a in read_alerts(kafka_settings)]
+    expected = reference_alerts(one_per_batch(trades), settings.rules).alerts
+    assert len(expected) == 1
+    assert on_topic == expected * 2  # at least once on the topic: published, failed, replayed

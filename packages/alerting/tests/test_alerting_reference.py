@@ -1,0 +1,278 @@
+"""Window arithmetic, property-based: the reference's own laws, and the stateful window operator
+(the function Spark runs per (rule, symbol, window)) replayed against the reference, no Spark."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cryptopipe.alerting.plan import StatefulWindows
+from cryptopipe.alerting.reference import (
+    WindowAlert,
+    one_per_batch,
+    pct_change,
+    plain,
+    reference_alerts,
+    side_of,
+)
+from cryptopipe.alerting.rules import Rule, parse_rules
+from cryptopipe.alerting.sink import windows_to_alerts
+from cryptopipe.schemas import Trade
+
+BASE_US = 1_723_161_600_000_000
+RULES = parse_rules("1m:0.5%;2m:1%:name=slow;1m:0.4%:early:name=early")
+
+
+def _trade(symbol: str, trade_id: int, cents: int, time_us: int) -> Trade:
+    return Trade(
+        symbol=symbol,
+        trade_id=trade_id,
+        price=Decimal(cents) / 100,
+        quantity=Decimal(1),
+        buyer_is_maker=True,
+        trade_time_us=time_us,
+        event_time_us=time_us,
+        receive_time_us=time_us + 5_000,
+    )
+
+
+@st.composite
+def ordered_trades(draw: st.DrawFn, max_size: int = 80) -> list[Trade]:
+    """Trades of two symbols in (time, id) order, with runs of equal timestamps."""
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["AUSDT", "BUSDT"]),
+                st.sampled_from([0, 0, 1_000, 400_000, 5_000_000, 30_000_000]),
+                st.integers(-90, 90),
+            ),
+            min_size=1,
+            max_size=max_size,
+        )
+    )
+    time_us, cents, next_id = BASE_US + draw(st.integers(0, 59_000_000)), {"AUSDT": 10_000, "BUSDT": 5_000}, 1
+    trades = []
+    for symbol, gap, move in steps:
+        time_us += gap
+        cents[symbol] = max(100, cents[symbol] + move)
+        trades.append(_trade(symbol, next_id, cents[symbol], time_us))
+        next_id += 1
+    return trades
+
+
+def _closed_windows_by_brute_force(trades: Sequence[Trade], rule: Rule, watermark_ms: int) -> dict[Any, Any]:
+    """Open/close of every closed window, by sorting each window's trades."""
+    windows: dict[tuple[str, int], list[Trade]] = defaultdict(list)
+    for t in trades:
+        start = t.trade_time_us // rule.window_us * rule.window_us
+        windows[(t.symbol, start)].append(t)
+    result = {}
+    for (symbol, start), members in windows.items():
+        if start + rule.window_us <= watermark_ms * 1000:
+            ordered = sorted(members, key=lambda t: (t.trade_time_us, t.trade_id))
+            result[(rule.name, symbol, start)] = (ordered[0].price, ordered[-1].price)
+    return result
+
+
+@settings(max_examples=300, deadline=None)
+@given(trades=ordered_trades(), seed=st.integers(0, 2**32 - 1))
+def test_final_windows_do_not_depend_on_arrival_order_of_equal_timestamps(
+    trades: list[Trade], seed: int
+) -> None:
+    shuffled = list(trades)
+    rng = random.Random(seed)
+    # Shuffle within runs of equal timestamps: arrival order differs, the facts do not.
+    start = 0
+    for i in range(1, len(shuffled) + 1):
+        if i == len(shuffled) or shuffled[i].trade_time_us != shuffled[start].trade_time_us:
+            run = shuffled[start:i]
+            rng.shuffle(run)
+            shuffled[start:i] = run
+            start = i
+    final_rules = [r for r in RULES if r.mode == "final"]
+    a = reference_alerts(one_per_batch(trades), final_rules)
+    b = reference_alerts(one_per_batch(shuffled), final_rules)
+    c = reference_alerts([shuffled], final_rules)  # one micro-batch holding everything
+    assert a.alerts == b.alerts == c.alerts
+    assert a.closed == b.closed == c.closed
+    assert a.dropped == b.dropped == c.dropped == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(trades=ordered_trades())
+def test_window_arithmetic(trades: list[Trade]) -> None:
+    result = reference_alerts(one_per_batch(trades), RULES)
+    watermark_ms = max(t.trade_time_us // 1000 for t in trades) - 1000
+    assert result.watermark_ms == watermark_ms
+    for rule in RULES:
+        expected = _closed_windows_by_brute_force(trades, rule, watermark_ms)
+        assert {k: v for k, v in result.closed.items() if k[0] == rule.name} == expected
+    by_name = {r.name: r for r in RULES}
+    for alert in result.alerts:
+        rule = by_name[alert.rule]
+        assert alert.window_start_us % rule.window_us == 0
+        assert alert.window_end_us == alert.window_start_us + rule.window_us
+        assert rule.crosses(alert.symbol, alert.open, alert.close)
+        assert alert.side == ("SELL" if alert.close > alert.open else "BUY")
+        assert (alert.pct_change > 0) == (alert.side == "SELL")
+        assert abs(alert.pct_change) > float(rule.threshold) * 0.999
+        if alert.kind == "final":
+            assert result.closed[(alert.rule, alert.symbol, alert.window_start_us)] == (
+                alert.open,
+                alert.close,
+            )
+    keys = [(a.rule, a.symbol, a.window_start_us) for a in result.alerts]
+    assert len(keys) == len(set(keys)), "at most one alert per (rule, symbol, window)"
+
+
+def test_side_and_change_follow_the_seed() -> None:
+    assert side_of(Decimal(100), Decimal(101)) == "SELL"
+    assert side_of(Decimal(100), Decimal(99)) == "BUY"
+    assert pct_change(Decimal(100), Decimal("100.5")) == 0.005
+    assert str(plain(Decimal("60000.000000000000000000"))) == "60000"
+    assert str(plain(Decimal("0.001000"))) == "0.001"
+
+
+def test_late_trades_are_dropped_only_when_their_window_closed() -> None:
+    rule = parse_rules("1m:0.5%")
+    batches = [
+        [_trade("AUSDT", 1, 10_000, BASE_US + 1_000_000)],
+        [_trade("AUSDT", 2, 10_000, BASE_US + 60_500_000)],  # watermark -> 59.5 s
+        [_trade("AUSDT", 3, 11_000, BASE_US + 59_000_000)],  # late, window open: counts
+        [_trade("AUSDT", 4, 10_000, BASE_US + 62_000_000)],  # watermark -> 61 s: window closes
+        [_trade("AUSDT", 5, 9_000, BASE_US + 30_000_000)],  # its window closed: dropped
+    ]
+    result = reference_alerts(batches, rule)
+    assert result.dropped == 1
+    assert [(a.open, a.close) for a in result.alerts] == [(Decimal(100), Decimal(110))]
+
+
+# --- the stateful window operator, replayed the way Spark drives it ---------------------------
+
+
+class _State:
+    """GroupState as ``applyInPandasWithState`` hands it to the function."""
+
+    def __init__(self, value: tuple[Any, ...] | None, timed_out: bool) -> None:
+        self.value = value
+        self.hasTimedOut = timed_out
+        self.timeout_ms: int | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.value is not None
+
+    @property
+    def get(self) -> tuple[Any, ...]:
+        assert self.value is not None
+        return self.value
+
+    def update(self, value: tuple[Any, ...]) -> None:
+        self.value = value
+
+    def remove(self) -> None:
+        self.value = None
+
+    def setTimeoutTimestamp(self, ms: int) -> None:
+        self.timeout_ms = ms
+
+
+def _drive(
+    batches: Sequence[Sequence[Trade]], rules: Sequence[Rule], delay_ms: int = 1000
+) -> list[WindowAlert]:
+    """Spark's FlatMapGroupsWithState loop: late rows dropped, data calls, then timeouts."""
+    function = StatefulWindows(rules)
+    states: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+    rows: list[dict[str, Any]] = []
+    watermark_ms, max_ms = 0, None
+    # A trailing no-data batch, as Spark runs one once the watermark moved.
+    for batch in [*batches, []]:
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        for rule in rules:
+            for t in batch:
+                if not rule.applies_to(t.symbol):
+                    continue
+                start = t.trade_time_us - t.trade_time_us % rule.window_us
+                if start + rule.window_us <= watermark_ms * 1000:
+                    continue
+                groups[(rule.name, t.symbol, start)].append(
+                    {
+                        "trade_time_us": t.trade_time_us,
+                        "trade_id": t.trade_id,
+                        "price": str(t.price),
+                        "receive_time_us": t.receive_time_us,
+                    }
+                )
+        for key, members in groups.items():
+            saved = states.get(key)
+            state = _State(saved[0] if saved else None, False)
+            out = list(function(key, iter([pd.DataFrame(members)]), state))
+            rows.extend(r for frame in out for r in frame.to_dict("records"))
+            assert state.value is not None
+            assert state.timeout_ms is not None
+            states[key] = (state.value, state.timeout_ms)
+        for key, (value, timeout_ms) in list(states.items()):
+            if key not in groups and watermark_ms > timeout_ms:
+                state = _State(value, True)
+                out = list(function(key, iter([]), state))
+                rows.extend(r for frame in out for r in frame.to_dict("records"))
+                assert state.value is None
+                del states[key]
+        for t in batch:
+            max_ms = max(max_ms or 0, t.trade_time_us // 1000)
+        if max_ms is not None:
+            watermark_ms = max(watermark_ms, max_ms - delay_ms)
+    alerts = windows_to_alerts(rows, {r.name: r for r in rules}, None, 0)
+    return sorted(
+        WindowAlert(
+            a.rule,
+            a.symbol,
+            a.window_start_us,
+            a.kind,
+            a.window_end_us,
+            a.side,
+            a.open,
+            a.close,
+            a.pct_change,
+        )
+        for a in alerts
+    )
+
+
+def _batches(trades: list[Trade], cuts: list[int]) -> Iterator[list[Trade]]:
+    edges = sorted({0, len(trades), *(c % (len(trades) + 1) for c in cuts)})
+    for a, b in itertools.pairwise(edges):
+        yield trades[a:b]
+
+
+@settings(max_examples=300, deadline=None)
+@given(trades=ordered_trades(), cuts=st.lists(st.integers(0, 200), max_size=8))
+def test_stateful_operator_matches_reference_under_any_batching(trades: list[Trade], cuts: list[int]) -> None:
+    # In-order trades: batch boundaries change nothing, for the operator and for the reference.
+    expected = reference_alerts(one_per_batch(trades), RULES).alerts
+    assert _drive(list(_batches(trades, cuts)), RULES) == expected
+    assert _drive(one_per_batch(trades), RULES) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades=ordered_trades(max_size=40), data=st.data())
+def test_stateful_operator_matches_reference_with_late_trades(
+    trades: list[Trade], data: st.DataObject
+) -> None:
+    # Arrival order with delays of up to 3 s: some trades are late, some dropped.
+    delays = data.draw(st.lists(st.integers(0, 3_000_000), min_size=len(trades), max_size=len(trades)))
+    arrival = [
+        t
+        for _, _, t in sorted(
+            (t.trade_time_us + d, i, t) for i, (t, d) in enumerate(zip(trades, delays, strict=True))
+        )
+    ]
+    assert _drive(one_per_batch(arrival), RULES) == reference_alerts(one_per_batch(arrival), RULES).alerts
