@@ -113,3 +113,11 @@ def test_checkpoint_follows_the_rules(tmp_path: Path) -> None:
     assert base.checkpoint_location("prices", "python") != base.checkpoint_location("prices", "native")
     assert base.checkpoint_location("prices", "python").parent == tmp_path
     assert other.rules[0].threshold == Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    "text", ["1m:0.5%", "5m:1%:early", "1h:2%:symbols=BTCUSDT,ETHUSDT:override=BTCUSDT=3%:name=x"]
+)
+def test_text_form_round_trips(text: str) -> None:
+    rule = parse_rule(text)
+    assert parse_rule(str(rule)) == rule

@@ -86,6 +86,17 @@ class Rule(BaseModel):
     overrides: Mapping[str, Decimal] = Field(default_factory=dict)
     mode: RuleMode = "final"
 
+    def __str__(self) -> str:
+        """The text form :func:`parse_rule` reads back to this rule (``1m:0.5%:name=1m``)."""
+        parts = [format_duration(self.window_us), f"{(self.threshold * 100).normalize():f}%"]
+        if self.mode == "early":
+            parts.append("early")
+        if self.symbols is not None:
+            parts.append("symbols=" + ",".join(sorted(self.symbols)))
+        parts += [f"override={s}={(t * 100).normalize():f}%" for s, t in sorted(self.overrides.items())]
+        parts.append(f"name={self.name}")
+        return ":".join(parts)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

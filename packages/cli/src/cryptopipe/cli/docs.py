@@ -24,6 +24,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("Redis", "cryptopipe.schemas.config:RedisSettings"),
     ("Ingest", "cryptopipe.ingest.settings:IngestSettings"),
     ("Clock skew", "cryptopipe.skew.settings:SkewSettings"),
+    ("Alerting", "cryptopipe.alerting.settings:AlertingSettings"),
     ("Dashboard", "cryptopipe.dashboard.settings:DashboardSettings"),
 )
 
@@ -47,11 +48,17 @@ def _sections() -> Iterator[tuple[str, list[tuple[str, FieldInfo]]]]:
         yield section, [(env, cls.model_fields[name]) for name, env in schemas.env_names(cls).items()]
 
 
+def _join(values: tuple[object, ...] | list[object]) -> str:
+    """A sequence default as its environment variable spells it: strings comma-separated, richer
+    values (alert rules, which contain commas themselves) semicolon-separated."""
+    return ("," if all(isinstance(v, str) for v in values) else ";").join(map(str, values))
+
+
 def _default(value: object) -> str:
     if hasattr(value, "get_secret_value"):
         return "(empty)" if not value.get_secret_value() else "(set)"
     if isinstance(value, tuple | list):
-        value = ",".join(map(str, value))
+        value = _join(value)
     text = str(value)
     return "(empty)" if text == "" else f"`{text}`"
 
@@ -89,7 +96,7 @@ def render_env_example() -> str:
             if hasattr(default, "get_secret_value"):
                 default = ""
             elif isinstance(default, tuple | list):
-                default = ",".join(map(str, default))
+                default = _join(default)
             lines.append(f"# {env}={default}")
         lines.append("")
     return "\n".join(lines)
