@@ -8,12 +8,7 @@ Kafka and Redis, and the health panel shows numbers read from the running servic
 from __future__ import annotations
 
 import csv
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -47,46 +42,27 @@ def _trades(path: Path, first_id: int, n: int, price: Decimal, rise: Decimal) ->
             )
 
 
-def test_pipeline_in_the_browser(tmp_path: Path, page: Any) -> None:
+def test_pipeline_in_the_browser(tmp_path: Path, page: Any, run_up: Any) -> None:
     _trades(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", 1000, 1200, Decimal("61837"), Decimal("0.02"))
     _trades(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, 1200, Decimal("2550"), Decimal("0"))
-    env = dict(os.environ)
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX"):
-        env.pop(name, None)
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cryptopipe.cli",
-            "up",
-            "--source",
-            "replay",
-            "--metrics-base-port",
-            "0",
-            "--replay-file",
-            str(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"),
-            "--replay-file",
-            str(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv"),
-            "--clock",
-            "live",
-            "--speed",
-            "0.5",
-            "--rule",
-            "1m:0.5%:early",
-            "--dashboard-port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
+    with run_up(
+        "--source",
+        "replay",
+        "--replay-file",
+        str(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"),
+        "--replay-file",
+        str(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv"),
+        "--clock",
+        "live",
+        "--speed",
+        "0.5",
+        "--rule",
+        "1m:0.5%:early",
+        "--dashboard-port",
+        str(port),
+    ) as up:
+        lines = up.lines
         eventually(
             lambda: any("Ctrl-C stops cleanly" in line for line in lines),
             timeout=240,
@@ -121,14 +97,4 @@ def test_pipeline_in_the_browser(tmp_path: Path, page: Any) -> None:
         assert shot.stat().st_size > 0
         text = body_text(page)
         assert "tansu" in text.lower() or "kafka" in text.lower()  # which broker runs is shown
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=10)
-            proc.stdout.close()
-    assert proc.returncode == 0, "".join(lines)[-4000:]
+        assert up.interrupt() == 0, up.output[-4000:]

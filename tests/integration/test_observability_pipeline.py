@@ -4,14 +4,8 @@ every metric the dashboards and rules query is actually exported by it."""
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,50 +17,15 @@ from cryptopipe.observability.prometheus import api_get, instant_query, target_h
 pytestmark = pytest.mark.slow
 
 
-def _require(binary: str) -> None:
-    """Missing system programs fail the run under CI (which installs them) and skip, loudly, elsewhere."""
-    if shutil.which(binary) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed; .ci/run installs it with apt")
-        pytest.skip(f"{binary} is not installed (apt-get install {binary})")
-
-
-def test_prometheus_scrapes_every_component_of_a_running_pipeline(tmp_path: Path) -> None:
-    _require("prometheus")
-    env = dict(os.environ)
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX"):
-        env.pop(name, None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cryptopipe.cli",
-            "up",
-            "--source",
-            "replay",
-            "--rate",
-            "300",
-            "--seed",
-            "3",
-            "--metrics-base-port",
-            "0",
-            "--no-dashboard",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
+def test_prometheus_scrapes_every_component_of_a_running_pipeline(run_up: Any, require_binary: Any) -> None:
+    require_binary("prometheus")
+    with run_up("--source", "replay", "--rate", "300", "--seed", "3", "--no-dashboard") as up:
+        lines = up.lines
         url = eventually(  # Spark's start-up dominates: minutes on a loaded 2-core machine
             lambda: next(
                 (m.group(1) for line in lines if (m := re.search(r"prometheus at (\S+)", line))), None
             ),
-            timeout=300,
+            timeout=240,
             message="up did not start Prometheus",
         )
         health = eventually(
@@ -86,14 +45,4 @@ def test_prometheus_scrapes_every_component_of_a_running_pipeline(tmp_path: Path
 
         scrape_urls = [t["scrapeUrl"] for t in api_get(url, "/api/v1/targets")["activeTargets"]]
         assert_exported(Scrape.from_urls(*scrape_urls), queried_metrics())
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=10)
-            proc.stdout.close()
-    assert proc.returncode == 0, "".join(lines)[-4000:]
+        assert up.interrupt() == 0, up.output[-4000:]

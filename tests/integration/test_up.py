@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -36,13 +34,6 @@ def _up(args: list[str], env: dict[str, str], timeout: float = 240) -> subproces
         timeout=timeout,
         check=False,
     )
-
-
-def _clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX"):
-        env.pop(name, None)
-    return env
 
 
 def _write_agg_trades(
@@ -72,6 +63,7 @@ def test_replayed_trades_all_reach_redis(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     redis_client: redis.Redis,
+    clean_env: Any,
 ) -> None:
     """N trades replayed -> exactly N published and written, latest = reference, lag back to 0;
     a forced 1 % rise inside one window -> exactly one final alert through Spark, Kafka and Redis."""
@@ -88,7 +80,7 @@ def test_replayed_trades_all_reach_redis(
     eth = _write_agg_trades(
         tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, n, 1723161255001, Decimal("2550")
     )
-    env = _clean_env() | {
+    env = clean_env() | {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
         "REDIS_URL": redis_settings.url.get_secret_value(),
@@ -162,54 +154,21 @@ def test_replayed_trades_all_reach_redis(
         assert Decimal(latest[b"price"].decode()) == ref_price
 
 
-def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path) -> None:
+def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: Any) -> None:
     """Nothing configured: up starts a broker and Redis itself; Ctrl-C leaves no process behind."""
     summary_path = tmp_path / "summary.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cryptopipe.cli",
-            "up",
-            "--metrics-base-port",
-            "0",
-            "--source",
-            "replay",
-            "--rate",
-            "200",
-            "--seed",
-            "7",
-            "--summary-json",
-            str(summary_path),
-        ],
-        env=_clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        parent = psutil.Process(proc.pid)
+    args = ("--source", "replay", "--rate", "200", "--seed", "7", "--summary-json", str(summary_path))
+    with run_up(*args) as up:
         eventually(
-            lambda: any(re.search(r"written [1-9]", line) for line in lines),
-            timeout=120,
+            lambda: any(re.search(r"written [1-9]", line) for line in up.lines),
+            timeout=240,
             message="up never reported written prices",
         )
-        children = parent.children(recursive=True)
-        assert len(children) >= 3  # broker, redis, replay exchange, ingest, consumer (at least)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=90)
-        reader.join(timeout=10)
-        output = "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert proc.returncode == 0, output[-4000:]
+        children = psutil.Process(up.proc.pid).children(recursive=True)
+        assert len(children) >= 3  # broker, redis, replay exchange, ingest, consumers, ...
+        returncode = up.interrupt()
+    output = up.output
+    assert returncode == 0, output[-4000:]
     assert "Traceback" not in output
     summary = json.loads(summary_path.read_text())
     assert summary["broker"]
@@ -225,8 +184,8 @@ def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path) -> None:
     assert gone
 
 
-def test_unreachable_binance_is_one_clear_line(tmp_path: Path) -> None:
-    result = _up(["--binance-rest-url", "http://127.0.0.1:9", "--run-for", "1"], _clean_env(), timeout=60)
+def test_unreachable_binance_is_one_clear_line(tmp_path: Path, clean_env: Any) -> None:
+    result = _up(["--binance-rest-url", "http://127.0.0.1:9", "--run-for", "1"], clean_env(), timeout=60)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -234,8 +193,8 @@ def test_unreachable_binance_is_one_clear_line(tmp_path: Path) -> None:
     assert "--source replay" in lines[0]
 
 
-def test_bad_configuration_names_the_variable_and_hides_the_secret() -> None:
-    env = _clean_env() | {"REDIS_URL": "http://:hunter2@127.0.0.1:6379"}
+def test_bad_configuration_names_the_variable_and_hides_the_secret(clean_env: Any) -> None:
+    env = clean_env() | {"REDIS_URL": "http://:hunter2@127.0.0.1:6379"}
     result = _up(["--source", "replay", "--run-for", "1"], env, timeout=60)
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
