@@ -1,8 +1,9 @@
 """The whole pipeline in a real browser: `cryptopipe up` on the replay exchange, then the page.
 
-Prices for every symbol appear and change (at least one card; see the note on issue #4), a forced threshold crossing (BTC rises 2 % within a
-minute; the rule fires early, inside the open window) reaches the alert feed through Spark,
-Kafka and Redis, and the health panel shows numbers read from the running services.
+Prices for every symbol appear and change (at least one card: see the note on issue #4), a
+forced threshold crossing (BTC rises 2 % within a minute; the rule fires early, inside the open
+window) reaches the alert feed through Spark, Kafka and Redis, and the health panel shows
+numbers read from the running services.
 """
 
 from __future__ import annotations
