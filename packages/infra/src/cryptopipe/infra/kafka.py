@@ -15,14 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
-from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ResolutionError, ServerStartError
+from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
 from cryptopipe.infra.process import LocalServer, free_port, listening_on
 from cryptopipe.schemas import KafkaSettings
 
@@ -334,16 +334,6 @@ def resolve_kafka(
         return endpoint
     choice = local_broker_choice(prefer)
     order = ["docker", "tansu", "mock"] if choice == "auto" else [choice]
-    attempts: list[str] = []
-    for candidate in order:
-        started = time.monotonic()
-        try:
-            endpoint = _STARTERS[candidate](settings, stack)
-        except InfraError as exc:
-            attempts.append(f"{candidate}: {exc}")
-            level = logging.DEBUG if candidate == "docker" and choice == "auto" else logging.WARNING
-            log.log(level, "Kafka: %s unavailable: %s", candidate, exc)
-            continue
-        log.info("Kafka: using %s (ready in %.2f s)", endpoint, time.monotonic() - started)
-        return endpoint
-    raise ResolutionError("a Kafka broker", attempts)
+    return first_available(
+        "Kafka", "a Kafka broker", order, _STARTERS, settings, stack, quiet_docker=choice == "auto"
+    )

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,8 +22,9 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
-from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ResolutionError, ServerStartError
+from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
 from cryptopipe.infra.process import LocalServer, free_port, listening_on
 from cryptopipe.schemas import RedisSettings
 
@@ -236,16 +236,6 @@ def resolve_redis(
     if choice not in LOCAL_REDIS_CHOICES:
         raise InfraError(f"prefer={choice!r} is not one of {', '.join(LOCAL_REDIS_CHOICES)}")
     order = ["docker", "local"] if choice == "auto" else [choice]
-    attempts: list[str] = []
-    for candidate in order:
-        started = time.monotonic()
-        try:
-            endpoint = _STARTERS[candidate](settings, stack)
-        except InfraError as exc:
-            attempts.append(f"{candidate}: {exc}")
-            level = logging.DEBUG if candidate == "docker" and choice == "auto" else logging.WARNING
-            log.log(level, "Redis: %s unavailable: %s", candidate, exc)
-            continue
-        log.info("Redis: using %s (ready in %.2f s)", endpoint, time.monotonic() - started)
-        return endpoint
-    raise ResolutionError("a Redis server", attempts)
+    return first_available(
+        "Redis", "a Redis server", order, _STARTERS, settings, stack, quiet_docker=choice == "auto"
+    )
