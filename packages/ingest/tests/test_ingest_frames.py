@@ -7,10 +7,20 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown, time_unit
+from cryptopipe.ingest import frames as frames_module
+from cryptopipe.ingest.frames import (
+    INTERNAL_ERROR,
+    REJECT_REASONS,
+    ControlReply,
+    FrameParser,
+    Rejected,
+    ServerShutdown,
+    time_unit,
+)
 from cryptopipe.replay.testing import real_data_file
 from cryptopipe.schemas import Trade, decode_trade, encode, encode_key
 
@@ -192,11 +202,17 @@ hostile = (
 @given(hostile)
 def test_hostile_frames_never_crash(payload: bytes | str) -> None:
     outcome = parse(payload)
+    check_outcome(outcome)
+
+
+def check_outcome(outcome: object) -> None:
+    """The property: a trade, a control message, or a rejection with a known reason; never a crash."""
     assert isinstance(outcome, Trade | Rejected | ServerShutdown | ControlReply)
     if isinstance(outcome, Rejected):
-        assert outcome.reason
-        assert outcome.reason.isascii()
+        assert outcome.reason in REJECT_REASONS, outcome
+        assert isinstance(outcome.sample, bytes)
         assert len(outcome.sample) <= 1024
+        assert isinstance(outcome.detail, str)
         outcome.sample.decode("utf-8", "replace")
     if isinstance(outcome, Trade):
         # a trade that got through is sound: it encodes, its key is ASCII, its values make sense
@@ -205,3 +221,214 @@ def test_hostile_frames_never_crash(payload: bytes | str) -> None:
         assert outcome.price > 0
         assert outcome.quantity >= 0
         assert decode_trade(encode(outcome)) == outcome
+
+
+# --- structural extremes: the cases that used to raise, and the decisions taken ------------------
+
+
+def raw_frame(tokens: dict[str, str] | list[tuple[str, str]], stream: str = "btcusdt@aggTrade") -> str:
+    """A frame whose ``data`` is built from raw JSON tokens (so 1e400, 4300-digit ints, ... fit)."""
+    pairs = tokens.items() if isinstance(tokens, dict) else tokens
+    data = "{" + ",".join(f"{json.dumps(key)}:{token}" for key, token in pairs) + "}"
+    return '{"stream":' + json.dumps(stream) + ',"data":' + data + "}"
+
+
+AGG_TOKENS = {key: json.dumps(value) for key, value in AGG.items()}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # deep nesting raised RecursionError from msgspec (it was the one internal_error)
+        ('{"stream":"btcusdt@aggTrade","data":' + "[" * 5000 + "]" * 5000 + "}", "too_deeply_nested"),
+        (raw_frame({**AGG_TOKENS, "x": '{"a":' * 3000 + "1" + "}" * 3000}), "too_deeply_nested"),
+        ('{"id":1,"result":' + "[" * 3000 + "]" * 3000 + "}", "too_deeply_nested"),
+        ('{"id":1,"error":{"code":1,"msg":' + "[" * 3000 + "]" * 3000 + "}}", "too_deeply_nested"),
+        ('{"event":' + "[" * 30000 + "]" * 30000 + "}", "too_deeply_nested"),
+        # prices and quantities as JSON numbers: rejected, never converted
+        (raw_frame({**AGG_TOKENS, "p": "61837.63"}), "price_not_string"),
+        (raw_frame({**AGG_TOKENS, "p": "61837"}), "price_not_string"),
+        (raw_frame({**AGG_TOKENS, "p": "1e400"}), "price_not_string"),
+        (raw_frame({**AGG_TOKENS, "q": "0.02"}), "quantity_not_string"),
+        (raw_frame([*AGG_TOKENS.items(), ("p", "1.5")]), "price_not_string"),  # duplicate key, last wins
+        # empty frames and other encodings than UTF-8 were all "malformed_json"
+        ("", "empty_frame"),
+        (" \t\r\n ", "empty_frame"),
+        (frame(AGG).decode().encode("utf-8-sig"), "unsupported_encoding"),
+        (frame(AGG).decode().encode("utf-16"), "unsupported_encoding"),
+        (frame(AGG).decode().encode("utf-16-le"), "unsupported_encoding"),
+        (frame(AGG).decode().encode("utf-16-be"), "unsupported_encoding"),
+        (frame(AGG).decode().encode("utf-32"), "unsupported_encoding"),
+        (frame(AGG).decode().encode("utf-32-be"), "unsupported_encoding"),
+        # unchanged, now pinned: extremes that were already dead-lettered precisely
+        (raw_frame({**AGG_TOKENS, "a": "9" * 4301}), "invalid_aggTrade"),
+        (raw_frame({**AGG_TOKENS, "E": "9" * 4300}), "invalid_value"),
+        (raw_frame({**AGG_TOKENS, "T": "-" + "9" * 30}), "invalid_value"),
+        (raw_frame({**AGG_TOKENS, "a": "1e400"}), "invalid_aggTrade"),
+        (raw_frame({**AGG_TOKENS, "p": '"1e400"'}), "invalid_value"),
+        (raw_frame({**AGG_TOKENS, "p": "NaN"}), "malformed_json"),
+        (raw_frame({**AGG_TOKENS, "s": '"\\ud800"'}), "malformed_json"),
+        (raw_frame({**AGG_TOKENS, "s": "1"}), "invalid_aggTrade"),
+        (raw_frame({**AGG_TOKENS, "m": "null"}), "invalid_aggTrade"),
+        ('{"stream":"btcusdt@aggTrade","data":null}', "unknown_event"),
+        ('{"stream":"btcusdt@aggTrade","data":[]}', "unknown_event"),
+        ('{"stream":null,"data":{}}', "not_a_stream_frame"),
+        (b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","s":"\xc0\xaf"}}', "invalid_utf8"),
+        (b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","s":"\xed\xa0\x80"}}', "invalid_utf8"),
+        (b'{"stream":"btcusdt@aggTrade\x00","data":{}}', "malformed_json"),
+        ("null", "not_a_stream_frame"),
+    ],
+)
+def test_structural_extremes_get_precise_reasons(payload: bytes | str, reason: str) -> None:
+    outcome = FrameParser(STREAMS, max_frame_bytes=1 << 20).parse(payload, NOW_US)
+    assert isinstance(outcome, Rejected), outcome
+    assert (outcome.reason, len(outcome.sample) <= 1024) == (reason, True), outcome.detail
+
+
+def test_details_stay_short_for_huge_numbers() -> None:
+    outcome = parse(raw_frame({**AGG_TOKENS, "E": "9" * 4300}))
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == "invalid_value"
+    assert len(outcome.detail) < 100
+    reply = parse('{"id":1,"error":{"code":' + "9" * 4300 + ',"msg":"x"}}')
+    assert isinstance(reply, ControlReply)
+    assert reply.error is not None
+    assert len(reply.error) < 100
+
+
+def test_a_string_price_is_still_a_trade_and_bytes_like_payloads_parse() -> None:
+    for payload in (frame(AGG), frame(AGG).decode(), bytearray(frame(AGG)), memoryview(frame(AGG))):
+        trade = parse(payload)  # type: ignore[arg-type]
+        assert isinstance(trade, Trade)
+        assert trade.price == Decimal("61837.63")
+    # the lone surrogate of a str frame is replaced, not a crash
+    outcome = parse(raw_frame({**AGG_TOKENS, "s": '"BTC\ud800"'}))
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == "symbol_mismatch"
+
+
+def test_a_parser_bug_is_an_internal_error_rejection_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(frames_module.bn, "event_to_trade", broken)
+    outcome = parse(frame(AGG))
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == INTERNAL_ERROR
+    assert INTERNAL_ERROR not in REJECT_REASONS
+    assert outcome.detail.startswith("ZeroDivisionError: bug at test_ingest_frames.py:")
+    assert outcome.sample == frame(AGG)[:1024]
+    odd = FrameParser(STREAMS).parse(12345, NOW_US)
+    assert isinstance(odd, Rejected)
+    assert odd.reason == INTERNAL_ERROR
+
+
+# --- hypothesis: structural extremes ------------------------------------------------------------
+
+#: Nesting depths around msgspec's recursion limit (about 1000 minus the caller's stack depth).
+depths = st.integers(min_value=0, max_value=1200) | st.sampled_from([990, 1000, 5_000, 30_000])
+
+
+@st.composite
+def nested(draw: st.DrawFn) -> str:
+    depth = draw(depths)
+    if draw(st.booleans()):
+        return "[" * depth + draw(st.sampled_from(["", "1", "null", '"x"'])) + "]" * depth
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+number_tokens = st.one_of(
+    st.builds(
+        lambda sign, digit, n: sign + digit * n,
+        st.sampled_from(["", "-"]),
+        st.sampled_from(["9", "1", "5"]),
+        st.sampled_from([1, 18, 19, 20, 100, 4300, 4301, 5000]) | st.integers(1, 6000),
+    ),
+    st.sampled_from(["1e400", "-1e400", "1e-400", "1E+308", "4.9e-324", "-0", "-0.0", "0", "1e999999999999"]),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "+1", "01", "1.", ".5", "0x10"]),  # not JSON
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+string_tokens = st.one_of(
+    st.text(max_size=20).map(json.dumps),  # ensure_ascii: lone surrogates become "\ud800" escapes
+    st.sampled_from(['"NaN"', '"sNaN"', '"-0"', '"1e400"', '"1_000"', '" 1 "', '""', '"0E-1000000000"']),
+    st.builds(lambda n: '"' + "9" * n + '"', st.integers(1, 6000)),
+)
+structure_tokens = st.sampled_from(["null", "true", "[]", "{}", '["1"]', '{"e":"aggTrade"}']) | nested()
+extreme_tokens = number_tokens | string_tokens | structure_tokens
+
+
+OTHER_ENCODINGS = ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+#: NUL, overlong "/", an encoded surrogate, a stray byte, a lone surrogate escape, a BOM.
+JUNK = [b"\x00", b"\xc0\xaf", b"\xed\xa0\x80", b"\xff", b"\\ud800", b"\xef\xbb\xbf"]
+
+
+@st.composite
+def extreme_agg_trade(draw: st.DrawFn) -> bytes | str:
+    """An aggTrade frame with extreme tokens, duplicate keys, odd wrappers, sizes and encodings."""
+    pairs = list(AGG_TOKENS.items())
+    for key in draw(st.lists(st.sampled_from(sorted(AGG)), max_size=4, unique=True)):
+        pairs = [(k, draw(extreme_tokens) if k == key else v) for k, v in pairs]
+    for _ in range(draw(st.integers(0, 2))):  # duplicate keys: msgspec keeps the last one
+        pairs.append((draw(st.sampled_from([*sorted(AGG), "x"])), draw(extreme_tokens)))
+    if draw(st.integers(0, 3)) == 0:  # sizes around the default limit, and far beyond it
+        size = draw(st.sampled_from([65_000, 65_536, 70_000, 140_000]) | st.integers(0, 140_000))
+        pairs.append(("pad", '"' + "x" * size + '"'))
+    stream = draw(st.sampled_from([*STREAMS, "btcusdt@aggTrade", "x@y", ""]))
+    text = raw_frame(pairs, stream)
+    wrapper = draw(st.integers(0, 7))
+    if wrapper == 1:
+        text = text[len('{"stream":') + len(json.dumps(stream)) + len(',"data":') : -1]  # data alone
+    elif wrapper == 2:
+        text = '{"id":1,"result":' + draw(extreme_tokens) + "}"
+    elif wrapper == 3:
+        text = '{"stream":' + json.dumps(stream) + ',"data":' + draw(extreme_tokens) + "}"
+    elif wrapper == 4:
+        text = draw(st.sampled_from(["", " ", "\n\t", "[" + text + "]", text + text, text[: len(text) // 2]]))
+    if draw(st.integers(0, 3)) == 0:
+        payload = text.encode(draw(st.sampled_from(OTHER_ENCODINGS)), "surrogatepass")
+    elif draw(st.booleans()):
+        return text  # a str frame, maybe with lone surrogates
+    else:
+        payload = text.encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(payload)))
+        payload = payload[:at] + draw(st.sampled_from(JUNK)) + payload[at:]
+    return payload
+
+
+SMALL_LIMIT = FrameParser(STREAMS)
+LARGE_LIMIT = FrameParser(STREAMS, max_frame_bytes=1 << 20)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(extreme_agg_trade(), st.booleans())
+def test_structural_extremes_never_crash(payload: bytes | str, large: bool) -> None:
+    """Size, nesting, numeric range, encodings: a trade or a known reason, never an exception."""
+    check_outcome((LARGE_LIMIT if large else SMALL_LIMIT).parse(payload, NOW_US))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["[", '{"a":', '{"stream":"btcusdt@aggTrade","data":', '{"id":1,"result":']), depths)
+def test_deep_nesting_never_crashes(opener: str, depth: int) -> None:
+    for payload in (opener * depth, opener * depth + "1" + "]" * depth):
+        check_outcome(LARGE_LIMIT.parse(payload, NOW_US))
+
+
+json_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["1e400", "-1e400", "1e-400", "61837.63", "0.02", "-0", "1E+2"]),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["p", "q"]), json_numbers)
+def test_a_json_number_never_becomes_a_price(field: str, token: str) -> None:
+    """Binance sends prices and quantities as strings; a number is dead-lettered, not converted."""
+    for data in ({**AGG_TOKENS, field: token}, [*AGG_TOKENS.items(), (field, token)]):
+        outcome = parse(raw_frame(data))
+        assert isinstance(outcome, Rejected)
+        assert outcome.reason == {"p": "price_not_string", "q": "quantity_not_string"}[field]

@@ -1,9 +1,15 @@
 """Turning one WebSocket frame into a trade, a control message, or a rejection.
 
 Everything that arrives is hostile until parsed: :meth:`FrameParser.parse` never raises for any
-payload (hypothesis checks this); what is not a valid trade of a stream we subscribed to comes
-back as a :class:`Rejected` with a short, stable reason (a metric label) and a sample. Sample
-combined-stream frame (``timeUnit=MICROSECOND``)::
+payload (hypothesis checks this, structural extremes included); what is not a valid trade of a
+stream we subscribed to comes back as a :class:`Rejected` with a short, stable reason (a metric
+label, one of :data:`REJECT_REASONS`) and a sample. Reasons beyond those of
+:mod:`cryptopipe.schemas.binance`'s parsers: ``binary_frame``, ``frame_too_large``,
+``unknown_stream``, ``unexpected_event`` (an event other than the stream's trade kind),
+``symbol_mismatch`` and, only if the parser itself has a bug, ``internal_error``. Prices and
+quantities sent as JSON numbers are rejected (``price_not_string`` / ``quantity_not_string``),
+never converted: Binance sends decimal strings, and a float must not silently become a price.
+Sample combined-stream frame (``timeUnit=MICROSECOND``)::
 
     {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1723161255343012,"s":"BTCUSDT",
      "a":3735683259,"p":"61837.63","q":"0.02","f":100,"l":105,"T":1723161255342871,"m":true,"M":true}}
@@ -11,6 +17,7 @@ combined-stream frame (``timeUnit=MICROSECOND``)::
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -23,6 +30,31 @@ from cryptopipe.schemas import binance as bn
 #: Timestamps at or above this are microseconds (10**14 µs is 1973; 10**14 ms is year 5138).
 _MICROSECOND_THRESHOLD = 10**14
 SAMPLE_BYTES = 1024
+
+#: Every reason :meth:`FrameParser.parse` gives a hostile frame (a metric label each).
+REJECT_REASONS = frozenset(
+    {
+        "binary_frame",
+        "frame_too_large",
+        "empty_frame",
+        "malformed_json",
+        "unsupported_encoding",
+        "invalid_utf8",
+        "too_deeply_nested",
+        "not_a_stream_frame",
+        "unknown_stream",
+        "unknown_event",
+        "unexpected_event",
+        "invalid_trade",
+        "invalid_aggTrade",
+        "price_not_string",
+        "quantity_not_string",
+        "invalid_value",
+        "symbol_mismatch",
+    }
+)
+#: The last-resort reason: a bug in the parser, never a property of the frame (tests assert it).
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +117,23 @@ class FrameParser:
         self.max_frame_bytes = max_frame_bytes
 
     def parse(self, payload: bytes | str, receive_time_us: int, *, binary: bool = False) -> Outcome:
-        """Parse one frame; ``binary`` is True for a WebSocket binary frame (Binance sends text)."""
+        """Parse one frame; ``binary`` is True for a WebSocket binary frame (Binance sends text).
+
+        Never raises (``Exception``): a bug shows as a :class:`Rejected` ``internal_error`` that
+        names the exception and where it was raised, and goes through the caller's rate-limited
+        dead-letter path like any other rejection.
+        """
+        if isinstance(payload, bytearray | memoryview):
+            payload = bytes(payload)
+        elif not isinstance(payload, bytes | str):
+            return Rejected(INTERNAL_ERROR, f"payload of type {type(payload).__name__}", b"")
+        try:
+            return self._parse_checked(payload, receive_time_us, binary)
+        except Exception as exc:  # the promise: nothing a peer sends makes the parser raise
+            raw = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
+            return Rejected(INTERNAL_ERROR, _describe(exc), raw[:SAMPLE_BYTES])
+
+    def _parse_checked(self, payload: bytes | str, receive_time_us: int, binary: bool) -> Outcome:
         if binary:
             sample = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
             return Rejected("binary_frame", f"{len(payload)} bytes", sample[:SAMPLE_BYTES])
@@ -118,6 +166,8 @@ class FrameParser:
             tag = _TAG.decode(frame.data).e
         except (msgspec.ValidationError, msgspec.DecodeError):
             tag = ""
+        except RecursionError as exc:
+            raise DecodeError("too_deeply_nested", str(exc), frame.data) from exc
         if tag == "serverShutdown":
             return SERVER_SHUTDOWN
         event = bn.parse_event(frame.data)
@@ -138,15 +188,26 @@ class FrameParser:
             envelope = _ENVELOPE.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return Rejected(cause.reason, cause.detail, payload[:SAMPLE_BYTES])
+        except RecursionError as exc:
+            return Rejected("too_deeply_nested", str(exc), payload[:SAMPLE_BYTES])
         if envelope.e == "serverShutdown" or (
             envelope.event is not None and envelope.event.e == "serverShutdown"
         ):
             return SERVER_SHUTDOWN
         reply_id = None if envelope.id is msgspec.UNSET else envelope.id
         if envelope.error is not None:
-            return ControlReply(reply_id, f"{envelope.error.code}: {envelope.error.msg[:200]}")
+            return ControlReply(reply_id, f"{str(envelope.error.code)[:40]}: {envelope.error.msg[:200]}")
         if envelope.code is not None:
-            return ControlReply(reply_id, f"{envelope.code}: {envelope.msg[:200]}")
+            return ControlReply(reply_id, f"{str(envelope.code)[:40]}: {envelope.msg[:200]}")
         if envelope.id is msgspec.UNSET:
             return Rejected(cause.reason, cause.detail, payload[:SAMPLE_BYTES])
         return ControlReply(reply_id)
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an unexpected exception: its type, message and where it was raised."""
+    try:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return f"{type(exc).__name__}: {str(exc)[:300]} at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}"
+    except Exception:
+        return type(exc).__name__

@@ -227,8 +227,11 @@ class Ingest:
                     logger, logging.ERROR, "control", "exchange refused a request: %s", outcome.error
                 )
         except Exception as exc:
-            # A bug in handling one frame must not stop the stream: count it, keep it, go on.
-            logger.exception("internal error while handling a frame")
+            # A bug in handling one frame must not stop the stream: count it, keep it, go on. One
+            # rate-limited line, no traceback: a peer able to trigger the bug must not flood the log.
+            self._log.log(
+                logger, logging.ERROR, "internal_error", "internal error handling a frame: %.300r", exc
+            )
             sample = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
             self._reject(Rejected("internal_error", repr(exc)[:500], sample[:1024]), receive_time_us)
         return False

@@ -7,6 +7,23 @@ exactly the same protocol. Sample ``@aggTrade`` payload, as Binance documents it
      "f":100,"l":105,"T":1672515782136,"m":true,"M":true}
 
 With ``timeUnit=MICROSECOND`` the ``E`` and ``T`` fields are microseconds, otherwise milliseconds.
+
+Payloads come from a peer and are hostile until parsed: the parsers here raise nothing but
+:class:`DecodeError`, whose ``reason`` is one of these stable labels:
+
+- ``malformed_json``: not JSON (truncated, bad syntax, a lone ``\\ud800`` escape, a NUL byte, ...);
+- ``empty_frame``: nothing but whitespace;
+- ``unsupported_encoding``: JSON in UTF-16/UTF-32 or with a byte order mark (it must be UTF-8);
+- ``invalid_utf8``: bytes that are not UTF-8 (overlong forms, encoded surrogates, ...);
+- ``too_deeply_nested``: arrays/objects nested deeper than the decoder follows (its recursion limit);
+- ``not_a_stream_frame``: JSON, but not ``{"stream": str, "data": ...}``;
+- ``unknown_event``: ``data`` has no ``e`` tag (or is not an object);
+- ``invalid_trade`` / ``invalid_aggTrade``: a trade event with missing or mistyped fields;
+- ``price_not_string`` / ``quantity_not_string``: ``p`` / ``q`` sent as a JSON number. Binance
+  always sends them as decimal strings, and a number may have been through a float on the
+  sender's side, so it is rejected rather than silently becoming a price;
+- ``invalid_value``: a value no exchange sends (price <= 0, NaN, negative id, time out of range);
+- ``invalid_rest_aggtrades``: a ``GET /api/v3/aggTrades`` body of the wrong shape.
 """
 
 from __future__ import annotations
@@ -95,10 +112,19 @@ class _EventTag(msgspec.Struct, frozen=True):
     e: str = ""
 
 
+class _AmountTokens(msgspec.Struct, frozen=True):
+    """The raw JSON tokens of ``p`` and ``q``, to tell ``"1.5"`` from ``1.5`` (both decode as Decimal)."""
+
+    p: msgspec.Raw = msgspec.Raw()
+    q: msgspec.Raw = msgspec.Raw()
+
+
 _FRAME = msgspec.json.Decoder(_Frame)
 _EVENT = msgspec.json.Decoder(StreamEvent)
 _TAG = msgspec.json.Decoder(_EventTag)
+_AMOUNTS = msgspec.json.Decoder(_AmountTokens)
 _REST_AGG = msgspec.json.Decoder(list[RestAggTrade])
+_REST_AMOUNTS = msgspec.json.Decoder(list[_AmountTokens])
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -161,6 +187,48 @@ class Frame(msgspec.Struct, frozen=True):
     data: bytes
 
 
+def _too_deep(exc: RecursionError, payload: bytes | str) -> DecodeError:
+    return DecodeError("too_deeply_nested", f"nesting exceeds the decoder's recursion limit ({exc})", payload)
+
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "UTF-8 with a byte order mark"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+)
+
+
+#: Which of the first four bytes are NUL, for JSON whose first two characters are ASCII (RFC 4627).
+_NUL_PATTERNS: dict[tuple[bool, ...], str] = {
+    (True, True, True, False): "UTF-32BE",
+    (False, True, True, True): "UTF-32LE",
+    (True, False, True, False): "UTF-16BE",
+    (False, True, False, True): "UTF-16LE",
+}
+
+
+def _unsupported_encoding(payload: bytes) -> str | None:
+    """The encoding of JSON that is not plain UTF-8 (a BOM, or RFC 4627's NUL patterns), or None."""
+    for bom, name in _BOMS:
+        if payload.startswith(bom):
+            return name
+    if len(payload) < 4:
+        return None
+    return _NUL_PATTERNS.get(tuple(byte == 0 for byte in payload[:4]))
+
+
+def _malformed(exc: msgspec.DecodeError, payload: bytes | str) -> DecodeError:
+    """``malformed_json``, or the more precise ``empty_frame`` / ``unsupported_encoding``."""
+    raw = payload.encode("utf-8", "replace") if isinstance(payload, str) else bytes(payload)
+    if not raw.strip():
+        return DecodeError("empty_frame", f"{len(raw)} bytes of whitespace", payload)
+    if (encoding := _unsupported_encoding(raw)) is not None:
+        return DecodeError("unsupported_encoding", f"{encoding}; JSON must be UTF-8 ({exc})", payload)
+    return DecodeError("malformed_json", str(exc), payload)
+
+
 def split_frame(payload: bytes | str) -> Frame:
     """Split ``{"stream": ..., "data": {...}}``; raises :class:`DecodeError` if it is not one."""
     try:
@@ -170,22 +238,44 @@ def split_frame(payload: bytes | str) -> Frame:
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", str(exc), payload) from exc
     except msgspec.DecodeError as exc:
-        raise DecodeError("malformed_json", str(exc), payload) from exc
+        raise _malformed(exc, payload) from exc
+    except RecursionError as exc:
+        raise _too_deep(exc, payload) from exc
     return Frame(frame.stream, bytes(frame.data))
+
+
+def _event_tag(data: bytes) -> str:
+    """The ``e`` of an event, or "" when it has none (or it is not a string)."""
+    try:
+        return _TAG.decode(data).e
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid_utf8", str(exc), data) from exc
+    except msgspec.DecodeError:  # ValidationError included
+        return ""
+    except RecursionError as exc:
+        raise _too_deep(exc, data) from exc
+
+
+def _check_amount_tokens(tokens: _AmountTokens, payload: bytes) -> None:
+    """Reject ``p``/``q`` sent as JSON numbers: only Binance's decimal strings become prices."""
+    for name, token, reason in (("p", tokens.p, "price_not_string"), ("q", tokens.q, "quantity_not_string")):
+        raw = bytes(token)
+        if raw and not raw.startswith(b'"'):
+            number = raw[:40].decode("ascii", "replace")
+            raise DecodeError(reason, f"field {name!r} is the JSON number {number}, not a string", payload)
 
 
 def parse_event(data: bytes) -> StreamEvent | None:
     """Parse a stream event. Returns ``None`` for event kinds we do not consume (depth, ...).
 
-    Raises :class:`DecodeError` for a trade/aggTrade event that is malformed.
+    Raises :class:`DecodeError` for a trade/aggTrade event that is malformed, including one whose
+    price or quantity is a JSON number (``price_not_string`` / ``quantity_not_string``) rather
+    than Binance's decimal string: the number is never converted.
     """
     try:
-        event = _EVENT.decode(data)
+        event: StreamEvent = _EVENT.decode(data)
     except msgspec.ValidationError as exc:
-        try:
-            tag = _TAG.decode(data).e
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            tag = ""
+        tag = _event_tag(data)
         if tag in ("trade", "aggTrade"):
             raise DecodeError("invalid_" + tag, str(exc), data) from exc
         if not tag:
@@ -194,7 +284,11 @@ def parse_event(data: bytes) -> StreamEvent | None:
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", str(exc), data) from exc
     except msgspec.DecodeError as exc:
-        raise DecodeError("malformed_json", str(exc), data) from exc
+        raise _malformed(exc, data) from exc
+    except RecursionError as exc:
+        raise _too_deep(exc, data) from exc
+    # The event decoded, so the JSON is valid and shallow enough; the tokens decode too.
+    _check_amount_tokens(_AMOUNTS.decode(data), data)
     _check_ranges(event, data)
     return event
 
@@ -229,18 +323,32 @@ def invalid_field(event: StreamEvent | RestAggTrade) -> str | None:
     return None
 
 
+def _shown(value: object) -> str:
+    """A value for an error detail, short whatever its size (a peer may send 4300-digit integers)."""
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return f"{'-' if value < 0 else ''}<{value.bit_length()}-bit integer>"
+    text = str(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _check_ranges(event: StreamEvent | RestAggTrade, payload: bytes) -> None:
     """Reject values no exchange sends, here, once, rather than poisoning a window downstream."""
     if (field := invalid_field(event)) is not None:
-        raise DecodeError("invalid_value", f"field {field!r} out of range: {getattr(event, field)}", payload)
+        raise DecodeError(
+            "invalid_value", f"field {field!r} out of range: {_shown(getattr(event, field))}", payload
+        )
 
 
 def parse_rest_agg_trades(payload: bytes) -> list[RestAggTrade]:
-    """Parse the body of ``GET /api/v3/aggTrades``."""
+    """Parse the body of ``GET /api/v3/aggTrades``; JSON-number prices are rejected as in streams."""
     try:
         items = _REST_AGG.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("invalid_rest_aggtrades", str(exc), payload) from exc
+    except RecursionError as exc:
+        raise _too_deep(exc, payload) from exc
+    for tokens in _REST_AMOUNTS.decode(payload):
+        _check_amount_tokens(tokens, payload)
     for item in items:
         _check_ranges(item, payload)
     return items
