@@ -66,8 +66,7 @@ def test_topic_factory_names_and_partitions(
     assert named == kafka_settings.topic_prefix + "orders"
     assert anonymous.startswith(kafka_settings.topic_prefix + "topic-")
     metadata = AdminClient(kafka_settings.client_config()).list_topics(timeout=10).topics
-    expected = 4 if kafka.quirks.create_topics_unsupported else 2
-    assert len(metadata[named].partitions) == expected
+    assert len(metadata[named].partitions) == 2
 
 
 def test_eventually_returns_the_first_truthy_value() -> None:

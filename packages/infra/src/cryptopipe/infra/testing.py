@@ -4,11 +4,13 @@ Registered in the repository's root ``conftest.py`` (``pytest_plugins = ["crypto
 Servers are resolved exactly as ``cryptopipe up`` resolves them (see :func:`resolve_kafka`), once
 per session; every test gets its own topic prefix and Redis key prefix, so tests never collide.
 Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the suite against servers of your own, and
-CRYPTOPIPE_LOCAL_BROKER=tansu|mock|docker to force a local broker. When no server can be had, the
+CRYPTOPIPE_LOCAL_BROKER=apache|tansu|docker to force a local broker. When no server can be had, the
 fixtures fail with the reason; they never skip.
 
 Fixtures: ``kafka`` and ``redis_server`` (session), ``kafka_settings``, ``redis_settings``,
-``redis_client``, ``topic_factory``, ``proxied_kafka`` and ``eventually`` (function).
+``redis_client``, ``topic_factory``, ``proxied_kafka`` and ``eventually`` (function);
+``tansu_kafka`` (session: the fallback broker, for the tests marked ``tansu`` that keep it
+honest) and ``kafka_cluster`` (module: a 3-broker Apache Kafka cluster).
 """
 
 from __future__ import annotations
@@ -27,19 +29,23 @@ import pytest
 from cryptopipe.infra.errors import InfraError
 from cryptopipe.infra.kafka import (
     LOCAL_BROKER_ENV,
+    TANSU_QUIRKS,
     KafkaEndpoint,
-    TansuBroker,
+    KafkaQuirks,
     kafka_metadata_ready,
     local_broker_choice,
     resolve_kafka,
     start_tansu,
 )
+from cryptopipe.infra.process import LocalServer
 from cryptopipe.infra.proxy import TcpProxy
 from cryptopipe.infra.redis_server import RedisEndpoint, redact_url, resolve_redis
 from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec
 
 if TYPE_CHECKING:
     import redis
+
+    from cryptopipe.infra.apache_kafka import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ def _infra_stack() -> Iterator[contextlib.ExitStack]:
 
 @pytest.fixture(scope="session")
 def kafka(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) -> KafkaEndpoint:
-    """The session's broker: configured, or started (testcontainers, Tansu, librdkafka mock)."""
+    """The session's broker: configured, or started (testcontainers, local Apache Kafka, Tansu)."""
     try:
         endpoint = resolve_kafka(KafkaSettings(), stack=_infra_stack)
     except InfraError as exc:
@@ -165,13 +171,10 @@ def create_topic(
     *,
     settings: KafkaSettings | None = None,
     timeout: float = 30.0,
+    replication: int = 1,
 ) -> str:
-    """Create ``name`` with ``partitions`` partitions and wait until metadata shows every leader.
-
-    On brokers that cannot create topics (librdkafka mock) the topic is auto-created instead,
-    with that broker's default partition count.
-    """
-    from confluent_kafka import KafkaException, Producer
+    """Create ``name`` with ``partitions`` partitions and wait until metadata shows every leader."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
@@ -179,23 +182,11 @@ def create_topic(
         **(settings or endpoint.settings).client_config(),
         "bootstrap.servers": endpoint.bootstrap_servers,
     }
-    if endpoint.quirks.create_topics_unsupported:
-        if endpoint.quirks.auto_create_partitions not in (None, partitions):
-            log.warning(
-                "%s cannot create topics: %s gets %s partitions, not %d",
-                endpoint.kind,
-                name,
-                endpoint.quirks.auto_create_partitions,
-                partitions,
-            )
-            partitions = endpoint.quirks.auto_create_partitions or partitions
-        client: Any = Producer({**config, "allow.auto.create.topics": True})
-    else:
-        client = AdminClient(config)
-        futures = client.create_topics(
-            [NewTopic(name, partitions, 1)], operation_timeout=timeout, request_timeout=timeout
-        )
-        futures[name].result(timeout=timeout)
+    client = AdminClient(config)
+    futures = client.create_topics(
+        [NewTopic(name, partitions, replication)], operation_timeout=timeout, request_timeout=timeout
+    )
+    futures[name].result(timeout=timeout)
 
     def visible() -> bool:
         try:
@@ -242,36 +233,75 @@ def eventually_fixture() -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class ProxiedKafka:
-    """A private Tansu reachable only through ``proxy``: pause the proxy to cut clients off."""
+    """A private broker reachable only through ``proxy``: pause the proxy to cut clients off."""
 
     endpoint: KafkaEndpoint
     proxy: TcpProxy
-    broker: TansuBroker
+    broker: LocalServer
 
     @property
     def settings(self) -> KafkaSettings:
         return self.endpoint.settings
 
 
+def _proxied_broker(
+    stack: contextlib.ExitStack, proxy: TcpProxy
+) -> tuple[LocalServer, int, str, KafkaQuirks]:
+    """Apache Kafka when Java and its jars can be had (the real thing), else Tansu."""
+    from cryptopipe.infra.apache_kafka import start_apache_kafka
+
+    if local_broker_choice() != "tansu":
+        try:
+            apache = stack.enter_context(start_apache_kafka(advertised_port=proxy.port, heap="256m"))
+        except InfraError as exc:
+            log.warning("proxied_kafka: no local Apache Kafka (%s); using Tansu", exc)
+        else:
+            return apache, apache.port, apache.kind, KafkaQuirks()
+    tansu = stack.enter_context(start_tansu(advertised_port=proxy.port))
+    return tansu, tansu.port, tansu.kind, TANSU_QUIRKS
+
+
 @pytest.fixture
 def proxied_kafka(kafka_settings: KafkaSettings) -> Iterator[ProxiedKafka]:
-    """A Tansu broker of this test's own behind a :class:`TcpProxy` (``proxy.pause()``/``resume()``).
+    """A broker of this test's own behind a :class:`TcpProxy` (``proxy.pause()``/``resume()``).
 
-    Always Tansu (whatever the session broker is), since only a local broker can be put behind
-    the proxy. Its memory-only data survives a pause, since the broker process keeps running.
+    A local Apache Kafka (Tansu when $CRYPTOPIPE_LOCAL_BROKER=tansu or Java is missing),
+    whatever the session broker is, since only a local broker can be put behind the proxy.
     """
-    from cryptopipe.infra.kafka import TANSU_QUIRKS
-
     with contextlib.ExitStack() as stack:
         proxy = stack.enter_context(TcpProxy())
-        broker = stack.enter_context(start_tansu(advertised_port=proxy.port))
-        proxy.target = ("127.0.0.1", broker.port)
-        bootstrap = broker.bootstrap_servers
+        broker, port, kind, quirks = _proxied_broker(stack, proxy)
+        proxy.target = ("127.0.0.1", port)
+        bootstrap = f"127.0.0.1:{proxy.port}"
         settings = kafka_settings.model_copy(update={"bootstrap_servers": bootstrap})
-        endpoint = KafkaEndpoint(
-            bootstrap, broker.kind + " (behind TcpProxy)", TANSU_QUIRKS, settings, broker
-        )
+        endpoint = KafkaEndpoint(bootstrap, kind + " (behind TcpProxy)", quirks, settings, broker)
         yield ProxiedKafka(endpoint, proxy, broker)
+
+
+@pytest.fixture(scope="session")
+def tansu_kafka(_infra_stack: contextlib.ExitStack) -> KafkaEndpoint:
+    """A Tansu broker for the session: the last-resort fallback, kept honest by tests marked ``tansu``."""
+    try:
+        broker = _infra_stack.enter_context(start_tansu())
+    except InfraError as exc:
+        pytest.fail(f"no Tansu broker for the fallback tests: {exc}", pytrace=False)
+    settings = KafkaSettings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+    return KafkaEndpoint(broker.bootstrap_servers, broker.kind, TANSU_QUIRKS, settings, broker)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """A 3-broker Apache Kafka cluster on loopback (replication factor 3, min.insync.replicas 2)."""
+    from cryptopipe.infra.apache_kafka import KafkaCluster
+
+    try:
+        cluster = KafkaCluster(3).start()
+    except InfraError as exc:
+        pytest.fail(f"no 3-broker Apache Kafka cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # --- reporting -----------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ def ensure_topics(
 
     An existing topic is left as it is. If the broker refuses the ``retention.ms`` config (or an
     explicit replication factor), the topic is created without it and a warning is logged.
-    A broker that cannot create topics (librdkafka's mock cluster) gets a warning, and the topics
-    are left to its auto-creation. Raises :class:`KafkaException` when the broker cannot be
+    A broker that refuses to create a topic gets a warning, and the topic is left to its
+    auto-creation. Raises :class:`KafkaException` when the broker cannot be
     reached within ``timeout_s``.
     """
     admin = AdminClient(kafka.client_config())
