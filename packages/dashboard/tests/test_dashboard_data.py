@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from cryptopipe.dashboard import data
 from cryptopipe.infra.process import LocalServer, free_port
 from cryptopipe.infra.prometheus import resolve_prometheus_binary
 from cryptopipe.infra.testing import eventually
-from cryptopipe.observability import LATENCY_BUCKETS, Scrape, catalogue
+from cryptopipe.observability import LATENCY_BUCKETS, Scrape, catalogue, metrics
 from cryptopipe.store.alerts import AlertStore
 from cryptopipe.store.prices import PriceStore
 
@@ -197,9 +198,27 @@ def test_health_from_prometheus_takes_precedence(market: Market, metrics_url: st
     assert health.latency_ms["System"]["p50"] is not None
 
 
+def test_stalled_consumers_come_from_prometheus_too(metrics_url: str, prometheus: str) -> None:
+    gauge = metrics.CONSUMER_SECONDS_SINCE_PROGRESS
+    gauge.labels(consumer="stall-test").set(30)  # this process's /metrics, which Prometheus scrapes
+    try:
+
+        def stalled() -> tuple[data.ConsumerProgress, ...]:
+            health = data.load_health(
+                prometheus_url=prometheus, metrics_urls=[], window="1m", timeout=2, runtime={}
+            )
+            assert health.problems == ()
+            return tuple(c for c in health.stalled if c.consumer == "stall-test")
+
+        (consumer,) = eventually(stalled, timeout=60, interval=0.2, message="no stalled consumer seen")
+        assert consumer.status() == "stalled for 30 s"
+    finally:
+        gauge.remove("stall-test")
+
+
 def test_every_metric_the_panel_reads_is_in_the_catalogue() -> None:
     names = {entry.name for entry in catalogue()}
-    read = {data.THROUGHPUT, data.CONSUMER_LAG, data.CLOCK_OFFSET, data.SPARK_BATCH}
+    read = {data.THROUGHPUT, data.CONSUMER_LAG, data.CLOCK_OFFSET, data.SPARK_BATCH, data.SINCE_PROGRESS}
     read |= {name for _, name in data.LATENCIES}
     assert read <= names, read - names
 
@@ -222,6 +241,40 @@ def test_spark_batch_time_and_clock_skew_are_shown_once_exported() -> None:
     assert after.spark_batch_ms["p50"] is not None
     assert 400 <= after.spark_batch_ms["p50"] <= 700
     assert after.clock_offset_ms == {"binance": -1270.0}
+
+
+def test_a_stalled_consumer_reads_stalled_for_n_seconds_the_others_ok() -> None:
+    registry = CollectorRegistry()
+    since = Gauge(data.SINCE_PROGRESS, "since progress", ["consumer"], registry=registry)
+    absent = data.health_from_scrape(
+        Scrape.from_text(generate_latest(registry).decode()), source="t", runtime={}
+    )
+    assert absent.consumers == ()  # no consumer exports it: no line at all
+
+    since.labels(consumer="prices").set(0)
+    since.labels(consumer="alerts").set(42.4)
+    health = data.health_from_scrape(
+        Scrape.from_text(generate_latest(registry).decode()), source="t", runtime={}
+    )
+
+    assert [(c.consumer, c.stalled, c.status()) for c in health.consumers] == [
+        ("alerts", True, "stalled for 42 s"),
+        ("prices", False, "OK"),
+    ]
+    (stalled,) = health.stalled
+    assert stalled.warning().startswith("**alerts consumer stalled for 42 s**")
+    assert "recovers by itself" in stalled.warning()
+
+
+def test_waiting_shorter_than_the_stall_timeout_is_not_a_stall() -> None:
+    # Under load lag is briefly > 0 between batches: the consumers' own stall timeout decides.
+    below = data.ConsumerProgress("prices", data.DEFAULT_STALL_TIMEOUT_S - 0.5)
+    at = data.ConsumerProgress("prices", data.DEFAULT_STALL_TIMEOUT_S)
+    assert (below.stalled, below.status()) == (False, "OK")
+    assert at.stalled
+    assert data.consumer_progress([("prices", 1.0), ("prices", 7.0), ("alerts", math.nan)]) == (
+        data.ConsumerProgress("prices", 7.0),
+    )
 
 
 def _closed_port() -> int:

@@ -49,6 +49,18 @@ def test_every_queried_metric_is_in_the_catalogue() -> None:
         assert drift.queried_metrics({path: files[path], **rules}, dashboards_only=True), name
 
 
+def test_the_prices_dashboard_shows_stalls_and_recoveries() -> None:
+    panels = {panel.title: panel for row in grafana.PRICES.rows for panel in row.panels}
+    clock = panels["Consumer stalled for"]
+    assert clock.unit == "s"
+    assert [q.expr for q in clock.queries] == [
+        "max by (consumer) (cryptopipe_consumer_seconds_since_progress)"
+    ]
+    (counts,) = [p for title, p in panels.items() if title.startswith("Consumer stalls and recoveries")]
+    names = set().union(*(drift.metric_names(q.expr) for q in counts.queries))
+    assert names == {"cryptopipe_consumer_stalls_total", "cryptopipe_consumer_stall_recoveries_total"}
+
+
 def test_drift_is_reported() -> None:
     files = {
         "x/rules/r.yml": yaml.safe_dump(

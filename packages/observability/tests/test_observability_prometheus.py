@@ -85,6 +85,22 @@ def test_alert_bounds_reach_the_rules() -> None:
         prom.AlertBounds(lag_growing_for="five minutes")
 
 
+def test_consumer_stalled_fires_on_the_consumers_own_stall_clock() -> None:
+    by_name = {rule["alert"]: rule for rule in prom.alerting_rules()["groups"][0]["rules"]}
+    rule = by_name["ConsumerStalled"]
+    assert rule["expr"] == "max by (consumer) (cryptopipe_consumer_seconds_since_progress) > 10"
+    assert "for" not in rule  # the metric is the stall's duration already
+    assert rule["labels"] == {"severity": "critical"}
+    assert "{{ $labels.consumer }}" in rule["annotations"]["summary"]
+    assert "recreates its Kafka consumer" in rule["annotations"]["description"]
+    entry = {e.name: e for e in catalogue()}["cryptopipe_consumer_seconds_since_progress"]
+    assert (entry.type, entry.labels) == ("gauge", ("consumer",))
+
+    tighter = prom.alerting_rules(prom.AlertBounds(max_seconds_since_progress=2.5))
+    (stalled,) = [r for r in tighter["groups"][0]["rules"] if r["alert"] == "ConsumerStalled"]
+    assert stalled["expr"].endswith(" > 2.5")
+
+
 def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
     promtool = require("promtool")
     config = prom.write_config_dir(tmp_path, {"ingest": ["127.0.0.1:9101"]})

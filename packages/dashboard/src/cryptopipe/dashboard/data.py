@@ -25,6 +25,7 @@ import redis
 from cryptopipe.observability import Scrape
 from cryptopipe.schemas import Alert
 from cryptopipe.store.alerts import AlertStore
+from cryptopipe.store.loop import DEFAULT_STALL_TIMEOUT_S
 from cryptopipe.store.prices import PriceStore
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ NETWORK_CORRECTED = "cryptopipe_network_latency_corrected_seconds"
 ALERT_LATENCY = "cryptopipe_alert_latency_seconds"
 THROUGHPUT = "cryptopipe_consumer_throughput_msgs_per_second"
 CONSUMER_LAG = "cryptopipe_consumer_lag"
+SINCE_PROGRESS = "cryptopipe_consumer_seconds_since_progress"
 CLOCK_OFFSET = "cryptopipe_clock_offset_seconds"
 SPARK_BATCH = "cryptopipe_alerting_batch_duration_seconds"
 #: Rows of the latency table: label -> seconds histogram.
@@ -260,6 +262,42 @@ def alert_feed(alerts: Sequence[Alert], **filters: Iterable[str]) -> AlertFeed:
 
 # --- pipeline health -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class ConsumerProgress:
+    """One consumer's stall clock: seconds records have waited with none written (0: fine)."""
+
+    consumer: str
+    seconds_since_progress: float
+    #: The consumers' own stall timeout (their default): from here on they count it as a stall.
+    stall_after_s: float = DEFAULT_STALL_TIMEOUT_S
+
+    @property
+    def stalled(self) -> bool:
+        return self.seconds_since_progress >= self.stall_after_s
+
+    def status(self) -> str:
+        """``OK``, or ``stalled for N s``."""
+        return f"stalled for {self.seconds_since_progress:,.0f} s" if self.stalled else "OK"
+
+    def warning(self) -> str:
+        """The health panel's warning for a stalled consumer: what it means and what to do."""
+        return (
+            f"**{self.consumer} consumer {self.status()}** — records are waiting in Kafka and none has "
+            "been written to Redis since. It recovers by itself where it can (seeks back, then recreates "
+            "its Kafka consumer); if this stays, check Redis and the broker."
+        )
+
+
+def consumer_progress(rows: Iterable[tuple[str, float]]) -> tuple[ConsumerProgress, ...]:
+    """One entry per consumer (worst value if several series), sorted by name; NaN is skipped."""
+    worst: dict[str, float] = {}
+    for consumer, value in rows:
+        if math.isnan(value):
+            continue
+        worst[consumer] = max(value, worst.get(consumer, 0.0))
+    return tuple(ConsumerProgress(name, seconds) for name, seconds in sorted(worst.items()))
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """Figures for the health panel. None means "not exported (yet)": shown as n/a."""
 
@@ -273,6 +311,12 @@ class Health:
     clock_offset_ms: dict[str, float] = field(default_factory=dict)
     runtime: dict[str, str] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
+    #: Per consumer that exports its stall clock (none running: empty).
+    consumers: tuple[ConsumerProgress, ...] = ()
+
+    @property
+    def stalled(self) -> tuple[ConsumerProgress, ...]:
+        return tuple(c for c in self.consumers if c.stalled)
 
 
 def _present(scrape: Scrape, name: str) -> bool:
@@ -296,6 +340,9 @@ def health_from_scrape(
         for s in scrape.samples(CLOCK_OFFSET)
         if not math.isnan(s.value)
     }
+    consumers = consumer_progress(
+        (s.labels.get("consumer", "?"), s.value) for s in scrape.samples(SINCE_PROGRESS)
+    )
     return Health(
         source=source,
         latency_ms=latency,
@@ -305,6 +352,7 @@ def health_from_scrape(
         clock_offset_ms=offsets,
         runtime=dict(runtime),
         problems=tuple(problems),
+        consumers=consumers,
     )
 
 
@@ -390,6 +438,10 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
         for labels, value in prometheus_query(base_url, CLOCK_OFFSET, timeout)
         if not math.isnan(value)
     }
+    consumers = consumer_progress(
+        (labels.get("consumer", "?"), value)
+        for labels, value in prometheus_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
+    )
     return Health(
         source=f"Prometheus {redact_url(base_url)} (percentiles over the last {window})",
         latency_ms=latency,
@@ -398,6 +450,7 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
         spark_batch_ms=spark,
         clock_offset_ms=offsets,
         runtime=dict(runtime),
+        consumers=consumers,
     )
 
 

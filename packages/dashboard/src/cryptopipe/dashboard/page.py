@@ -258,6 +258,10 @@ def health_section(settings: DashboardSettings) -> None:
         )
         skew = ", ".join(f"{ref}: {ms:+,.1f} ms" for ref, ms in sorted(health.clock_offset_ms.items()))
         b.metric("Clock skew (reference - local)", skew or "n/a")
+    for consumer in health.stalled:
+        st.warning(consumer.warning(), icon="⏸️")
+    if health.consumers:
+        st.markdown("**Consumers** — " + " · ".join(f"{c.consumer}: {c.status()}" for c in health.consumers))
     runtime = health.runtime
     if runtime:
         parts = [f"{name}: `{runtime[name]}`" for name in ("broker", "redis", "spark") if name in runtime]

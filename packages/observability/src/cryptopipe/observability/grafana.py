@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptopipe.observability.prometheus import LAG_SERIES, WINDOW, histogram_series
+from cryptopipe.observability.prometheus import LAG_SERIES, STALL_METRIC, WINDOW, histogram_series
 
 #: The provisioned datasource's uid; every panel names it.
 DATASOURCE_UID = "prometheus"
@@ -168,6 +168,31 @@ PRICES = Dashboard(
                     "One pipelined write.",
                     "consumer",
                     "consumer",
+                ),
+                Panel(
+                    "Consumer stalled for",
+                    (Query(f"max by (consumer) ({STALL_METRIC})", "{{consumer}}"),),
+                    unit="s",
+                    description="Seconds records have been waiting (lag > 0) with none written to Redis; "
+                    "0 while caught up. The consumer seeks back after its stall timeout (default 5 s), "
+                    "recreates its Kafka consumer one timeout later; the ConsumerStalled alert fires "
+                    "above 10 s.",
+                ),
+                Panel(
+                    f"Consumer stalls and recoveries (per {WINDOW})",
+                    (
+                        Query(
+                            f"sum by (consumer) (increase(cryptopipe_consumer_stalls_total[{WINDOW}]))",
+                            "{{consumer}} stalls",
+                        ),
+                        Query(
+                            "sum by (consumer, action) "
+                            f"(increase(cryptopipe_consumer_stall_recoveries_total[{WINDOW}]))",
+                            "{{consumer}} {{action}}",
+                        ),
+                    ),
+                    description="seek: stalled partitions back to the last written offset; "
+                    "recreate: commit, close and recreate the Kafka consumer, then resubscribe.",
                 ),
             ),
         ),

@@ -211,6 +211,26 @@ CONSUMER_THROUGHPUT = _gauge(
     ("consumer",),
     "consumer",
 )
+CONSUMER_SECONDS_SINCE_PROGRESS = _gauge(
+    "cryptopipe_consumer_seconds_since_progress",
+    "Seconds records have been waiting (lag > 0) without any being written to Redis, worst partition; "
+    "0 while caught up (idle is not a stall). Computed when scraped, so it grows even if the loop hangs.",
+    ("consumer",),
+    "consumer",
+)
+CONSUMER_STALLS = _counter(
+    "cryptopipe_consumer_stalls",
+    "Stalls detected: records waiting and none written for the stall timeout (default 5 s).",
+    ("consumer",),
+    "consumer",
+)
+CONSUMER_STALL_RECOVERIES = _counter(
+    "cryptopipe_consumer_stall_recoveries",
+    "Recovery actions of a stalled consumer: seek (stalled partitions back to the last written offset), "
+    "recreate (commit, close and recreate the Kafka consumer, then resubscribe).",
+    ("consumer", "action"),
+    "consumer",
+)
 PRICES_WRITTEN = _counter(
     "cryptopipe_prices_written",
     "Trades written to Redis history; latest price moved forward if newer.",

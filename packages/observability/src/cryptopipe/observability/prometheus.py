@@ -274,6 +274,9 @@ class AlertBounds:
 
     lag_growing_for: str = "5m"
     min_lag: int = 100
+    #: A consumer's own stall clock (records waiting, none written); it recovers by itself at 5 s
+    #: (seek) and 10 s (new Kafka consumer), so above this the self-recovery is not enough.
+    max_seconds_since_progress: float = 10.0
     no_trades_for: str = "60s"
     max_clock_offset_seconds: float = 0.5
     clock_offset_for: str = "1m"
@@ -297,18 +300,24 @@ class AlertBounds:
 
 #: The Spark job's micro-batch duration histogram (the alerting component's metric).
 BATCH_DURATION = "cryptopipe_alerting_batch_duration_seconds"
+#: Seconds a consumer has had records waiting without writing any (0 while caught up).
+STALL_METRIC = "cryptopipe_consumer_seconds_since_progress"
 
 
 def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
     b = bounds or AlertBounds()
     batch_p99 = histogram_series(BATCH_DURATION, "all", "p99")
 
-    def alert(name: str, expr: str, duration: str | None, severity: str, summary: str) -> dict[str, Any]:
+    def alert(
+        name: str, expr: str, duration: str | None, severity: str, summary: str, description: str = ""
+    ) -> dict[str, Any]:
         rule: dict[str, Any] = {"alert": name, "expr": expr}
         if duration:
             rule["for"] = duration
         rule["labels"] = {"severity": severity}
         rule["annotations"] = {"summary": summary}
+        if description:
+            rule["annotations"]["description"] = description
         return rule
 
     rules = [
@@ -320,6 +329,21 @@ def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
             "warning",
             f"{{{{ $labels.consumer }}}} on {{{{ $labels.topic }}}}: lag {{{{ $value }}}} and growing for "
             f"{b.lag_growing_for}",
+        ),
+        alert(
+            # No "for": the metric is itself the stall's duration, so the alert fires as soon as a
+            # consumer has had records waiting, and written none, for longer than the bound.
+            "ConsumerStalled",
+            f"max by (consumer) ({STALL_METRIC}) > {b.max_seconds_since_progress:g}",
+            None,
+            "critical",
+            "{{ $labels.consumer }} consumer stalled: records waiting, none written to Redis for "
+            '{{ $value | printf "%.0f" }} s',
+            "Lag > 0 and no progress. The consumer recovers by itself where it can: after its stall "
+            "timeout (default 5 s) it seeks the stalled partitions back to the last written offset, one "
+            "timeout later it commits, closes and recreates its Kafka consumer (again at growing "
+            "intervals). Still firing: check cryptopipe_errors_total (Redis failing?), the broker, and "
+            "cryptopipe_consumer_stall_recoveries_total.",
         ),
         alert(
             "NoTrades",

@@ -22,6 +22,18 @@ written to Redis and end is the largest of: the high watermark carried by fetch 
 (free, local), the broker's ListOffsets answer (refreshed at most every ``watermark_refresh_s``)
 and the highest offset fetched + 1. Taking the maximum keeps lag right on Tansu, whose
 ListOffsets returns the last record *batch*'s base offset + 1.
+
+Stalls: a partition is stalled when records wait on it (lag > 0) and none has been written for
+``stall_timeout_s``; being idle at lag 0 is never a stall. ``cryptopipe_consumer_seconds_since_progress``
+(worst partition, computed when scraped) and :attr:`ConsumerLoop.stalled` say so, and each stall is
+counted once. The loop then recovers by itself where the cause allows it: first it seeks the
+stalled partitions back to their last written offset; if nothing moves ``stall_timeout_s`` later,
+it commits what was written, closes the librdkafka consumer, creates a new one and subscribes
+again (repeated with doubling intervals up to a minute while still stalled). That last step is
+the one that helps on Tansu, where a consumer at the tail stops receiving records after some
+thousands of single-record batches while a new consumer still reads the partition. While Redis
+writes fail, the stall is detected and counted but nothing is recreated: the cause is Redis,
+and the write retries already handle it.
 """
 
 from __future__ import annotations
@@ -31,14 +43,23 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from cryptopipe.observability import metrics as m
@@ -53,6 +74,10 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 500
 _UNKNOWN = -1001  # librdkafka's OFFSET_INVALID
 _THROUGHPUT_WINDOW_S = 5.0
+#: Records waiting and none written for this long: stalled (and the first recovery step runs).
+DEFAULT_STALL_TIMEOUT_S = 5.0
+#: Longest interval between two consumer recreations while a stall goes on.
+_RECREATE_INTERVAL_MAX_S = 60.0
 
 
 def consumer_config(
@@ -103,6 +128,18 @@ class _PartitionState:
     listed_low: int = _UNKNOWN
     committed: int | None = None  # broker's committed offset at assignment; None = unknown
     has_commit: bool | None = None  # None = not asked yet
+    # Monotonic time of the last progress: a batch written, or lag seen at 0 (nothing to wait for).
+    progress_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Stall:
+    """One stall, from detection until records are written again (or nothing waits any more)."""
+
+    since: float  # monotonic time of the last progress before it
+    seeked: bool = False
+    recreated: int = 0
+    next_action_at: float = 0.0
 
 
 class _RateLimitedLog:
@@ -133,6 +170,8 @@ class ConsumerLoop(Generic[T]):
     Run it with :meth:`run` (until :meth:`stop`, callable from any thread or a signal
     handler), or drive it step by step with :meth:`run_once`. ``latency_sink`` receives the
     system-latency samples (µs) of every written batch, for exact benchmark percentiles.
+    ``stall_timeout_s``: records waiting and none written for this long is a stall (see the
+    module docstring for how the loop recovers from one).
     """
 
     def __init__(
@@ -151,9 +190,12 @@ class ConsumerLoop(Generic[T]):
         retry_max_s: float = 5.0,
         watermark_refresh_s: float = 1.0,
         consumer_overrides: Mapping[str, Any] | None = None,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s}")
         self.sink = sink
         self.topic = topic
         self.group_id = group_id
@@ -165,6 +207,7 @@ class ConsumerLoop(Generic[T]):
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.watermark_refresh_s = watermark_refresh_s
+        self.stall_timeout_s = stall_timeout_s
         self.component = f"{sink.name}-consumer"
         self._kafka = kafka
         self._stop = threading.Event()
@@ -187,6 +230,11 @@ class ConsumerLoop(Generic[T]):
         self._dead_letter_failures = 0
         self._subscribed = False
         self._closed = False
+        # Oldest progress time of the partitions with records waiting; None: nothing waits.
+        self._waiting_since: float | None = None
+        self._stall: _Stall | None = None
+        # After recreating the consumer, until the new one knows its lag: keep the stall's clock.
+        self._rejoining = False
 
         config = consumer_config(kafka, group_id, from_beginning=from_beginning, client_id=self.component)
         config.update(
@@ -197,6 +245,7 @@ class ConsumerLoop(Generic[T]):
             }
         )
         config.update(consumer_overrides or {})
+        self._consumer_config = config
         self._consumer = Consumer(config)
 
         self._consumed = m.CONSUMED.labels(consumer=sink.name, topic=topic)
@@ -204,6 +253,13 @@ class ConsumerLoop(Generic[T]):
         self._batch_size = m.CONSUMER_BATCH_SIZE.labels(consumer=sink.name)
         self._throughput_gauge = m.CONSUMER_THROUGHPUT.labels(consumer=sink.name)
         self._redis_write = m.REDIS_WRITE.labels(consumer=sink.name)
+        self._stalls = m.CONSUMER_STALLS.labels(consumer=sink.name)
+        # Computed at scrape time, so the gauge keeps growing even while the loop thread hangs
+        # (e.g. in a Redis write). A weak reference: the registry must not keep closed loops alive.
+        this = weakref.ref(self)
+        m.CONSUMER_SECONDS_SINCE_PROGRESS.labels(consumer=sink.name).set_function(
+            lambda: loop.seconds_since_progress() if (loop := this()) is not None else 0.0
+        )
 
     # --- public -----------------------------------------------------------------------------
 
@@ -214,6 +270,18 @@ class ConsumerLoop(Generic[T]):
     def lag(self) -> dict[int, int]:
         """Records not yet written to Redis, per assigned partition (as of the last refresh)."""
         return dict(self._lag)
+
+    def seconds_since_progress(self, now: float | None = None) -> float:
+        """How long records have waited without any being written (worst partition); 0 if none wait."""
+        since = self._waiting_since
+        if since is None or self._closed:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - since)
+
+    @property
+    def stalled(self) -> bool:
+        """Records wait (lag > 0) and none has been written for ``stall_timeout_s`` or longer."""
+        return self.seconds_since_progress() >= self.stall_timeout_s
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch, commit and return. Thread/signal safe."""
@@ -230,6 +298,10 @@ class ConsumerLoop(Generic[T]):
         m.prime(
             m.ERRORS,
             *({"component": self.component, "reason": r} for r in ("commit_failed", "redis_connectionerror")),
+        )
+        m.prime(
+            m.CONSUMER_STALL_RECOVERIES,
+            *({"consumer": self.sink.name, "action": a} for a in ("seek", "recreate")),
         )
         logger.info(
             "%s consuming %s as group %s (batch size %d)",
@@ -251,7 +323,7 @@ class ConsumerLoop(Generic[T]):
         self._subscribe()
         messages = self._fetch(self.poll_timeout_s if timeout_s is None else timeout_s)
         if not messages:
-            self._refresh(time.monotonic(), [])
+            self._refresh_and_watch(time.monotonic(), [])
             return 0
         started = time.perf_counter()
         records: list[T] = []
@@ -276,6 +348,7 @@ class ConsumerLoop(Generic[T]):
                 self._dead_letter(msg, exc)
                 dead += 1
         if not offsets:
+            self._refresh_and_watch(time.monotonic(), [])
             return len(messages)
         for partition, end in offsets.items():
             state = self._partitions.setdefault(partition, _PartitionState())
@@ -307,7 +380,7 @@ class ConsumerLoop(Generic[T]):
         now = time.monotonic()
         self._throughput.append((now, consumed))
         self._throughput_sum += consumed
-        self._refresh(now, list(offsets))
+        self._refresh_and_watch(now, list(offsets))
         return len(messages)
 
     def close(self) -> None:
@@ -321,22 +394,11 @@ class ConsumerLoop(Generic[T]):
         if self._producer is not None:
             self._flush_dead_letters()
             self._producer = None
-        written = [
-            TopicPartition(self.topic, p, s.position)
-            for p, s in self._partitions.items()
-            if s.position is not None
-        ]
-        if written:
-            try:
-                self._consumer.commit(offsets=written, asynchronous=False)
-            except KafkaException as exc:
-                m.ERRORS.labels(component=self.component, reason="commit_failed").inc()
-                logger.warning(
-                    "%s final commit failed (records will be replayed, idempotently): %s", self.component, exc
-                )
+        self._commit_written("final commit")
         self._consumer.close()
         for partition in list(self._partitions):
             self._forget(partition)
+        self._waiting_since = None
 
     def __enter__(self) -> ConsumerLoop[T]:
         return self
@@ -362,8 +424,15 @@ class ConsumerLoop(Generic[T]):
         return [first, *self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A new consumer taking over during a stall carries the stall's clock until it writes.
+        carried = self._waiting_since if self._rejoining else None
         for tp in partitions:
-            self._partitions[tp.partition] = _PartitionState()
+            state = _PartitionState()
+            if carried is not None:
+                state.progress_at = carried
+            self._partitions[tp.partition] = state
+        if self._rejoining and not partitions:
+            self._rejoining = False  # another member has them all: nothing waits for this one
         m.CONSUMER_ASSIGNED.labels(consumer=self.sink.name, topic=self.topic).set(len(self._partitions))
         logger.info(
             "%s assigned %s partitions %s", self.component, self.topic, [tp.partition for tp in partitions]
@@ -402,10 +471,29 @@ class ConsumerLoop(Generic[T]):
         with contextlib.suppress(KeyError):
             m.CONSUMER_LAG.remove(self.sink.name, self.topic, str(partition))
 
+    def _commit_written(self, what: str) -> None:
+        """Commit every written position synchronously (before leaving the group)."""
+        written = [
+            TopicPartition(self.topic, p, s.position)
+            for p, s in self._partitions.items()
+            if s.position is not None
+        ]
+        if not written:
+            return
+        try:
+            self._consumer.commit(offsets=written, asynchronous=False)
+        except KafkaException as exc:
+            m.ERRORS.labels(component=self.component, reason="commit_failed").inc()
+            logger.warning(
+                "%s %s failed (records will be replayed, idempotently): %s", self.component, what, exc
+            )
+
     def _commit(self, offsets: dict[int, int]) -> None:
+        now = time.monotonic()
         for partition, offset in offsets.items():
             state = self._partitions.setdefault(partition, _PartitionState())
             state.position = offset
+            state.progress_at = now
         self._consumer.commit(
             offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=True
         )
@@ -465,7 +553,9 @@ class ConsumerLoop(Generic[T]):
                         attempts,
                         exc,
                     )
-                self._refresh(time.monotonic(), [])
+                # A stall while Redis fails is detected and counted, but not "recovered" from:
+                # the consumer is fine, and this retry loop is the recovery.
+                self._refresh_and_watch(time.monotonic(), [], recover=False)
                 if self._stop.wait(delay * random.uniform(0.5, 1.0)):
                     logger.warning(
                         "%s stopping while Redis is unavailable: %d records left uncommitted "
@@ -477,6 +567,11 @@ class ConsumerLoop(Generic[T]):
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             if failed_since is not None:
+                # Blocked on Redis, the loop could not make progress on any partition: their
+                # stall clocks start again now rather than blame Kafka for the outage.
+                now = time.monotonic()
+                for state in self._partitions.values():
+                    state.progress_at = max(state.progress_at, now)
                 logger.warning(
                     "%s Redis is back: batch written after %d failed attempts (%.1f s)",
                     self.component,
@@ -563,6 +658,141 @@ class ConsumerLoop(Generic[T]):
             if left:
                 m.ERRORS.labels(component=self.component, reason="dead_letter_undelivered").inc(left)
                 logger.error("%s %d dead letters still undelivered after 10 s", self.component, left)
+
+    # --- stalls -----------------------------------------------------------------------------
+
+    def _refresh_and_watch(self, now: float, touched: list[int], *, recover: bool = True) -> None:
+        self._refresh(now, touched)
+        self._track_progress(now)
+        self._watch_stall(now, recover=recover)
+
+    def _track_progress(self, now: float) -> None:
+        """Advance the progress clock of partitions with nothing waiting; find the oldest waiting one."""
+        waiting: float | None = None
+        for partition, state in self._partitions.items():
+            lag = self._lag.get(partition)
+            if lag == 0:
+                state.progress_at = now
+            elif lag is not None and lag > 0:
+                waiting = state.progress_at if waiting is None else min(waiting, state.progress_at)
+        if self._rejoining:
+            known = bool(self._partitions) and all(p in self._lag for p in self._partitions)
+            if waiting is None and not known:
+                return  # the recreated consumer has not joined, or not learnt its lag, yet
+            self._rejoining = False
+        self._waiting_since = waiting
+
+    def _stalled_partitions(self, now: float) -> dict[int, int]:
+        """Partition -> lag, for every partition stalled for ``stall_timeout_s`` or longer."""
+        return {
+            p: lag
+            for p, state in self._partitions.items()
+            if (lag := self._lag.get(p, 0)) > 0 and now - state.progress_at >= self.stall_timeout_s
+        }
+
+    def _watch_stall(self, now: float, *, recover: bool) -> None:
+        """Start or end a stall; with ``recover``, take the next recovery step when it is due."""
+        stalled_for = self.seconds_since_progress(now)
+        if stalled_for < self.stall_timeout_s:
+            if self._stall is not None:
+                logger.info(
+                    "%s progressing again after a stall of %.1f s", self.component, now - self._stall.since
+                )
+                self._stall = None
+            return
+        if self._stall is None:
+            assert self._waiting_since is not None
+            self._stall = _Stall(since=self._waiting_since)
+            self._stalls.inc()
+            if not recover:
+                self._log(
+                    logging.WARNING,
+                    "stall",
+                    "%s stalled: %d records waiting, none written for %.1f s (Redis writes failing)",
+                    self.component,
+                    sum(v for v in self._lag.values() if v > 0),
+                    stalled_for,
+                )
+        if recover and now >= self._stall.next_action_at:
+            self._recover(self._stall, now, stalled_for)
+
+    def _recover(self, stall: _Stall, now: float, stalled_for: float) -> None:
+        """Seek the stalled partitions back first; if that did not help, recreate the consumer."""
+        lags = self._stalled_partitions(now)
+        if not stall.seeked:
+            stall.seeked = True
+            seeked = self._seek_written(sorted(lags))
+            if seeked:
+                m.CONSUMER_STALL_RECOVERIES.labels(consumer=self.sink.name, action="seek").inc()
+                self._log(
+                    logging.WARNING,
+                    "stall:seek",
+                    "%s stalled: %d records waiting on %s partitions %s, none written for %.1f s; "
+                    "seeking them back to the last written offsets",
+                    self.component,
+                    sum(lags.values()),
+                    self.topic,
+                    seeked,
+                    stalled_for,
+                )
+                stall.next_action_at = now + self.stall_timeout_s
+                return
+        stall.recreated += 1
+        interval = min(self.stall_timeout_s * 2**stall.recreated, _RECREATE_INTERVAL_MAX_S)
+        stall.next_action_at = now + interval
+        m.CONSUMER_STALL_RECOVERIES.labels(consumer=self.sink.name, action="recreate").inc()
+        self._log(
+            logging.WARNING,
+            "stall:recreate",
+            "%s still stalled: records waiting on %s, none written for %.1f s; committing, closing and "
+            "recreating the Kafka consumer (attempt %d; next in %.0f s if still stalled)",
+            self.component,
+            self.topic,
+            stalled_for,
+            stall.recreated,
+            interval,
+        )
+        self._recreate_consumer()
+
+    def _resume_offset(self, state: _PartitionState) -> int | None:
+        """Where consuming a partition must go on: after the last record written to Redis."""
+        if state.position is not None:
+            return state.position
+        if state.has_commit:
+            return state.committed
+        if state.has_commit is False and self.from_beginning:
+            return OFFSET_BEGINNING
+        return None
+
+    def _seek_written(self, partitions: list[int]) -> list[int]:
+        """Seek each partition to its resume offset (dropping what was fetched); those it could."""
+        seeked = []
+        for partition in partitions:
+            state = self._partitions.get(partition)
+            offset = None if state is None else self._resume_offset(state)
+            if offset is None:
+                continue
+            try:
+                self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:
+                logger.debug("%s seek of %s[%d] failed: %s", self.component, self.topic, partition, exc)
+                continue
+            seeked.append(partition)
+        return seeked
+
+    def _recreate_consumer(self) -> None:
+        """Commit what was written, close the consumer and subscribe again with a new one."""
+        self._commit_written("commit before recreating the consumer")
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("%s closing the stalled consumer failed: %s", self.component, exc)
+        for partition in list(self._partitions):
+            self._forget(partition)
+        self._rejoining = True
+        self._subscribed = False
+        self._consumer = Consumer(self._consumer_config)
+        self._last_refresh = 0.0
 
     # --- lag and throughput -----------------------------------------------------------------
 
