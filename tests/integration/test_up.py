@@ -114,6 +114,22 @@ def test_replayed_trades_all_reach_redis(
     assert summary["trades_published"] == 2 * n
     assert summary["prices_written"] == 2 * n
     assert summary["lost"] == 0
+    assert summary["unwritten"] == 0
+    books = summary["reconciliation"]
+    assert books["balanced"] is True
+    assert books["prices"] == {
+        "published": 2 * n,
+        "consumed": 2 * n,
+        "written": 2 * n,
+        "stale": 0,
+        "dead_lettered": 0,
+        "unwritten": 0,
+        "surplus": 0,
+    }
+    assert books["alerts"]["published"] == books["alerts"]["written"] == 1
+    assert books["alerts"]["unwritten"] == 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cryptopipe up: books balance: {2 * n} trades received"), last
     assert summary["dead_lettered"] == 0
     assert summary["consumer_lag_final"] == 0
     assert summary["symbols"] == ["btcusdt", "ethusdt"]
@@ -152,6 +168,46 @@ def test_replayed_trades_all_reach_redis(
         ref_id, ref_price, _ = max(rows, key=lambda r: (r[2], r[0]))
         assert int(latest[b"trade_id"]) == ref_id
         assert Decimal(latest[b"price"].decode()) == ref_price
+
+
+def test_books_that_do_not_balance_exit_3_with_one_line(
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    clean_env: Any,
+) -> None:
+    """A poisoned key (a string where BTCUSDT's latest-price hash goes) makes every prices write
+    fail, so the consumer retries, commits nothing and writes nothing: the drain gives up, the
+    books show every published trade unwritten, `lost` says so, and `up` exits 3 with one line."""
+    redis_client.set(f"{redis_settings.key_prefix}price:BTCUSDT", b"not a hash")
+    env = clean_env() | {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "REDIS_URL": redis_settings.url.get_secret_value(),
+        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
+    }
+    summary_path = tmp_path / "summary.json"
+    args = ["--source", "replay", "--symbols", "btcusdt", "--rate", "50", "--seed", "3", "--run-for", "5"]
+    args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
+    result = _up(args, env)
+    assert result.returncode == 3, result.stderr[-4000:]
+    summary = json.loads(summary_path.read_text())
+    published = summary["trades_published"]
+    assert published > 0
+    assert summary["prices_written"] == 0
+    assert summary["unwritten"] == published
+    assert summary["lost"] == published
+    assert summary["reconciliation"]["balanced"] is False
+    assert summary["reconciliation"]["prices"]["unwritten"] == published
+    lines = result.stderr.strip().splitlines()
+    expected = (
+        f"cryptopipe up: BOOKS DO NOT BALANCE: {published} of {published} published trades were never "
+        "written to Redis (prices topic)"
+    )
+    assert lines[-1] == expected
+    assert sum("BOOKS DO NOT BALANCE" in line for line in lines) == 1
+    assert "Traceback" not in result.stderr
 
 
 def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: Any) -> None:

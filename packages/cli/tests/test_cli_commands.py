@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cryptopipe.cli import docs
+from cryptopipe.cli import docs, up
 from cryptopipe.cli.main import COMMANDS, main
+from cryptopipe.observability import Scrape
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -66,3 +68,213 @@ def test_bench_codec_writes_json(tmp_path: Path) -> None:
     assert figures["json_bytes_mean"] > 0
     assert set(figures["json_encode_us"]) == {"p50", "p95", "p99"}
     assert figures["ratio_json_to_msgpack_p50"] > 0
+
+
+# --- books: what reached Kafka against what reached Redis ----------------------------------------
+
+
+def test_unwritten_is_what_was_published_and_never_accounted_for() -> None:
+    books = up.TopicBooks("prices", published=88_567, consumed=29_160, written=29_160)
+    assert books.unwritten == 88_567 - 29_160
+    assert books.surplus == 0
+    # A stale record (older than the latest in Redis) is accounted for, and so is a dead letter.
+    books = up.TopicBooks("prices", published=100, consumed=100, written=90, stale=7, dead_lettered=3)
+    assert (books.accounted, books.unwritten, books.surplus) == (100, 0, 0)
+    assert books.as_dict() == {
+        "published": 100,
+        "consumed": 100,
+        "written": 90,
+        "stale": 7,
+        "dead_lettered": 3,
+        "unwritten": 0,
+        "surplus": 0,
+    }
+    # Records left by an earlier run are surplus, never negative unwritten.
+    books = up.TopicBooks("prices", published=10, consumed=15, written=15)
+    assert (books.unwritten, books.surplus) == (0, 5)
+
+
+def test_books_that_do_not_balance_say_so_in_one_line_and_lost_is_not_zero() -> None:
+    ingest = up.IngestBooks(received=88_567, published=88_567)
+    books = up.Books(
+        ingest, {"prices": up.TopicBooks("prices", 88_567, consumed=87_333, written=87_000, stale=333)}
+    )
+    assert books.unwritten == 1234
+    assert books.lost == 1234
+    assert not books.balanced
+    assert books.line() == (
+        "BOOKS DO NOT BALANCE: 1234 of 88567 published trades were never written to Redis (prices topic)"
+    )
+    assert "\n" not in books.line()
+    summary = books.as_dict()
+    assert summary["balanced"] is False
+    assert summary["prices"]["unwritten"] == 1234
+    assert summary["ingest"] == {
+        "received": 88_567,
+        "backfilled": 0,
+        "duplicates": 0,
+        "published": 88_567,
+        "lost": 0,
+        "unaccounted": 0,
+    }
+
+
+def test_lost_counts_every_missing_trade_once() -> None:
+    # 1000 live + 20 backfilled taken in; 5 duplicates dropped on purpose; 3 lost in the producer;
+    # 2 vanished inside ingest; of the 1010 published, 4 never reached Redis.
+    ingest = up.IngestBooks(received=1000, backfilled=20, duplicates=5, published=1010, lost=3)
+    assert ingest.unaccounted == 2
+    prices = up.TopicBooks("prices", 1010, consumed=1006, written=1000, stale=6)
+    alerts = up.TopicBooks("alerts", 3, consumed=1, written=1)
+    books = up.Books(ingest, {"prices": prices, "alerts": alerts})
+    assert books.lost == 3 + 2 + 4
+    assert books.unwritten == 4 + 2  # trades and alerts
+    assert books.line() == (
+        "BOOKS DO NOT BALANCE: 2 of 1020 trades ingest took in were neither published, duplicates "
+        "nor counted lost (ingest); 4 of 1010 published trades were never written to Redis (prices "
+        "topic); 2 of 3 published alerts were never written to Redis (alerts topic)"
+    )
+
+
+def test_balanced_books_print_one_line_of_figures() -> None:
+    ingest = up.IngestBooks(received=1200, published=1200)
+    prices = up.TopicBooks("prices", 1200, consumed=1200, written=1195, stale=5)
+    alerts = up.TopicBooks("alerts", 1, consumed=1, written=1)
+    books = up.Books(ingest, {"prices": prices, "alerts": alerts})
+    assert books.balanced
+    assert (books.unwritten, books.lost) == (0, 0)
+    assert books.line() == (
+        "books balance: 1200 trades received, 1200 published = 1195 written + 5 stale + 0 dead-lettered, "
+        "0 lost (prices topic); 1 alerts published = 1 written + 0 stale + 0 dead-lettered (alerts topic)"
+    )
+    # Losses ingest counted (with a reason) are in the books, and in `lost`.
+    counted = up.Books(
+        up.IngestBooks(received=10, published=8, lost=2), {"prices": up.TopicBooks("prices", 8, 8, 8)}
+    )
+    assert counted.balanced
+    assert counted.lost == 2
+
+
+def test_books_fall_back_to_the_last_scrape_when_a_service_left_no_stats() -> None:
+    consumer = Scrape.from_text(
+        "# TYPE cryptopipe_consumer_messages counter\n"
+        'cryptopipe_consumer_messages_total{consumer="prices",topic="prices"} 90\n'
+        "# TYPE cryptopipe_prices_stale counter\n"
+        'cryptopipe_prices_stale_total{symbol="BTCUSDT"} 4\n'
+        "# TYPE cryptopipe_dead_letters counter\n"
+        'cryptopipe_dead_letters_total{component="prices-consumer",reason="malformed_json"} 1\n'
+        'cryptopipe_dead_letters_total{component="ingest",reason="malformed_json"} 7\n'
+    )
+    books = up.topic_books("prices", 100, {}, consumer, "prices-consumer")
+    assert (books.consumed, books.written, books.stale, books.dead_lettered) == (91, 86, 4, 1)
+    assert books.unwritten == 9
+    stats = {"topic": "prices", "consumed": 100, "written": 99, "stale": 1, "dead_lettered": 0}
+    assert up.topic_books("prices", 100, stats, consumer, "prices-consumer").unwritten == 0
+    ingest = Scrape.from_text(
+        "# TYPE cryptopipe_ingest_trades_received counter\n"
+        'cryptopipe_ingest_trades_received_total{symbol="BTCUSDT"} 50\n'
+        'cryptopipe_ingest_trades_received_total{symbol="ETHUSDT"} 50\n'
+        "# TYPE cryptopipe_ingest_trades_published counter\n"
+        'cryptopipe_ingest_trades_published_total{symbol="BTCUSDT"} 48\n'
+    )
+    assert up.ingest_books({}, ingest) == up.IngestBooks(received=100, published=48)
+    assert up.ingest_books({"received": 3, "published": 3, "gaps": 1}, ingest) == up.IngestBooks(3, 0, 0, 3)
+
+
+def _pipeline_with_stats(tmp_path: Path, ingest: dict[str, int], prices: dict[str, int]) -> up.Pipeline:
+    args = up.build_parser().parse_args(["--source", "replay", "--no-alerting", "--no-dashboard"])
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    for name, stats in (("ingest", ingest), ("prices-consumer", prices)):
+        path = tmp_path / f"{name}-stats.json"
+        path.write_text(json.dumps(stats))
+        pipeline.runtime.stats_files[name] = path
+        pipeline.runtime.services[name] = None  # type: ignore[assignment]  # only names are read
+    return pipeline
+
+
+def test_summary_reports_reconciliation_unwritten_and_lost(tmp_path: Path) -> None:
+    pipeline = _pipeline_with_stats(
+        tmp_path,
+        {"received": 88_567, "published": 88_567, "lost": 0, "backfilled": 0, "duplicates": 0},
+        {"topic": "prices", "consumed": 29_160, "written": 29_160, "stale": 0, "dead_lettered": 0},
+    )
+    summary = pipeline.summary(12.0)
+    assert summary["trades_published"] == 88_567
+    assert summary["prices_written"] == 29_160
+    assert summary["unwritten"] == 88_567 - 29_160
+    assert summary["lost"] == summary["unwritten"]  # never 0 while trades are missing
+    assert summary["reconciliation"]["balanced"] is False
+    assert summary["reconciliation"]["prices"] == {
+        "published": 88_567,
+        "consumed": 29_160,
+        "written": 29_160,
+        "stale": 0,
+        "dead_lettered": 0,
+        "unwritten": 59_407,
+        "surplus": 0,
+    }
+    assert "alerts" not in summary["reconciliation"]  # no alerting job, no alerts books
+    json.dumps(summary)  # the summary file must serialise
+
+
+@pytest.mark.parametrize(
+    ("written", "expected_code", "expected_line"),
+    [
+        (
+            1000,
+            0,
+            "cryptopipe up: books balance: 1000 trades received, 1000 published = 1000 written + 0 stale "
+            "+ 0 dead-lettered, 0 lost (prices topic)",
+        ),
+        (
+            766,
+            up.EXIT_UNBALANCED,
+            "cryptopipe up: BOOKS DO NOT BALANCE: 234 of 1000 published trades were never written to "
+            "Redis (prices topic)",
+        ),
+    ],
+)
+def test_up_exits_3_with_one_line_when_the_books_do_not_balance(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    written: int,
+    expected_code: int,
+    expected_line: str,
+) -> None:
+    """`up` end to end with the servers and services stubbed out: the books decide the exit status."""
+    ingest = {"received": 1000, "published": 1000}
+    prices = {"consumed": written, "written": written, "stale": 0, "dead_lettered": 0}
+
+    def start_services(self: up.Pipeline, _ws: str, _rest: str) -> None:
+        for name, stats in (("ingest", ingest), ("prices-consumer", prices)):
+            path = self.workdir / f"{name}-stats.json"
+            path.write_text(json.dumps(stats))
+            self.runtime.stats_files[name] = path
+
+    def no_op(*_args: object) -> None:
+        return None
+
+    monkeypatch.setattr(up.Pipeline, "start_servers", no_op)
+    monkeypatch.setattr(up.Pipeline, "start_exchange", lambda self: ("ws://-", "http://-"))
+    monkeypatch.setattr(up.Pipeline, "start_services", start_services)
+    monkeypatch.setattr(up.Pipeline, "start_observability", no_op)
+    monkeypatch.setattr(up.Pipeline, "drain", no_op)
+    monkeypatch.setattr(up.Pipeline, "dead_service", lambda self: None)
+    # books() reads the consumers the run started; stubbed services are not started.
+    real_books = up.Pipeline.books
+
+    def books(self: up.Pipeline) -> up.Books:
+        self.runtime.services.setdefault("prices-consumer", None)  # type: ignore[arg-type]
+        return real_books(self)
+
+    monkeypatch.setattr(up.Pipeline, "books", books)
+    summary_path = tmp_path / "summary.json"
+    argv = ["--source", "replay", "--no-alerting", "--run-for", "0", "--summary-json", str(summary_path)]
+    assert up.main(argv) == expected_code
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == expected_line
+    assert sum("BOOKS" in line or "books balance" in line for line in lines) == 1
+    summary = json.loads(summary_path.read_text())
+    assert summary["unwritten"] == 1000 - written
+    assert summary["lost"] == 1000 - written

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,9 +20,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from cryptopipe.infra.testing import eventually
 from cryptopipe.ingest import Ingest, IngestSettings
+from cryptopipe.ingest.publisher import IngestStats, Publisher, producer_config
 from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import metrics as m
-from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, Trade
+from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode_key
+from cryptopipe.schemas.topics import PARTITIONER, java_partition, murmur2
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +65,10 @@ def test_replayed_trades_are_published_exactly_once_in_order(
         for t in trades
     }
     assert all(len(p) == 1 for p in partitions.values()), "one symbol, one partition"
+    count = IngestSettings().topic_partitions
+    assert {s: p.pop() for s, p in partitions.items()} == {
+        s: java_partition(s.encode(), count) for s in symbols
+    }, "the Java client's partition for each key (murmur2)"
     assert not any(t.backfilled for t in trades)
     assert all(t.receive_time_us > 0 and t.kind == "aggTrade" for t in trades)
     stats = ingest.stats
@@ -78,7 +86,7 @@ def test_topics_are_created_with_retention(kafka_settings: KafkaSettings, kafka:
     assert ensure_topics(kafka_settings, specs) == [], "existing topics are left alone"
     admin = AdminClient(kafka_settings.client_config())
     metadata = admin.list_topics(timeout=10).topics
-    assert len(metadata[prefix + "prices"].partitions) == 3
+    assert len(metadata[prefix + "prices"].partitions) == IngestSettings().topic_partitions
     assert len(metadata[prefix + "dead-letters"].partitions) == DEAD_LETTERS.partitions
     resource = ConfigResource(ConfigResource.Type.TOPIC, prefix + "prices")
     try:
@@ -86,6 +94,100 @@ def test_topics_are_created_with_retention(kafka_settings: KafkaSettings, kafka:
     except Exception as exc:
         pytest.xfail(f"{kafka.kind} cannot describe topic configs: {exc}")
     assert configs["retention.ms"].value == "600000"
+
+
+# --- partitioning: the Java client's rule -----------------------------------------------------------
+
+#: Kafka's own test vectors for ``org.apache.kafka.common.utils.Utils.murmur2`` (UtilsTest).
+KAFKA_MURMUR2 = [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+]
+
+COMMON_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
+
+
+@pytest.mark.parametrize(("key", "expected"), KAFKA_MURMUR2)
+def test_murmur2_matches_the_java_client(key: bytes, expected: int) -> None:
+    assert murmur2(key) == expected
+
+
+def test_java_partition_is_positive_murmur2_modulo_partitions() -> None:
+    for key, hashed in KAFKA_MURMUR2:
+        for partitions in (1, 3, 8, 12):
+            assert java_partition(key, partitions) == (hashed & 0x7FFFFFFF) % partitions
+    with pytest.raises(ValueError, match="partitions"):
+        java_partition(b"BTCUSDT", 0)
+    assert (
+        producer_config(KafkaSettings(), IngestSettings())["partitioner"] == PARTITIONER == "murmur2_random"
+    )
+
+
+def test_default_symbols_spread_over_the_partitions() -> None:
+    """Keys are the upper-case symbol; the default pair gets two partitions, four of the common five too."""
+    assert encode_key("BTCUSDT") == b"BTCUSDT"
+    assert ALERTS.partitions == PRICES.partitions, "trades and alerts co-partitioned"
+    placed = {s: java_partition(encode_key(s), PRICES.partitions) for s in COMMON_SYMBOLS}
+    assert placed == {"BTCUSDT": 2, "ETHUSDT": 1, "BNBUSDT": 3, "SOLUSDT": 1, "XRPUSDT": 0}
+    assert placed["BTCUSDT"] != placed["ETHUSDT"]
+    assert len(set(placed.values())) == PRICES.partitions == 4
+    # With 8 (a scale-out count) each of the five gets its own partition.
+    assert len({java_partition(encode_key(s), 8) for s in COMMON_SYMBOLS}) == len(COMMON_SYMBOLS)
+    # The old count, 3, put both default symbols on one partition.
+    assert java_partition(b"BTCUSDT", 3) == java_partition(b"ETHUSDT", 3) == 2
+
+
+def test_published_trades_land_where_java_would_put_them(
+    kafka_settings: KafkaSettings, topic_reader: Any
+) -> None:
+    """A real broker: each symbol's trades are on the partition :func:`java_partition` predicts."""
+    spec = PRICES.with_prefix(kafka_settings.topic_prefix)
+    ensure_topics(kafka_settings, [spec])
+    topic = spec.name
+    admin = AdminClient(kafka_settings.client_config())
+    partitions = eventually(
+        lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions),
+        message="the topic's partitions",
+    )
+    symbols = [*COMMON_SYMBOLS, *(f"S{i:03d}USDT" for i in range(40))]
+    stats = IngestStats()
+    publisher = Publisher(
+        kafka_settings,
+        IngestSettings(),
+        stats,
+        prices_topic=topic,
+        dead_letter_topic=DEAD_LETTERS.with_prefix(kafka_settings.topic_prefix).name,
+    )
+    now = time.time_ns() // 1000
+    try:
+        for i, symbol in enumerate(symbols * 2):
+            trade = Trade(
+                symbol=symbol,
+                trade_id=i,
+                price=Decimal("1.5"),
+                quantity=Decimal("2"),
+                buyer_is_maker=False,
+                trade_time_us=now,
+                event_time_us=now,
+                receive_time_us=now,
+            )
+            assert publisher.publish(trade)
+        assert publisher.flush(30) == 0
+    finally:
+        publisher.close()
+    assert stats.published == 2 * len(symbols)
+    reader = topic_reader(topic)
+    eventually(lambda: reader.poll() >= 2 * len(symbols), message="every trade read back")
+    landed: dict[str, set[int]] = {}
+    for key, _value, partition in reader.records:
+        assert key is not None
+        landed.setdefault(key.decode(), set()).add(partition)
+    assert landed == {s: {java_partition(s.encode(), partitions)} for s in symbols}
+    assert len({p for found in landed.values() for p in found}) == partitions, "keys spread over all"
 
 
 def test_shards_over_two_connections_and_subscribes_within_rate_limit(

@@ -34,6 +34,7 @@ from typing import Any
 from cryptopipe.alerting.rules import parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, RedisSettings, Trade, encode, encode_key
+from cryptopipe.schemas.topics import PARTITIONER
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,9 @@ class _Producer(threading.Thread):
         super().__init__(name="bench-producer", daemon=True)
         from confluent_kafka import Producer
 
-        self.producer = Producer({**kafka.client_config(), "linger.ms": 1, "enable.idempotence": True})
+        self.producer = Producer(
+            {**kafka.client_config(), "linger.ms": 1, "enable.idempotence": True, "partitioner": PARTITIONER}
+        )
         self.topic = topic
         self.rate = rate
         self.seconds = seconds

@@ -24,6 +24,7 @@ from cryptopipe.alerting.plan import OBSERVATION, trigger_column
 from cryptopipe.alerting.reference import make_alert
 from cryptopipe.alerting.rules import Rule
 from cryptopipe.schemas import Alert, KafkaSettings, encode, encode_key
+from cryptopipe.schemas.topics import PARTITIONER
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class AlertPublisher:
             {
                 **kafka.client_config(),
                 "client.id": "cryptopipe-alerting",
+                "partitioner": PARTITIONER,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 0,

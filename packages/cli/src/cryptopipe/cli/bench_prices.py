@@ -7,7 +7,12 @@ broker round trip (produce one record, consume it) and a raw Redis ``SET``.
 
 ``max_sustained_msgs_per_s`` walks a ladder of offered rates and keeps the highest one at which
 the pipeline kept up: ingest received at least 90 % of the offered trades and the consumer's lag,
-sampled through the step, never exceeded half a second's worth of trades.
+sampled through the step, never exceeded half a second's worth of trades, and its books balanced.
+
+Every run's books are balanced as ``cryptopipe up`` balances them (:class:`cryptopipe.cli.up.Books`):
+each trade ingest published is written to Redis, stale or dead-lettered, or it is ``unwritten``.
+The JSON carries ``unwritten``, ``lost`` and the main run's ``reconciliation``; when the main run's
+books do not balance, one line says so and the exit status is 3, as ``up``'s.
 """
 
 from __future__ import annotations
@@ -135,11 +140,18 @@ def run_pipeline(
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
         pipeline.drain()
-        summary = pipeline.summary(elapsed)
+        books = pipeline.books()
+        summary = pipeline.summary(elapsed, books)
     latency_us = json.loads(samples_path.read_text()) if samples_path.exists() else []
     if isinstance(latency_us, dict):
         latency_us = latency_us.get("samples_us", [])
-    return {"summary": summary, "elapsed_s": elapsed, "max_lag": max_lag, "latency_us": latency_us}
+    return {
+        "summary": summary,
+        "books": books,
+        "elapsed_s": elapsed,
+        "max_lag": max_lag,
+        "latency_us": latency_us,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,25 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             received = step["summary"]["trades_received"]
             offered = rate * step["elapsed_s"]
-            kept_up = received >= 0.9 * offered and step["max_lag"] <= rate * 0.5
+            step_books: up.Books = step["books"]
+            kept_up = received >= 0.9 * offered and step["max_lag"] <= rate * 0.5 and step_books.balanced
             sustained.append(
                 {
                     "offered_msgs_per_s": rate,
                     "received": received,
                     "received_msgs_per_s": round(received / step["elapsed_s"], 1),
                     "max_lag": step["max_lag"],
+                    "unwritten": step_books.unwritten,
                     "kept_up": kept_up,
                 }
             )
             _progress(
                 f"  received {received} ({received / step['elapsed_s']:.0f}/s), max lag "
-                f"{step['max_lag']:.0f}: {'kept up' if kept_up else 'fell behind'}"
+                f"{step['max_lag']:.0f}, unwritten {step_books.unwritten}: "
+                f"{'kept up' if kept_up else 'fell behind'}"
             )
             if not kept_up:
                 break
             best = rate
 
     summary = main_run["summary"]
+    books: up.Books = main_run["books"]
     system = exact_percentiles_ms(main_run["latency_us"])
     floor_broker = _pct(broker_rtt)
     floor_redis = _pct(redis_set)
@@ -216,8 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "offered_rate_msgs_per_s": args.rate,
         "duration_s": round(main_run["elapsed_s"], 2),
         "trades_received": summary["trades_received"],
+        "trades_published": summary["trades_published"],
         "prices_written": summary["prices_written"],
-        "lost": summary["lost"],
+        "unwritten": books.unwritten,
+        "lost": books.lost,
+        "reconciliation": books.as_dict(),
         "system_latency_ms": system,
         "system_latency_samples": len(main_run["latency_us"]),
         "e2e_latency_ms": summary["e2e_latency_ms"],
@@ -237,10 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "floor_broker_rtt_ms",
         "floor_redis_set_ms",
         "ratio_p99_to_floor",
+        "unwritten",
         "lost",
     ):
         print(f"{key:28} {result[key]}")
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    _progress(books.line())
+    return 0 if books.balanced else up.EXIT_UNBALANCED

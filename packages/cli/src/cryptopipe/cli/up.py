@@ -5,6 +5,14 @@ local servers from PyPI/apt), start the exchange side (live Binance, or the repl
 then ingest and the consumers, each as its own process with its own /metrics. On stop (Ctrl-C,
 SIGTERM or ``--run-for``) the pipeline drains front to back: ingest flushes, consumers catch up,
 the figures are read from the services' metrics, and everything stops, servers last.
+
+Then the books are balanced (:class:`Books`): per topic, every record its producer got
+acknowledged by Kafka must be written to Redis, stale (older than the latest already there) or
+dead-lettered; whatever is left is ``unwritten``. The last line says whether they balance.
+
+Exit status: 0 the run went well and the books balance; 1 a server or service failed;
+2 bad configuration, or Binance unreachable; 3 (:data:`EXIT_UNBALANCED`) the books do not
+balance: trades (or alerts) were published and never accounted for in Redis.
 """
 
 from __future__ import annotations
@@ -51,11 +59,202 @@ logger = logging.getLogger(__name__)
 DEFAULT_BINANCE_WS = "wss://stream.binance.com:9443"
 DEFAULT_BINANCE_REST = "https://api.binance.com"
 
+#: ``up``'s exit status when the books do not balance (1 and 2 are failures and bad configuration).
+EXIT_UNBALANCED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TopicBooks:
+    """One topic's books for a run: what its producer got acknowledged against what its consumer did.
+
+    Every acknowledged record must end as exactly one of: ``written`` (changed Redis), ``stale``
+    (older than what Redis already held, so deliberately not applied: accounted for) or
+    ``dead_lettered`` (undecodable, forwarded to the dead-letter topic). ``unwritten`` is what is
+    left: published and never accounted for. ``surplus`` is the opposite: records the consumer
+    handled that this run's producer did not publish (a backlog an earlier run left on a
+    configured broker). Counts cannot tell the two apart when both happen, so a surplus offsets
+    as many unwritten records; it is reported (summary and last line) so that it gets a look.
+    """
+
+    topic: str
+    published: int
+    consumed: int = 0
+    written: int = 0
+    stale: int = 0
+    dead_lettered: int = 0
+
+    @property
+    def accounted(self) -> int:
+        return self.written + self.stale + self.dead_lettered
+
+    @property
+    def unwritten(self) -> int:
+        return max(0, self.published - self.accounted)
+
+    @property
+    def surplus(self) -> int:
+        return max(0, self.accounted - self.published)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "published": self.published,
+            "consumed": self.consumed,
+            "written": self.written,
+            "stale": self.stale,
+            "dead_lettered": self.dead_lettered,
+            "unwritten": self.unwritten,
+            "surplus": self.surplus,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBooks:
+    """Ingest's side: every trade it took in (live or backfilled) is published, a duplicate it
+    dropped on purpose, or counted lost with a reason (buffer full, undeliverable, shutdown)."""
+
+    received: int = 0
+    backfilled: int = 0
+    duplicates: int = 0
+    published: int = 0
+    lost: int = 0
+
+    @property
+    def unaccounted(self) -> int:
+        """Trades taken in that are neither published, duplicates nor counted lost."""
+        return max(0, self.received + self.backfilled - self.duplicates - self.published - self.lost)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "backfilled": self.backfilled,
+            "duplicates": self.duplicates,
+            "published": self.published,
+            "lost": self.lost,
+            "unaccounted": self.unaccounted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """A run's reconciliation: ingest's counts and one :class:`TopicBooks` per consumed topic."""
+
+    ingest: IngestBooks
+    topics: Mapping[str, TopicBooks] = field(default_factory=dict)
+
+    @property
+    def unwritten(self) -> int:
+        """Records published to any topic and never accounted for in Redis."""
+        return sum(books.unwritten for books in self.topics.values())
+
+    @property
+    def lost(self) -> int:
+        """Trades ingest took in that never reached Redis: counted lost in ingest, unaccounted
+        for in ingest, or published and never written (so never 0 while trades are missing)."""
+        prices = self.topics.get("prices")
+        return self.ingest.lost + self.ingest.unaccounted + (prices.unwritten if prices else 0)
+
+    @property
+    def balanced(self) -> bool:
+        return self.unwritten == 0 and self.ingest.unaccounted == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "balanced": self.balanced,
+            "ingest": self.ingest.as_dict(),
+            **{name: books.as_dict() for name, books in self.topics.items()},
+        }
+
+    def line(self) -> str:
+        """One line: the figures when the books balance, else what is missing and where."""
+        if not self.balanced:
+            missing = []
+            if self.ingest.unaccounted:
+                taken = self.ingest.received + self.ingest.backfilled
+                missing.append(
+                    f"{self.ingest.unaccounted} of {taken} trades ingest took in were neither "
+                    "published, duplicates nor counted lost (ingest)"
+                )
+            for name, books in self.topics.items():
+                if books.unwritten:
+                    what = "trades" if name == "prices" else name
+                    missing.append(
+                        f"{books.unwritten} of {books.published} published {what} were never "
+                        f"written to Redis ({name} topic)"
+                    )
+            return "BOOKS DO NOT BALANCE: " + "; ".join(missing)
+        parts = []
+        prices = self.topics.get("prices")
+        if prices is not None:
+            parts.append(
+                f"{self.ingest.received} trades received, {prices.published} published = "
+                f"{prices.written} written + {prices.stale} stale + {prices.dead_lettered} dead-lettered, "
+                f"{self.lost} lost (prices topic)"
+            )
+        for name, books in self.topics.items():
+            if name != "prices":
+                parts.append(
+                    f"{books.published} {name} published = {books.written} written + {books.stale} "
+                    f"stale + {books.dead_lettered} dead-lettered ({name} topic)"
+                )
+        surplus = sum(books.surplus for books in self.topics.values())
+        if surplus:
+            parts.append(f"{surplus} records from before this run also consumed")
+        return "books balance: " + "; ".join(parts or ["nothing published"])
+
+
+def _count(stats: Mapping[str, Any], key: str) -> int:
+    value = stats.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def ingest_books(stats: Mapping[str, Any], scrape: Scrape) -> IngestBooks:
+    """From ingest's final stats file; from its last scrape when it left none (a crash)."""
+    if stats:
+        return IngestBooks(
+            received=_count(stats, "received"),
+            backfilled=_count(stats, "backfilled"),
+            duplicates=_count(stats, "duplicates"),
+            published=_count(stats, "published"),
+            lost=_count(stats, "lost"),
+        )
+    return IngestBooks(
+        received=int(scrape.total("cryptopipe_ingest_trades_received_total")),
+        backfilled=int(scrape.total("cryptopipe_ingest_trades_backfilled_total")),
+        duplicates=int(scrape.total("cryptopipe_ingest_trades_duplicate_total")),
+        published=int(scrape.total("cryptopipe_ingest_trades_published_total")),
+        lost=int(scrape.total("cryptopipe_ingest_trades_lost_total")),
+    )
+
+
+def topic_books(
+    topic: str, published: int, stats: Mapping[str, Any], scrape: Scrape, component: str
+) -> TopicBooks:
+    """A consumer's side of ``topic``, from its final stats file (``LoopStats``); from its last
+    scrape when it left none (killed, crashed)."""
+    if stats:
+        return TopicBooks(
+            topic,
+            published,
+            consumed=_count(stats, "consumed"),
+            written=_count(stats, "written"),
+            stale=_count(stats, "stale"),
+            dead_lettered=_count(stats, "dead_lettered"),
+        )
+    handled = int(scrape.total("cryptopipe_consumer_messages_total"))  # written or stale
+    dead = int(scrape.total("cryptopipe_dead_letters_total", component=component))
+    stale = int(scrape.total("cryptopipe_prices_stale_total")) if topic == "prices" else 0
+    return TopicBooks(
+        topic, published, consumed=handled + dead, written=handled - stale, stale=stale, dead_lettered=dead
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe up",
         description="Run the whole pipeline on this machine. Servers it cannot find, it starts.",
+        epilog=f"exit status: 0 the run went well and its books balance; 1 a server or service "
+        f"failed; 2 bad configuration or Binance unreachable; {EXIT_UNBALANCED} the books do not "
+        "balance (published trades or alerts never written to Redis)",
     )
     parser.add_argument(
         "--source",
@@ -450,6 +649,7 @@ class Pipeline:
             self._wait_until(
                 "alerting",
                 lambda s: published is None or s.total("cryptopipe_alerting_input_rows_total") >= published,
+                progress=lambda s: s.total("cryptopipe_alerting_input_rows_total"),
             )
             batches = self.scrape("alerting").total("cryptopipe_alerting_batches_total")
             self._wait_until(
@@ -457,27 +657,58 @@ class Pipeline:
             )
             self.runtime.final["alerting"] = self.scrape("alerting")
             alerting.stop()
-        self._drain_consumer("alerts-consumer", None)
+        alerts_published = None
+        if "alerting" in self.runtime.final:
+            alerts_published = int(self.runtime.final["alerting"].total("cryptopipe_alerting_alerts_total"))
+        self._drain_consumer("alerts-consumer", alerts_published)
 
-    def _wait_until(self, name: str, done: Callable[[Scrape], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_until(
+        self,
+        name: str,
+        done: Callable[[Scrape], bool],
+        timeout: float = 30.0,
+        *,
+        progress: Callable[[Scrape], float] | None = None,
+        limit: float = 600.0,
+    ) -> bool:
+        """Wait until ``done``; give up after ``timeout`` s, or after ``timeout`` s without
+        ``progress`` growing (never beyond ``limit`` s), so a slow but busy service is waited for."""
+        started = time.monotonic()
+        deadline = started + timeout
+        last: float | None = None
         while time.monotonic() < deadline:
-            if done(self.scrape(name)):
-                return
+            scrape = self.scrape(name)
+            if done(scrape):
+                return True
+            if progress is not None:
+                value = progress(scrape)
+                if last is not None and value > last:
+                    deadline = min(max(deadline, time.monotonic() + timeout), started + limit)
+                last = value if last is None else max(last, value)
             time.sleep(0.2)
-        _stderr(f"cryptopipe up: {name} did not catch up within {timeout:.0f} s; stopping it anyway")
+        waited = time.monotonic() - started
+        _stderr(f"cryptopipe up: {name} did not catch up within {waited:.0f} s; stopping it anyway")
+        return False
 
     def _drain_consumer(self, name: str, expected: int | None) -> None:
-        """Wait until a consumer has no lag (and consumed ``expected`` records), read it, stop it."""
+        """Wait until a consumer has no lag and handled ``expected`` records (written, stale or
+        dead-lettered), as long as it makes progress; read it, stop it."""
         consumer = self.runtime.services.get(name)
         if consumer is None or not consumer.running():
             return
+        component = name
+
+        def handled(s: Scrape) -> float:
+            return s.total("cryptopipe_consumer_messages_total") + s.total(
+                "cryptopipe_dead_letters_total", component=component
+            )
+
         self._wait_until(
             name,
             lambda s: (
-                s.total("cryptopipe_consumer_lag") == 0
-                and (expected is None or s.total("cryptopipe_consumer_messages_total") >= expected)
+                s.total("cryptopipe_consumer_lag") == 0 and (expected is None or handled(s) >= expected)
             ),
+            progress=handled,
         )
         self.runtime.final[name] = self.scrape(name)
         consumer.stop()
@@ -503,12 +734,38 @@ class Pipeline:
             for a in reversed(feed)
         ]
 
-    def summary(self, elapsed: float) -> dict[str, Any]:
+    def books(self) -> Books:
+        """The run's reconciliation, from the services' final stats files (scrapes as a fallback)."""
+        final = self.runtime.final
+        ingest = ingest_books(
+            _read_stats(self.runtime.stats_files.get("ingest")), final.get("ingest", Scrape([]))
+        )
+        topics: dict[str, TopicBooks] = {}
+        if "prices-consumer" in self.runtime.services:
+            topics["prices"] = topic_books(
+                "prices",
+                ingest.published,
+                _read_stats(self.runtime.stats_files.get("prices-consumer")),
+                final.get("prices-consumer", Scrape([])),
+                "prices-consumer",
+            )
+        if "alerts-consumer" in self.runtime.services and "alerting" in self.runtime.services:
+            topics["alerts"] = topic_books(
+                "alerts",
+                int(final.get("alerting", Scrape([])).total("cryptopipe_alerting_alerts_total")),
+                _read_stats(self.runtime.stats_files.get("alerts-consumer")),
+                final.get("alerts-consumer", Scrape([])),
+                "alerts-consumer",
+            )
+        return Books(ingest, topics)
+
+    def summary(self, elapsed: float, books: Books | None = None) -> dict[str, Any]:
+        books = books if books is not None else self.books()
         ingest_stats = _read_stats(self.runtime.stats_files.get("ingest"))
-        consumer_stats = _read_stats(self.runtime.stats_files.get("prices-consumer"))
         ingest = self.runtime.final.get("ingest", Scrape([]))
         consumer = self.runtime.final.get("prices-consumer", Scrape([]))
         dead = sum(_read_stats(path).get("dead_lettered", 0) for path in self.runtime.stats_files.values())
+        prices = books.topics.get("prices")
         alerts = self.alerts()
         return {
             "source": self.runtime.source,
@@ -516,14 +773,17 @@ class Pipeline:
             "run_seconds": round(elapsed, 3),
             "broker": self.runtime.broker,
             "redis": self.runtime.redis,
-            "trades_received": ingest_stats.get("received", 0),
-            "trades_published": ingest_stats.get("published", 0),
-            "trades_backfilled": ingest_stats.get("backfilled", 0),
-            "prices_written": consumer_stats.get("written", 0),
+            "trades_received": books.ingest.received,
+            "trades_published": books.ingest.published,
+            "trades_backfilled": books.ingest.backfilled,
+            "prices_written": prices.written if prices is not None else 0,
+            "prices_stale": prices.stale if prices is not None else 0,
             "alerts_raised": len(alerts),
             "alerts": alerts,
             "dead_lettered": dead,
-            "lost": ingest_stats.get("lost", 0),
+            "unwritten": books.unwritten,
+            "lost": books.lost,
+            "reconciliation": books.as_dict(),
             "reconnects": ingest_stats.get("reconnects", 0),
             "consumer_lag_final": consumer.total("cryptopipe_consumer_lag"),
             "network_latency_ms": ingest.percentiles_ms("cryptopipe_network_latency_seconds"),
@@ -616,18 +876,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 next_progress += 5
         _stderr("cryptopipe up: draining")
         pipeline.drain()
-        summary = pipeline.summary(time.monotonic() - started)
-    _stderr(
-        "cryptopipe up: "
-        + json.dumps(
-            {
-                k: summary[k]
-                for k in ("trades_received", "trades_published", "prices_written", "lost", "dead_lettered")
-            }
-        )
-    )
+        books = pipeline.books()
+        summary = pipeline.summary(time.monotonic() - started, books)
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
         args.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
         _stderr(f"cryptopipe up: summary written to {args.summary_json}")
+    _stderr(f"cryptopipe up: {books.line()}")
+    if not books.balanced:
+        # A service that died (1) is the cause worth reporting; otherwise the books decide.
+        exit_code = exit_code or EXIT_UNBALANCED
     return exit_code

@@ -13,6 +13,9 @@ Delivery guarantees, chosen deliberately:
   still room for them; the operator who prefers that can set one.
 - On shutdown the queue is flushed for a bounded time; whatever is left is purged and counted as
   lost ``shutdown``.
+- ``partitioner=murmur2_random``: a trade keyed ``BTCUSDT`` goes to the partition the Java client
+  picks for that key (murmur2), so Java producers, Kafka Streams and Spark co-partition with us;
+  :func:`cryptopipe.schemas.topics.java_partition` predicts it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from cryptopipe.ingest.pacing import RateLimitedLog
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, encode, encode_key
+from cryptopipe.schemas.topics import PARTITIONER
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str,
         "client.id": "cryptopipe-ingest",
         "enable.idempotence": True,
         "acks": "all",
+        "partitioner": PARTITIONER,
         "linger.ms": settings.linger_ms,
         "compression.type": settings.compression,
         "queue.buffering.max.messages": settings.buffer_max_messages,

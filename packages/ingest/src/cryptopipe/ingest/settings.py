@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import PRICES, SETTINGS_CONFIG, env
 from cryptopipe.schemas import load_settings as _load_settings
 
 IngestMode = Literal["aggTrade", "trade"]
@@ -116,10 +116,13 @@ class IngestSettings(BaseSettings):
 
     # --- topics ---------------------------------------------------------------------------
     topic_partitions: int = Field(
-        3,
+        PRICES.partitions,
         ge=1,
         validation_alias=env("INGEST_TOPIC_PARTITIONS"),
-        description="Partitions of `prices` and `alerts` when ingest creates them (dead-letters: 1).",
+        description=(
+            "Partitions of `prices` and `alerts` when ingest creates them (dead-letters: 1); "
+            "see README, Partitioning."
+        ),
     )
     topic_retention_ms: int = Field(
         15 * 60 * 1000,

@@ -3,6 +3,8 @@
 - :func:`measure_redis_set_floor`: raw SET round trips, the floor under any Redis write.
 - :func:`measure_sink_modes`: one EVALSHA per symbol per batch vs one per trade.
 - :func:`measure_batch_sizes`: written msgs/s through the whole loop (Kafka -> Redis) per batch size.
+  Each run's books must balance: every record the broker acknowledged is written, stale or
+  dead-lettered (:func:`unwritten`), or the measurement fails instead of reporting a rate.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode, encode_key
-from cryptopipe.store.loop import ConsumerLoop
+from cryptopipe.schemas.topics import PARTITIONER
+from cryptopipe.store.loop import ConsumerLoop, LoopStats
 from cryptopipe.store.prices import PriceSink
 from cryptopipe.store.sink import connect_redis
+
+
+def unwritten(published: int, stats: LoopStats) -> int:
+    """Records acknowledged by the broker that the loop neither wrote, found stale nor dead-lettered."""
+    return max(0, published - (stats.written + stats.stale + stats.dead_lettered))
 
 
 def measure_redis_set_floor(redis_url: str, n: int = 1000) -> list[float]:
@@ -82,13 +90,34 @@ def measure_sink_modes(
     return out
 
 
+def _fill(kafka: KafkaSettings, topic: str, n: int) -> int:
+    """Produce ``n`` synthetic trades keyed by symbol; returns how many the broker acknowledged."""
+    producer = Producer({**kafka.client_config(), "linger.ms": 5, "partitioner": PARTITIONER})
+    acked = 0
+
+    def delivered(error: object, _message: object) -> None:
+        nonlocal acked
+        if error is None:
+            acked += 1
+
+    for trade in synthetic_trades(n):
+        while True:
+            try:
+                producer.produce(topic, encode(trade), encode_key(trade.symbol), on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(30)
+    return acked
+
+
 def measure_batch_sizes(
     kafka: KafkaSettings,
     redis_url: str,
     *,
     batch_sizes: Iterable[int] = (1, 10, 100, 500),
     n: int = 20_000,
-    partitions: int = 3,
+    partitions: int = PRICES.partitions,
     consumer_overrides: dict[str, object] | None = None,
 ) -> dict[int, float]:
     """Written msgs/s through :class:`ConsumerLoop` + :class:`PriceSink`, per batch size.
@@ -108,15 +137,9 @@ def measure_batch_sizes(
                 [NewTopic(topic, partitions, 1), NewTopic(dead, 1, 1)]
             ).values():
                 future.result(30)
-            producer = Producer({**settings.client_config(), "linger.ms": 5})
-            for trade in synthetic_trades(n):
-                while True:
-                    try:
-                        producer.produce(topic, encode(trade), encode_key(trade.symbol))
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-            producer.flush(30)
+            acked = _fill(settings, topic, n)
+            if acked != n:
+                raise RuntimeError(f"batch size {size}: the broker acknowledged {acked} of {n} records")
             prefix = f"cryptopipe:bench:{uuid.uuid4().hex[:8]}:"
             loop = ConsumerLoop(
                 PriceSink(client, key_prefix=prefix),
@@ -137,6 +160,12 @@ def measure_batch_sizes(
                         counted_from = loop.stats.consumed
             if first is None or loop.stats.consumed < n:
                 raise RuntimeError(f"batch size {size}: only {loop.stats.consumed} of {n} records consumed")
+            missing = unwritten(acked, loop.stats)
+            if missing:
+                raise RuntimeError(
+                    f"batch size {size}: BOOKS DO NOT BALANCE: {missing} of {acked} published records "
+                    f"were never written to Redis ({loop.stats})"
+                )
             out[size] = (n - counted_from) / (time.perf_counter() - first)
             keys = list(client.scan_iter(match=prefix + "*", count=1000))
             if keys:

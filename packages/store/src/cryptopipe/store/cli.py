@@ -72,7 +72,8 @@ def _common_parser(kind: str, prog: str, description: str, metrics_port: int) ->
     parser.add_argument(
         "--stats-json",
         metavar="PATH",
-        help="write the loop's counts (consumed, written, ...) as JSON here on exit",
+        help="write the loop's counts (topic, consumed, written, stale, dead_lettered, ...) as JSON "
+        "here on exit; `cryptopipe up` balances its books with them",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -213,7 +214,7 @@ def _run(
     finally:
         client.close()
         if args.stats_json and loop is not None:
-            _write_json(Path(args.stats_json), dataclasses.asdict(loop.stats))
+            _write_json(Path(args.stats_json), {"topic": topic.name, **dataclasses.asdict(loop.stats)})
         if reservoir is not None:
             reservoir.write_json(args.latency_samples)
             logger.info("wrote %d latency samples to %s", len(reservoir.samples), args.latency_samples)
