@@ -99,6 +99,10 @@ def _up_args(rate: float, base: argparse.Namespace) -> argparse.Namespace:
             str(base.seed),
             "--metrics-base-port",
             "0",
+            # The prices path alone: the Spark job would share the same cores (see --with-alerting).
+            *([] if base.with_alerting else ["--no-alerting"]),
+            "--no-dashboard",
+            "--no-prometheus",
         ]
     )
 
@@ -172,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--step-seconds", type=float, default=6.0)
     parser.add_argument("--floor-samples", type=int, default=500)
+    parser.add_argument(
+        "--with-alerting",
+        action="store_true",
+        help="run the Spark alert job beside the prices path (the whole pipeline's figure)",
+    )
     args = parser.parse_args(argv)
 
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cryptopipe-bench-") as tmp:

@@ -4,6 +4,13 @@ Delivery: at least once. Offsets are committed only after the sink's Redis write
 every sink write is idempotent, so a crash, a rebalance or a replay never loses a record and
 never changes Redis twice: effectively once.
 
+Commits go out asynchronously at most every ``commit_interval_s`` (200 ms), and synchronously on
+revoke and close; a crash replays at most that much, idempotently. Committing after every batch
+(once measured at 250 commits/s at 2,000 msg/s) queued the group's heartbeats behind the offset
+commits on Apache Kafka 4.1, whose group coordinator handles one connection's requests in order
+and batches its log appends: the session timed out, the consumer rejoined, and latency p99 went
+to 16-24 s.
+
 Batching: block until the first record arrives (``poll``), then take whatever else is already
 fetched, up to ``batch_size`` (``consume(timeout=0)``). A batch therefore never waits for more
 records: latency stays one Redis round trip at low rates, and batches grow by themselves under
@@ -72,6 +79,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_BATCH_SIZE = 500
+DEFAULT_COMMIT_INTERVAL_S = 0.2
 _UNKNOWN = -1001  # librdkafka's OFFSET_INVALID
 _THROUGHPUT_WINDOW_S = 5.0
 #: Records waiting and none written for this long: stalled (and the first recovery step runs).
@@ -128,6 +136,7 @@ class _PartitionState:
     listed_low: int = _UNKNOWN
     committed: int | None = None  # broker's committed offset at assignment; None = unknown
     has_commit: bool | None = None  # None = not asked yet
+    sent_commit: int | None = None  # last position sent in a commit request
     # Monotonic time of the last progress: a batch written, or lag seen at 0 (nothing to wait for).
     progress_at: float = field(default_factory=time.monotonic)
 
@@ -191,12 +200,15 @@ class ConsumerLoop(Generic[T]):
         watermark_refresh_s: float = 1.0,
         consumer_overrides: Mapping[str, Any] | None = None,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not stall_timeout_s > 0:
             raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s}")
         self.sink = sink
+        self.commit_interval_s = commit_interval_s
+        self._last_commit_at = 0.0
         self.topic = topic
         self.group_id = group_id
         self.batch_size = batch_size
@@ -323,7 +335,9 @@ class ConsumerLoop(Generic[T]):
         self._subscribe()
         messages = self._fetch(self.poll_timeout_s if timeout_s is None else timeout_s)
         if not messages:
-            self._refresh_and_watch(time.monotonic(), [])
+            now = time.monotonic()
+            self._maybe_commit(now)
+            self._refresh_and_watch(now, [])
             return 0
         started = time.perf_counter()
         records: list[T] = []
@@ -494,12 +508,30 @@ class ConsumerLoop(Generic[T]):
             state = self._partitions.setdefault(partition, _PartitionState())
             state.position = offset
             state.progress_at = now
-        self._consumer.commit(
-            offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=True
-        )
+        self._maybe_commit(now)
+
+    def _maybe_commit(self, now: float) -> None:
+        """Commit the written positions not yet committed, asynchronously, at most every interval."""
+        if now - self._last_commit_at < self.commit_interval_s:
+            return
+        due = [
+            TopicPartition(self.topic, p, s.position)
+            for p, s in self._partitions.items()
+            if s.position is not None and s.position != s.sent_commit
+        ]
+        if not due:
+            return
+        self._last_commit_at = now
+        for tp in due:
+            self._partitions[tp.partition].sent_commit = tp.offset
+        self._consumer.commit(offsets=due, asynchronous=True)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() != KafkaError._NO_OFFSET:
+            for tp in partitions:  # send these again with the next commit
+                state = self._partitions.get(tp.partition)
+                if state is not None and state.sent_commit == tp.offset:
+                    state.sent_commit = None
             m.ERRORS.labels(component=self.component, reason="commit_failed").inc()
             self._log(
                 logging.WARNING,
