@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
@@ -45,8 +46,35 @@ def ensure_topics(
         if _create(admin, spec, replication_factor, with_config=True, timeout_s=timeout_s):
             created.append(spec.name)
     if created:
+        _await_leaders(admin, created, timeout_s)
         logger.info("created topics %s", ", ".join(created))
     return created
+
+
+def _await_leaders(admin: AdminClient, names: Sequence[str], timeout_s: float) -> None:
+    """Wait until the brokers' metadata shows every new topic with a leader for each partition.
+
+    CreateTopics answers once the controller has the topic; a broker's metadata cache follows a
+    moment later (Apache Kafka, KRaft), and a client that asks in between sees no such topic.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
+        pending = {
+            name
+            for name in pending
+            if name not in topics
+            or topics[name].error is not None
+            or not topics[name].partitions
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        }
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        logger.warning(
+            "topics %s created but not yet visible after %.0f s", ", ".join(sorted(pending)), timeout_s
+        )
 
 
 def _create(
