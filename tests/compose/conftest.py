@@ -1,9 +1,11 @@
 """The compose stack as Docker Compose would see it, without Docker.
 
 The files are read with PyYAML (anchors and ``<<`` merges resolved), ``${VAR...}`` interpolated
-with Compose's rules, and the replay override merged onto the base file with Compose's merge
-rules (mappings merge key by key, ``command``/``entrypoint``/healthcheck ``test`` are replaced,
-other sequences are appended). Tests get the result as :class:`Stack` objects.
+with Compose's rules, and the overrides (replay, 3-broker cluster) merged onto the base file with
+Compose's merge rules (mappings merge key by key, ``command``/``entrypoint``/healthcheck ``test``
+are replaced, a service's ``volumes`` are unique by mount target, other sequences are appended).
+Tests get the result as :class:`Stack` objects, named after the files: ``"base"``, ``"replay"``,
+``"cluster"``, ``"replay+cluster"`` (the order ``docker compose -f`` takes them in).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "compose"
 BASE_FILE = COMPOSE_DIR / "docker-compose.yml"
 REPLAY_FILE = COMPOSE_DIR / "docker-compose.replay.yml"
+CLUSTER_FILE = COMPOSE_DIR / "docker-compose.cluster.yml"
+#: The override files, in the order they are layered on the base file.
+OVERRIDES = {"replay": REPLAY_FILE, "cluster": CLUSTER_FILE}
+#: Every stack the tests check: the base file alone and with each combination of overrides.
+STACKS = ("base", "replay", "cluster", "replay+cluster")
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
 #: What a user puts in compose/.env (the two required secrets), for tests that need a full stack.
@@ -78,13 +85,28 @@ def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 _REPLACED = frozenset({"command", "entrypoint", "test"})
 
 
+def mount_target(volume: Any) -> str:
+    """A service volume's target path (short ``source:target[:mode]`` or long syntax)."""
+    if isinstance(volume, dict):
+        return str(volume["target"])
+    parts = str(volume).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 def merge(base: Any, override: Any, key: str = "") -> Any:
-    """Compose's merge of an override file onto a base file (the subset these files use)."""
+    """Compose's merge of an override file onto a base file (the subset these files use).
+
+    A list of a service's ``volumes`` is unique by mount target: an override's entry replaces the
+    base's entry for the same target (Compose Specification, "Merge and override").
+    """
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for name, value in override.items():
             merged[name] = merge(base[name], value, name) if name in base else value
         return merged
+    if isinstance(base, list) and isinstance(override, list) and key == "volumes":
+        targets = {mount_target(item) for item in override}
+        return [item for item in base if mount_target(item) not in targets] + list(override)
     if isinstance(base, list) and isinstance(override, list) and key not in _REPLACED:
         return base + [item for item in override if item not in base]
     return override
@@ -123,9 +145,13 @@ class Stack:
 
 
 def stack(name: str, env: Mapping[str, str]) -> Stack:
+    """``"base"``, or the base file with the overrides ``name`` lists (``"replay+cluster"``)."""
+    layers = [] if name == "base" else name.split("+")
+    assert set(layers) <= set(OVERRIDES), f"unknown override in {name!r}"
     document = load_yaml(BASE_FILE)
-    if name == "replay":
-        document = merge(document, load_yaml(REPLAY_FILE))
+    for override in OVERRIDES:  # always in the documented order
+        if override in layers:
+            document = merge(document, load_yaml(OVERRIDES[override]))
     return Stack(name, interpolate_tree(document, env))
 
 
@@ -144,9 +170,9 @@ def settings_classes() -> list[type[BaseSettings]]:
     return classes
 
 
-@pytest.fixture(scope="session", params=["base", "replay"])
+@pytest.fixture(scope="session", params=STACKS)
 def compose_stack(request: pytest.FixtureRequest) -> Stack:
-    """The stack as started by `up` with the base file alone, and with the replay override."""
+    """The stack as started by `up` with the base file alone, and with every mix of the overrides."""
     return stack(request.param, TEST_ENV)
 
 
@@ -161,8 +187,13 @@ def replay_stack() -> Stack:
 
 
 @pytest.fixture(scope="session")
+def cluster_stack() -> Stack:
+    return stack("cluster", TEST_ENV)
+
+
+@pytest.fixture(scope="session")
 def stack_factory() -> Any:
-    """``stack_factory(name, env)``: the ``"base"`` or ``"replay"`` stack interpolated with ``env``."""
+    """``stack_factory(name, env)``: one of :data:`STACKS` interpolated with ``env``."""
     return stack
 
 
@@ -180,5 +211,5 @@ def known_settings() -> dict[str, list[type[BaseSettings]]]:
 
 @pytest.fixture(scope="session")
 def compose_raw() -> dict[str, dict[str, Any]]:
-    """The two compose files as YAML documents, before interpolation: ``{"base": ..., "replay": ...}``."""
-    return {"base": load_yaml(BASE_FILE), "replay": load_yaml(REPLAY_FILE)}
+    """The compose files as YAML documents, before interpolation: ``{"base": ..., "replay": ..., ...}``."""
+    return {"base": load_yaml(BASE_FILE)} | {name: load_yaml(path) for name, path in OVERRIDES.items()}

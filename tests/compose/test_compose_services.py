@@ -33,6 +33,9 @@ THIRD_PARTY_PREFIXES = ("SPARK_", "PYSPARK_")
 #: Who talks to which server.
 NEEDS_KAFKA = {"ingest", "prices-consumer", "alerts-consumer", "alerting"}
 NEEDS_REDIS = {"prices-consumer", "alerts-consumer", "dashboard"}
+#: The published-port secrets tests interpolate with (any non-empty values do).
+SECRETS = {"REDIS_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "y"}
+CLUSTER_NODES = {"broker", "broker-2", "broker-3"}
 
 
 class _Parsed(Exception):
@@ -69,6 +72,34 @@ def _command(spec: dict[str, Any]) -> list[str]:
     return [str(part) for part in command]
 
 
+def _listeners(env: dict[str, str], variable: str) -> dict[str, str]:
+    """``KAFKA_LISTENERS``-style ``NAME://host:port,...`` -> ``{NAME: "host:port"}``."""
+    return dict(item.split("://", 1) for item in env[variable].split(","))
+
+
+def kafka_brokers(stack: Any) -> dict[str, str]:
+    """Every Kafka node of the stack -> the PLAINTEXT address it advertises inside the network."""
+    return {
+        name: _listeners(stack.environment(name), "KAFKA_ADVERTISED_LISTENERS")["PLAINTEXT"]
+        for name, spec in stack.services.items()
+        if str(spec.get("image", "")).startswith("apache/kafka:")
+    }
+
+
+def kafka_clients(stack: Any) -> dict[str, list[str]]:
+    """Every service given Kafka bootstrap servers (``KAFKA_BOOTSTRAP_SERVERS``, or kafka-exporter's
+    ``--kafka.server`` flags) -> those servers."""
+    clients = {}
+    for name, spec in stack.services.items():
+        env = stack.environment(name)
+        if "KAFKA_BOOTSTRAP_SERVERS" in env:
+            clients[name] = env["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+        flags = [str(part) for part in spec.get("command") or [] if str(part).startswith("--kafka.server=")]
+        if flags:
+            clients[name] = [flag.removeprefix("--kafka.server=") for flag in flags]
+    return clients
+
+
 def test_our_services_are_the_metrics_components(base_stack: Any) -> None:
     """Service names equal the component names Prometheus' config and cAdvisor's labels use."""
     components = set(DEFAULT_METRICS_PORTS) - {"orchestrator"}
@@ -89,7 +120,7 @@ def test_every_command_is_a_real_subcommand_with_real_flags(
         if name != "replay-exchange":
             assert subcommand == name, f"service {name} runs `cryptopipe {subcommand}`"
     assert {"ingest", "prices-consumer", "alerts-consumer", "alerting", "skew-monitor", "dashboard"} <= seen
-    if compose_stack.name == "replay":
+    if "replay" in compose_stack.name.split("+"):
         assert "replay-exchange" in seen
 
 
@@ -143,17 +174,20 @@ def test_environments_load_into_the_settings_classes(
 
 
 def test_services_reach_the_broker_and_redis(compose_stack: Any) -> None:
+    """Every Kafka client is given every broker (one, or the cluster's three) and waits for each."""
     services = compose_stack.services
-    broker_env = compose_stack.environment("broker")
-    advertised = broker_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    brokers = kafka_brokers(compose_stack)
+    assert brokers, "no Kafka broker in the stack"
+    clients = kafka_clients(compose_stack)
+    assert NEEDS_KAFKA | {"kafka-exporter"} <= set(clients)
+    for name, bootstrap in clients.items():
+        assert sorted(bootstrap) == sorted(brokers.values()), f"{name}: {bootstrap}, brokers {brokers}"
+        for broker in brokers:
+            assert services[name]["depends_on"][broker]["condition"] == "service_healthy", (name, broker)
     redis_command = [str(part) for part in services["redis"]["command"]]
     password = redis_command[redis_command.index("--requirepass") + 1]
     for name in compose_stack.ours():
         env = compose_stack.environment(name)
-        if name in NEEDS_KAFKA:
-            bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
-            assert f"PLAINTEXT://{bootstrap}" in advertised, f"{name}: {bootstrap} is not a broker listener"
-            assert services[name]["depends_on"]["broker"]["condition"] == "service_healthy"
         if name in NEEDS_REDIS:
             url = urlsplit(env["REDIS_URL"])
             assert (url.hostname, url.port, url.password) == ("redis", 6379, password), name
@@ -170,20 +204,22 @@ def test_secrets_come_from_the_env_file_and_are_required(stack_factory: Any) -> 
             stack_factory("base", env)
 
 
-def test_published_ports_bind_loopback_unless_told_otherwise(stack_factory: Any) -> None:
-    secrets = {"REDIS_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "y"}
+@pytest.mark.parametrize("name", ["replay", "replay+cluster"])
+def test_published_ports_bind_loopback_unless_told_otherwise(name: str, stack_factory: Any) -> None:
     for env, address in (
-        (secrets, "127.0.0.1"),
-        ({**secrets, "CRYPTOPIPE_PUBLISH_ADDRESS": "0.0.0.0"}, "0.0.0.0"),
+        (SECRETS, "127.0.0.1"),
+        ({**SECRETS, "CRYPTOPIPE_PUBLISH_ADDRESS": "0.0.0.0"}, "0.0.0.0"),
     ):
         published = {
-            name: [str(port) for port in spec.get("ports", [])]
-            for name, spec in stack_factory("replay", env).services.items()
+            service: [str(port) for port in spec.get("ports", [])]
+            for service, spec in stack_factory(name, env).services.items()
         }
         bindings = [port.split(":") for ports in published.values() for port in ports]
         assert bindings, "nothing is published"
         assert all(len(parts) == 3 and parts[0] == address for parts in bindings), published
-        assert {"dashboard", "grafana", "prometheus"} <= {name for name, ports in published.items() if ports}
+        host_ports = [parts[1] for parts in bindings]
+        assert len(host_ports) == len(set(host_ports)), f"two services publish one host port: {published}"
+        assert {"dashboard", "grafana", "prometheus"} <= {s for s, ports in published.items() if ports}
 
 
 def test_images_are_pinned(compose_stack: Any) -> None:
@@ -270,12 +306,111 @@ def test_replay_override_points_the_exchange_side_at_the_replay_exchange(
     assert services["ingest"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "broker:9092"
 
 
-def test_dashboard_names_what_runs(base_stack: Any) -> None:
+@pytest.mark.parametrize("name", ["base", "cluster"])
+def test_dashboard_names_what_runs(name: str, stack_factory: Any) -> None:
     import json
 
-    info = json.loads(base_stack.environment("dashboard")["CRYPTOPIPE_RUNTIME_INFO"])
-    kafka_tag = base_stack.services["broker"]["image"].rsplit(":", 1)[1]
-    redis_tag = base_stack.services["redis"]["image"].rsplit(":", 1)[1]
+    stack = stack_factory(name, SECRETS)
+    info = json.loads(stack.environment("dashboard")["CRYPTOPIPE_RUNTIME_INFO"])
+    kafka_tag = stack.services["broker"]["image"].rsplit(":", 1)[1]
+    redis_tag = stack.services["redis"]["image"].rsplit(":", 1)[1]
     assert kafka_tag in info["broker"]
     assert redis_tag in info["redis"]
     assert "local[2]" in info["spark"]
+    assert ("3 brokers" in info["broker"]) == (len(kafka_brokers(stack)) == 3)
+
+
+# --- the 3-broker cluster override (compose/docker-compose.cluster.yml) ---------------------------
+
+
+def test_cluster_override_runs_three_kraft_nodes_replicating_three_ways(
+    base_stack: Any, cluster_stack: Any
+) -> None:
+    brokers = kafka_brokers(cluster_stack)
+    assert set(brokers) == CLUSTER_NODES
+    envs = {name: cluster_stack.environment(name) for name in brokers}
+    node_ids = {name: int(env["KAFKA_NODE_ID"]) for name, env in envs.items()}
+    assert sorted(node_ids.values()) == [1, 2, 3]
+    base_env = base_stack.environment("broker")
+    for name, env in envs.items():
+        assert set(base_env) <= set(env), f"{name} lacks settings the single broker has"
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        listeners = _listeners(env, "KAFKA_LISTENERS")
+        controller_port = listeners["CONTROLLER"].rsplit(":", 1)[1]
+        voters = set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","))
+        assert voters == {f"{node_ids[node]}@{node}:{controller_port}" for node in brokers}, name
+        assert brokers[name] == f"{name}:{listeners['PLAINTEXT'].rsplit(':', 1)[1]}"
+        # Our topics (created with the broker's default replication) and the internal ones: 3 copies,
+        # and acks=all writes need 2 of them, so one broker may be down.
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3", name
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3", name
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3", name
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2", name
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == base_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]
+    [cluster_id] = {env["CLUSTER_ID"] for env in envs.values()}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id)
+    assert cluster_id != base_env["CLUSTER_ID"], "the cluster must not reuse the single broker's data"
+    # Ingest leaves the replication to the brokers' default (3) unless told otherwise.
+    assert "INGEST_TOPIC_REPLICATION_FACTOR" not in cluster_stack.environment("ingest")
+
+
+def test_cluster_nodes_are_reachable_from_the_host_each_on_its_own_loopback_port(cluster_stack: Any) -> None:
+    host_ports = set()
+    for name in CLUSTER_NODES:
+        env = cluster_stack.environment(name)
+        host, port = _listeners(env, "KAFKA_ADVERTISED_LISTENERS")["HOST"].rsplit(":", 1)
+        assert host == "127.0.0.1", name
+        assert _listeners(env, "KAFKA_LISTENERS")["HOST"] == f":{port}", name
+        assert f"127.0.0.1:{port}:{port}" in [str(p) for p in cluster_stack.services[name]["ports"]], name
+        host_ports.add(port)
+    assert host_ports == {"9094", "9095", "9096"}
+
+
+def test_every_kafka_client_of_the_base_gets_the_cluster_bootstrap(
+    base_stack: Any, stack_factory: Any
+) -> None:
+    base_clients = {
+        name
+        for name, spec in base_stack.services.items()
+        if name in kafka_clients(base_stack) or "broker" in (spec.get("depends_on") or {})
+    }
+    assert NEEDS_KAFKA | {"kafka-exporter"} <= base_clients
+    expected = sorted(["broker:9092", "broker-2:9092", "broker-3:9092"])
+    for name, without_cluster in (("cluster", "base"), ("replay+cluster", "replay")):
+        stack = stack_factory(name, SECRETS)
+        clients = kafka_clients(stack)
+        for service in base_clients:
+            assert sorted(clients.get(service, [])) == expected, f"{name}: {service}"
+            for node in CLUSTER_NODES:
+                assert stack.services[service]["depends_on"][node]["condition"] == "service_healthy"
+        # Only Kafka changes: the override adds brokers 2 and 3 and no other service.
+        assert set(stack.services) == set(stack_factory(without_cluster, SECRETS).services) | CLUSTER_NODES
+
+
+def test_cluster_nodes_share_the_base_image_and_healthcheck_and_start_together(
+    base_stack: Any, cluster_stack: Any
+) -> None:
+    base = base_stack.services["broker"]
+    for name in CLUSTER_NODES:
+        spec = cluster_stack.services[name]
+        assert spec["image"] == base["image"], name
+        assert spec["restart"] == "unless-stopped", name
+        assert spec["healthcheck"]["test"] == base["healthcheck"]["test"], name
+        for key in ("interval", "timeout", "retries", "start_period"):
+            assert spec["healthcheck"][key] == base["healthcheck"][key], (name, key)
+        # A node needs the others for a quorum: waiting for one of them would never end.
+        assert not set(spec.get("depends_on") or {}) & CLUSTER_NODES, name
+
+
+def test_cluster_nodes_keep_their_data_in_volumes_of_their_own(cluster_stack: Any) -> None:
+    sources = {}
+    for name in CLUSTER_NODES:
+        log_dirs = cluster_stack.environment(name)["KAFKA_LOG_DIRS"]
+        mounts = [str(v) for v in cluster_stack.services[name]["volumes"] if str(v).split(":")[1] == log_dirs]
+        [mount] = mounts  # Compose merges volumes by target: the override's replaces the base's
+        source = mount.split(":")[0]
+        assert source in cluster_stack.volumes, f"{name}: volume {source} is not declared"
+        sources[name] = source
+    assert len(set(sources.values())) == 3, sources
+    assert "kafka-data" not in sources.values(), "the single broker's volume stays the single broker's"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -49,7 +50,7 @@ def test_the_schema_is_the_compose_specification() -> None:
     assert importlib.metadata.version("check-jsonschema")
 
 
-@pytest.mark.parametrize("name", ["base", "replay"])
+@pytest.mark.parametrize("name", ["base", "replay", "cluster"])
 def test_files_as_written_validate(
     name: str, compose_raw: dict[str, dict[str, Any]], validator: jsonschema.protocols.Validator
 ) -> None:
@@ -57,7 +58,18 @@ def test_files_as_written_validate(
 
 
 def test_interpolated_stacks_validate(compose_stack: Any, validator: jsonschema.protocols.Validator) -> None:
+    """The merged stacks too (base + replay, base + cluster, base + replay + cluster)."""
     assert _errors(validator, compose_stack.document) == []
+
+
+def test_every_compose_file_is_checked(compose_raw: dict[str, Any]) -> None:
+    """A new override file must join the checks (conftest.OVERRIDES), not slip past them."""
+    compose_dir = Path(__file__).resolve().parents[2] / "compose"
+    on_disk = {path.name for path in compose_dir.glob("docker-compose*.yml")}
+    checked = {"docker-compose.yml"} | {
+        f"docker-compose.{name}.yml" for name in compose_raw if name != "base"
+    }
+    assert on_disk == checked
 
 
 def test_the_validator_rejects_what_compose_rejects(validator: jsonschema.protocols.Validator) -> None:

@@ -31,6 +31,9 @@ COMMANDS: dict[str, Command] = {
     "alerting": Command("cryptopipe.alerting.cli:main", "run the Spark alerting job"),
     "dashboard": Command("cryptopipe.dashboard.cli:main", "serve the live dashboard (Streamlit)"),
     "skew-monitor": Command("cryptopipe.skew.cli:main", "estimate the clock offset against Binance / NTP"),
+    "kafka-cluster": Command(
+        "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
+    ),
     "bench": Command("cryptopipe.cli.bench:main", "benchmarks: prices, alerting, codec"),
     "docs": Command("cryptopipe.cli.docs:main", "regenerate docs/metrics.md and docs/configuration.md"),
 }

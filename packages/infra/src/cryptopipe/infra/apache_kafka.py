@@ -315,6 +315,9 @@ class KafkaCluster:
         return self
 
     def stop(self) -> None:
+        # All at once: stopped one by one, the last node loses its quorum and hangs until killed.
+        for broker in self.brokers:
+            broker.request_stop()
         for broker in self.brokers:
             broker.stop()
 

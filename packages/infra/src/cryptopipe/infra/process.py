@@ -235,6 +235,13 @@ class LocalServer:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
+    def request_stop(self) -> None:
+        """Send ``stop_signal`` without waiting (to stop several servers at once; then :meth:`stop`)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.stop_signal)
+
     def terminate(self) -> None:
         """Send ``stop_signal``, wait ``stop_grace`` seconds, then SIGKILL. Keeps the temp dir (and log).
 

@@ -142,7 +142,7 @@ def ensure_topics(kafka: KafkaSettings, specs: Sequence[TopicSpec], timeout_s: f
     if not missing:
         return
     futures = admin.create_topics(
-        [NewTopic(s.name, s.partitions, 1, config={"retention.ms": str(s.retention_ms)}) for s in missing],
+        [NewTopic(s.name, s.partitions, -1, config={"retention.ms": str(s.retention_ms)}) for s in missing],
         request_timeout=timeout_s,
     )
     for name, future in futures.items():
