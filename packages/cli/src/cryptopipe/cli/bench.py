@@ -11,6 +11,7 @@ BENCHES = {
     "prices": ("cryptopipe.cli.bench_prices:main", "replay -> ingest -> Kafka -> consumer -> Redis"),
     "alerting": ("cryptopipe.alerting.bench:main", "Kafka -> Spark alert job -> alerts"),
     "codec": ("cryptopipe.cli.bench_codec:main", "wire-format encode/decode: JSON vs MessagePack"),
+    "faults": ("cryptopipe.cli.bench_faults:main", "five faults on the prices path: trades lost/duplicated"),
 }
 
 

@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "kafka-cluster": Command(
         "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
     ),
-    "bench": Command("cryptopipe.cli.bench:main", "benchmarks: prices, alerting, codec"),
+    "bench": Command("cryptopipe.cli.bench:main", "benchmarks: prices, alerting, codec, faults"),
     "docs": Command("cryptopipe.cli.docs:main", "regenerate docs/metrics.md and docs/configuration.md"),
 }
 
