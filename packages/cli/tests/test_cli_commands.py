@@ -115,6 +115,7 @@ def test_books_that_do_not_balance_say_so_in_one_line_and_lost_is_not_zero() -> 
         "duplicates": 0,
         "published": 88_567,
         "lost": 0,
+        "unfilled": 0,
         "unaccounted": 0,
     }
 
@@ -153,6 +154,13 @@ def test_balanced_books_print_one_line_of_figures() -> None:
     )
     assert counted.balanced
     assert counted.lost == 2
+    # Trades missing from the stream that backfill could not recover are lost too, and said so.
+    gaps = up.Books(
+        up.IngestBooks(received=10, published=10, unfilled=7), {"prices": up.TopicBooks("prices", 10, 10, 10)}
+    )
+    assert gaps.lost == 7
+    assert "7 lost (7 in stream gaps never backfilled)" in gaps.line()
+    assert up.ingest_books({"received": 3, "published": 3, "unfilled": 4}, Scrape.from_text("")).unfilled == 4
 
 
 def test_books_fall_back_to_the_last_scrape_when_a_service_left_no_stats() -> None:

@@ -110,13 +110,20 @@ class TopicBooks:
 @dataclass(frozen=True, slots=True)
 class IngestBooks:
     """Ingest's side: every trade it took in (live or backfilled) is published, a duplicate it
-    dropped on purpose, or counted lost with a reason (buffer full, undeliverable, shutdown)."""
+    dropped on purpose, or counted lost with a reason (buffer full, undeliverable, shutdown).
+
+    ``unfilled`` are trades ingest never took in: ids missing from the stream (a reconnect, a
+    slow connection the exchange dropped) that the REST backfill could not recover. Like the
+    losses counted with a reason, they leave the books balanced (every one is accounted for) but
+    they are missing trades all the same, so they count in ``lost``.
+    """
 
     received: int = 0
     backfilled: int = 0
     duplicates: int = 0
     published: int = 0
     lost: int = 0
+    unfilled: int = 0
 
     @property
     def unaccounted(self) -> int:
@@ -130,6 +137,7 @@ class IngestBooks:
             "duplicates": self.duplicates,
             "published": self.published,
             "lost": self.lost,
+            "unfilled": self.unfilled,
             "unaccounted": self.unaccounted,
         }
 
@@ -151,7 +159,8 @@ class Books:
         """Trades ingest took in that never reached Redis: counted lost in ingest, unaccounted
         for in ingest, or published and never written (so never 0 while trades are missing)."""
         prices = self.topics.get("prices")
-        return self.ingest.lost + self.ingest.unaccounted + (prices.unwritten if prices else 0)
+        unwritten = prices.unwritten if prices else 0
+        return self.ingest.lost + self.ingest.unfilled + self.ingest.unaccounted + unwritten
 
     @property
     def balanced(self) -> bool:
@@ -163,6 +172,10 @@ class Books:
             "ingest": self.ingest.as_dict(),
             **{name: books.as_dict() for name, books in self.topics.items()},
         }
+
+    def _gaps(self) -> str:
+        unfilled = self.ingest.unfilled
+        return f" ({unfilled} in stream gaps never backfilled)" if unfilled else ""
 
     def line(self) -> str:
         """One line: the figures when the books balance, else what is missing and where."""
@@ -188,7 +201,13 @@ class Books:
             parts.append(
                 f"{self.ingest.received} trades received, {prices.published} published = "
                 f"{prices.written} written + {prices.stale} stale + {prices.dead_lettered} dead-lettered, "
-                f"{self.lost} lost (prices topic)"
+                f"{self.lost} lost"
+                + (
+                    f" ({self.ingest.unfilled} in stream gaps never backfilled)"
+                    if self.ingest.unfilled
+                    else ""
+                )
+                + " (prices topic)"
             )
         for name, books in self.topics.items():
             if name != "prices":
@@ -216,6 +235,7 @@ def ingest_books(stats: Mapping[str, Any], scrape: Scrape) -> IngestBooks:
             duplicates=_count(stats, "duplicates"),
             published=_count(stats, "published"),
             lost=_count(stats, "lost"),
+            unfilled=_count(stats, "unfilled"),
         )
     return IngestBooks(
         received=int(scrape.total("cryptopipe_ingest_trades_received_total")),
@@ -223,6 +243,7 @@ def ingest_books(stats: Mapping[str, Any], scrape: Scrape) -> IngestBooks:
         duplicates=int(scrape.total("cryptopipe_ingest_trades_duplicate_total")),
         published=int(scrape.total("cryptopipe_ingest_trades_published_total")),
         lost=int(scrape.total("cryptopipe_ingest_trades_lost_total")),
+        unfilled=int(scrape.total("cryptopipe_ingest_trades_unfilled_total")),
     )
 
 
