@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from cryptopipe.ingest.pacing import RateLimitedLog
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
+from cryptopipe.observability.logs import rate_limited_logger
 from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
 
@@ -66,7 +67,7 @@ def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str,
         "compression.type": settings.compression,
         "queue.buffering.max.messages": settings.buffer_max_messages,
         "message.timeout.ms": settings.delivery_timeout_ms,
-        "logger": logging.getLogger("cryptopipe.ingest.librdkafka"),
+        "logger": rate_limited_logger("cryptopipe.ingest.librdkafka"),
     }
 
 

@@ -70,6 +70,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from cryptopipe.observability import metrics as m
+from cryptopipe.observability.logs import rate_limited_logger
 from cryptopipe.schemas import DEAD_LETTERS, DeadLetter, DecodeError, KafkaSettings, encode
 from cryptopipe.store.errors import ConsumerFatalError
 from cryptopipe.store.sink import Sink, WriteResult
@@ -234,7 +235,7 @@ class ConsumerLoop(Generic[T]):
         admin_config: dict[str, Any] = {
             **kafka.client_config(),
             "client.id": f"{self.component}-offsets",
-            "logger": logging.getLogger("cryptopipe.store.librdkafka"),
+            "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
         }
         self._admin = AdminClient(admin_config)
         self._pending_offsets: dict[TopicPartition, Future[Any]] | None = None
@@ -253,7 +254,7 @@ class ConsumerLoop(Generic[T]):
             {
                 "on_commit": self._on_commit,
                 "error_cb": self._on_error,
-                "logger": logging.getLogger("cryptopipe.store.librdkafka"),
+                "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
             }
         )
         config.update(consumer_overrides or {})
@@ -666,7 +667,7 @@ class ConsumerLoop(Generic[T]):
                     "linger.ms": 5,
                     "enable.idempotence": False,
                     "error_cb": self._on_error,
-                    "logger": logging.getLogger("cryptopipe.store.librdkafka"),
+                    "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
                 }
             )
         return self._producer
