@@ -268,3 +268,43 @@ def test_bad_configuration_names_the_variable_and_hides_the_secret(clean_env: An
     assert "REDIS_URL" in result.stderr
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,  # deletes this test's keys afterwards
+    clean_env: Any,
+) -> None:
+    """Two ingest shards on disjoint symbols and two prices consumers in one group: the books are
+    the sums and balance, and each consumer wrote its partitions' share (4 symbols -> partitions
+    2, 1, 3, 0, so each member of the group owns symbols)."""
+    env = clean_env() | {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "REDIS_URL": redis_settings.url.get_secret_value(),
+        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
+    }
+    summary_path = tmp_path / "summary.json"
+    args = ["--source", "replay", "--symbols", "btcusdt,ethusdt,bnbusdt,xrpusdt", "--rate", "2000"]
+    args += ["--run-for", "15", "--ingest-shards", "2", "--consumers", "2"]
+    args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
+    result = _up(args, env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(summary_path.read_text())
+    assert (summary["ingest_shards"], summary["consumers"]) == (2, 2)
+    books = summary["reconciliation"]
+    assert books["balanced"] is True
+    assert summary["unwritten"] == 0
+    shards = books["ingest_by_shard"]
+    assert set(shards) == {"ingest", "ingest-2"}
+    assert all(shard["published"] > 0 for shard in shards.values())
+    published = sum(shard["published"] for shard in shards.values())
+    assert books["prices"]["published"] == summary["trades_published"] == published > 0
+    assert books["prices"]["written"] + books["prices"]["stale"] == published
+    consumers = books["prices_by_consumer"]
+    assert set(consumers) == {"prices-consumer", "prices-consumer-2"}
+    assert all(consumer["written"] > 0 for consumer in consumers.values()), consumers
+    assert sum(c["written"] + c["stale"] for c in consumers.values()) == published
+    assert "Traceback" not in result.stderr

@@ -286,3 +286,173 @@ def test_up_exits_3_with_one_line_when_the_books_do_not_balance(
     summary = json.loads(summary_path.read_text())
     assert summary["unwritten"] == 1000 - written
     assert summary["lost"] == 1000 - written
+
+
+# --- scale-out: ingest shards and consumer-group members ------------------------------------------
+
+
+def test_symbols_are_dealt_round_robin_to_disjoint_shards() -> None:
+    symbols = ["btcusdt", "ethusdt", "bnbusdt", "xrpusdt", "solusdt"]
+    assert up.split_symbols(symbols, 1) == [symbols]
+    assert up.split_symbols(symbols, 2) == [["btcusdt", "bnbusdt", "solusdt"], ["ethusdt", "xrpusdt"]]
+    shards = up.split_symbols(symbols, 5)
+    assert shards == [[s] for s in symbols]
+    for n in range(1, 6):
+        shards = up.split_symbols(symbols, n)
+        assert len(shards) == n
+        assert sorted(s for shard in shards for s in shard) == sorted(symbols)  # disjoint, complete
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    with pytest.raises(up.ConfigError, match="--ingest-shards 3 exceeds the 2 symbol"):
+        up.split_symbols(["btcusdt", "ethusdt"], 3)
+
+
+def test_more_shards_than_symbols_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--source", "replay", "--symbols", "btcusdt,ethusdt", "--ingest-shards", "3", "--run-for", "0"]
+    assert up.main(argv) == 2  # before any server starts
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "cryptopipe up: --ingest-shards 3 exceeds the 2 symbol(s) to stream (btcusdt,ethusdt): "
+        "each shard needs at least one symbol"
+    ]
+    with pytest.raises(SystemExit) as exc:
+        up.build_parser().parse_args(["--consumers", "0"])
+    assert exc.value.code == 2
+
+
+def test_member_names_keep_the_first_process_named_after_its_component() -> None:
+    assert up.member_names("ingest", 1) == ["ingest"]
+    assert up.member_names("prices-consumer", 3) == [
+        "prices-consumer",
+        "prices-consumer-2",
+        "prices-consumer-3",
+    ]
+    assert [up.component_of(n) for n in up.member_names("prices-consumer", 3)] == ["prices-consumer"] * 3
+    assert up.component_of("ingest-12") == "ingest"
+    assert up.component_of("replay-exchange") == "replay-exchange"
+    # The first of each keeps its row in the port table; the others get free ports.
+    ports = up._Ports(9200)
+    assert (ports.of("ingest"), ports.of("prices-consumer")) == (9201, 9202)
+    assert ports.of("ingest-2") not in (9201, 9202, 9203, 9204, 9205, 9206, 9209)
+
+
+def test_a_consumer_group_is_assigned_once_every_partition_has_an_owner() -> None:
+    assert up.group_assigned([1], 1)
+    assert not up.group_assigned([0], 1)
+    assert up.group_assigned([2, 2], 4)
+    assert up.group_assigned([2, 1, 1], 4)
+    assert not up.group_assigned([4, 0], 4)  # the second member has not joined yet
+    assert not up.group_assigned([0, 2], 4)  # mid-rebalance: the first gave its partitions up
+    assert up.group_assigned([1, 1, 1, 1, 0, 0], 4)  # six members, four partitions: two idle
+    assert not up.group_assigned([1, 1, 1, 0, 0, 0], 4)
+    assert up.group_assigned([4, 4], 8)
+
+
+def test_books_sum_the_shards_and_the_consumers() -> None:
+    shards = [
+        up.IngestBooks(received=600, published=598, lost=2),
+        up.IngestBooks(received=400, published=400),
+    ]
+    ingest = up.sum_ingest_books(shards)
+    assert ingest == up.IngestBooks(received=1000, published=998, lost=2)
+    members = [
+        up.TopicBooks("prices", 0, consumed=500, written=495, stale=5),
+        up.TopicBooks("prices", 0, consumed=498, written=497, dead_lettered=1),
+    ]
+    prices = up.sum_topic_books("prices", ingest.published, members)
+    assert (prices.published, prices.consumed, prices.written, prices.stale, prices.dead_lettered) == (
+        998,
+        998,
+        992,
+        5,
+        1,
+    )
+    assert prices.unwritten == 0
+    books = up.Books(
+        ingest,
+        {"prices": prices},
+        shards={"ingest": shards[0], "ingest-2": shards[1]},
+        consumers={"prices": {"prices-consumer": members[0], "prices-consumer-2": members[1]}},
+    )
+    assert books.balanced
+    assert books.lost == 2
+    figures = books.as_dict()
+    assert figures["ingest"]["received"] == 1000
+    assert figures["ingest_by_shard"]["ingest-2"]["published"] == 400
+    assert figures["prices_by_consumer"] == {
+        "prices-consumer": {"consumed": 500, "written": 495, "stale": 5, "dead_lettered": 0},
+        "prices-consumer-2": {"consumed": 498, "written": 497, "stale": 0, "dead_lettered": 1},
+    }
+    # A member short of its share shows up in the sum as unwritten.
+    short = up.sum_topic_books("prices", 998, [members[0], up.TopicBooks("prices", 0, 400, 400)])
+    assert short.unwritten == 998 - 900
+
+
+def test_summary_sums_every_shard_and_consumer(tmp_path: Path) -> None:
+    args = up.build_parser().parse_args(
+        ["--source", "replay", "--no-alerting", "--ingest-shards", "2", "--consumers", "2"]
+    )
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    stats = {
+        "prices-consumer": {"consumed": 700, "written": 690, "stale": 10, "dead_lettered": 0},
+        "prices-consumer-2": {"consumed": 300, "written": 300, "stale": 0, "dead_lettered": 0},
+        "ingest": {"received": 610, "published": 610, "reconnects": 1},
+        "ingest-2": {"received": 390, "published": 390, "reconnects": 2},
+    }
+    for name, figures in stats.items():
+        path = tmp_path / f"{name}-stats.json"
+        path.write_text(json.dumps(figures))
+        pipeline.runtime.stats_files[name] = path
+        pipeline.runtime.services[name] = None  # type: ignore[assignment]  # only names are read
+    assert pipeline.members("ingest") == ["ingest", "ingest-2"]
+    assert pipeline._published() == 1000
+    summary = pipeline.summary(10.0)
+    assert (summary["ingest_shards"], summary["consumers"]) == (2, 2)
+    assert summary["trades_received"] == summary["trades_published"] == 1000
+    assert (summary["prices_written"], summary["prices_stale"], summary["unwritten"]) == (990, 10, 0)
+    assert summary["reconnects"] == 3
+    books = summary["reconciliation"]
+    assert books["balanced"] is True
+    assert books["prices"]["published"] == 1000
+    assert books["prices_by_consumer"]["prices-consumer-2"]["written"] == 300
+    assert books["ingest_by_shard"]["ingest"]["received"] == 610
+    json.dumps(summary)
+    # A shard that left no stats file: the consumers are drained by their lag alone.
+    (tmp_path / "ingest-2-stats.json").unlink()
+    assert pipeline._published() is None
+
+
+def test_bench_merges_every_consumers_latency_samples() -> None:
+    from cryptopipe.cli import bench_prices
+
+    # Below the reservoirs' capacity every sample is kept.
+    assert sorted(bench_prices.merge_samples([(3, [1, 2, 3]), (2, [10, 20])])) == [1, 2, 3, 10, 20]
+    assert bench_prices.merge_samples([]) == []
+    # A full reservoir: each part thinned to the smallest kept fraction (here 1/10), so the
+    # busier consumer keeps its weight.
+    merged = bench_prices.merge_samples([(1000, list(range(100))), (20, [7] * 20)])
+    assert len(merged) == 100 + 2
+    assert merged.count(7) >= 2
+    cpu = bench_prices.component_cpu(
+        {"ingest": 1.0, "ingest-2": 2.0, "broker": 5.0},
+        {"ingest": 3.0, "ingest-2": 3.5, "broker": 9.0, "prices-consumer-2": 1.25},
+    )
+    assert cpu == {"ingest": 3.5, "broker": 4.0, "prices-consumer": 1.25}
+
+
+def test_a_dead_shard_or_consumer_is_detected(tmp_path: Path) -> None:
+    class Stub:
+        def __init__(self, name: str, running: bool) -> None:
+            self.name, self._running = name, running
+
+        def running(self) -> bool:
+            return self._running
+
+    args = up.build_parser().parse_args(["--source", "replay", "--ingest-shards", "2", "--consumers", "2"])
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    for name in ("prices-consumer", "prices-consumer-2", "ingest", "ingest-2"):
+        pipeline.runtime.services[name] = Stub(name, True)  # type: ignore[assignment]
+    assert pipeline.dead_service() is None
+    pipeline.runtime.services["prices-consumer-2"] = Stub("prices-consumer-2", False)  # type: ignore[assignment]
+    dead = pipeline.dead_service()
+    assert dead is not None
+    assert dead.name == "prices-consumer-2"

@@ -13,6 +13,13 @@ Every run's books are balanced as ``cryptopipe up`` balances them (:class:`crypt
 each trade ingest published is written to Redis, stale or dead-lettered, or it is ``unwritten``.
 The JSON carries ``unwritten``, ``lost`` and the main run's ``reconciliation``; when the main run's
 books do not balance, one line says so and the exit status is 3, as ``up``'s.
+
+Scale-out: ``--ingest-shards N --consumers N`` run the pipeline as ``up`` does with the same flags
+(N ingest processes on disjoint symbols, N prices consumers in one group). Each consumer writes
+its own latency samples; the figures are over all of them. ``cpu_seconds`` is each component's
+CPU time during the measured window (every process of it, the broker's and Redis' too when this
+machine runs them), and ``cpu_us_per_msg`` the same per trade ingest published in the window
+(live and backfilled: what the broker and the consumers carried).
 """
 
 from __future__ import annotations
@@ -20,21 +27,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.cli import up
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.ingest.topics import ensure_topics
-from cryptopipe.observability import exact_percentiles_ms
-from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec
+from cryptopipe.observability import Scrape, exact_percentiles_ms
+from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.bench import measure_redis_set_floor
 
 
@@ -99,12 +108,76 @@ def _up_args(rate: float, base: argparse.Namespace) -> argparse.Namespace:
             str(base.seed),
             "--metrics-base-port",
             "0",
+            "--ingest-shards",
+            str(base.ingest_shards),
+            "--consumers",
+            str(base.consumers),
             # The prices path alone: the Spark job would share the same cores (see --with-alerting).
             *([] if base.with_alerting else ["--no-alerting"]),
             "--no-dashboard",
             "--no-prometheus",
         ]
     )
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU time (user + system, children included) of each named process so far; a process
+    that is gone counts 0."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            process = psutil.Process(pid)
+            total = 0.0
+            for p in [process, *process.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            total = 0.0
+        out[name] = total
+    return out
+
+
+def component_cpu(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """CPU seconds between two :func:`cpu_seconds` snapshots, summed per component
+    (``ingest`` and ``ingest-2`` count as ``ingest``)."""
+    out: dict[str, float] = {}
+    for name, value in after.items():
+        component = up.component_of(name)
+        out[component] = out.get(component, 0.0) + max(0.0, value - before.get(name, 0.0))
+    return {name: round(value, 3) for name, value in out.items()}
+
+
+def merge_samples(parts: Sequence[tuple[int, list[int]]], seed: int = 0) -> list[int]:
+    """Several consumers' latency samples as one uniform sample: ``(seen, samples)`` each. Below
+    the reservoirs' capacity every sample is kept (exact); otherwise each part is thinned to the
+    smallest kept fraction, so a busy consumer weighs as much as its share of the trades."""
+    fraction = min((len(samples) / seen for seen, samples in parts if seen > 0), default=1.0)
+    if fraction >= 1.0:
+        return [value for _, samples in parts for value in samples]
+    rng = random.Random(seed)
+    merged: list[int] = []
+    for seen, samples in parts:
+        merged += rng.sample(samples, min(len(samples), round(seen * fraction)))
+    return merged
+
+
+def _read_samples(path: Path) -> tuple[int, list[int]]:
+    """``(seen, samples)`` from one consumer's ``--latency-samples`` file (none when it is missing)."""
+    if not path.exists():
+        return 0, []
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return len(data), data
+    samples = data.get("samples_us", [])
+    return int(data.get("seen", len(samples))), samples
+
+
+def _pids(pipeline: up.Pipeline, kafka: KafkaEndpoint, redis: RedisEndpoint) -> dict[str, int]:
+    pids = {name: s.pid for name, s in pipeline.runtime.services.items() if s.pid is not None}
+    for name, server in (("broker", kafka.server), ("redis", redis.server)):
+        if server is not None and server.pid is not None:
+            pids[name] = server.pid
+    return pids
 
 
 def run_pipeline(
@@ -117,9 +190,12 @@ def run_pipeline(
     workdir: Path,
     sample_lag: bool = False,
 ) -> dict[str, Any]:
-    """One pipeline run at an offered rate; returns counts, lag samples and latency samples."""
-    samples_path = workdir / f"latency-{uuid.uuid4().hex[:6]}.json"
-    prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+    """One pipeline run at an offered rate; returns counts, lag samples, latency samples (every
+    consumer's) and each component's CPU seconds during the window."""
+    run_id = uuid.uuid4().hex[:6]
+    consumers = up.member_names("prices-consumer", base.consumers)
+    samples = {name: workdir / f"latency-{run_id}-{name}.json" for name in consumers}
+    prefix = f"bench-{run_id}-"
     with contextlib.ExitStack() as stack:
         pipeline = up.Pipeline(
             _up_args(rate, base),
@@ -127,38 +203,87 @@ def run_pipeline(
             workdir,
             extra_args={
                 "replay-exchange": ["--no-burst"],
-                "prices-consumer": ["--latency-samples", str(samples_path)],
+                **{name: ["--latency-samples", str(path)] for name, path in samples.items()},
             },
             extra_env={"KAFKA_TOPIC_PREFIX": prefix, "REDIS_KEY_PREFIX": f"cryptopipe:{prefix}"},
         )
         pipeline.use_servers(kafka, redis)
         ws_url, rest_url = pipeline.start_exchange()
         pipeline.start_services(ws_url, rest_url)
+        pids = _pids(pipeline, kafka, redis)
+        shards = pipeline.members("ingest")
+        counts_before = _ingest_counts(pipeline.scrape(*shards))
+        cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         max_lag = 0.0
         while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(0.5)
             if sample_lag:
-                max_lag = max(max_lag, pipeline.scrape("prices-consumer").total("cryptopipe_consumer_lag"))
+                max_lag = max(max_lag, pipeline.scrape(*consumers).total("cryptopipe_consumer_lag"))
             dead = pipeline.dead_service()
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
+        cpu = component_cpu(cpu_before, cpu_seconds(pids))
+        counts = _ingest_counts(pipeline.scrape(*shards))
         pipeline.drain()
         books = pipeline.books()
         summary = pipeline.summary(elapsed, books)
-    latency_us = json.loads(samples_path.read_text()) if samples_path.exists() else []
-    if isinstance(latency_us, dict):
-        latency_us = latency_us.get("samples_us", [])
     return {
         "summary": summary,
         "books": books,
         "elapsed_s": elapsed,
         "max_lag": max_lag,
-        "latency_us": latency_us,
+        "latency_us": merge_samples([_read_samples(path) for path in samples.values()]),
+        "cpu_seconds": cpu,
+        "window": {key: int(counts[key] - counts_before[key]) for key in counts},
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _ingest_counts(scrape: Scrape) -> dict[str, float]:
+    """Trades every ingest shard received live and published so far."""
+    return {
+        "received": scrape.total("cryptopipe_ingest_trades_received_total"),
+        "published": scrape.total("cryptopipe_ingest_trades_published_total"),
+    }
+
+
+def _ladder(
+    args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
+) -> tuple[list[dict[str, Any]], float]:
+    """Each ladder step's figures, and the highest offered rate the pipeline kept up with."""
+    sustained: list[dict[str, Any]] = []
+    best = 0.0
+    for rate in [float(r) for r in args.ladder.split(",") if r.strip()]:
+        _progress(f"ladder step {rate:.0f} msg/s for {args.step_seconds:.0f} s")
+        step = run_pipeline(
+            rate, args.step_seconds, base=args, kafka=kafka, redis=redis, workdir=workdir, sample_lag=True
+        )
+        received = step["summary"]["trades_received"]
+        offered = rate * step["elapsed_s"]
+        step_books: up.Books = step["books"]
+        kept_up = received >= 0.9 * offered and step["max_lag"] <= rate * 0.5 and step_books.balanced
+        sustained.append(
+            {
+                "offered_msgs_per_s": rate,
+                "received": received,
+                "received_msgs_per_s": round(received / step["elapsed_s"], 1),
+                "max_lag": step["max_lag"],
+                "unwritten": step_books.unwritten,
+                "kept_up": kept_up,
+            }
+        )
+        _progress(
+            f"  received {received} ({received / step['elapsed_s']:.0f}/s), max lag "
+            f"{step['max_lag']:.0f}, unwritten {step_books.unwritten}: "
+            f"{'kept up' if kept_up else 'fell behind'}"
+        )
+        if not kept_up:
+            break
+        best = rate
+    return sustained, best
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe bench prices",
         description=__doc__,
@@ -181,8 +306,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run the Spark alert job beside the prices path (the whole pipeline's figure)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--ingest-shards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ingest processes on disjoint symbols, as `up --ingest-shards` (default 1)",
+    )
+    parser.add_argument(
+        "--consumers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="prices consumers in one group, as `up --consumers` (default 1)",
+    )
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        up.split_symbols(up.parse_symbols(args.symbols), args.ingest_shards)
+    except ConfigError as exc:
+        _progress(str(exc))
+        return 2
+    if args.consumers < 1:
+        _progress(f"--consumers must be at least 1, got {args.consumers}")
+        return 2
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cryptopipe-bench-") as tmp:
         kafka = resolve_kafka(KafkaSettings(), stack=stack)
         redis = resolve_redis(RedisSettings(), stack=stack)
@@ -190,54 +340,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         _progress(f"floors: {args.floor_samples} broker round trips and Redis SETs")
         broker_rtt = measure_broker_rtt(kafka, args.floor_samples)
         redis_set = measure_redis_set_floor(redis.url.get_secret_value(), args.floor_samples)
-        _progress(f"pipeline at {args.rate:.0f} msg/s for {args.duration:.0f} s")
+        _progress(
+            f"pipeline at {args.rate:.0f} msg/s for {args.duration:.0f} s "
+            f"({args.ingest_shards} ingest shard(s), {args.consumers} consumer(s))"
+        )
         main_run = run_pipeline(
             args.rate, args.duration, base=args, kafka=kafka, redis=redis, workdir=Path(tmp)
         )
-        sustained: list[dict[str, Any]] = []
-        best = 0.0
-        for rate in [float(r) for r in args.ladder.split(",") if r.strip()]:
-            _progress(f"ladder step {rate:.0f} msg/s for {args.step_seconds:.0f} s")
-            step = run_pipeline(
-                rate,
-                args.step_seconds,
-                base=args,
-                kafka=kafka,
-                redis=redis,
-                workdir=Path(tmp),
-                sample_lag=True,
-            )
-            received = step["summary"]["trades_received"]
-            offered = rate * step["elapsed_s"]
-            step_books: up.Books = step["books"]
-            kept_up = received >= 0.9 * offered and step["max_lag"] <= rate * 0.5 and step_books.balanced
-            sustained.append(
-                {
-                    "offered_msgs_per_s": rate,
-                    "received": received,
-                    "received_msgs_per_s": round(received / step["elapsed_s"], 1),
-                    "max_lag": step["max_lag"],
-                    "unwritten": step_books.unwritten,
-                    "kept_up": kept_up,
-                }
-            )
-            _progress(
-                f"  received {received} ({received / step['elapsed_s']:.0f}/s), max lag "
-                f"{step['max_lag']:.0f}, unwritten {step_books.unwritten}: "
-                f"{'kept up' if kept_up else 'fell behind'}"
-            )
-            if not kept_up:
-                break
-            best = rate
+        sustained, best = _ladder(args, kafka, redis, Path(tmp))
+    result = _result(args, main_run, broker_rtt, redis_set)
+    result["max_sustained_msgs_per_s"] = best
+    result["ladder"] = sustained
+    for key in (
+        "system_latency_ms",
+        "received_msgs_per_s",
+        "throughput_msgs_per_s",
+        "max_sustained_msgs_per_s",
+        "floor_broker_rtt_ms",
+        "floor_redis_set_ms",
+        "ratio_p99_to_floor",
+        "unwritten",
+        "lost",
+        "cpu_seconds",
+        "cpu_us_per_msg",
+    ):
+        print(f"{key:28} {result[key]}")
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    books: up.Books = main_run["books"]
+    _progress(books.line())
+    return 0 if books.balanced else up.EXIT_UNBALANCED
 
+
+def _result(
+    args: argparse.Namespace, main_run: dict[str, Any], broker_rtt: list[float], redis_set: list[float]
+) -> dict[str, Any]:
+    """The main run's figures, as the JSON carries them."""
     summary = main_run["summary"]
     books: up.Books = main_run["books"]
     system = exact_percentiles_ms(main_run["latency_us"])
     floor_broker = _pct(broker_rtt)
     floor_redis = _pct(redis_set)
-    result: dict[str, Any] = {
+    window = main_run["window"]
+    return {
         "broker": summary["broker"],
         "redis": summary["redis"],
+        "ingest_shards": summary["ingest_shards"],
+        "consumers": summary["consumers"],
         "offered_rate_msgs_per_s": args.rate,
         "duration_s": round(main_run["elapsed_s"], 2),
         "trades_received": summary["trades_received"],
@@ -249,28 +399,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "system_latency_ms": system,
         "system_latency_samples": len(main_run["latency_us"]),
         "e2e_latency_ms": summary["e2e_latency_ms"],
+        "received_msgs_per_s": round(summary["trades_received"] / main_run["elapsed_s"], 1),
         "throughput_msgs_per_s": round(summary["prices_written"] / main_run["elapsed_s"], 1),
-        "max_sustained_msgs_per_s": best,
-        "ladder": sustained,
+        "cpu_seconds": main_run["cpu_seconds"],
+        "cpu_window_trades": window,
+        "cpu_us_per_msg": {
+            name: round(seconds / window["published"] * 1e6, 1) if window["published"] else None
+            for name, seconds in main_run["cpu_seconds"].items()
+        },
         "floor_broker_rtt_ms": {"p50": floor_broker["p50"], "p99": floor_broker["p99"]},
         "floor_redis_set_ms": {"p50": floor_redis["p50"], "p99": floor_redis["p99"]},
         "ratio_p99_to_floor": (
             round(system["p99"] / floor_broker["p99"], 2) if system["p99"] and floor_broker["p99"] else None
         ),
     }
-    for key in (
-        "system_latency_ms",
-        "throughput_msgs_per_s",
-        "max_sustained_msgs_per_s",
-        "floor_broker_rtt_ms",
-        "floor_redis_set_ms",
-        "ratio_p99_to_floor",
-        "unwritten",
-        "lost",
-    ):
-        print(f"{key:28} {result[key]}")
-    if args.json_path is not None:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(result, indent=2) + "\n")
-    _progress(books.line())
-    return 0 if books.balanced else up.EXIT_UNBALANCED

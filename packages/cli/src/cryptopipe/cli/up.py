@@ -2,13 +2,17 @@
 
 Order of events: resolve a broker and Redis (configured, a container when Docker answers, else
 local servers from PyPI/apt), start the exchange side (live Binance, or the replay exchange),
-then ingest and the consumers, each as its own process with its own /metrics. On stop (Ctrl-C,
+then the consumers and ingest, each as its own process with its own /metrics. On stop (Ctrl-C,
 SIGTERM or ``--run-for``) the pipeline drains front to back: ingest flushes, consumers catch up,
 the figures are read from the services' metrics, and everything stops, servers last.
 
 Then the books are balanced (:class:`Books`): per topic, every record its producer got
 acknowledged by Kafka must be written to Redis, stale (older than the latest already there) or
 dead-lettered; whatever is left is ``unwritten``. The last line says whether they balance.
+
+Scaling out: ``--ingest-shards N`` runs N ingest processes, each streaming its own share of the
+symbols; ``--consumers N`` runs N prices consumers in one consumer group, splitting the prices
+topic's partitions. Their books are summed (and kept per process in the reconciliation).
 
 Exit status: 0 the run went well and the books balance; 1 a server or service failed;
 2 bad configuration, or Binance unreachable; 3 (:data:`EXIT_UNBALANCED`) the books do not
@@ -22,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -29,8 +34,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +57,8 @@ from cryptopipe.observability.prometheus import (
     PrometheusServer,
     start_embedded_prometheus,
 )
-from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, load_settings
+from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
+from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,15 @@ class TopicBooks:
             "surplus": self.surplus,
         }
 
+    def handled_dict(self) -> dict[str, int]:
+        """What one member of a consumer group did (a topic's ``published`` is not per member)."""
+        return {
+            "consumed": self.consumed,
+            "written": self.written,
+            "stale": self.stale,
+            "dead_lettered": self.dead_lettered,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class IngestBooks:
@@ -144,10 +160,20 @@ class IngestBooks:
 
 @dataclass(frozen=True, slots=True)
 class Books:
-    """A run's reconciliation: ingest's counts and one :class:`TopicBooks` per consumed topic."""
+    """A run's reconciliation: ingest's counts and one :class:`TopicBooks` per consumed topic.
+
+    With several ingest shards or consumers (``up --ingest-shards N --consumers N``), ``ingest``
+    and the topics' books are the sums (:func:`sum_ingest_books`, :func:`sum_topic_books`);
+    ``shards`` and ``consumers`` keep each process's share (``ingest_by_shard`` and
+    ``prices_by_consumer`` in :meth:`as_dict`).
+    """
 
     ingest: IngestBooks
     topics: Mapping[str, TopicBooks] = field(default_factory=dict)
+    shards: Mapping[str, IngestBooks] = field(default_factory=dict)
+    """Each ingest shard's books, by service name (``ingest``, ``ingest-2``, ...)."""
+    consumers: Mapping[str, Mapping[str, TopicBooks]] = field(default_factory=dict)
+    """Per topic, each consumer-group member's books by service name (their ``published`` is 0)."""
 
     @property
     def unwritten(self) -> int:
@@ -167,11 +193,16 @@ class Books:
         return self.unwritten == 0 and self.ingest.unaccounted == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "balanced": self.balanced,
             "ingest": self.ingest.as_dict(),
             **{name: books.as_dict() for name, books in self.topics.items()},
         }
+        if self.shards:
+            out["ingest_by_shard"] = {name: books.as_dict() for name, books in self.shards.items()}
+        for topic, members in self.consumers.items():
+            out[f"{topic}_by_consumer"] = {name: books.handled_dict() for name, books in members.items()}
+        return out
 
     def _gaps(self) -> str:
         unfilled = self.ingest.unfilled
@@ -269,6 +300,82 @@ def topic_books(
     )
 
 
+def sum_ingest_books(shards: Iterable[IngestBooks]) -> IngestBooks:
+    """Several ingest shards' books as one: every count summed."""
+    parts = list(shards)
+    return IngestBooks(**{f.name: sum(getattr(p, f.name) for p in parts) for f in fields(IngestBooks)})
+
+
+def sum_topic_books(topic: str, published: int, members: Iterable[TopicBooks]) -> TopicBooks:
+    """One topic's books from its consumer-group members' (each handled its partitions' share)
+    against what every producer of the topic published."""
+    parts = list(members)
+    return TopicBooks(
+        topic,
+        published,
+        consumed=sum(p.consumed for p in parts),
+        written=sum(p.written for p in parts),
+        stale=sum(p.stale for p in parts),
+        dead_lettered=sum(p.dead_lettered for p in parts),
+    )
+
+
+def member_names(component: str, count: int) -> list[str]:
+    """Service names of ``count`` processes of one component: ``ingest``, ``ingest-2``, ...
+    (the first keeps the component's name, so one process is named as before)."""
+    return [component if i == 1 else f"{component}-{i}" for i in range(1, count + 1)]
+
+
+_MEMBER_SUFFIX = re.compile(r"-[0-9]+$")
+
+
+def component_of(name: str) -> str:
+    """The component a service name belongs to: ``ingest-2`` -> ``ingest``."""
+    return _MEMBER_SUFFIX.sub("", name)
+
+
+def parse_symbols(text: str) -> list[str]:
+    return [s.strip().lower() for s in text.split(",") if s.strip()]
+
+
+def split_symbols(symbols: Sequence[str], shards: int) -> list[list[str]]:
+    """The symbols of each ingest shard: round-robin in the order given (shard i gets symbols i,
+    i + shards, ...), so the shares are disjoint and differ by one symbol at most.
+
+    Raises :class:`ConfigError` when there are more shards than symbols (a shard with nothing
+    to stream).
+    """
+    if shards < 1:
+        raise ConfigError(f"--ingest-shards must be at least 1, got {shards}")
+    if shards > len(symbols):
+        raise ConfigError(
+            f"--ingest-shards {shards} exceeds the {len(symbols)} symbol(s) to stream "
+            f"({','.join(symbols) or 'none'}): each shard needs at least one symbol"
+        )
+    return [list(symbols[i::shards]) for i in range(shards)]
+
+
+def group_assigned(owned: Sequence[float], partitions: int) -> bool:
+    """Whether a consumer group has settled: every member owns partitions (as many members as
+    there are partitions when there are more members) and together they own all of them.
+
+    ``owned`` is each member's ``cryptopipe_consumer_assigned_partitions``. A member gives up its
+    partitions before a rebalance hands them out again, so no old assignment counts twice.
+    """
+    busy = sum(1 for count in owned if count > 0)
+    return busy >= min(len(owned), partitions) and sum(owned) >= partitions
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe up",
@@ -298,7 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=9100,
         help="services' /metrics ports follow docs/metrics.md from this base (default 9100: "
-        "ingest 9101, prices-consumer 9102, ...); 0 = any free ports",
+        "ingest 9101, prices-consumer 9102, ...); further ingest shards and consumers (ingest-2, "
+        "prices-consumer-2, ...) get free ports; 0 = any free ports for all",
+    )
+    parser.add_argument(
+        "--ingest-shards",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N ingest processes (ingest, ingest-2, ...), each streaming a disjoint share of the "
+        "symbols, dealt round-robin in the order given; N may not exceed the symbols (default 1)",
+    )
+    parser.add_argument(
+        "--consumers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N prices-consumer processes (prices-consumer, prices-consumer-2, ...) in one consumer "
+        "group, splitting the prices topic's partitions (4 by default; more members than "
+        "partitions idle) (default 1)",
     )
     parser.add_argument("--dashboard-port", type=int, default=8501, help="0 = any free port")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
@@ -343,18 +468,25 @@ class Runtime:
     services: dict[str, Service] = field(default_factory=dict)
     stats_files: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Scrape] = field(default_factory=dict)
+    """Each service's last scrape before it stopped, by service name."""
+    final_groups: dict[str, Scrape] = field(default_factory=dict)
+    """The same, one scrape of all of a component's processes (``ingest``, ``prices-consumer``)."""
 
 
 class _Ports:
-    """Metrics ports: the documented table (shifted by ``base - 9100``), or free ports when base is 0."""
+    """Metrics ports: the documented table (shifted by ``base - 9100``), or free ports when base is 0.
+
+    Only the first process of a component has a row in the table; further ingest shards and
+    consumers (``ingest-2``, ``prices-consumer-2``, ...) always get free ports.
+    """
 
     def __init__(self, base: int) -> None:
         self._base = base
 
-    def of(self, component: str) -> int:
-        if self._base == 0:
+    def of(self, name: str) -> int:
+        if self._base == 0 or name not in DEFAULT_METRICS_PORTS:
             return free_port()
-        return DEFAULT_METRICS_PORTS[component] - 9100 + self._base
+        return DEFAULT_METRICS_PORTS[name] - 9100 + self._base
 
 
 def _stderr(line: str) -> None:
@@ -446,8 +578,10 @@ class Pipeline:
         self.servers: dict[str, LocalServer | None] = {}
         self.java: str | None = None if args.no_alerting else _find_java()
         self.prometheus: PrometheusServer | None = None
+        self.kafka: KafkaEndpoint | None = None
 
     def use_servers(self, kafka: KafkaEndpoint, redis: RedisEndpoint) -> None:
+        self.kafka = kafka
         self.runtime.broker = kafka.kind
         self.runtime.redis = redis.kind
         self.servers = {"broker": kafka.server, "redis": redis.server}
@@ -482,57 +616,74 @@ class Pipeline:
         return str(ready["ws_url"]), str(ready["rest_url"])
 
     def start_services(self, ws_url: str, rest_url: str) -> None:
+        """The prices consumers (once they own partitions), the alerts consumer, every ingest
+        shard, then the Spark job. Raises :class:`ConfigError` for more shards than symbols."""
         args = self.args
         if args.symbols:
-            symbols = [s.strip().lower() for s in args.symbols.split(",") if s.strip()]
+            symbols = parse_symbols(args.symbols)
         elif args.source == "replay":
             symbols = _served_symbols(rest_url)
         else:
             symbols = ["btcusdt", "ethusdt"]
+        shards = split_symbols(symbols, args.ingest_shards)
         self.runtime.symbols = symbols
-        self._start_consumer(
-            "prices-consumer", *(["--history-cap", str(args.history_cap)] if args.history_cap else [])
-        )
+        extra = ["--history-cap", str(args.history_cap)] if args.history_cap else []
+        consumers = member_names("prices-consumer", args.consumers)
+        for name in consumers:
+            self._start_consumer(name, *extra)
+        self.wait_assigned(*consumers)
         if self.alerting_enabled:
             self._start_consumer("alerts-consumer")
-        ingest_port = self.ports.of("ingest")
-        ingest_stats = self.workdir / "ingest-stats.json"
+            self.wait_assigned("alerts-consumer")
+        for name, share in zip(member_names("ingest", len(shards)), shards, strict=True):
+            self._start_ingest(name, share, ws_url, rest_url)
+        if self.alerting_enabled:
+            self._start_alerting()
+
+    def _start_ingest(self, name: str, symbols: Sequence[str], ws_url: str, rest_url: str) -> None:
+        """One ingest process (a shard: its own symbols, stats file and /metrics port)."""
+        port = self.ports.of(name)
+        stats = self.workdir / f"{name}-stats.json"
         self._start(
-            "ingest",
+            name,
             [
                 "ingest",
                 "--symbols",
                 ",".join(symbols),
                 "--mode",
-                args.mode,
+                self.args.mode,
                 "--ws-url",
                 ws_url,
                 "--rest-url",
                 rest_url,
                 "--metrics-port",
-                str(ingest_port),
+                str(port),
                 "--stats-json",
-                str(ingest_stats),
+                str(stats),
             ],
-            env=self.env,
-            metrics_port=ingest_port,
-        )
-        self.runtime.stats_files["ingest"] = ingest_stats
-        if self.alerting_enabled:
-            self._start_alerting()
-
-    def _start_consumer(self, name: str, *extra: str) -> None:
-        """One of the two consumers (same loop, different sink); returns once it owns partitions."""
-        port = self.ports.of(name)
-        stats = self.workdir / f"{name}-stats.json"
-        self._start(
-            name,
-            [name, "--from-beginning", "--metrics-port", str(port), "--stats-json", str(stats), *extra],
             env=self.env,
             metrics_port=port,
         )
         self.runtime.stats_files[name] = stats
-        self.wait_assigned(name)
+
+    def _start_consumer(self, name: str, *extra: str) -> None:
+        """One consumer process (prices or alerts: same loop, different sink); it joins its group
+        in the background (see :meth:`wait_assigned`)."""
+        port = self.ports.of(name)
+        stats = self.workdir / f"{name}-stats.json"
+        command = [component_of(name), "--from-beginning", "--metrics-port", str(port)]
+        self._start(
+            name,
+            [*command, "--stats-json", str(stats), *extra],
+            env=self.env,
+            metrics_port=port,
+        )
+        self.runtime.stats_files[name] = stats
+
+    def members(self, component: str) -> list[str]:
+        """The service names of a component's processes (``ingest``, ``ingest-2``, ...), in order."""
+        names = dict.fromkeys([*self.runtime.services, *self.runtime.stats_files])
+        return [name for name in names if component_of(name) == component]
 
     @property
     def alerting_enabled(self) -> bool:
@@ -575,11 +726,10 @@ class Pipeline:
             host_network=True,
         ).start()
         self.stack.callback(monitor.stop)
-        targets = {
-            name: [f"127.0.0.1:{s.metrics_port}"]
-            for name, s in self.runtime.services.items()
-            if s.metrics_port is not None
-        }
+        targets: dict[str, list[str]] = {}
+        for name, service in self.runtime.services.items():
+            if service.metrics_port is not None:
+                targets.setdefault(component_of(name), []).append(f"127.0.0.1:{service.metrics_port}")
         targets["orchestrator"] = [f"127.0.0.1:{port}"]
         if not args.no_prometheus:
             self.prometheus = start_embedded_prometheus(targets, directory=self.workdir / "prometheus")
@@ -593,7 +743,9 @@ class Pipeline:
         dashboard_port = args.dashboard_port or free_port()
         env = self.env | {
             "DASHBOARD_SYMBOLS": ",".join(self.runtime.symbols),
-            "DASHBOARD_METRICS_URLS": ",".join(f"http://{t[0]}/metrics" for t in targets.values()),
+            "DASHBOARD_METRICS_URLS": ",".join(
+                f"http://{address}/metrics" for addresses in targets.values() for address in addresses
+            ),
             "CRYPTOPIPE_RUNTIME_INFO": json.dumps(
                 {"broker": self.runtime.broker, "redis": self.runtime.redis, "spark": self.runtime.spark}
             ),
@@ -607,20 +759,52 @@ class Pipeline:
             monitor.add("dashboard", dashboard.pid)
         _stderr(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")
 
-    def wait_assigned(self, name: str, timeout: float = 60.0) -> None:
-        """Wait until a consumer has joined its group and owns partitions.
+    def wait_assigned(self, *names: str, timeout: float = 60.0) -> None:
+        """Wait until the consumers ``names`` (members of one group) have joined it and own
+        partitions: each of them, and together all of the topic's (see :func:`group_assigned`).
 
         Trades produced before that would wait in Kafka for the group join (seconds on some
         brokers) and show up as pipeline latency that no steady-state run has.
         """
+        partitions = self._prices_partitions() if len(names) > 1 else 1
+        if len(names) > partitions:
+            _stderr(
+                f"cryptopipe up: {len(names)} consumers for {partitions} partitions: "
+                f"{len(names) - partitions} of them will idle (one partition goes to one member)"
+            )
         deadline = time.monotonic() + timeout
-        while self.scrape(name).total("cryptopipe_consumer_assigned_partitions") <= 0:
-            service = self.runtime.services[name]
-            if not service.running():
-                raise InfraError(f"{name} exited with code {service.returncode()}: {service.log_tail()}")
+        while not group_assigned(
+            [self.scrape(n).total("cryptopipe_consumer_assigned_partitions") for n in names], partitions
+        ):
+            for name in names:
+                service = self.runtime.services[name]
+                if not service.running():
+                    raise InfraError(f"{name} exited with code {service.returncode()}: {service.log_tail()}")
             if time.monotonic() > deadline:
-                raise InfraError(f"{name} was not assigned any partition within {timeout:.0f} s")
+                raise InfraError(
+                    f"{', '.join(names)} did not own all {partitions} partition(s) within {timeout:.0f} s"
+                )
             time.sleep(0.1)
+
+    def _prices_partitions(self) -> int:
+        """How many partitions the prices topic has (the broker's metadata; the default when it
+        does not answer)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        if self.kafka is None:
+            return DEFAULT_PARTITIONS
+        settings = self.kafka.settings
+        topic = PRICES.with_prefix(self.env.get("KAFKA_TOPIC_PREFIX", settings.topic_prefix)).name
+        config: dict[str, str | int | float | bool] = {**settings.client_config()}
+        try:
+            metadata = AdminClient(config).list_topics(topic, timeout=10)
+        except KafkaException:
+            return DEFAULT_PARTITIONS
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return DEFAULT_PARTITIONS
+        return len(found.partitions)
 
     def scrape(self, *names: str) -> Scrape:
         urls = [
@@ -652,17 +836,16 @@ class Pipeline:
         )
 
     def drain(self) -> None:
-        """Stop front to back so nothing in flight is lost, reading final figures on the way."""
+        """Stop front to back so nothing in flight is lost, reading final figures on the way:
+        every ingest shard (together), the exchange, the prices consumers once they handled all
+        that ingest published, the Spark job, the alerts consumer."""
         services = self.runtime.services
-        ingest = services.get("ingest")
-        if ingest is not None and ingest.running():
-            self.runtime.final["ingest"] = self.scrape("ingest")
-            ingest.stop()
+        self._read_and_stop([n for n in self.members("ingest") if n in services], "ingest")
         replay = services.get("replay-exchange")
         if replay is not None:
             replay.stop()
-        published = _read_stats(self.runtime.stats_files.get("ingest")).get("published")
-        self._drain_consumer("prices-consumer", published)
+        published = self._published()
+        self._drain_consumers(self.members("prices-consumer"), published)
         alerting = services.get("alerting")
         if alerting is not None and alerting.running():
             # Let Spark read every trade ingest published, then run one more micro-batch: append
@@ -681,24 +864,45 @@ class Pipeline:
         alerts_published = None
         if "alerting" in self.runtime.final:
             alerts_published = int(self.runtime.final["alerting"].total("cryptopipe_alerting_alerts_total"))
-        self._drain_consumer("alerts-consumer", alerts_published)
+        self._drain_consumers(self.members("alerts-consumer"), alerts_published)
+
+    def _published(self) -> int | None:
+        """What every ingest shard published, from their final stats files (None while one of
+        them left none: then the consumers are drained by their lag alone)."""
+        files = self.runtime.stats_files
+        stats = [_read_stats(files.get(n)) for n in self.members("ingest")]
+        if not stats or any(not isinstance(s.get("published"), int) for s in stats):
+            return None
+        return sum(_count(s, "published") for s in stats)
+
+    def _read_and_stop(self, names: Sequence[str], component: str) -> None:
+        """Read the running ones' final figures (each, and all together), then stop them all at once."""
+        running = [n for n in names if self.runtime.services[n].running()]
+        if not running:
+            return
+        for name in running:
+            self.runtime.final[name] = self.scrape(name)
+        self.runtime.final_groups[component] = self.scrape(*running)
+        _stop_all([self.runtime.services[n] for n in running])
 
     def _wait_until(
         self,
-        name: str,
+        names: str | Sequence[str],
         done: Callable[[Scrape], bool],
         timeout: float = 30.0,
         *,
         progress: Callable[[Scrape], float] | None = None,
         limit: float = 600.0,
     ) -> bool:
-        """Wait until ``done``; give up after ``timeout`` s, or after ``timeout`` s without
-        ``progress`` growing (never beyond ``limit`` s), so a slow but busy service is waited for."""
+        """Wait until ``done`` (on one scrape of ``names``); give up after ``timeout`` s, or after
+        ``timeout`` s without ``progress`` growing (never beyond ``limit`` s), so a slow but busy
+        service is waited for."""
+        names = (names,) if isinstance(names, str) else tuple(names)
         started = time.monotonic()
         deadline = started + timeout
         last: float | None = None
         while time.monotonic() < deadline:
-            scrape = self.scrape(name)
+            scrape = self.scrape(*names)
             if done(scrape):
                 return True
             if progress is not None:
@@ -708,16 +912,17 @@ class Pipeline:
                 last = value if last is None else max(last, value)
             time.sleep(0.2)
         waited = time.monotonic() - started
-        _stderr(f"cryptopipe up: {name} did not catch up within {waited:.0f} s; stopping it anyway")
+        _stderr(f"cryptopipe up: {', '.join(names)} did not catch up within {waited:.0f} s; stopping anyway")
         return False
 
-    def _drain_consumer(self, name: str, expected: int | None) -> None:
-        """Wait until a consumer has no lag and handled ``expected`` records (written, stale or
-        dead-lettered), as long as it makes progress; read it, stop it."""
-        consumer = self.runtime.services.get(name)
-        if consumer is None or not consumer.running():
+    def _drain_consumers(self, names: Sequence[str], expected: int | None) -> None:
+        """Wait until a group's consumers have no lag and together handled ``expected`` records
+        (written, stale or dead-lettered), as long as they make progress; read them, stop them."""
+        services = self.runtime.services
+        running = [n for n in names if n in services and services[n].running()]
+        if not running:
             return
-        component = name
+        component = component_of(running[0])
 
         def handled(s: Scrape) -> float:
             return s.total("cryptopipe_consumer_messages_total") + s.total(
@@ -725,14 +930,13 @@ class Pipeline:
             )
 
         self._wait_until(
-            name,
+            running,
             lambda s: (
                 s.total("cryptopipe_consumer_lag") == 0 and (expected is None or handled(s) >= expected)
             ),
             progress=handled,
         )
-        self.runtime.final[name] = self.scrape(name)
-        consumer.stop()
+        self._read_and_stop(running, component)
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert in the Redis feed, oldest first, in the summary's shape."""
@@ -756,41 +960,53 @@ class Pipeline:
         ]
 
     def books(self) -> Books:
-        """The run's reconciliation, from the services' final stats files (scrapes as a fallback)."""
-        final = self.runtime.final
-        ingest = ingest_books(
-            _read_stats(self.runtime.stats_files.get("ingest")), final.get("ingest", Scrape([]))
-        )
+        """The run's reconciliation, from the services' final stats files (scrapes as a fallback),
+        summed over the ingest shards and over the prices consumers."""
+        final, stats = self.runtime.final, self.runtime.stats_files
+        shards = {
+            name: ingest_books(_read_stats(stats.get(name)), final.get(name, Scrape([])))
+            for name in self.members("ingest") or ["ingest"]
+        }
+        ingest = sum_ingest_books(shards.values())
         topics: dict[str, TopicBooks] = {}
-        if "prices-consumer" in self.runtime.services:
-            topics["prices"] = topic_books(
-                "prices",
-                ingest.published,
-                _read_stats(self.runtime.stats_files.get("prices-consumer")),
-                final.get("prices-consumer", Scrape([])),
-                "prices-consumer",
-            )
+        consumers: dict[str, dict[str, TopicBooks]] = {}
+        prices = [n for n in self.members("prices-consumer") if n in self.runtime.services]
+        if prices:
+            consumers["prices"] = {
+                name: topic_books(
+                    "prices", 0, _read_stats(stats.get(name)), final.get(name, Scrape([])), "prices-consumer"
+                )
+                for name in prices
+            }
+            topics["prices"] = sum_topic_books("prices", ingest.published, consumers["prices"].values())
         if "alerts-consumer" in self.runtime.services and "alerting" in self.runtime.services:
             topics["alerts"] = topic_books(
                 "alerts",
                 int(final.get("alerting", Scrape([])).total("cryptopipe_alerting_alerts_total")),
-                _read_stats(self.runtime.stats_files.get("alerts-consumer")),
+                _read_stats(stats.get("alerts-consumer")),
                 final.get("alerts-consumer", Scrape([])),
                 "alerts-consumer",
             )
-        return Books(ingest, topics)
+        return Books(ingest, topics, shards=shards, consumers=consumers)
+
+    def _final(self, component: str) -> Scrape:
+        """The last scrape of all of a component's processes together."""
+        groups = self.runtime.final_groups
+        return groups[component] if component in groups else self.runtime.final.get(component, Scrape([]))
 
     def summary(self, elapsed: float, books: Books | None = None) -> dict[str, Any]:
         books = books if books is not None else self.books()
-        ingest_stats = _read_stats(self.runtime.stats_files.get("ingest"))
-        ingest = self.runtime.final.get("ingest", Scrape([]))
-        consumer = self.runtime.final.get("prices-consumer", Scrape([]))
+        shards = self.members("ingest")
+        ingest = self._final("ingest")
+        consumer = self._final("prices-consumer")
         dead = sum(_read_stats(path).get("dead_lettered", 0) for path in self.runtime.stats_files.values())
         prices = books.topics.get("prices")
         alerts = self.alerts()
         return {
             "source": self.runtime.source,
             "symbols": self.runtime.symbols,
+            "ingest_shards": len(shards),
+            "consumers": len(books.consumers.get("prices", {})),
             "run_seconds": round(elapsed, 3),
             "broker": self.runtime.broker,
             "redis": self.runtime.redis,
@@ -805,7 +1021,9 @@ class Pipeline:
             "unwritten": books.unwritten,
             "lost": books.lost,
             "reconciliation": books.as_dict(),
-            "reconnects": ingest_stats.get("reconnects", 0),
+            "reconnects": sum(
+                _count(_read_stats(self.runtime.stats_files.get(n)), "reconnects") for n in shards
+            ),
             "consumer_lag_final": consumer.total("cryptopipe_consumer_lag"),
             "network_latency_ms": ingest.percentiles_ms("cryptopipe_network_latency_seconds"),
             "network_latency_corrected_ms": ingest.percentiles_ms(
@@ -815,6 +1033,16 @@ class Pipeline:
             "system_latency_ms": consumer.percentiles_ms("cryptopipe_system_latency_seconds"),
             "e2e_latency_ms": consumer.percentiles_ms("cryptopipe_e2e_latency_seconds"),
         }
+
+
+def _stop_all(services: Sequence[Service]) -> None:
+    """Stop services at once (each stop waits for its process to flush and exit)."""
+    if len(services) == 1:
+        services[0].stop()
+        return
+    with ThreadPoolExecutor(max_workers=len(services), thread_name_prefix="stop") as pool:
+        for future in [pool.submit(service.stop) for service in services]:
+            future.result()
 
 
 def _clock_offset_ms(scrape: Scrape) -> float | None:
@@ -850,17 +1078,29 @@ def _read_stats(path: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _preflight(args: argparse.Namespace) -> str | None:
+    """What makes the run impossible before anything starts (one line), or None."""
+    if args.symbols or args.source == "binance":
+        try:
+            split_symbols(parse_symbols(args.symbols or "btcusdt,ethusdt"), args.ingest_shards)
+        except ConfigError as exc:
+            return str(exc)
     if args.source == "binance":
         reason = check_binance(args.binance_rest_url)
         if reason is not None:
-            _stderr(
-                f"cryptopipe up: Binance is unreachable from this machine "
-                f"({args.binance_rest_url}: {reason}). "
+            return (
+                f"Binance is unreachable from this machine ({args.binance_rest_url}: {reason}). "
                 "To run offline on the local replay exchange: cryptopipe up --source replay"
             )
-            return 2
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = _preflight(args)
+    if problem is not None:
+        _stderr(f"cryptopipe up: {problem}")
+        return 2
     stop = threading.Event()
     started = time.monotonic()
     with (
