@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from cryptopipe.schemas import KafkaSettings, RedisSettings
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without server settings: `up` must find or start its own."""
@@ -22,6 +24,16 @@ def clean_env(**extra: str) -> dict[str, str]:
         if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX")
     }
     return env | extra
+
+
+def pipeline_env(kafka_settings: KafkaSettings, redis_settings: RedisSettings) -> dict[str, str]:
+    """:func:`clean_env` pointed at the session's broker and Redis, with this test's prefixes."""
+    return clean_env(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_settings.bootstrap_servers,
+        KAFKA_TOPIC_PREFIX=kafka_settings.topic_prefix,
+        REDIS_URL=redis_settings.url.get_secret_value(),
+        REDIS_KEY_PREFIX=redis_settings.key_prefix,
+    )
 
 
 @dataclass
@@ -91,6 +103,12 @@ def run_up() -> object:
 def require_binary_fixture() -> object:
     """``require_binary(name)``: see :func:`require_binary`."""
     return require_binary
+
+
+@pytest.fixture(name="pipeline_env")
+def pipeline_env_fixture() -> object:
+    """``pipeline_env(kafka_settings, redis_settings)``: see :func:`pipeline_env`."""
+    return pipeline_env
 
 
 @pytest.fixture(name="clean_env")

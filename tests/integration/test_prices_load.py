@@ -24,20 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def _run_up(
-    extra: list[str],
-    *,
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    clean_env: Any,
-    tmp_path: Path,
-    timeout: float = 400,
+    extra: list[str], *, env: dict[str, str], tmp_path: Path, timeout: float = 400
 ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
-    env = clean_env() | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-    }
     summary_path = tmp_path / "summary.json"
     argv = [sys.executable, "-m", "cryptopipe.cli", "up", "--metrics-base-port", "0", "--source", "replay"]
     argv += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
@@ -68,14 +56,12 @@ def _assert_every_published_trade_was_written(
 
 
 def test_sixty_seconds_at_2000_msgs_per_s(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, clean_env: Any
+    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
 ) -> None:
     """120,000 trades offered: the old main stopped writing after 23-30k at this rate."""
     summary, result = _run_up(
         ["--symbols", "btcusdt,ethusdt", "--rate", "2000", "--seed", "11", "--run-for", "60"],
-        kafka_settings=kafka_settings,
-        redis_settings=redis_settings,
-        clean_env=clean_env,
+        env=pipeline_env(kafka_settings, redis_settings),
         tmp_path=tmp_path,
     )
     # At least 80 % of what was offered reached ingest (a loaded CI box may pace a little slower).
@@ -83,7 +69,7 @@ def test_sixty_seconds_at_2000_msgs_per_s(
 
 
 def test_a_burst_at_10000_msgs_per_s(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, clean_env: Any
+    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
 ) -> None:
     summary, result = _run_up(
         [
@@ -96,45 +82,38 @@ def test_a_burst_at_10000_msgs_per_s(
             "--run-for",
             "10",
         ],
-        kafka_settings=kafka_settings,
-        redis_settings=redis_settings,
-        clean_env=clean_env,
+        env=pipeline_env(kafka_settings, redis_settings),
         tmp_path=tmp_path,
     )
     _assert_every_published_trade_was_written(summary, result, at_least=40_000)
 
 
 def _recorded_day(
-    tmp_path: Path, clean_env: Any, kafka_settings: KafkaSettings, redis_settings: RedisSettings
-):  # type: ignore[no-untyped-def]
+    tmp_path: Path, env: dict[str, str]
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     """34,419 real trades (BTCUSDT and ETHUSDT, 2024-08-08/09, ~11 minutes) at their recorded pace x40."""
     names = ("btcusdt_20240808.gz", "btcusdt_20240809.gz", "ethusdt_20240808.gz", "ethusdt_20240809.gz")
     files = [real_data_file(name) for name in names]
     extra = [arg for f in files for arg in ("--replay-file", str(f))]
     extra += ["--mode", "trade", "--speed", "40", "--clock", "original", "--run-for", "25"]
-    return _run_up(
-        extra,
-        kafka_settings=kafka_settings,
-        redis_settings=redis_settings,
-        clean_env=clean_env,
-        tmp_path=tmp_path,
-    )
+    return _run_up(extra, env=env, tmp_path=tmp_path)
 
 
 def test_a_recorded_day_at_a_live_like_rate_sped_up(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, clean_env: Any
+    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
 ) -> None:
     """Real Binance trades at their own (bursty) pace, sped up: more than the 20,000 of the issue."""
-    summary, result = _recorded_day(tmp_path, clean_env, kafka_settings, redis_settings)
+    summary, result = _recorded_day(tmp_path, pipeline_env(kafka_settings, redis_settings))
     _assert_every_published_trade_was_written(summary, result, at_least=34_419)
 
 
 @pytest.mark.tansu
 def test_the_tansu_fallback_still_balances_its_books(
-    tmp_path: Path, tansu_kafka: KafkaEndpoint, redis_settings: RedisSettings, clean_env: Any
+    tmp_path: Path, tansu_kafka: KafkaEndpoint, redis_settings: RedisSettings, pipeline_env: Any
 ) -> None:
-    """The same recorded day on Tansu, where a consumer at the tail stalls after thousands of
-    one-record batches: the stall is detected and recovered, so every trade is still written."""
+    """The same recorded day on Tansu, the last-resort fallback, where a consumer at the tail can
+    stall after thousands of one-record batches: whatever happens, every trade is written (the
+    consumer's stall detector seeks back, then recreates the consumer, when it does stall)."""
     settings = tansu_kafka.settings.model_copy(update={"topic_prefix": f"t-{tmp_path.name[-12:]}-"})
-    summary, result = _recorded_day(tmp_path, clean_env, settings, redis_settings)
+    summary, result = _recorded_day(tmp_path, pipeline_env(settings, redis_settings))
     _assert_every_published_trade_was_written(summary, result, at_least=34_419)

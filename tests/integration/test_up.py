@@ -63,7 +63,7 @@ def test_replayed_trades_all_reach_redis(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     redis_client: redis.Redis,
-    clean_env: Any,
+    pipeline_env: Any,
 ) -> None:
     """N trades replayed -> exactly N published and written, latest = reference, lag back to 0;
     a forced 1 % rise inside one window -> exactly one final alert through Spark, Kafka and Redis."""
@@ -80,12 +80,7 @@ def test_replayed_trades_all_reach_redis(
     eth = _write_agg_trades(
         tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, n, 1723161255001, Decimal("2550")
     )
-    env = clean_env() | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-    }
+    env = pipeline_env(kafka_settings, redis_settings)
     summary_path = tmp_path / "summary.json"
     result = _up(
         [
@@ -175,18 +170,13 @@ def test_books_that_do_not_balance_exit_3_with_one_line(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     redis_client: redis.Redis,
-    clean_env: Any,
+    pipeline_env: Any,
 ) -> None:
     """A poisoned key (a string where BTCUSDT's latest-price hash goes) makes every prices write
     fail, so the consumer retries, commits nothing and writes nothing: the drain gives up, the
     books show every published trade unwritten, `lost` says so, and `up` exits 3 with one line."""
     redis_client.set(f"{redis_settings.key_prefix}price:BTCUSDT", b"not a hash")
-    env = clean_env() | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-    }
+    env = pipeline_env(kafka_settings, redis_settings)
     summary_path = tmp_path / "summary.json"
     args = ["--source", "replay", "--symbols", "btcusdt", "--rate", "50", "--seed", "3", "--run-for", "5"]
     args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
@@ -275,17 +265,12 @@ def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     redis_client: redis.Redis,  # deletes this test's keys afterwards
-    clean_env: Any,
+    pipeline_env: Any,
 ) -> None:
     """Two ingest shards on disjoint symbols and two prices consumers in one group: the books are
     the sums and balance, and each consumer wrote its partitions' share (4 symbols -> partitions
     2, 1, 3, 0, so each member of the group owns symbols)."""
-    env = clean_env() | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-        "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-    }
+    env = pipeline_env(kafka_settings, redis_settings)
     summary_path = tmp_path / "summary.json"
     args = ["--source", "replay", "--symbols", "btcusdt,ethusdt,bnbusdt,xrpusdt", "--rate", "2000"]
     args += ["--run-for", "15", "--ingest-shards", "2", "--consumers", "2"]

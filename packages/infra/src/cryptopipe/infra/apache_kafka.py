@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptopipe.infra.errors import InfraError, ServerStartError
 from cryptopipe.infra.jars import Artifact, JavaRuntime, ensure_artifacts, find_java
-from cryptopipe.infra.process import LocalServer, free_port, listening_on
+from cryptopipe.infra.process import LocalServer, free_port
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,9 @@ def new_cluster_id() -> str:
 
 
 def _metadata_ready(port: int) -> Callable[[LocalServer], bool]:
-    from cryptopipe.infra.kafka import kafka_metadata_ready
+    from cryptopipe.infra.kafka import tcp_then_metadata
 
-    def ready(server: LocalServer) -> bool:
-        return (
-            server.pid is not None
-            and listening_on(server.pid, port)
-            and kafka_metadata_ready(f"{_LOOPBACK}:{port}", timeout=2.0)
-        )
-
-    return ready
+    return tcp_then_metadata(_LOOPBACK, port)
 
 
 class ApacheKafkaBroker(LocalServer):

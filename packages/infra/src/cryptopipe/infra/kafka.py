@@ -101,7 +101,9 @@ def kafka_metadata_ready(bootstrap_servers: str, timeout: float = 5.0, **config:
     return bool(metadata.brokers)
 
 
-def _tcp_then_metadata(host: str, port: int) -> Callable[[LocalServer], bool]:
+def tcp_then_metadata(host: str, port: int) -> Callable[[LocalServer], bool]:
+    """A readiness probe: ``server`` itself listens on ``port`` and answers a Metadata request."""
+
     def ready(server: LocalServer) -> bool:
         return (
             server.pid is not None
@@ -162,7 +164,7 @@ class TansuBroker(LocalServer):
         super().__init__(
             "tansu",
             argv,
-            ready=_tcp_then_metadata(_LOOPBACK, port),
+            ready=tcp_then_metadata(_LOOPBACK, port),
             ready_timeout=ready_timeout,
             env=env,
             stop_signal=signal.SIGINT,  # Tansu 0.6 ignores SIGTERM
