@@ -1102,7 +1102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stderr(f"cryptopipe up: {problem}")
         return 2
     stop = threading.Event()
-    started = time.monotonic()
     with (
         _stop_signals(stop),
         tempfile.TemporaryDirectory(prefix="cryptopipe-up-") as tmp,
@@ -1121,6 +1120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stderr(f"cryptopipe up: {exc}")
             return 1
         _stderr(f"cryptopipe up: running ({', '.join(pipeline.runtime.services)}); Ctrl-C stops cleanly")
+        # --run-for counts from here: a first run may spend a minute fetching the broker's jars.
+        started = time.monotonic()
         exit_code = 0
         next_progress = time.monotonic() + 5
         while not stop.wait(0.2):
