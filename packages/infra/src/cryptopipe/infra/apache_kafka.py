@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptopipe.infra.errors import InfraError, ServerStartError
@@ -327,7 +327,3 @@ class KafkaCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def describe(brokers: Sequence[ApacheKafkaBroker]) -> str:
-    return ", ".join(f"node {b.node_id} at {b.bootstrap_servers} (pid {b.pid})" for b in brokers)
