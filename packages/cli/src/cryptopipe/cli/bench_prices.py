@@ -388,6 +388,8 @@ def _result(
         "redis": summary["redis"],
         "ingest_shards": summary["ingest_shards"],
         "consumers": summary["consumers"],
+        # False: the prices path alone (the default); True: the Spark alert job ran beside it.
+        "with_alerting": bool(args.with_alerting),
         "offered_rate_msgs_per_s": args.rate,
         "duration_s": round(main_run["elapsed_s"], 2),
         "trades_received": summary["trades_received"],

@@ -1,0 +1,47 @@
+"""`cryptopipe bench prices` end to end, briefly: the JSON fields scripts depend on, and its books."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cryptopipe.schemas import KafkaSettings, RedisSettings
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_prices_writes_its_figures_and_balances_its_books(
+    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings
+) -> None:
+    out = tmp_path / "bench.json"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "REDIS_URL": redis_settings.url.get_secret_value(),
+    }
+    argv = [sys.executable, "-m", "cryptopipe.cli", "bench", "prices", "--rate", "300", "--duration", "4"]
+    argv += ["--ladder", "300", "--step-seconds", "3", "--floor-samples", "30", "--json", str(out)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(out.read_text())
+    assert figures["with_alerting"] is False
+    assert figures["trades_published"] > 0
+    assert figures["prices_written"] == figures["trades_published"]
+    assert figures["unwritten"] == 0
+    assert figures["lost"] == 0
+    assert figures["reconciliation"]["balanced"] is True
+    for key in ("p50", "p95", "p99"):
+        assert figures["system_latency_ms"][key] is not None
+    assert set(figures["floor_broker_rtt_ms"]) == {"p50", "p99"}
+    assert set(figures["floor_redis_set_ms"]) == {"p50", "p99"}
+    assert figures["ratio_p99_to_floor"] == pytest.approx(
+        figures["system_latency_ms"]["p99"] / figures["floor_broker_rtt_ms"]["p99"], rel=0.01
+    )
+    assert figures["max_sustained_msgs_per_s"] in (0.0, 300.0)
+    assert [step["offered_msgs_per_s"] for step in figures["ladder"]] == [300.0]
+    assert "books balance" in result.stderr.strip().splitlines()[-1]
