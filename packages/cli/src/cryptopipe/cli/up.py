@@ -50,6 +50,7 @@ from cryptopipe.infra import (
     resolve_kafka,
     resolve_redis,
 )
+from cryptopipe.infra.cli import positive_int
 from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import (
@@ -232,13 +233,7 @@ class Books:
             parts.append(
                 f"{self.ingest.received} trades received, {prices.published} published = "
                 f"{prices.written} written + {prices.stale} stale + {prices.dead_lettered} dead-lettered, "
-                f"{self.lost} lost"
-                + (
-                    f" ({self.ingest.unfilled} in stream gaps never backfilled)"
-                    if self.ingest.unfilled
-                    else ""
-                )
-                + " (prices topic)"
+                f"{self.lost} lost{self._gaps()} (prices topic)"
             )
         for name, books in self.topics.items():
             if name != "prices":
@@ -366,16 +361,6 @@ def group_assigned(owned: Sequence[float], partitions: int) -> bool:
     return busy >= min(len(owned), partitions) and sum(owned) >= partitions
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe up",
@@ -410,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ingest-shards",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="N ingest processes (ingest, ingest-2, ...), each streaming a disjoint share of the "
@@ -418,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--consumers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="N prices-consumer processes (prices-consumer, prices-consumer-2, ...) in one consumer "

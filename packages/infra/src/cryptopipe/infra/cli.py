@@ -55,7 +55,8 @@ class _Stopped(BaseException):
         self.signum = signum
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (also used by ``cryptopipe up``)."""
     try:
         value = int(text)
     except ValueError:
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--brokers", type=_positive_int, default=3, metavar="N", help="number of brokers (default: 3)"
+        "--brokers", type=positive_int, default=3, metavar="N", help="number of brokers (default: 3)"
     )
     parser.add_argument(
         "--heap",
