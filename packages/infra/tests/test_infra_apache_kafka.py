@@ -7,7 +7,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -16,7 +15,7 @@ from cryptopipe.infra import KafkaCluster, ResolutionError, resolve_kafka, start
 from cryptopipe.infra import jars as infra_jars
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, kafka_libs
 from cryptopipe.infra.jars import MANIFEST, ArtifactResolutionError, JavaNotFoundError, find_java
-from cryptopipe.infra.testing import create_topic, eventually
+from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
 from cryptopipe.schemas import KafkaSettings
 
 pytestmark = pytest.mark.slow
@@ -29,38 +28,18 @@ def _produce(bootstrap: str, topic: str, values: list[bytes], **config: object) 
     assert producer.flush(60) == 0
 
 
-def _consume_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    received: list[bytes] = []
-    try:
-
-        def done() -> bool:
-            received.extend(m.value() for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
-            return len(received) >= count
-
-        eventually(done, timeout=60, message=f"only {len(received)} of {count} consumed")
-    finally:
-        consumer.close()
-    return received
-
-
-def _listening_ips(pid: int) -> set[str]:
-    return {c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-
-
 def test_local_apache_kafka_binds_loopback_and_keeps_data_across_a_restart() -> None:
     with start_apache_kafka(heap="256m") as broker:
         assert broker.kind == f"apache-kafka {KAFKA_VERSION}"
         assert broker.pid is not None
-        assert _listening_ips(broker.pid) == {"127.0.0.1"}
+        assert listening_ips(broker.pid) == {"127.0.0.1"}
         values = [f"m{i}".encode() for i in range(50)]
         _produce(broker.bootstrap_servers, "durable", values)
         data_dir = broker.workdir
         broker.kill()  # as a crash would: no clean shutdown
         broker.restart()
         assert broker.workdir == data_dir
-        assert _consume_all(broker.bootstrap_servers, "durable", 50) == values
+        assert consume_partition({"bootstrap.servers": broker.bootstrap_servers}, "durable", 50) == values
         workdir = broker.workdir
     assert workdir is not None
     assert not workdir.exists()
@@ -152,7 +131,7 @@ def test_three_broker_cluster_replicates_and_survives_a_killed_leader() -> None:
         assert len(cluster.brokers) == 3
         for broker in cluster.brokers:
             assert broker.pid is not None
-            assert _listening_ips(broker.pid) == {"127.0.0.1"}
+            assert listening_ips(broker.pid) == {"127.0.0.1"}
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
         config = admin.describe_configs([ConfigResource(ConfigResource.Type.BROKER, "1")])
         broker_config = next(iter(config.values())).result()
@@ -179,4 +158,6 @@ def test_three_broker_cluster_replicates_and_survives_a_killed_leader() -> None:
         eventually(new_leader, timeout=60, message="no new leader was elected")
         _produce(cluster.bootstrap_servers, "replicated", values[50:], acks="all")
         cluster.broker(old_leader).restart()
-        assert _consume_all(cluster.bootstrap_servers, "replicated", 100) == values
+        assert (
+            consume_partition({"bootstrap.servers": cluster.bootstrap_servers}, "replicated", 100) == values
+        )

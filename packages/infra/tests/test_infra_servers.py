@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -38,14 +38,10 @@ from cryptopipe.infra import docker as infra_docker
 from cryptopipe.infra import redis_server as infra_redis
 from cryptopipe.infra.kafka import KafkaEndpoint
 from cryptopipe.infra.process import free_port
-from cryptopipe.infra.testing import create_topic, eventually
+from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
 from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 pytestmark = pytest.mark.slow
-
-
-def _listening_ips(pid: int) -> set[str]:
-    return {c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN}
 
 
 def _gone(pid: int) -> bool:
@@ -60,21 +56,7 @@ def _round_trip(endpoint: KafkaEndpoint, topic: str, count: int = 10) -> list[by
     for i in range(count):
         producer.produce(topic, f"m{i}".encode(), partition=0)
     assert producer.flush(30) == 0
-    consumer = Consumer(
-        {**endpoint.settings.client_config(), "group.id": "unused", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    received: list[bytes] = []
-    try:
-
-        def all_received() -> bool:
-            received.extend(m.value() for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
-            return len(received) >= count
-
-        eventually(all_received, timeout=60, message=f"only {len(received)} of {count} consumed")
-    finally:
-        consumer.close()
-    return received
+    return consume_partition(endpoint.settings.client_config(), topic, count)
 
 
 def test_tansu_round_trips_a_message_and_binds_loopback_only() -> None:
@@ -86,7 +68,7 @@ def test_tansu_round_trips_a_message_and_binds_loopback_only() -> None:
         assert endpoint.server is not None
         assert endpoint.server.pid is not None
         pid = endpoint.server.pid
-        assert _listening_ips(pid) == {"127.0.0.1"}
+        assert listening_ips(pid) == {"127.0.0.1"}
         topic = create_topic(endpoint, "roundtrip", partitions=3)
         assert _round_trip(endpoint, topic) == [f"m{i}".encode() for i in range(10)]
     assert _gone(pid)
@@ -98,7 +80,7 @@ def test_redis_requires_its_random_password_and_binds_loopback_only() -> None:
         password = server.password.get_secret_value()
         assert len(password) >= 24
         assert not any(password in part for part in psutil.Process(server.pid).cmdline())
-        assert _listening_ips(server.pid) == {"127.0.0.1"}
+        assert listening_ips(server.pid) == {"127.0.0.1"}
 
         anonymous = redis.Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0))
         with pytest.raises(redis.AuthenticationError):

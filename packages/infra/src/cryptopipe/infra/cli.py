@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -139,12 +139,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`_Stopped` in the main thread while inside this block."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise _Stopped(signum)
-
+def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` while inside this block."""
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -153,19 +149,14 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-@contextlib.contextmanager
-def _signals_noted() -> Iterator[None]:
+def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
+    """Running: SIGINT and SIGTERM raise :class:`_Stopped` in the main thread."""
+    raise _Stopped(signum)
+
+
+def _note_already_stopping(signum: int, _frame: FrameType | None) -> None:
     """While stopping: a second Ctrl-C/SIGTERM only says that stopping is under way."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        _say(f"{signal.Signals(signum).name}: already stopping the brokers, please wait")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    _say(f"{signal.Signals(signum).name}: already stopping the brokers, please wait")
 
 
 class _Progress(threading.Thread):
@@ -269,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopped_by = ""
     code = 0
     try:
-        with _signals_raise():
+        with _signals(_raise_stopped):
             try:
                 java = find_java(MIN_JAVA)
                 libs = cache_root() / "kafka" / cluster.version / "libs"
@@ -314,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Stopped as stop:
         stopped_by = str(stop)
     finally:
-        with _signals_noted():
+        with _signals(_note_already_stopping):
             running = [broker for broker in cluster.brokers if broker.running()]
             if running:
                 _say(f"stopping {len(running)} broker(s)" + (f" ({stopped_by})" if stopped_by else ""))

@@ -79,6 +79,33 @@ def eventually(
         time.sleep(interval)
 
 
+def listening_ips(pid: int) -> set[str]:
+    """The addresses process ``pid`` listens on (TCP): a loopback-only server gives {"127.0.0.1"}."""
+    import psutil
+
+    connections = psutil.Process(pid).net_connections("tcp")
+    return {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+
+
+def consume_partition(config: dict[str, Any], topic: str, count: int, partition: int = 0) -> list[bytes]:
+    """Read ``partition`` of ``topic`` from offset 0 until ``count`` values arrived (60 s at most)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    received: list[bytes] = []
+    try:
+
+        def done() -> bool:
+            received.extend(m.value() for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
+            return len(received) >= count
+
+        eventually(done, timeout=60, message=f"only {len(received)} of {count} consumed")
+    finally:
+        consumer.close()
+    return received
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
