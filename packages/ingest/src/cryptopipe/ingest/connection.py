@@ -184,7 +184,14 @@ class StreamConnection:
             logger.debug("closing connection %d: %s", self.index, exc)
 
     async def _read(self, link: _Link) -> tuple[str, _Link | None]:
-        """Feed frames until the connection ends; returns why, and a successor on rollover."""
+        """Feed frames until the connection ends; returns why, and a successor on rollover.
+
+        One timeout covers many frames: it is armed for the earliest moment the connection could
+        be stale or due for retirement, and re-armed only when it fires early (frames kept coming).
+        Arming one per frame (``asyncio.timeout`` around every ``receive``) cost more CPU than
+        parsing the frame. Cancelling a ``receive`` that waits loses nothing: aiohttp leaves an
+        arrived frame in its buffer for the next one.
+        """
         ws = link.ws
         settings = self.settings
         retire_at = link.opened_at + settings.max_connection_age_s
@@ -193,27 +200,30 @@ class StreamConnection:
             now = time.monotonic()
             if now >= retire_at:
                 return await self._rollover(link, "max_age")
-            try:
-                async with asyncio.timeout(min(last_frame + settings.stale_after_s, retire_at) - now):
-                    msg = await ws.receive()
-            except TimeoutError:
-                if time.monotonic() >= retire_at:
-                    return await self._rollover(link, "max_age")
+            if now - last_frame >= settings.stale_after_s:
                 logger.warning(
                     "connection %d: no frame for %.1f s; reconnecting", self.index, settings.stale_after_s
                 )
                 return "stale", None
-            receive_time_us = time.time_ns() // 1000
-            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                last_frame = time.monotonic()
-                if self.on_frame(msg.data, receive_time_us, msg.type is aiohttp.WSMsgType.BINARY):
-                    logger.info("connection %d: serverShutdown received; rolling over", self.index)
-                    return await self._rollover(link, "server_shutdown")
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                logger.warning("connection %d: WebSocket error: %s", self.index, msg.data)
-                return "error", None
-            else:
-                return "closed", None
+            ended: str | None = None
+            try:
+                async with asyncio.timeout(min(last_frame + settings.stale_after_s, retire_at) - now):
+                    while ended is None:
+                        msg = await ws.receive()
+                        receive_time_us = time.time_ns() // 1000
+                        if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                            last_frame = time.monotonic()
+                            if self.on_frame(msg.data, receive_time_us, msg.type is aiohttp.WSMsgType.BINARY):
+                                ended = "server_shutdown"
+                        elif msg.type is aiohttp.WSMsgType.ERROR:
+                            logger.warning("connection %d: WebSocket error: %s", self.index, msg.data)
+                            return "error", None
+                        else:
+                            return "closed", None
+            except TimeoutError:
+                continue  # stale, due for retirement, or neither yet: the checks above decide
+            logger.info("connection %d: serverShutdown received; rolling over", self.index)
+            return await self._rollover(link, "server_shutdown")
 
     async def _rollover(self, old: _Link, reason: str) -> tuple[str, _Link | None]:
         """Open the successor, let it subscribe, then drain what the old one still holds."""
