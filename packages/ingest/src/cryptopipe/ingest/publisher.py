@@ -71,6 +71,10 @@ def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str,
     }
 
 
+def _symbol_of(key: bytes | str | None) -> str:
+    return key.decode("ascii", "replace") if isinstance(key, bytes) else "?"
+
+
 def _reason(error: KafkaError) -> str:
     if error.code() in _SHUTDOWN_ERRORS:
         return "shutdown"
@@ -95,6 +99,7 @@ class Publisher:
         self.stats = stats
         self._log = RateLimitedLog(5.0)
         self._outstanding = 0
+        self._published_by_key: dict[bytes, Any] = {}
         config = producer_config(kafka, settings)
         config["error_cb"] = self._on_error
         self._producer = producer_factory(config)
@@ -167,13 +172,19 @@ class Publisher:
 
     # --- callbacks (run inside poll/flush) -------------------------------------------------
     def _on_trade_delivery(self, error: KafkaError | None, message: Message) -> None:
+        # Runs once per trade: the metric child is looked up once per key, not per call.
         self._outstanding -= 1
         key = message.key()
-        symbol = key.decode("ascii", "replace") if isinstance(key, bytes) else "?"
         if error is None:
             self.stats.published += 1
-            m.TRADES_PUBLISHED.labels(symbol=symbol).inc()
+            counter = self._published_by_key.get(key)  # type: ignore[arg-type]
+            if counter is None:
+                counter = self._published_by_key[key] = m.TRADES_PUBLISHED.labels(  # type: ignore[index]
+                    symbol=_symbol_of(key)
+                )
+            counter.inc()
             return
+        symbol = _symbol_of(key)
         reason = _reason(error)
         self.stats.lost += 1
         m.TRADES_LOST.labels(reason=reason).inc()

@@ -37,10 +37,28 @@ logger = logging.getLogger(__name__)
 
 #: Longest ingest waits at start-up for a first clock-offset estimate before opening the streams.
 FIRST_SKEW_ESTIMATE_WAIT_S = 3.0
+#: How often per-trade histogram observations are handed to the metrics (they lag by up to this).
+HISTOGRAM_FLUSH_S = 0.1
+
+
+class _SymbolMetrics:
+    """Metric children of one symbol, looked up once: ``labels()`` costs more than ``inc()``."""
+
+    __slots__ = ("corrected", "network", "received")
+
+    def __init__(self, symbol: str) -> None:
+        self.received = m.TRADES_RECEIVED.labels(symbol=symbol)
+        self.network = m.HistogramBatch(m.NETWORK_LATENCY.labels(symbol=symbol))
+        self.corrected = m.HistogramBatch(m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol))
+
+    def flush(self) -> None:
+        self.network.flush()
+        self.corrected.flush()
 
 
 @dataclass
 class _SymbolState:
+    metrics: _SymbolMetrics
     last_id: int | None = None
     backfill: asyncio.Task[None] | None = None
     next_id: int = 0
@@ -66,6 +84,8 @@ class Ingest:
         self._skew: SkewEstimator | None = None
         self._stopping = False
         self._log = RateLimitedLog(5.0)
+        # Per-trade histograms are observed in batches (one lock per bucket, not two per trade).
+        self._processing = m.HistogramBatch(m.INGEST_PROCESSING)
 
     def topic_specs(self) -> list[TopicSpec]:
         """The topics ingest creates when missing: prices, alerts (for the alerting job), dead letters."""
@@ -114,6 +134,7 @@ class Ingest:
             self._stopping = True
             await self._finish_backfills()
             lost = await asyncio.to_thread(self._publisher.flush, self.settings.flush_timeout_s)
+            self._flush_histograms()
             self._publisher.close()
             logger.info(
                 "ingest stopped: %d received, %d published, %d lost (%d at shutdown), %d dead letters, "
@@ -194,6 +215,7 @@ class Ingest:
                     await asyncio.wait_for(self._skew.update(), FIRST_SKEW_ESTIMATE_WAIT_S)
             tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
             tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
+            tasks.append(asyncio.create_task(self._flush_histograms_forever(), name="ingest-histograms"))
             if self._skew is not None:
                 tasks.append(asyncio.create_task(self._skew.run(stop), name="ingest-clock-skew"))
             stopper = asyncio.create_task(stop.wait())
@@ -208,6 +230,16 @@ class Ingest:
                 await asyncio.gather(stopper, *tasks, return_exceptions=True)
                 self._stopping = True
                 await self._finish_backfills()
+
+    def _flush_histograms(self) -> None:
+        self._processing.flush()
+        for state in self._symbols.values():
+            state.metrics.flush()
+
+    async def _flush_histograms_forever(self, interval_s: float = HISTOGRAM_FLUSH_S) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self._flush_histograms()
 
     # --- frames -------------------------------------------------------------------------
     def _on_frame(self, payload: bytes | str, receive_time_us: int, binary: bool = False) -> bool:
@@ -264,20 +296,25 @@ class Ingest:
         self.stats.reconnects += 1
 
     # --- ordering, duplicates, gaps ------------------------------------------------------
+    def _state(self, symbol: str) -> _SymbolState:
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._symbols[symbol] = _SymbolState(_SymbolMetrics(symbol))
+        return state
+
     def _on_live_trade(self, trade: Trade, started: float) -> None:
         self.stats.received += 1
-        m.TRADES_RECEIVED.labels(symbol=trade.symbol).inc()
-        m.NETWORK_LATENCY.labels(symbol=trade.symbol).observe(
-            (trade.receive_time_us - trade.trade_time_us) / 1e6
-        )
+        metrics = self._state(trade.symbol).metrics
+        metrics.received.inc()
+        metrics.network.add((trade.receive_time_us - trade.trade_time_us) / 1e6)
         if self._skew is not None:
-            self._skew.observe_network_latency(trade.symbol, trade.receive_time_us, trade.trade_time_us)
+            corrected = self._skew.corrected_latency_us(trade.receive_time_us, trade.trade_time_us)
+            if corrected is not None:
+                metrics.corrected.add(corrected / 1e6)
         self._sequence(trade, started)
 
     def _sequence(self, trade: Trade, started: float | None) -> None:
-        state = self._symbols.get(trade.symbol)
-        if state is None:
-            state = self._symbols[trade.symbol] = _SymbolState()
+        state = self._state(trade.symbol)
         if state.backfill is not None:
             newest = state.waiting[-1][0].trade_id if state.waiting else state.last_id
             if newest is not None and trade.trade_id <= newest:
@@ -310,7 +347,7 @@ class Ingest:
         assert self._publisher is not None
         self._publisher.publish(trade)
         if started is not None and not trade.backfilled:
-            m.INGEST_PROCESSING.observe(time.perf_counter() - started)
+            self._processing.add(time.perf_counter() - started)
 
     def _duplicate(self, trade: Trade) -> None:
         self.stats.duplicates += 1
