@@ -204,16 +204,20 @@ class PriceSink:
             if fresh:
                 metrics.written.inc(fresh)
                 written += fresh
+            system_s: list[float] = []
+            e2e_s: list[float] = []
             for i, trade in enumerate(trades):
                 if i in stale or trade.backfilled:
                     continue
                 system_us = written_us - trade.receive_time_us
                 e2e_us = written_us - trade.trade_time_us
                 latencies.append(system_us)
-                metrics.system.observe(system_us / 1e6)
-                metrics.e2e.observe(e2e_us / 1e6)
+                system_s.append(system_us / 1e6)
+                e2e_s.append(e2e_us / 1e6)
                 if e2e_us > 0:
                     shares[symbol].append(system_us / e2e_us)
+            m.observe_many(metrics.system, system_s)
+            m.observe_many(metrics.e2e, e2e_s)
         for symbol, values in shares.items():
             self._symbol_metrics(symbol).share.set(sum(values) / len(values))
         return WriteResult(
