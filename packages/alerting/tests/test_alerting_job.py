@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.reference import one_per_batch, reference_alerts
+from cryptopipe.alerting.rules import parse_rules
 from cryptopipe.infra.testing import eventually
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import PRICES, KafkaSettings
@@ -365,3 +366,32 @@ def test_run_restarts_a_failed_query_from_its_checkpoint(
     expected = reference_alerts(one_per_batch(trades), settings.rules).alerts
     assert len(expected) == 1
     assert on_topic == expected * 2  # at least once on the topic: published, failed, replayed
+
+
+def test_native_and_python_sources_raise_identical_alerts(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any
+) -> None:
+    """Spark's own Kafka source and the Python Data Source read the same topic: same alerts."""
+    topic_factory(PRICES)
+    rules = _STATEFUL_RULES
+    market = [
+        trade(symbol, i, f"{100 + (i % 7) * (0.4 if symbol[0] == 'E' else 0.3):.2f}", BASE_US + i * 1_700_000)
+        for i in range(1, 150)
+        for symbol in (*_FINAL_SYMBOLS, *_EARLY_SYMBOLS)
+    ]
+    closer = trade("ZZUSDT", 1, "1", BASE_US + 6 * MINUTE_US)
+    produced = produce_trades(kafka_settings, [*market, closer])
+    published: dict[str, list[Any]] = {}
+    for source in ("native", "python"):
+        runner = JobRunner(jobs.spark, kafka_settings, jobs.checkpoint_root / source)
+        try:
+            job = runner.start(runner.settings(rules, source=source))
+            assert job.source_kind == source
+            wait_for_watermark(job, closer.trade_time_us - 1_000_000)
+            wait_until_idle(job, produced)
+            published[source] = sorted(identity(a) for a in runner.published)
+        finally:
+            runner.close()
+    expected = reference_alerts(one_per_batch([*market, closer]), parse_rules(rules)).alerts
+    assert len(expected) > 10
+    assert published["native"] == published["python"] == expected

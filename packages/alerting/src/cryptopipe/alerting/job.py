@@ -221,7 +221,7 @@ class AlertingJob:
         self._run_first_batch = None
         self._query = writer.start()
         logger.info(
-            "alerting query %s: %s -> %s, %s source, checkpoint %s, rules: %s",
+            "alerting query %s: %s -> %s, alerting_source=%s, checkpoint %s, rules: %s",
             self.query_name,
             self.prices_topic,
             self.alerts_topic,
@@ -307,18 +307,27 @@ class AlertingJob:
     # --- internals --------------------------------------------------------------------------
 
     def _resolve_source(self) -> SourceKind:
+        from cryptopipe.alerting.spark import connector_problem
+
         choice = self.settings.source
         if choice == "python":
             return "python"
-        available = native_kafka_available(self.spark)
-        if choice == "native" and not available:
-            version = self.spark.version
+        if native_kafka_available(self.spark):
+            return "native"
+        reason = connector_problem(self.spark) or "spark-sql-kafka is not on Spark's classpath"
+        coordinate = NATIVE_KAFKA_PACKAGE.format(version=self.spark.version)
+        if choice == "native":
             raise SourceUnavailableError(
-                "ALERTING_SOURCE=native but spark-sql-kafka is not on Spark's classpath; add "
-                f"spark.jars.packages={NATIVE_KAFKA_PACKAGE.format(version=version)} (needs Maven Central) "
-                "or use ALERTING_SOURCE=python"
+                f"ALERTING_SOURCE=native but Spark's Kafka connector ({coordinate}) cannot be had: {reason}. "
+                "Run once with access to Maven Central (the jars are cached), or use ALERTING_SOURCE=python"
             )
-        return "native" if available else "python"
+        logger.warning(
+            "alerting_source=python: Spark's native Kafka connector (%s) cannot be had (%s); "
+            "falling back to the confluent-kafka Python Data Source",
+            coordinate,
+            reason,
+        )
+        return "python"
 
     def _trades(self, spark: SparkSession) -> DataFrame:
         if self.source_kind == "native":
