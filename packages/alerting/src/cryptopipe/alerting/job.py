@@ -53,6 +53,7 @@ class JobStats:
     alerts_published: int = 0
     restarts: int = 0
     last_batch_id: int = -1
+    dropped_late: int = 0
 
 
 def native_kafka_available(spark: SparkSession) -> bool:
@@ -363,6 +364,9 @@ class AlertingJob:
             if last is not None:
                 self._absorb(last)
         now_us = time.time_ns() // 1000
+        late = sum(int(row["dropped"] or 0) for row in rows if row["kind"] == "late")
+        if late:
+            m.ALERTING_DROPPED_LATE.inc(late)
         alerts = windows_to_alerts(rows, self.rules, self._tracker, now_us)
         assert self._publisher is not None
         acked = self._publisher.publish(alerts)
@@ -378,6 +382,7 @@ class AlertingJob:
                 batches=self._stats.batches + 1,
                 alerts_published=self._stats.alerts_published + len(alerts),
                 last_batch_id=batch_id,
+                dropped_late=self._stats.dropped_late + late,
             )
         if alerts:
             logger.info("batch %d: %d alert(s) published", batch_id, len(alerts))
