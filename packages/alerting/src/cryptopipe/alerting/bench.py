@@ -251,6 +251,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(job.close)
         started = time.monotonic()
         job.start()
+        # The first micro-batch fixes the "latest" starting offsets: trades before it would be missed.
+        while not job.recorder.progress and time.monotonic() - started < 120:
+            job.await_termination(0.1)
         logger.warning("job started in %.1f s; warming up", time.monotonic() - started)
         symbols = [f"SYM{i}USDT" for i in range(args.symbols)]
         threshold = max(rule.threshold for rule in rules)

@@ -258,7 +258,15 @@ class AlertingJob:
             except Exception:  # the query died meanwhile: stop() below still cleans up
                 break
             time.sleep(0.002)
-        query.stop()
+        # A micro-batch cut short fails its foreachBatch call with an InterruptedException, which
+        # py4j logs with a traceback; it is expected here (the batch is replayed on restart).
+        py4j_log = logging.getLogger("py4j.clientserver")
+        level = py4j_log.level
+        py4j_log.setLevel(logging.CRITICAL)
+        try:
+            query.stop()
+        finally:
+            py4j_log.setLevel(level)
 
     def close(self) -> None:
         """Stop the query, detach from Spark and flush the producer; stops a session it built."""
