@@ -226,7 +226,8 @@ def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: A
     output = up.output
     assert returncode == 0, output[-4000:]
     assert "Traceback" not in output
-    assert "EOFError" not in output and "BrokenPipeError" not in output
+    assert "EOFError" not in output
+    assert "BrokenPipeError" not in output
     summary = json.loads(summary_path.read_text())
     assert summary["broker"]
     assert summary["redis"]
