@@ -201,10 +201,9 @@ def test_books_that_do_not_balance_exit_3_with_one_line(
 
 
 def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: Any) -> None:
-    """Nothing configured: up starts a broker and Redis itself; Ctrl-C leaves no process behind."""
+    """Nothing configured: up starts a broker, Redis and the Spark job itself; Ctrl-C leaves no
+    process behind and prints no traceback (the Spark job's workers included)."""
     summary_path = tmp_path / "summary.json"
-    # --no-alerting: stopping the Spark query mid-batch can print a worker's EOFError traceback
-    # (known defect, see the note on issue #3); this test is about servers and processes.
     args = (
         "--source",
         "replay",
@@ -212,7 +211,6 @@ def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: A
         "200",
         "--seed",
         "7",
-        "--no-alerting",
         "--summary-json",
         str(summary_path),
     )
@@ -228,9 +226,12 @@ def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: A
     output = up.output
     assert returncode == 0, output[-4000:]
     assert "Traceback" not in output
+    assert "EOFError" not in output
+    assert "BrokenPipeError" not in output
     summary = json.loads(summary_path.read_text())
     assert summary["broker"]
     assert summary["redis"]
+    assert summary["alerting_source"] == "native", output[-4000:]
     assert summary["trades_published"] == summary["trades_received"] > 0
     assert summary["prices_written"] == summary["trades_published"], output[-6000:]
     assert summary["lost"] == 0

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cryptopipe.alerting.job import AlertingJob
-from cryptopipe.alerting.listener import watermark_us
+from cryptopipe.alerting.plan import OBSERVATION
 from cryptopipe.alerting.reference import WindowAlert
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
@@ -43,6 +43,11 @@ from cryptopipe.store import AlertSink, AlertStore, ConsumerLoop
 #: An hour boundary, so that 1-minute and 5-minute windows both start here.
 BASE_US = 1_723_161_600_000_000
 MINUTE_US = 60_000_000
+
+
+def closers(symbols: Iterable[str], time_us: int, price: str = "1") -> list[Trade]:
+    """One trade per symbol at ``time_us``: closes every window of theirs that ends by then - delay."""
+    return [trade(symbol, 10**9, price, time_us) for symbol in sorted(set(symbols))]
 
 
 def trade(symbol: str, trade_id: int, price: str, time_us: int, receive_us: int | None = None) -> Trade:
@@ -187,17 +192,20 @@ def jobs(spark: Any, kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[
 
 
 def wait_for_watermark(job: AlertingJob, at_least_us: int, timeout: float = 60.0) -> int:
-    """Wait until the query's watermark reached ``at_least_us``; re-raise the query's error."""
+    """Wait until the query read a trade at ``at_least_us`` + the delay or later (the event time
+    that closes windows ending by ``at_least_us`` for that trade's symbol); re-raise its error."""
+    delay_us = job.settings.watermark_delay_ms * 1000
 
     def reached() -> int | None:
         assert not job.await_termination(0.001), "query stopped"
         for progress in reversed(job.recorder.progress):
-            mark = watermark_us(progress)
-            if mark is not None and mark >= at_least_us:
-                return mark
+            observed = progress.observedMetrics.get(OBSERVATION)
+            newest = observed["max_trade_time_us"] if observed is not None else None
+            if newest is not None and newest - delay_us >= at_least_us:
+                return int(newest - delay_us)
         return None
 
-    return int(eventually(reached, timeout=timeout, message=f"watermark never reached {at_least_us}"))
+    return int(eventually(reached, timeout=timeout, message=f"no trade at {at_least_us} + delay was read"))
 
 
 def wait_until_idle(job: AlertingJob, produced: int, timeout: float = 60.0) -> None:

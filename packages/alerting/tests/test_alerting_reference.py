@@ -1,5 +1,5 @@
 """Window arithmetic, property-based: the reference's own laws, and the stateful window operator
-(the function Spark runs per (rule, symbol, window)) replayed against the reference, no Spark."""
+(the function Spark runs per symbol) replayed against the reference, no Spark."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cryptopipe.alerting.plan import StatefulWindows
+from cryptopipe.alerting.plan import SymbolWindows
 from cryptopipe.alerting.reference import (
     WindowAlert,
     one_per_batch,
@@ -68,15 +68,19 @@ def ordered_trades(draw: st.DrawFn, max_size: int = 80) -> list[Trade]:
     return trades
 
 
-def _closed_windows_by_brute_force(trades: Sequence[Trade], rule: Rule, watermark_ms: int) -> dict[Any, Any]:
-    """Open/close of every closed window, by sorting each window's trades."""
+def _closed_windows_by_brute_force(
+    trades: Sequence[Trade], rule: Rule, delay_us: int = 1_000_000
+) -> dict[Any, Any]:
+    """Open/close of every closed window of in-order trades, by sorting each window's trades."""
     windows: dict[tuple[str, int], list[Trade]] = defaultdict(list)
+    newest: dict[str, int] = {}
     for t in trades:
         start = t.trade_time_us // rule.window_us * rule.window_us
         windows[(t.symbol, start)].append(t)
+        newest[t.symbol] = max(newest.get(t.symbol, 0), t.trade_time_us)
     result = {}
     for (symbol, start), members in windows.items():
-        if start + rule.window_us <= watermark_ms * 1000:
+        if start + rule.window_us + delay_us <= newest[symbol]:
             ordered = sorted(members, key=lambda t: (t.trade_time_us, t.trade_id))
             result[(rule.name, symbol, start)] = (ordered[0].price, ordered[-1].price)
     return result
@@ -110,10 +114,10 @@ def test_final_windows_do_not_depend_on_arrival_order_of_equal_timestamps(
 @given(trades=ordered_trades())
 def test_window_arithmetic(trades: list[Trade]) -> None:
     result = reference_alerts(one_per_batch(trades), RULES)
-    watermark_ms = max(t.trade_time_us // 1000 for t in trades) - 1000
-    assert result.watermark_ms == watermark_ms
+    for symbol in {t.symbol for t in trades}:
+        assert result.newest_us[symbol] == max(t.trade_time_us for t in trades if t.symbol == symbol)
     for rule in RULES:
-        expected = _closed_windows_by_brute_force(trades, rule, watermark_ms)
+        expected = _closed_windows_by_brute_force(trades, rule)
         assert {k: v for k, v in result.closed.items() if k[0] == rule.name} == expected
     by_name = {r.name: r for r in RULES}
     for alert in result.alerts:
@@ -141,30 +145,36 @@ def test_side_and_change_follow_the_seed() -> None:
     assert str(plain(Decimal("0.001000"))) == "0.001"
 
 
-def test_late_trades_are_dropped_only_when_their_window_closed() -> None:
+def test_late_is_decided_per_symbol_in_arrival_order_not_by_batches() -> None:
     rule = parse_rules("1m:0.5%")
-    batches = [
-        [_trade("AUSDT", 1, 10_000, BASE_US + 1_000_000)],
-        [_trade("AUSDT", 2, 10_000, BASE_US + 60_500_000)],  # watermark -> 59.5 s
-        [_trade("AUSDT", 3, 11_000, BASE_US + 59_000_000)],  # late, window open: counts
-        [_trade("AUSDT", 4, 10_000, BASE_US + 62_000_000)],  # watermark -> 61 s: window closes
-        [_trade("AUSDT", 5, 9_000, BASE_US + 30_000_000)],  # its window closed: dropped
+    arrivals = [
+        _trade("AUSDT", 1, 10_000, BASE_US + 1_000_000),
+        _trade("AUSDT", 2, 10_000, BASE_US + 60_500_000),  # newest A: 60.5 s
+        _trade("AUSDT", 3, 11_000, BASE_US + 59_600_000),  # 0.9 s behind: counts, the window is +10 %
+        _trade("BUSDT", 1, 5_000, BASE_US + 90_000_000),  # another symbol does not make A's trades late
+        _trade("AUSDT", 4, 12_000, BASE_US + 59_700_000),  # 0.8 s behind: counts
+        _trade("AUSDT", 5, 10_000, BASE_US + 62_000_000),  # newest A: 62 s: the first window closes
+        _trade("AUSDT", 6, 9_000, BASE_US + 30_000_000),  # 32 s behind: dropped
+        _trade("AUSDT", 7, 9_000, BASE_US + 60_900_000),  # 1.1 s behind: dropped, window still open
     ]
-    result = reference_alerts(batches, rule)
-    assert result.dropped == 1
-    assert [(a.open, a.close) for a in result.alerts] == [(Decimal(100), Decimal(110))]
+    expected = [(Decimal(100), Decimal(120))]
+    # One trade per batch, or all in one batch (the case where Spark's watermark, which moves
+    # once per batch, would count trades 6 and 7): the same alerts and drops.
+    for batches in (one_per_batch(arrivals), [arrivals], [arrivals[:3], arrivals[3:]]):
+        result = reference_alerts(batches, rule)
+        assert result.dropped == 2
+        assert [(a.open, a.close) for a in result.alerts] == expected
+        assert _drive(batches, rule) == result.alerts
 
 
 # --- the stateful window operator, replayed the way Spark drives it ---------------------------
 
 
 class _State:
-    """GroupState as ``applyInPandasWithState`` hands it to the function."""
+    """GroupState as ``applyInPandasWithState`` hands it to the function (no timeouts)."""
 
-    def __init__(self, value: tuple[Any, ...] | None, timed_out: bool) -> None:
+    def __init__(self, value: tuple[Any, ...] | None) -> None:
         self.value = value
-        self.hasTimedOut = timed_out
-        self.timeout_ms: int | None = None
 
     @property
     def exists(self) -> bool:
@@ -178,58 +188,37 @@ class _State:
     def update(self, value: tuple[Any, ...]) -> None:
         self.value = value
 
-    def remove(self) -> None:
-        self.value = None
-
-    def setTimeoutTimestamp(self, ms: int) -> None:
-        self.timeout_ms = ms
-
 
 def _drive(
     batches: Sequence[Sequence[Trade]], rules: Sequence[Rule], delay_ms: int = 1000
 ) -> list[WindowAlert]:
-    """Spark's FlatMapGroupsWithState loop: late rows dropped, data calls, then timeouts."""
-    function = StatefulWindows(rules)
-    states: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+    """Spark's loop: per micro-batch, one call per symbol with its rows (in shuffled order)."""
+    function = SymbolWindows(rules, delay_ms)
+    states: dict[str, tuple[Any, ...]] = {}
     rows: list[dict[str, Any]] = []
-    watermark_ms, max_ms = 0, None
-    # A trailing no-data batch, as Spark runs one once the watermark moved.
-    for batch in [*batches, []]:
-        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-        for rule in rules:
-            for t in batch:
-                if not rule.applies_to(t.symbol):
-                    continue
-                start = t.trade_time_us - t.trade_time_us % rule.window_us
-                if start + rule.window_us <= watermark_ms * 1000:
-                    continue
-                groups[(rule.name, t.symbol, start)].append(
-                    {
-                        "trade_time_us": t.trade_time_us,
-                        "trade_id": t.trade_id,
-                        "price": str(t.price),
-                        "receive_time_us": t.receive_time_us,
-                    }
-                )
-        for key, members in groups.items():
-            saved = states.get(key)
-            state = _State(saved[0] if saved else None, False)
-            out = list(function(key, iter([pd.DataFrame(members)]), state))
+    offset = 0
+    shuffle = random.Random(len(batches))
+    for batch in batches:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for t in batch:
+            groups[t.symbol].append(
+                {
+                    "trade_time_us": t.trade_time_us,
+                    "trade_id": t.trade_id,
+                    "price": str(t.price),
+                    "receive_time_us": t.receive_time_us,
+                    "kafka_partition": 0,
+                    "kafka_offset": offset,
+                }
+            )
+            offset += 1
+        for symbol, members in groups.items():
+            shuffle.shuffle(members)  # a shuffle does not keep Kafka's order; the offsets do
+            state = _State(states.get(symbol))
+            out = list(function((symbol,), iter([pd.DataFrame(members)]), state))
             rows.extend(r for frame in out for r in frame.to_dict("records"))
             assert state.value is not None
-            assert state.timeout_ms is not None
-            states[key] = (state.value, state.timeout_ms)
-        for key, (value, timeout_ms) in list(states.items()):
-            if key not in groups and watermark_ms > timeout_ms:
-                state = _State(value, True)
-                out = list(function(key, iter([]), state))
-                rows.extend(r for frame in out for r in frame.to_dict("records"))
-                assert state.value is None
-                del states[key]
-        for t in batch:
-            max_ms = max(max_ms or 0, t.trade_time_us // 1000)
-        if max_ms is not None:
-            watermark_ms = max(watermark_ms, max_ms - delay_ms)
+            states[symbol] = state.value
     alerts = windows_to_alerts(rows, {r.name: r for r in rules}, None, 0)
     return sorted(
         WindowAlert(
@@ -256,18 +245,23 @@ def _batches(trades: list[Trade], cuts: list[int]) -> Iterator[list[Trade]]:
 @settings(max_examples=300, deadline=None)
 @given(trades=ordered_trades(), cuts=st.lists(st.integers(0, 200), max_size=8))
 def test_stateful_operator_matches_reference_under_any_batching(trades: list[Trade], cuts: list[int]) -> None:
-    # In-order trades: batch boundaries change nothing, for the operator and for the reference.
     expected = reference_alerts(one_per_batch(trades), RULES).alerts
     assert _drive(list(_batches(trades, cuts)), RULES) == expected
     assert _drive(one_per_batch(trades), RULES) == expected
+    assert _drive([trades], RULES) == expected
 
 
-@settings(max_examples=200, deadline=None)
-@given(trades=ordered_trades(max_size=40), data=st.data())
+@settings(max_examples=300, deadline=None)
+@given(
+    trades=ordered_trades(max_size=60),
+    data=st.data(),
+    delay_ms=st.sampled_from([0, 500, 1000, 2500]),
+)
 def test_stateful_operator_matches_reference_with_late_trades(
-    trades: list[Trade], data: st.DataObject
+    trades: list[Trade], data: st.DataObject, delay_ms: int
 ) -> None:
-    # Arrival order with delays of up to 3 s: some trades are late, some dropped.
+    # Arrival order with delays of up to 3 s: some trades are late and dropped. Whatever the
+    # micro-batches, the operator drops and raises what the arrival-order reference does.
     delays = data.draw(st.lists(st.integers(0, 3_000_000), min_size=len(trades), max_size=len(trades)))
     arrival = [
         t
@@ -275,4 +269,8 @@ def test_stateful_operator_matches_reference_with_late_trades(
             (t.trade_time_us + d, i, t) for i, (t, d) in enumerate(zip(trades, delays, strict=True))
         )
     ]
-    assert _drive(one_per_batch(arrival), RULES) == reference_alerts(one_per_batch(arrival), RULES).alerts
+    cuts = data.draw(st.lists(st.integers(0, 200), max_size=8))
+    expected = reference_alerts(one_per_batch(arrival), RULES, delay_ms)
+    assert _drive(one_per_batch(arrival), RULES, delay_ms) == expected.alerts
+    assert _drive(list(_batches(arrival, cuts)), RULES, delay_ms) == expected.alerts
+    assert reference_alerts(list(_batches(arrival, cuts)), RULES, delay_ms) == expected

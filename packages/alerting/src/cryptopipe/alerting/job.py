@@ -53,6 +53,7 @@ class JobStats:
     alerts_published: int = 0
     restarts: int = 0
     last_batch_id: int = -1
+    dropped_late: int = 0
 
 
 def native_kafka_available(spark: SparkSession) -> bool:
@@ -221,7 +222,7 @@ class AlertingJob:
         self._run_first_batch = None
         self._query = writer.start()
         logger.info(
-            "alerting query %s: %s -> %s, %s source, checkpoint %s, rules: %s",
+            "alerting query %s: %s -> %s, alerting_source=%s, checkpoint %s, rules: %s",
             self.query_name,
             self.prices_topic,
             self.alerts_topic,
@@ -257,7 +258,15 @@ class AlertingJob:
             except Exception:  # the query died meanwhile: stop() below still cleans up
                 break
             time.sleep(0.002)
-        query.stop()
+        # A micro-batch cut short fails its foreachBatch call with an InterruptedException, which
+        # py4j logs with a traceback; it is expected here (the batch is replayed on restart).
+        py4j_log = logging.getLogger("py4j.clientserver")
+        level = py4j_log.level
+        py4j_log.setLevel(logging.CRITICAL)
+        try:
+            query.stop()
+        finally:
+            py4j_log.setLevel(level)
 
     def close(self) -> None:
         """Stop the query, detach from Spark and flush the producer; stops a session it built."""
@@ -307,18 +316,27 @@ class AlertingJob:
     # --- internals --------------------------------------------------------------------------
 
     def _resolve_source(self) -> SourceKind:
+        from cryptopipe.alerting.spark import connector_problem
+
         choice = self.settings.source
         if choice == "python":
             return "python"
-        available = native_kafka_available(self.spark)
-        if choice == "native" and not available:
-            version = self.spark.version
+        if native_kafka_available(self.spark):
+            return "native"
+        reason = connector_problem(self.spark) or "spark-sql-kafka is not on Spark's classpath"
+        coordinate = NATIVE_KAFKA_PACKAGE.format(version=self.spark.version)
+        if choice == "native":
             raise SourceUnavailableError(
-                "ALERTING_SOURCE=native but spark-sql-kafka is not on Spark's classpath; add "
-                f"spark.jars.packages={NATIVE_KAFKA_PACKAGE.format(version=version)} (needs Maven Central) "
-                "or use ALERTING_SOURCE=python"
+                f"ALERTING_SOURCE=native but Spark's Kafka connector ({coordinate}) cannot be had: {reason}. "
+                "Run once with access to Maven Central (the jars are cached), or use ALERTING_SOURCE=python"
             )
-        return "native" if available else "python"
+        logger.warning(
+            "alerting_source=python: Spark's native Kafka connector (%s) cannot be had (%s); "
+            "falling back to the confluent-kafka Python Data Source",
+            coordinate,
+            reason,
+        )
+        return "python"
 
     def _trades(self, spark: SparkSession) -> DataFrame:
         if self.source_kind == "native":
@@ -354,6 +372,9 @@ class AlertingJob:
             if last is not None:
                 self._absorb(last)
         now_us = time.time_ns() // 1000
+        late = sum(int(row["dropped"] or 0) for row in rows if row["kind"] == "late")
+        if late:
+            m.ALERTING_DROPPED_LATE.inc(late)
         alerts = windows_to_alerts(rows, self.rules, self._tracker, now_us)
         assert self._publisher is not None
         acked = self._publisher.publish(alerts)
@@ -369,6 +390,7 @@ class AlertingJob:
                 batches=self._stats.batches + 1,
                 alerts_published=self._stats.alerts_published + len(alerts),
                 last_batch_id=batch_id,
+                dropped_late=self._stats.dropped_late + late,
             )
         if alerts:
             logger.info("batch %d: %d alert(s) published", batch_id, len(alerts))

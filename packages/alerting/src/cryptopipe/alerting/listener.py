@@ -88,9 +88,6 @@ class ProgressRecorder(StreamingQueryListener):
                 durations["triggerExecution"],
                 ", ".join(f"{phase} {durations[phase]}" for phase in PHASES if phase in durations),
             )
-            dropped = sum(int(op.numRowsDroppedByWatermark or 0) for op in progress.stateOperators)
-            if dropped:
-                m.ALERTING_DROPPED_LATE.inc(dropped)
             observed = progress.observedMetrics.get("cryptopipe_input")
             if observed is not None and observed["invalid"]:
                 m.ALERTING_INVALID_ROWS.inc(int(observed["invalid"]))

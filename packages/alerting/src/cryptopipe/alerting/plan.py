@@ -2,24 +2,21 @@
 
 Data flow::
 
-    prices (Kafka) -> trades (symbol, trade_id, price, trade_time_us, receive_time_us)
-      -> observe(per-batch figures for metrics and alert latency)
-      -> withWatermark(event_time, delay)
-      -> one row per (trade, rule that applies to its symbol), with the rule's window
-      -> only final rules: native aggregation per (rule, symbol, window): open/close = price
-         at min/max of (trade_time_us, trade_id); emitted in append mode when the watermark
-         passes the window end
-      -> any early rule: a Python stateful operator per (rule, symbol, window) for all rules,
-         which fires early windows once when the running change crosses the threshold and
-         emits the others at the close (one operator, so Kafka is read once per micro-batch:
-         a union of two operators would scan the source twice)
+    prices (Kafka) -> trades (symbol, trade_id, price, trade_time_us, receive_time_us,
+                              kafka_partition, kafka_offset)
+      -> observe(per-batch figures for metrics)
+      -> one Python stateful operator per symbol (:class:`SymbolWindows`), trades in arrival
+         order: late trades dropped and counted, every rule's windows kept (open/close = price
+         at min/max of (trade_time_us, trade_id)), early windows fired once when the running
+         change crosses the threshold, windows closed when the symbol's newest trade time
+         passes their end + delay
     -> WINDOW_SCHEMA rows; thresholds of final rules are applied on the driver, exactly, in Decimal.
 
-Every rule shares one aggregation: the window end is computed per row from the rule's length
-and marked as the event-time column of the aggregation (Spark's own ``window()`` does the same
-internally), so Spark evicts a (rule, symbol, window) group, and drops trades for it, exactly when
-``window_end <= watermark``: Spark's semantics for windowed aggregations. The late-trade count
-is Spark's ``numRowsDroppedByWatermark``.
+Lateness is decided per symbol in arrival order, not by Spark's watermark (which moves once per
+micro-batch, so a trade far behind could still be counted when it arrived in the same batch as
+the trades that moved event time on): the same replay at any speed, cut into any micro-batches,
+raises the same alerts. The operator's state lives in the checkpoint, so a restart agrees with
+an uninterrupted run.
 
 Prices are DECIMAL(38,18) in Spark (exact; Binance sends at most 8 decimals) and strings on the
 way out; ``pct_change`` is computed once, in Decimal, on the driver.
@@ -27,6 +24,7 @@ way out; ``pct_change`` is computed once, in Decimal, on the driver.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -39,18 +37,16 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming.state import GroupState
 
 #: What the plan emits; ``kind`` is ``final`` (a closed window; the threshold is applied by the
-#: sink) or ``early`` (already crossed). ``trigger_receive_time_us`` is 0 when unknown.
+#: sink), ``early`` (already crossed) or ``late`` (``dropped`` late trades of a symbol, no alert).
+#: ``trigger_receive_time_us`` is the receive time of the trade that fired or closed the window.
 WINDOW_SCHEMA = (
     "rule STRING, symbol STRING, kind STRING, window_start_us BIGINT, open STRING, close STRING, "
-    "trigger_receive_time_us BIGINT"
+    "trigger_receive_time_us BIGINT, dropped BIGINT"
 )
-_EARLY_STATE_SCHEMA = (
-    "open_time_us BIGINT, open_id BIGINT, open STRING, close_time_us BIGINT, close_id BIGINT, close STRING, "
-    "fired BOOLEAN, trades BIGINT"
-)
+#: Per symbol: the newest trade time seen and the open windows (JSON, see :class:`SymbolWindows`).
+_STATE_SCHEMA = "newest_us BIGINT, windows STRING"
 #: Name of the per-batch observation (see :func:`observe_input`).
 OBSERVATION = "cryptopipe_input"
-_WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"
 
 
 def trigger_column(window_us: int) -> str:
@@ -86,144 +82,127 @@ def observe_input(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> Da
     return trades.observe(OBSERVATION, *figures)
 
 
-def _per_rule(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> DataFrame:
-    """One row per (trade, applicable rule) with the window it falls in.
+class SymbolWindows:
+    """``applyInPandasWithState`` function, one group per symbol, trades in arrival order.
 
-    The rules are literals exploded per row (no join: a broadcast join would run a Spark job of
-    its own in every micro-batch).
-    """
-    from pyspark.sql import functions as F
+    Arrival order is Kafka's: a symbol's trades share one partition (the key is the symbol), so
+    ``(kafka_partition, kafka_offset)`` orders them. State (in the checkpoint): the newest trade
+    time seen for the symbol and, per open (rule, window), the first and last trade by
+    (trade time, trade id) and whether an early alert fired. Per trade, in that order:
 
-    candidates = []
-    for rule in rules:
-        entry = F.struct(
-            F.lit(rule.name).alias("rule"), F.lit(rule.window_us).cast("bigint").alias("window_us")
-        )
-        if rule.symbols is not None:
-            entry = F.when(F.col("symbol").isin(sorted(rule.symbols)), entry)
-        candidates.append(entry)
-    exploded = (
-        trades.withColumn("applicable", F.explode(F.array_compact(F.array(*candidates))))
-        .select("*", "applicable.*")
-        .drop("applicable")
-    )
-    start = F.col("trade_time_us") - F.pmod(F.col("trade_time_us"), F.col("window_us"))
-    return exploded.withColumn("window_start_us", start).withColumn(
-        "window_end",
-        F.timestamp_micros(F.col("window_start_us") + F.col("window_us")).alias(
-            "window_end", metadata={_WATERMARK_DELAY_KEY: delay_ms}
-        ),
-    )
+    - more than the delay behind the newest trade time seen: late, dropped and counted;
+    - otherwise it joins its window of every rule for the symbol; an early rule fires the first
+      time ``|last - first| / first`` exceeds the threshold;
+    - windows whose end + delay the newest trade time reached close: one that has not fired is
+      emitted as ``final`` (the sink applies the threshold), with this trade's receive time.
 
-
-def final_windows(per_rule: DataFrame) -> DataFrame:
-    """Closed windows of final-mode rules, all of them (the sink applies thresholds)."""
-    from pyspark.sql import functions as F
-
-    key = F.struct("trade_time_us", "trade_id", F.col("price").cast("decimal(38,18)").alias("price"))
-    return (
-        per_rule.groupBy("rule", "symbol", "window_end", "window_start_us")
-        .agg(F.min(key).alias("first"), F.max(key).alias("last"))
-        .select(
-            "rule",
-            "symbol",
-            F.lit("final").alias("kind"),
-            "window_start_us",
-            F.col("first.price").cast("string").alias("open"),
-            F.col("last.price").cast("string").alias("close"),
-            F.lit(0).cast("bigint").alias("trigger_receive_time_us"),
-        )
-    )
-
-
-class StatefulWindows:
-    """``applyInPandasWithState`` function, one group per (rule, symbol, window); used when any
-    rule is in early mode (for every rule, so that Kafka is scanned once per micro-batch).
-
-    State: the first and last trade seen by (trade time, trade id), whether the window fired.
-    For early-mode rules, trades are taken in (trade time, trade id) order within a micro-batch;
-    the first one after which ``|last - first| / first`` exceeds the threshold fires the early
-    alert. When the watermark passes the window end (event-time timeout), a window that never
-    fired is emitted as ``final`` for the sink's threshold check; one that fired is dropped.
+    Nothing depends on micro-batch boundaries: see :mod:`cryptopipe.alerting.reference`.
     """
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.thresholds = {rule.name: (rule.threshold, dict(rule.overrides)) for rule in rules}
-        self.windows_us = {rule.name: rule.window_us for rule in rules}
-        self.early = {rule.name for rule in rules if rule.mode == "early"}
+    def __init__(self, rules: Sequence[Rule], delay_ms: int) -> None:
+        self.rules = tuple(rules)
+        self.delay_us = delay_ms * 1000
 
     def __call__(
         self, key: tuple[Any, ...], batches: Iterator[pd.DataFrame], state: GroupState
     ) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
-        rule, symbol, start_us = str(key[0]), str(key[1]), int(key[2])
-        if state.hasTimedOut:
-            saved = state.get
-            state.remove()
-            if not saved[6]:
-                yield _rows(pd, [(rule, symbol, "final", start_us, saved[2], saved[5], 0)])
-            return
-        frame = pd.concat(list(batches), ignore_index=True).sort_values(["trade_time_us", "trade_id"])
-        if state.exists:
-            open_t, open_id, open_p, close_t, close_id, close_p, fired, count = state.get
-        else:
-            first = frame.iloc[0]
-            open_t, open_id, open_p = int(first.trade_time_us), int(first.trade_id), str(first.price)
-            close_t, close_id, close_p = open_t, open_id, open_p
-            fired, count = False, 0
-        default, overrides = self.thresholds[rule]
-        threshold = overrides.get(symbol, default)
-        early = rule in self.early
+        symbol = str(key[0])
+        frame = pd.concat(list(batches), ignore_index=True)
+        frame = frame.sort_values(["kafka_partition", "kafka_offset"], kind="stable")
+        newest, windows = (int(state.get[0]), json.loads(state.get[1])) if state.exists else (None, {})
+        rules = [rule for rule in self.rules if rule.applies_to(symbol)]
         out: list[tuple[Any, ...]] = []
-        times = frame["trade_time_us"].tolist()
-        ids = frame["trade_id"].tolist()
-        prices = frame["price"].tolist()
-        receives = frame["receive_time_us"].tolist()
-        for t, i, p, r in zip(times, ids, prices, receives, strict=True):
-            if (t, i) < (open_t, open_id):
-                open_t, open_id, open_p = t, i, p
-            if (t, i) >= (close_t, close_id):
-                close_t, close_id, close_p = t, i, p
-            count += 1
-            if early and not fired:
-                first_price, last_price = Decimal(open_p), Decimal(close_p)
-                if first_price > 0 and abs(last_price - first_price) > threshold * first_price:
-                    fired = True
-                    out.append((rule, symbol, "early", start_us, open_p, close_p, int(r)))
-        state.update((open_t, open_id, open_p, close_t, close_id, close_p, fired, count))
-        state.setTimeoutTimestamp((start_us + self.windows_us[rule]) // 1000 - 1)
+        dropped = 0
+        columns = ("trade_time_us", "trade_id", "price", "receive_time_us")
+        for t, i, p, r in zip(*(frame[c].tolist() for c in columns), strict=True):
+            t, i, p, r = int(t), int(i), str(p), int(r)
+            if newest is not None and newest - t > self.delay_us:
+                dropped += 1
+                continue
+            newest = t if newest is None else max(newest, t)
+            for rule in rules:
+                out.extend(self._add(rule, symbol, windows, t, i, p, r))
+            out.extend(self._close(symbol, windows, newest, r))
+        if dropped:
+            out.append(("", symbol, "late", 0, "", "", 0, dropped))
+        if newest is not None:
+            state.update((newest, json.dumps(windows, separators=(",", ":"))))
         if out:
-            yield _rows(pd, out)
+            yield pd.DataFrame.from_records(out, columns=_COLUMNS)
+
+    @staticmethod
+    def _add(
+        rule: Rule, symbol: str, windows: dict[str, list[Any]], t: int, i: int, p: str, r: int
+    ) -> list[tuple[Any, ...]]:
+        start = rule.window_start_us(t)
+        name = f"{rule.name}\t{start}"
+        window = windows.get(name)
+        if window is None:
+            window = windows[name] = [t, i, p, t, i, p, False]
+        if (t, i) < (window[0], window[1]):
+            window[0:3] = [t, i, p]
+        if (t, i) >= (window[3], window[4]):
+            window[3:6] = [t, i, p]
+        if (
+            rule.mode != "early"
+            or window[6]
+            or not rule.crosses(symbol, Decimal(window[2]), Decimal(window[5]))
+        ):
+            return []
+        window[6] = True
+        return [(rule.name, symbol, "early", start, window[2], window[5], r, 0)]
+
+    def _close(
+        self, symbol: str, windows: dict[str, list[Any]], newest: int, r: int
+    ) -> list[tuple[Any, ...]]:
+        out = []
+        lengths = {rule.name: rule.window_us for rule in self.rules}
+        for name in list(windows):
+            rule_name, start_text = name.split("\t")
+            start = int(start_text)
+            if start + lengths[rule_name] + self.delay_us > newest:
+                continue
+            window = windows.pop(name)
+            if not window[6]:
+                out.append((rule_name, symbol, "final", start, window[2], window[5], r, 0))
+        return out
 
 
-def _rows(pd: Any, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    columns = ["rule", "symbol", "kind", "window_start_us", "open", "close", "trigger_receive_time_us"]
-    return pd.DataFrame.from_records(rows, columns=columns)
+_COLUMNS = [
+    "rule",
+    "symbol",
+    "kind",
+    "window_start_us",
+    "open",
+    "close",
+    "trigger_receive_time_us",
+    "dropped",
+]
 
 
-def stateful_windows(per_rule: DataFrame, rules: Sequence[Rule]) -> DataFrame:
+def symbol_windows(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> DataFrame:
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     columns = [
-        "rule",
         "symbol",
-        "window_start_us",
-        "window_end",
-        "trade_time_us",
         "trade_id",
         "price",
+        "trade_time_us",
         "receive_time_us",
+        "kafka_partition",
+        "kafka_offset",
     ]
     return (
-        per_rule.select(*columns)
-        .groupBy("rule", "symbol", "window_start_us")
+        trades.select(*columns)
+        .groupBy("symbol")
         .applyInPandasWithState(
-            StatefulWindows(rules),
+            SymbolWindows(rules, delay_ms),
             WINDOW_SCHEMA,
-            _EARLY_STATE_SCHEMA,
+            _STATE_SCHEMA,
             "append",
-            GroupStateTimeout.EventTimeTimeout,
+            GroupStateTimeout.NoTimeout,
         )
     )
 
@@ -233,16 +212,7 @@ def alert_windows(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> Da
     from pyspark.sql import functions as F
 
     observed = observe_input(trades, rules, delay_ms)
-    valid = (
-        observed.where(F.col("error").isNull())
-        .select("symbol", "trade_id", "price", "trade_time_us", "receive_time_us")
-        .withColumn("event_time", F.timestamp_micros("trade_time_us"))
-        .withWatermark("event_time", f"{delay_ms} milliseconds")
-    )
-    per_rule = _per_rule(valid, rules, delay_ms)
-    if any(rule.mode == "early" for rule in rules):
-        return stateful_windows(per_rule, rules)
-    return final_windows(per_rule)
+    return symbol_windows(observed.where(F.col("error").isNull()), rules, delay_ms)
 
 
 def native_trades(spark: SparkSession, options: dict[str, str]) -> DataFrame:

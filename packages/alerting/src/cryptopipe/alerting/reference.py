@@ -1,14 +1,17 @@
 """The alert semantics as plain Python: the yardstick the Spark job is tested and benchmarked against.
 
-It models Spark's event-time rules exactly, including their units:
+Lateness is decided per symbol, in the order trades arrive, and never by batch timing:
 
-- the watermark is in milliseconds: ``floor(max trade time seen, ms) - delay``, never moving back,
-  and a micro-batch sees the watermark computed at the end of the previous one;
-- a trade whose window already closed (``window_end <= watermark``) is dropped and counted;
-- a window closes, and its final result is emitted, once ``window_end <= watermark``.
+- a trade is *late* when its trade time is more than the watermark delay behind the newest trade
+  time already seen for its symbol; late trades are dropped and counted;
+- a window of a symbol closes, and its final result is emitted, once that symbol's newest trade
+  time is at least ``window_end + delay``: from then on every trade for it would be late;
+- an early rule fires on the first accepted trade, in arrival order, after which the window's
+  open/close (by trade time, then trade id) cross the threshold.
 
-Trades arrive in *batches*; :func:`one_per_batch` turns a sequence into one batch per trade, the
-pacing under which batch boundaries cannot change the outcome.
+So the same trades in the same arrival order give the same alerts, however they are cut into
+micro-batches and at whatever speed they are replayed. ``batches`` are accepted (and flattened)
+so that callers can keep describing arrivals batch by batch.
 """
 
 from __future__ import annotations
@@ -86,8 +89,10 @@ def make_alert(
 @dataclass
 class ReferenceResult:
     alerts: list[WindowAlert]
+    #: late trades, dropped (each counted once, whatever the number of rules)
     dropped: int
-    watermark_ms: int
+    #: the newest trade time seen per symbol (µs)
+    newest_us: dict[str, int]
     #: every closed window as (rule, symbol, start) -> (open, close), alert or not
     closed: dict[tuple[str, str, int], tuple[Decimal, Decimal]] = field(default_factory=dict)
 
@@ -103,45 +108,40 @@ def _key(trade: Trade) -> tuple[int, int]:
 def reference_alerts(
     batches: Iterable[Sequence[Trade]], rules: Sequence[Rule], watermark_delay_ms: int = 1000
 ) -> ReferenceResult:
-    """Alerts a Spark job with these rules raises for trades arriving in these micro-batches."""
-    watermark_ms = 0
-    max_ms: int | None = None
+    """Alerts for trades arriving in this order (batch boundaries do not matter)."""
+    delay_us = watermark_delay_ms * 1000
+    newest: dict[str, int] = {}
     dropped = 0
-    accepted: dict[tuple[str, str, int], list[Trade]] = {}
+    open_windows: dict[tuple[str, str, int], list[Trade]] = {}
     early_fired: set[tuple[str, str, int]] = set()
     alerts: list[WindowAlert] = []
-    for batch in batches:
-        for rule in rules:
-            # Early checks run per trade, in (time, id) order within a batch, in arrival order across.
-            for trade in sorted((t for t in batch if rule.applies_to(t.symbol)), key=_key):
-                start = rule.window_start_us(trade.trade_time_us)
-                if start + rule.window_us <= watermark_ms * 1000:
-                    dropped += 1
-                    continue
-                key = (rule.name, trade.symbol, start)
-                window = accepted.setdefault(key, [])
-                window.append(trade)
-                if rule.mode == "early" and key not in early_fired:
-                    first, last = min(window, key=_key), max(window, key=_key)
-                    if rule.crosses(trade.symbol, first.price, last.price):
-                        early_fired.add(key)
-                        alerts.append(make_alert(rule, trade.symbol, start, "early", first.price, last.price))
-        for trade in batch:
-            trade_ms = trade.trade_time_us // 1000
-            max_ms = trade_ms if max_ms is None else max(max_ms, trade_ms)
-        if max_ms is not None:
-            watermark_ms = max(watermark_ms, max_ms - watermark_delay_ms)
-
     closed: dict[tuple[str, str, int], tuple[Decimal, Decimal]] = {}
     by_name = {rule.name: rule for rule in rules}
-    for (name, symbol, start), window in sorted(accepted.items()):
-        rule = by_name[name]
-        if start + rule.window_us > watermark_ms * 1000:
+    for trade in (t for batch in batches for t in batch):
+        seen = newest.get(trade.symbol)
+        if seen is not None and seen - trade.trade_time_us > delay_us:
+            dropped += 1
             continue
-        first, last = min(window, key=_key), max(window, key=_key)
-        closed[(name, symbol, start)] = (first.price, last.price)
-        if (name, symbol, start) not in early_fired and rule.crosses(symbol, first.price, last.price):
-            alerts.append(make_alert(rule, symbol, start, "final", first.price, last.price))
-    # Rule-by-rule counting above counts a trade once per rule it applies to, like Spark's
-    # per-rule rows do; ``dropped`` is therefore in rule-rows, the unit Spark reports.
-    return ReferenceResult(sorted(alerts), dropped, watermark_ms, closed)
+        newest[trade.symbol] = seen = max(seen or trade.trade_time_us, trade.trade_time_us)
+        for rule in rules:
+            if not rule.applies_to(trade.symbol):
+                continue
+            start = rule.window_start_us(trade.trade_time_us)
+            key = (rule.name, trade.symbol, start)
+            window = open_windows.setdefault(key, [])
+            window.append(trade)
+            if rule.mode == "early" and key not in early_fired:
+                first, last = min(window, key=_key), max(window, key=_key)
+                if rule.crosses(trade.symbol, first.price, last.price):
+                    early_fired.add(key)
+                    alerts.append(make_alert(rule, trade.symbol, start, "early", first.price, last.price))
+        for key in [k for k in open_windows if k[1] == trade.symbol]:
+            rule = by_name[key[0]]
+            if key[2] + rule.window_us + delay_us > seen:
+                continue
+            window = open_windows.pop(key)
+            first, last = min(window, key=_key), max(window, key=_key)
+            closed[key] = (first.price, last.price)
+            if key not in early_fired and rule.crosses(key[1], first.price, last.price):
+                alerts.append(make_alert(rule, key[1], key[2], "final", first.price, last.price))
+    return ReferenceResult(sorted(alerts), dropped, newest, closed)

@@ -110,6 +110,8 @@ def windows_to_alerts(
     """Apply the final rules' thresholds (exactly, in Decimal) and build the wire messages."""
     alerts: list[Alert] = []
     for row in rows:
+        if row["kind"] == "late":
+            continue
         rule = rules[row["rule"]]
         symbol = row["symbol"]
         open_price, close_price = Decimal(row["open"]), Decimal(row["close"])

@@ -450,6 +450,8 @@ class Runtime:
     source: str = ""
     symbols: list[str] = field(default_factory=list)
     spark: str = "-"
+    alerting_source: str = "-"
+    """Which Kafka reader the alerting job ran: ``native`` or ``python`` (its ready file says)."""
     services: dict[str, Service] = field(default_factory=dict)
     stats_files: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Scrape] = field(default_factory=dict)
@@ -701,6 +703,7 @@ class Pipeline:
             "alerting", command, env=self.env, metrics_port=port, ready_file=ready, ready_timeout=180.0
         )
         self.runtime.spark = args.spark_master
+        self.runtime.alerting_source = str(json.loads(ready.read_text()).get("source", "-"))
 
     def start_observability(self) -> None:
         """Our own /metrics (broker and Redis resources), Prometheus when installed, the dashboard."""
@@ -1000,6 +1003,7 @@ class Pipeline:
             "trades_backfilled": books.ingest.backfilled,
             "prices_written": prices.written if prices is not None else 0,
             "prices_stale": prices.stale if prices is not None else 0,
+            "alerting_source": self.runtime.alerting_source,
             "alerts_raised": len(alerts),
             "alerts": alerts,
             "dead_lettered": dead,

@@ -296,3 +296,69 @@ def _run_resolver(argv: list[str], *, cwd: Path) -> None:
             f"{Path(argv[0]).name} could not resolve the artifacts (exit {code}; offline with a cold cache?)"
             + (f": {reason}" if reason else "")
         )
+
+
+# --- Spark's Kafka connector -----------------------------------------------------------------------
+
+SPARK_SCALA_VERSION = "2.13"
+#: Earlier connector releases known to run on a Spark release whose own connector Maven Central lacks.
+#: spark-sql-kafka-0-10_2.13 4.3.0 was not on Maven Central on 2026-12-02 (404; its maven-metadata.xml
+#: ends at 4.2.0), while pyspark 4.3.0 is on PyPI; the 4.2.0 connector ran on Spark 4.3.0 here, in
+#: micro-batch and in real-time mode (Kafka source and sink).
+SPARK_KAFKA_COMPATIBLE: dict[str, tuple[str, ...]] = {"4.3.0": ("4.2.0",)}
+_SPARK_KAFKA_CACHE_NAME = "spark-sql-kafka"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorJars:
+    """The jars that put Spark's Kafka connector ``version`` on a Spark classpath."""
+
+    version: str
+    jars: tuple[Path, ...]
+
+
+def spark_kafka_artifact(version: str) -> Artifact:
+    """``org.apache.spark:spark-sql-kafka-0-10_2.13:<version>``: Spark's native Kafka source and sink."""
+    return Artifact("org.apache.spark", f"spark-sql-kafka-0-10_{SPARK_SCALA_VERSION}", version)
+
+
+def cached_libs(name: str, version: str) -> Path | None:
+    """The cached ``libs`` of ``name`` ``version`` when its manifest verifies (never downloads)."""
+    libs = cache_root() / name / version / "libs"
+    return libs if libs.is_dir() and not verify_manifest(libs) else None
+
+
+def _artifact_stem(jar: Path) -> str:
+    """``kafka-clients-3.9.2.jar`` -> ``kafka-clients`` (the file name without its version)."""
+    match = re.match(r"(.+?)-\d[^-]*(?:-[A-Za-z][^-]*)?\.jar$", jar.name)
+    return match.group(1) if match else jar.stem
+
+
+def spark_kafka_jars(spark_version: str, spark_jars_dir: Path | None = None) -> ConnectorJars:
+    """The connector for Spark ``spark_version``, from the cache or else resolved once and cached.
+
+    Tries the connector of the same version, then the known-compatible ones
+    (:data:`SPARK_KAFKA_COMPATIBLE`); a warm cache is used without any network access. Jars that
+    Spark already ships in ``spark_jars_dir`` (snappy, lz4, slf4j, spark-tags ...) are left out, so
+    that one version of each class is loaded. Raises :class:`ArtifactResolutionError` when none
+    can be had (offline with a cold cache) or :class:`JavaNotFoundError`.
+    """
+    candidates = (spark_version, *SPARK_KAFKA_COMPATIBLE.get(spark_version, ()))
+    found = next(((v, libs) for v in candidates if (libs := cached_libs(_SPARK_KAFKA_CACHE_NAME, v))), None)
+    problems: list[str] = []
+    for version in candidates if found is None else ():
+        try:
+            libs = ensure_artifacts(
+                _SPARK_KAFKA_CACHE_NAME, version, [spark_kafka_artifact(version)], java=find_java()
+            )
+        except ArtifactResolutionError as exc:
+            problems.append(f"{spark_kafka_artifact(version)}: {exc}")
+            continue
+        found = (version, libs)
+        break
+    if found is None:
+        raise ArtifactResolutionError("; ".join(problems))
+    version, libs = found
+    shipped = {_artifact_stem(jar) for jar in spark_jars_dir.glob("*.jar")} if spark_jars_dir else set()
+    jars = tuple(jar for jar in sorted(libs.glob("*.jar")) if _artifact_stem(jar) not in shipped)
+    return ConnectorJars(version, jars)
