@@ -462,7 +462,8 @@ ALERTING_ALERTS = _counter(
 )
 ALERTING_DROPPED_LATE = _counter(
     "cryptopipe_alerting_rows_dropped_by_watermark",
-    "Trade rows (one per applicable rule) for windows the watermark had already closed: too late, dropped.",
+    "Trades dropped as late: more than the allowed delay behind the newest trade time already seen for "
+    "their symbol, in arrival (Kafka offset) order.",
     (),
     "alerting",
 )
@@ -499,8 +500,9 @@ ALERTING_PUBLISH_LATENCY = _histogram(
 )
 ALERT_LATENCY = _histogram(
     "cryptopipe_alert_latency_seconds",
-    "Alert written to Redis minus receive time of the trade that let the watermark pass the window end "
-    "(final) or that crossed the threshold (early). Observed by the alerts consumer.",
+    "Alert written to Redis minus receive time of the trade that closed the window (its symbol's first "
+    "trade at or past window end + allowed delay; final) or that crossed the threshold (early). "
+    "Observed by the alerts consumer.",
     ("kind",),
     "alerting",
 )
