@@ -38,6 +38,7 @@ def test_bench_prices_writes_its_figures_and_balances_its_books(
     for key in ("p50", "p95", "p99"):
         assert figures["system_latency_ms"][key] is not None
     assert set(figures["floor_broker_rtt_ms"]) == {"p50", "p99"}
+    assert set(figures["floor_broker_rtt_cold_ms"]) == {"p50", "p99"}
     assert set(figures["floor_redis_set_ms"]) == {"p50", "p99"}
     assert figures["ratio_p99_to_floor"] == pytest.approx(
         figures["system_latency_ms"]["p99"] / figures["floor_broker_rtt_ms"]["p99"], rel=0.01
