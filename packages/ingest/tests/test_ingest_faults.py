@@ -151,6 +151,33 @@ def test_stale_stream_triggers_a_reconnect(
     assert ingest.stats.duplicates == 0
 
 
+def test_a_flowing_stream_outlives_many_stale_windows_on_one_connection(
+    kafka_settings: KafkaSettings, replay_exchange_factory: Any, run_ingest: Any, topic_reader: Any
+) -> None:
+    """The read loop's one timeout fires every stale_after_s while frames keep coming: each time it
+    re-arms (no reconnect), and the receive it cancelled loses no frame."""
+    exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=1500, rate=500, seed=5, burst=False)
+    stale_before = counter(m.RECONNECTS, reason="stale")
+    ingest = run_ingest(
+        kafka_settings,
+        ws_url=exchange.ws_url,
+        rest_url=exchange.rest_url,
+        symbols="btcusdt",
+        stale_after_s=0.3,  # ~10 windows over the 3 s tape
+    )
+    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
+    # Checked while the tape still plays (>= 2 s in): once it ends, silence is stale for real.
+    eventually(lambda: ingest.stats.published >= 1000, timeout=60, message="2 s of trades")
+    assert exchange.stats.connections == 1
+    assert counter(m.RECONNECTS, reason="stale") == stale_before
+    assert exchange.wait_finished(60)
+    expected = history_ids(exchange, ("BTCUSDT",))["BTCUSDT"]
+    got = [t.trade_id for t in read_all(reader, len(expected))]
+    ingest.stop()
+    assert got == expected
+    assert ingest.stats.gaps == 0
+
+
 def test_pings_are_answered(
     kafka_settings: KafkaSettings, replay_exchange_factory: Any, run_ingest: Any
 ) -> None:
