@@ -121,7 +121,7 @@ def scrape_rows(urls: dict[str, str], started: float) -> list[Row]:
                 texts[service] = response.read().decode("utf-8")
         except OSError:
             continue
-    now = time.time() - started
+    now = time.monotonic() - started
     rows: list[Row] = []
     for service, text in texts.items():
         for family in text_string_to_metric_families(text):
