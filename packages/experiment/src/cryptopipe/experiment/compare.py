@@ -78,6 +78,14 @@ def differences(ranked: Sequence[Result]) -> list[Difference]:
     return out
 
 
+def _legend(axis: Any) -> None:
+    """A legend where something was drawn; a note where the runs had no such data."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no data in these runs", ha="center", va="center", transform=axis.transAxes)
+
+
 def _save(figure: Any, out: Path, stem: str) -> list[str]:
     figure.tight_layout()
     names = []
@@ -98,7 +106,7 @@ def chart_stacked(ranked: Sequence[Result], out: Path) -> list[str]:
         axis.bar(names, system, bottom=network, label="system", color="#dd8452")
         axis.set_title(stat.replace("_ms", ""))
         axis.set_ylabel("ms")
-    axes[0].legend()
+    _legend(axes[0])
     figure.suptitle("Latency per environment: network + system")
     return _save(figure, out, "latency_stacked")
 
@@ -114,7 +122,7 @@ def chart_cdf(ranked: Sequence[Result], out: Path) -> list[str]:
         axis.set_xlabel(f"{metric} latency (ms, log)")
         axis.set_ylabel("fraction of trades")
         axis.grid(alpha=0.3)
-        axis.legend()
+        _legend(axis)
     figure.suptitle("Latency CDFs")
     return _save(figure, out, "latency_cdf")
 
@@ -142,7 +150,7 @@ def chart_over_time(ranked: Sequence[Result], out: Path) -> list[str]:
     right.set(title="Kafka lag", xlabel="s", ylabel="messages")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-        axis.legend()
+        _legend(axis)
     return _save(figure, out, "throughput_lag")
 
 
@@ -168,7 +176,7 @@ def chart_resources(ranked: Sequence[Result], out: Path) -> list[str]:
             axis.bar(xs, [by_component.get(c, 0.0) * scale for c in components], width, label=result.name)
         axis.set_xticks(np.arange(len(components)) + width * (len(ranked) - 1) / 2, components, rotation=30)
         axis.set_title(title)
-        axis.legend()
+        _legend(axis)
     return _save(figure, out, "resources")
 
 
@@ -226,7 +234,8 @@ def markdown(data: dict[str, Any]) -> str:
             return " / ".join(f"{env[f'{metric}_{s}']:.1f}" for s in ("p50_ms", "p95_ms", "p99_ms"))
 
         lines.append(
-            f"| {i} | {name} | {env['e2e_mean_ms']:.1f} | {triple('network_corrected')} | {triple('system')} |"
+            f"| {i} | {name} | {env['e2e_mean_ms']:.1f} "
+            f"| {triple('network_corrected')} | {triple('system')} |"
         )
     lines += ["", f"Differences against the fastest, **{data['baseline']}** (median, bootstrap 95% CI):", ""]
     lines += ["| environment | latency | difference (ms) | 95% CI (ms) | verdict |", "|---|---|---|---|---|"]
@@ -234,7 +243,8 @@ def markdown(data: dict[str, Any]) -> str:
         low, high = d["ci95_ms"]
         verdict = "real" if d["real"] else "noise"
         lines.append(
-            f"| {d['name']} | {d['metric']} | {d['estimate_ms']:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |"
+            f"| {d['name']} | {d['metric']} | {d['estimate_ms']:+.2f} "
+            f"| [{low:+.2f}, {high:+.2f}] | {verdict} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -249,7 +259,8 @@ def write_html(out: Path, table_md: str, charts: Sequence[str]) -> None:
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>cryptopipe experiment report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}</style>"
-        f"</head><body><h1>Environment comparison</h1><pre>{html.escape(table_md)}</pre>{images}</body></html>\n"
+        "</head><body><h1>Environment comparison</h1>"
+        f"<pre>{html.escape(table_md)}</pre>{images}</body></html>\n"
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -78,7 +79,7 @@ class Result:
         return str(self.metadata["name"])
 
     def sample_values(self, metric: str) -> list[float]:
-        table = self.samples.filter(pa.compute.equal(self.samples["metric"], metric))
+        table = self.samples.filter(pc.equal(self.samples["metric"], metric))
         return [float(v) for v in table["value_ms"].to_pylist()]
 
     def stat(self, metric: str, stat: str, labels: str = "{}") -> float | None:
@@ -143,18 +144,18 @@ def _read_table(path: Path, metadata: dict[str, Any], name: str) -> pa.Table:
         raise ResultError(f"{path}: metadata.json does not list {file.name}")
     if not file.is_file():
         raise ResultError(f"{file}: missing (metadata.json lists {expected['rows']} rows)")
-    if _sha256(file) != expected["sha256"]:
-        raise ResultError(f"{file}: checksum differs from metadata.json: truncated or changed")
     try:
         table = pq.read_table(file)
     except (OSError, pa.ArrowInvalid) as exc:
-        raise ResultError(f"{file}: unreadable Parquet ({exc})") from exc
-    if table.num_rows != expected["rows"]:
-        raise ResultError(f"{file}: {table.num_rows} rows, metadata.json says {expected['rows']}: truncated")
+        raise ResultError(f"{file}: unreadable Parquet, truncated or damaged ({exc})") from exc
     runs = set(table["run"].to_pylist())
     if runs - {metadata["name"]}:
         raise ResultError(
             f"{file}: rows labelled run {sorted(runs - {metadata['name']})}, but metadata.json names this "
             f"run {metadata['name']!r}: mislabelled (a file from another run?)"
         )
+    if table.num_rows != expected["rows"]:
+        raise ResultError(f"{file}: {table.num_rows} rows, metadata.json says {expected['rows']}: truncated")
+    if _sha256(file) != expected["sha256"]:
+        raise ResultError(f"{file}: checksum differs from metadata.json: truncated or changed")
     return table
