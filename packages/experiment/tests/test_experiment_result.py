@@ -15,7 +15,7 @@ from cryptopipe.experiment.run import parse_labels
 from cryptopipe.experiment.summarize import summarize
 
 
-def _write(path: Path, name: str, network_ms: float, seed: int) -> Path:
+def _write(path: Path, name: str, network_ms: float, seed: int, *, with_samples: bool = True) -> Path:
     rng = np.random.default_rng(seed)
     samples = [
         {"metric": metric, "symbol": "btcusdt", "trade_id": i, "trade_time_us": i, "value_ms": float(value)}
@@ -60,6 +60,7 @@ def _write(path: Path, name: str, network_ms: float, seed: int) -> Path:
         "start_utc": "2026-01-01T00:00:00+00:00",
         "end_utc": "2026-01-01T00:00:05+00:00",
     }
+    samples = samples if with_samples else []
     tables = {"samples": samples, "metrics": metrics, "summary": summarize(metrics, samples)}
     return write_result(path, metadata, tables)
 
@@ -114,3 +115,13 @@ def test_labels_must_be_key_value() -> None:
     assert parse_labels(["region=eu-central-1", "x="]) == {"region": "eu-central-1", "x": ""}
     with pytest.raises(ExperimentError, match="KEY=VALUE"):
         parse_labels(["oops"])
+
+
+def test_compare_takes_an_export_without_raw_samples_from_its_histograms(tmp_path: Path) -> None:
+    full = _write(tmp_path / "local", "local", 5.0, 1)
+    exported = _write(tmp_path / "compose", "compose", 180.0, 2, with_samples=False)
+    data = compare([exported, full], tmp_path / "report")
+    assert data["ranking"] == ["local", "compose"]
+    assert data["environments"]["compose"]["raw_samples"] is False
+    assert data["differences"] == []
+    assert "Without raw samples" in (tmp_path / "report" / "summary.md").read_text()

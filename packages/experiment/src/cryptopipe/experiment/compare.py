@@ -59,7 +59,25 @@ def _e2e_mean(result: Result) -> float:
     value = result.stat("cryptopipe_e2e_latency_seconds", "mean_ms")
     if value is None:
         raise ExperimentError(f"{result.path}: no E2E latency in its summary (did any trade reach Redis?)")
-    return value
+    return float(value)
+
+
+HISTOGRAMS = {
+    "network": "cryptopipe_network_latency_seconds",
+    "network_corrected": "cryptopipe_network_latency_corrected_seconds",
+    "system": "cryptopipe_system_latency_seconds",
+}
+
+
+def has_samples(result: Result) -> bool:
+    return result.samples.num_rows > 0
+
+
+def latency_figure(result: Result, kind: str, stat: str) -> float | None:
+    """A latency figure from the raw samples, or from the histogram for a run without them (export)."""
+    if has_samples(result):
+        return result.stat(f"samples_{kind}", stat)
+    return result.stat(HISTOGRAMS[kind], stat)
 
 
 def rank(results: Sequence[Result]) -> list[Result]:
@@ -67,9 +85,12 @@ def rank(results: Sequence[Result]) -> list[Result]:
 
 
 def differences(ranked: Sequence[Result]) -> list[Difference]:
+    """Each environment against the fastest; runs without raw samples (exports) get no interval."""
     base = ranked[0]
     out: list[Difference] = []
-    for result in ranked[1:]:
+    if not has_samples(base):
+        return out
+    for result in [r for r in ranked[1:] if has_samples(r)]:
         for metric in ("network_corrected", "system"):
             est, low, high = bootstrap_median_difference(
                 result.sample_values(metric), base.sample_values(metric)
@@ -100,8 +121,8 @@ def chart_stacked(ranked: Sequence[Result], out: Path) -> list[str]:
     figure, axes = plt.subplots(1, 3, figsize=(11, 4), sharey=False)
     names = [r.name for r in ranked]
     for axis, stat in zip(axes, ("mean_ms", "p95_ms", "p99_ms"), strict=True):
-        network = [r.stat("samples_network_corrected", stat) or 0.0 for r in ranked]
-        system = [r.stat("samples_system", stat) or 0.0 for r in ranked]
+        network = [latency_figure(r, "network_corrected", stat) or 0.0 for r in ranked]
+        system = [latency_figure(r, "system", stat) or 0.0 for r in ranked]
         axis.bar(names, network, label="network (corrected)", color="#4c72b0")
         axis.bar(names, system, bottom=network, label="system", color="#dd8452")
         axis.set_title(stat.replace("_ms", ""))
@@ -198,9 +219,10 @@ def report_data(ranked: Sequence[Result], diffs: Sequence[Difference]) -> dict[s
         "environments": {
             r.name: {
                 "labels": r.metadata["labels"],
+                "raw_samples": has_samples(r),
                 "e2e_mean_ms": _e2e_mean(r),
                 **{
-                    f"{m}_{s}": r.stat(f"samples_{m}", s)
+                    f"{m}_{s}": latency_figure(r, m, s)
                     for m in ("network", "network_corrected", "system")
                     for s in stats
                 },
@@ -231,12 +253,16 @@ def markdown(data: dict[str, Any]) -> str:
         env = data["environments"][name]
 
         def triple(metric: str, env: dict[str, Any] = env) -> str:
-            return " / ".join(f"{env[f'{metric}_{s}']:.1f}" for s in ("p50_ms", "p95_ms", "p99_ms"))
+            values = [env[f"{metric}_{s}"] for s in ("p50_ms", "p95_ms", "p99_ms")]
+            return " / ".join("-" if v is None else f"{v:.1f}" for v in values)
 
         lines.append(
             f"| {i} | {name} | {env['e2e_mean_ms']:.1f} "
             f"| {triple('network_corrected')} | {triple('system')} |"
         )
+    without = [n for n in data["ranking"] if not data["environments"][n]["raw_samples"]]
+    if without:
+        lines += ["", f"Without raw samples (figures from histograms, no intervals): {', '.join(without)}"]
     lines += ["", f"Differences against the fastest, **{data['baseline']}** (median, bootstrap 95% CI):", ""]
     lines += ["| environment | latency | difference (ms) | 95% CI (ms) | verdict |", "|---|---|---|---|---|"]
     for d in data["differences"]:

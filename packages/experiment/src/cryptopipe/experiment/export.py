@@ -93,7 +93,7 @@ def export(
         "duration_s": (end - start).total_seconds(),
         "raw_samples": False,
     }
-    return write_result(out, metadata, {"samples": [], "metrics": rows, "summary": summarize(rows, [])})
+    return Path(write_result(out, metadata, {"samples": [], "metrics": rows, "summary": summarize(rows, [])}))
 
 
 def _last(rows: list[Row], metric: str, scale: float) -> float | None:

@@ -260,7 +260,7 @@ def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
             "tap_undecodable": tap.undecodable,
         }
     rows = {"samples": samples, "metrics": metric_rows, "summary": summarize(metric_rows, samples)}
-    return write_result(args.out, metadata, rows)
+    return Path(write_result(args.out, metadata, rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
