@@ -70,14 +70,14 @@ HISTOGRAMS = {
 
 
 def has_samples(result: Result) -> bool:
-    return result.samples.num_rows > 0
+    return bool(result.samples.num_rows > 0)
 
 
 def latency_figure(result: Result, kind: str, stat: str) -> float | None:
     """A latency figure from the raw samples, or from the histogram for a run without them (export)."""
-    if has_samples(result):
-        return result.stat(f"samples_{kind}", stat)
-    return result.stat(HISTOGRAMS[kind], stat)
+    name = f"samples_{kind}" if has_samples(result) else HISTOGRAMS[kind]
+    value: float | None = result.stat(name, stat)
+    return value
 
 
 def rank(results: Sequence[Result]) -> list[Result]:
