@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     parser.add_argument("--duration", type=float, required=True, metavar="S", help="seconds to measure")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the result directory")
+    parser.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="SERVICE=URL",
+        help="measure a pipeline that is already running, through these /metrics endpoints "
+        "(repeatable; with KAFKA_BOOTSTRAP_SERVERS set, new trades on its prices topic are tapped too); "
+        "up's flags are then not allowed",
+    )
     parser.add_argument("--scrape-interval", type=float, default=1.0, metavar="S", help="default 1 s")
     return parser
 
@@ -73,12 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 class Tap(threading.Thread):
     """Reads the prices topic from the start and keeps each trade's network latency (µs)."""
 
-    def __init__(self, bootstrap: dict[str, Any], topic: str) -> None:
+    def __init__(self, bootstrap: dict[str, Any], topic: str, reset: str = "earliest") -> None:
         super().__init__(name="experiment-tap", daemon=True)
         self.config = {
             **bootstrap,
             "group.id": f"cryptopipe-experiment-{os.getpid()}-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": reset,
             "enable.auto.commit": False,
         }
         self.topic = topic
@@ -112,9 +121,11 @@ class Tap(threading.Thread):
         self.join(timeout=10)
 
 
-def scrape_rows(urls: dict[str, str], started: float) -> list[Row]:
-    """One scrape of every service (and this process's registry) as tidy rows."""
-    texts: dict[str, str] = {"orchestrator": generate_latest(REGISTRY).decode("utf-8")}
+def scrape_rows(urls: dict[str, str], started: float, *, own_registry: bool = True) -> list[Row]:
+    """One scrape of every service (and this process's registry: broker and Redis resources) as tidy rows."""
+    texts: dict[str, str] = {}
+    if own_registry:
+        texts["orchestrator"] = generate_latest(REGISTRY).decode("utf-8")
     for service, url in urls.items():
         try:
             with urllib.request.urlopen(url, timeout=2.0) as response:
@@ -184,39 +195,92 @@ def _clock_offset_ms(rows: list[Row]) -> float | None:
     return values[-1] * 1000 if values else None
 
 
-def _samples(tap: Tap, offset_ms: float | None, system_file: Path) -> list[Row]:
+def _samples(tap: Tap, offset_ms: float | None, system_file: Path | None) -> list[Row]:
     rows: list[Row] = []
     for symbol, trade_id, trade_time_us, network_us in tap.trades:
         base = {"symbol": symbol, "trade_id": trade_id, "trade_time_us": trade_time_us}
         rows.append({**base, "metric": "network", "value_ms": network_us / 1000})
         if offset_ms is not None:
             rows.append({**base, "metric": "network_corrected", "value_ms": network_us / 1000 + offset_ms})
-    if system_file.exists():
+    if system_file is not None and system_file.exists():
         system = json.loads(system_file.read_text())["samples_us"]
         rows += [{"metric": "system", "value_ms": us / 1000} for us in system]
     return rows
 
 
-def _measure(pipeline: up.Pipeline, args: argparse.Namespace, started: float) -> list[Row]:
-    urls = {
-        name: service.metrics_url
-        for name, service in pipeline.runtime.services.items()
-        if service.metrics_url
-    }
+def _measure(
+    urls: dict[str, str],
+    args: argparse.Namespace,
+    started: float,
+    check: Callable[[], None] = lambda: None,
+    *,
+    own_registry: bool = True,
+) -> list[Row]:
+    """Scrape ``urls`` every ``--scrape-interval`` for ``--duration`` s behind a progress bar;
+    ``check`` raises when the pipeline broke."""
     rows: list[Row] = []
     with tqdm(total=round(args.duration), unit="s", desc=f"experiment {args.name}", leave=True) as bar:
         while (elapsed := time.monotonic() - started) < args.duration:
-            rows += scrape_rows(urls, started)
-            dead = pipeline.dead_service()
-            if dead is not None:
-                raise ExperimentError(f"{dead.name} exited with code {dead.returncode()}: {dead.log_tail()}")
+            rows += scrape_rows(urls, started, own_registry=own_registry)
+            check()
             bar.n = min(round(elapsed), bar.total)
             bar.refresh()
             time.sleep(args.scrape_interval)
         bar.n = bar.total
         bar.refresh()
-    rows += scrape_rows(urls, started)
-    return rows
+    return rows + scrape_rows(urls, started, own_registry=own_registry)
+
+
+def _pipeline_alive(pipeline: up.Pipeline) -> None:
+    dead = pipeline.dead_service()
+    if dead is not None:
+        raise ExperimentError(f"{dead.name} exited with code {dead.returncode()}: {dead.log_tail()}")
+
+
+def parse_attach(values: Sequence[str]) -> dict[str, str]:
+    """``SERVICE=URL`` pairs: the /metrics endpoints of a pipeline that is already running."""
+    urls = parse_labels(values)
+    for service, url in urls.items():
+        if not url.startswith(("http://", "https://")):
+            raise ExperimentError(f"--attach {service}={url}: expected SERVICE=http://HOST:PORT/metrics")
+    return urls
+
+
+def attach_experiment(args: argparse.Namespace) -> Path:
+    """Measure a pipeline someone else runs: its /metrics endpoints, plus the network latency of
+    every new trade on its prices topic when ``KAFKA_BOOTSTRAP_SERVERS`` says where it is."""
+    from cryptopipe.schemas import KafkaSettings, load_settings
+
+    urls = parse_attach(args.attach)
+    tap: Tap | None = None
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        settings = load_settings(KafkaSettings)
+        tap = Tap(settings.client_config(), PRICES.with_prefix(settings.topic_prefix).name, "latest")
+        tap.start()
+    start_utc = datetime.now(UTC)
+    rows = _measure(urls, args, time.monotonic(), own_registry=False)
+    end_utc = datetime.now(UTC)
+    if tap is not None:
+        tap.stop()
+    offset_ms = _clock_offset_ms(rows)
+    samples = _samples(tap, offset_ms, None) if tap is not None else []
+    metadata = {
+        "name": args.name,
+        "labels": parse_labels(args.label),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": {"python": platform.python_version(), "java": None, "broker": None, "redis": None},
+        "clock_offset_ms": offset_ms,
+        "source": {"kind": "attach", "metrics": urls, "prices_tap": tap is not None},
+        "symbols": sorted({json.loads(r["labels"]).get("symbol") for r in rows} - {None}),
+        "start_utc": start_utc.isoformat(),
+        "end_utc": end_utc.isoformat(),
+        "duration_s": args.duration,
+        "raw_samples": bool(samples),
+    }
+    tables = {"samples": samples, "metrics": rows, "summary": summarize(rows, samples)}
+    return Path(write_result(args.out, metadata, tables))
 
 
 def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
@@ -237,7 +301,8 @@ def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
         tap.start()
         start_utc = datetime.now(UTC)
         started = time.monotonic()
-        metric_rows = _measure(pipeline, args, started)
+        urls = {n: s.metrics_url for n, s in pipeline.runtime.services.items() if s.metrics_url}
+        metric_rows = _measure(urls, args, started, lambda: _pipeline_alive(pipeline))
         end_utc = datetime.now(UTC)
         pipeline.drain()
         books = pipeline.books()
@@ -264,9 +329,12 @@ def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, up_argv = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, up_argv = parser.parse_known_args(argv)
+    if args.attach and up_argv:
+        parser.error(f"--attach measures a running pipeline; up's flags do not apply: {' '.join(up_argv)}")
     try:
-        out = run_experiment(args, up_argv)
+        out = attach_experiment(args) if args.attach else run_experiment(args, up_argv)
     except (ExperimentError, ConfigError, InfraError) as exc:
         print(f"cryptopipe experiment run: {exc}", flush=True)
         return 1
