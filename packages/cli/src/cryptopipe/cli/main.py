@@ -35,6 +35,9 @@ COMMANDS: dict[str, Command] = {
         "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
     ),
     "bench": Command("cryptopipe.cli.bench:main", "benchmarks: prices, alerting, codec, faults"),
+    "experiment": Command(
+        "cryptopipe.experiment.cli:main", "environment-comparison experiments: run, compare, export"
+    ),
     "docs": Command("cryptopipe.cli.docs:main", "regenerate docs/metrics.md and docs/configuration.md"),
 }
 
