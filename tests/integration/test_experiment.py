@@ -87,7 +87,7 @@ def test_delays_are_recovered_ranked_and_bad_directories_refused(
         assert (dirs[0] / f"{table}.csv").read_text().count("\n") == pq.read_table(
             dirs[0] / f"{table}.parquet"
         ).num_rows + 1
-    assert set(result.samples["metric"].to_pylist()) >= {"network", "network_corrected", "system"}
+    assert set(result.samples["metric"].to_pylist()) >= {"network", "network_corrected", "system", "e2e"}
     assert result.stat("cryptopipe_e2e_latency_seconds", "p99_ms") is not None
 
     report = tmp_path / "report"

@@ -130,6 +130,22 @@ def test_latency_reservoir_is_exact_below_capacity_and_bounded_above() -> None:
     assert set(bounded.samples) <= set(range(1000))
 
 
+def test_latency_reservoir_keeps_system_and_e2e_samples_paired_when_it_replaces() -> None:
+    paired = LatencyReservoir(capacity=10, seed=2)
+    for start in range(0, 1000, 100):
+        values = list(range(start, start + 100))
+        paired.add(values, [v + 1_000_000 for v in values])
+    assert len(paired.e2e_samples) == len(paired.samples) == 10
+    assert [e - s for s, e in zip(paired.samples, paired.e2e_samples, strict=True)] == [1_000_000] * 10
+    with pytest.raises(ValueError, match="E2E"):
+        paired.add([1, 2], [1])
+    unpaired = LatencyReservoir(capacity=10)
+    unpaired.add([1, 2], [3, 4])
+    unpaired.add([5])  # a batch without E2E: the E2E samples could no longer be paired
+    assert unpaired.e2e_samples == []
+    assert unpaired.samples == [1, 2, 5]
+
+
 def test_redis_set_floor(redis_settings: RedisSettings) -> None:
     samples = measure_redis_set_floor(redis_settings.url.get_secret_value(), 50)
     assert len(samples) == 50

@@ -105,6 +105,10 @@ def test_trades_reach_redis_and_lag_returns_to_zero(
     assert loop.stats.stale == 0
     assert loop.stats.dead_lettered == 0
     assert len(reservoir.samples) == len(trades)
+    # Each E2E sample is paired with its trade's system sample: they differ by its network latency
+    # (the sink writes a batch grouped by symbol, so compare as multisets).
+    differences = [e2e - system for system, e2e in zip(reservoir.samples, reservoir.e2e_samples, strict=True)]
+    assert sorted(differences) == sorted(t.receive_time_us - t.trade_time_us for t in trades)
     # Caught up: lag reads 0 even though Tansu's ListOffsets lags behind the real end.
     eventually(lambda: lag_is(loop, 0), message="lag did not return to 0")
     for partition in loop.lag():

@@ -5,8 +5,8 @@ The pipeline is ``up``'s own :class:`~cryptopipe.cli.up.Pipeline` (same servers,
 drain), started with ``up``'s source flags. While it runs, every service's /metrics (and this
 process's own: broker and Redis resources) is scraped once a second, and a tap consumer reads
 the prices topic for the raw per-trade network latencies; the prices consumer's exact
-system-latency samples come from its ``--latency-samples`` file after the drain. Per-trade E2E
-cannot be paired from the two (the consumer keeps no trade ids); E2E comes from its histogram.
+system- and E2E-latency samples (one pair per written live trade) come from its
+``--latency-samples`` file after the drain.
 """
 
 from __future__ import annotations
@@ -203,8 +203,10 @@ def _samples(tap: Tap, offset_ms: float | None, system_file: Path | None) -> lis
         if offset_ms is not None:
             rows.append({**base, "metric": "network_corrected", "value_ms": network_us / 1000 + offset_ms})
     if system_file is not None and system_file.exists():
-        system = json.loads(system_file.read_text())["samples_us"]
-        rows += [{"metric": "system", "value_ms": us / 1000} for us in system]
+        written = json.loads(system_file.read_text())
+        rows += [{"metric": "system", "value_ms": us / 1000} for us in written["samples_us"]]
+        # The same written trades' E2E latencies (written minus trade time), index for index.
+        rows += [{"metric": "e2e", "value_ms": us / 1000} for us in written.get("e2e_samples_us", ())]
     return rows
 
 

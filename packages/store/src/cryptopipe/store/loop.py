@@ -194,7 +194,7 @@ class ConsumerLoop(Generic[T]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         from_beginning: bool = False,
         dead_letter_topic: str | None = None,
-        latency_sink: Callable[[list[int]], None] | None = None,
+        latency_sink: Callable[[list[int], list[int]], None] | None = None,
         poll_timeout_s: float = 0.2,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
@@ -389,7 +389,7 @@ class ConsumerLoop(Generic[T]):
             self._consumed.inc(len(records))
             self._redis_write.observe(result.redis_seconds)
             if self.latency_sink is not None and result.latencies_us:
-                self.latency_sink(list(result.latencies_us))
+                self.latency_sink(list(result.latencies_us), list(result.e2e_latencies_us))
         self._batch_seconds.observe(elapsed)
         self._batch_size.observe(consumed)
         now = time.monotonic()

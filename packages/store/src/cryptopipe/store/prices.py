@@ -193,6 +193,7 @@ class PriceSink:
 
         written = stale_total = 0
         latencies: list[int] = []
+        e2e_latencies: list[int] = []
         shares: dict[str, list[float]] = defaultdict(list)
         for (symbol, trades), stale_positions in zip(groups, results, strict=True):
             metrics = self._symbol_metrics(symbol)
@@ -212,6 +213,7 @@ class PriceSink:
                 system_us = written_us - trade.receive_time_us
                 e2e_us = written_us - trade.trade_time_us
                 latencies.append(system_us)
+                e2e_latencies.append(e2e_us)
                 system_s.append(system_us / 1e6)
                 e2e_s.append(e2e_us / 1e6)
                 if e2e_us > 0:
@@ -226,6 +228,7 @@ class PriceSink:
             written_time_us=written_us,
             redis_seconds=redis_seconds,
             latencies_us=latencies,
+            e2e_latencies_us=e2e_latencies,
         )
 
 

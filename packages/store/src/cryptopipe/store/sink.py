@@ -28,7 +28,8 @@ class WriteResult:
     older than what Redis held and left it unchanged. ``written_time_us`` is the wall clock
     right after Redis answered; ``redis_seconds`` the duration of the pipelined round trip.
     ``latencies_us`` are system-latency samples (written minus local receive time) of the live
-    records written, for exact benchmark percentiles.
+    records written, for exact benchmark percentiles; ``e2e_latencies_us`` (written minus trade
+    time), when given, are the same records' E2E latencies, index for index.
     """
 
     written: int
@@ -36,6 +37,7 @@ class WriteResult:
     written_time_us: int = 0
     redis_seconds: float = 0.0
     latencies_us: Sequence[int] = ()
+    e2e_latencies_us: Sequence[int] = ()
 
 
 class Sink(Protocol[T]):
