@@ -273,8 +273,12 @@ def test_state_lives_in_named_volumes(base_stack: Any, monkeypatch: pytest.Monke
 
 def test_spark_uses_the_native_kafka_source_unless_offline(stack_factory: Any) -> None:
     from cryptopipe.alerting.settings import AlertingSettings
+    from cryptopipe.infra.jars import SPARK_KAFKA_COMPATIBLE
 
-    connector = NATIVE_KAFKA_PACKAGE.format(version=importlib.metadata.version("pyspark"))
+    # pyspark's own version, or the compatible connector `up` falls back to while Maven Central
+    # has none of pyspark's version (4.3.0 today: compose pins what exists).
+    pyspark = importlib.metadata.version("pyspark")
+    connector = NATIVE_KAFKA_PACKAGE.format(version=SPARK_KAFKA_COMPATIBLE.get(pyspark, (pyspark,))[0])
     online = stack_factory("base", {"REDIS_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "y"})
     conf = AlertingSettings.model_validate(
         {"spark_conf": online.environment("alerting")["ALERTING_SPARK_CONF"]}
