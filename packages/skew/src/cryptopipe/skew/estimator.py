@@ -81,7 +81,6 @@ class SkewEstimator:
         self._offset_us: int | None = None
         self._last_failed = False
         self._started_mono = time.monotonic()
-        self._corrected_children: dict[str, Any] = {}
         self._good_mono: float | None = None
         self.last_error: ReferenceUnavailable | None = None
         name = reference.name
@@ -126,10 +125,7 @@ class SkewEstimator:
         """Observe the skew-corrected network latency of one trade; returns it in µs (None: no estimate)."""
         corrected = self.corrected_latency_us(receive_time_us, trade_time_us)
         if corrected is not None:
-            child = self._corrected_children.get(symbol)
-            if child is None:  # labels() costs more than observe(); this runs once per trade
-                child = self._corrected_children[symbol] = m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol)
-            child.observe(corrected / 1e6)
+            m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol).observe(corrected / 1e6)
         return corrected
 
     # --- estimating ----------------------------------------------------------------------------

@@ -37,13 +37,16 @@ class LatencyReservoir:
         paired = e2e is not None and len(self.e2e_samples) == len(self.samples)
         if not paired:
             self.e2e_samples = []
+        room = self.capacity - len(self.samples)
+        if room > 0:  # below the capacity every sample is kept: extend, no per-value work
+            self.samples.extend(values[:room])
+            if paired:
+                self.e2e_samples.extend(e2e[:room])  # type: ignore[index]
+            self.seen += min(room, len(values))
+            values = values[room:]
+            e2e = e2e[room:] if paired else None  # type: ignore[index]
         for i, value in enumerate(values):
             self.seen += 1
-            if len(self.samples) < self.capacity:
-                self.samples.append(value)
-                if paired:
-                    self.e2e_samples.append(e2e[i])  # type: ignore[index]
-                continue
             slot = self._random.randrange(self.seen)
             if slot < self.capacity:
                 self.samples[slot] = value
