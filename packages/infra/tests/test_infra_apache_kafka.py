@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cryptopipe.infra import KafkaCluster, ResolutionError, resolve_kafka, start_apache_kafka
 from cryptopipe.infra import jars as infra_jars
+from cryptopipe.infra.apache_kafka import new_cluster_id
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, kafka_libs
 from cryptopipe.infra.jars import MANIFEST, ArtifactResolutionError, JavaNotFoundError, find_java
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
@@ -161,3 +162,10 @@ def test_three_broker_cluster_replicates_and_survives_a_killed_leader() -> None:
         assert (
             consume_partition({"bootstrap.servers": cluster.bootstrap_servers}, "replicated", 100) == values
         )
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    """kafka-storage would read "-xyz" as an option; 1 random id in 64 starts with "-"."""
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -64,8 +64,15 @@ def kafka_libs(version: str = KAFKA_VERSION, *, java: JavaRuntime | None = None)
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (22 characters).
+
+    Never one that starts with "-": ``kafka-storage format --cluster-id -xyz`` reads it as an
+    option and fails (1 start in 64 did, in CI). Kafka's own ``Uuid.randomUuid`` skips those too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _metadata_ready(port: int) -> Callable[[LocalServer], bool]:
