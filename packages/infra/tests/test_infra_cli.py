@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 from cryptopipe.infra import jars as infra_jars
 from cryptopipe.infra.cli import EXIT_UNAVAILABLE
 from cryptopipe.infra.testing import eventually
-from cryptopipe.ingest.topics import ensure_topics
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 COMMAND = [sys.executable, "-m", "cryptopipe.cli", "kafka-cluster"]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from cryptopipe.ingest import ConfigError, IngestSettings, cli, load_settings
 from cryptopipe.ingest.connection import plan_shards, stream_url
-from cryptopipe.ingest.pacing import AttemptWindow, Backoff, RateLimitedLog, TokenBucket
+from cryptopipe.ingest.pacing import AttemptWindow, TokenBucket
 
 
 class FakeClock:
@@ -19,18 +19,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_backoff_is_capped_full_jitter_and_resets() -> None:
-    highest = Backoff(0.5, 30.0, rng=lambda _low, high: high)
-    ceilings = [highest.next_delay() for _ in range(10)]
-    assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
-    highest.reset()
-    assert highest.next_delay() == 0.5
-    real = Backoff(0.5, 30.0)
-    delays = [real.next_delay() for _ in range(200)]
-    assert all(0.0 <= d <= 30.0 for d in delays)
-    assert len(set(delays)) > 100, "full jitter spreads the delays"
 
 
 @given(rate=st.floats(0.5, 4.9), times=st.lists(st.floats(0, 0.5), min_size=1, max_size=200))
@@ -70,17 +58,6 @@ def test_attempt_window_caps_attempts_per_window() -> None:
     assert window.try_acquire() == pytest.approx(1.0)
     clock.now += 1.0
     assert window.try_acquire() == 0.0
-
-
-def test_rate_limited_log_counts_what_it_suppresses() -> None:
-    clock = FakeClock()
-    log = RateLimitedLog(5.0, clock=clock)
-    assert log.allow("k") == 0
-    assert log.allow("k") is None
-    assert log.allow("k") is None
-    assert log.allow("other") == 0
-    clock.now += 5.0
-    assert log.allow("k") == 2
 
 
 def test_plan_shards_splits_at_the_per_connection_limit() -> None:

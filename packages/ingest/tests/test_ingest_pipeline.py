@@ -21,8 +21,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 from cryptopipe.infra.testing import eventually
 from cryptopipe.ingest import Ingest, IngestSettings
 from cryptopipe.ingest.publisher import IngestStats, Publisher, producer_config
-from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode_key
 from cryptopipe.schemas.topics import PARTITIONER, java_partition, murmur2
 

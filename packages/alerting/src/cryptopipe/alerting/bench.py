@@ -198,8 +198,9 @@ class _Producer(threading.Thread):
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     import redis
 
-    from cryptopipe.alerting.job import AlertingJob, ensure_topic
+    from cryptopipe.alerting.job import AlertingJob
     from cryptopipe.infra import resolve_kafka, resolve_redis
+    from cryptopipe.runtime import ensure_topics
     from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
 
     rules = parse_rules(args.rule)
@@ -211,7 +212,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         kafka = kafka_endpoint.settings.model_copy(update={"topic_prefix": prefix})
         for spec in (PRICES, ALERTS):
-            ensure_topic(kafka, spec.with_prefix(prefix))
+            ensure_topics(kafka, [spec.with_prefix(prefix)])
         checkpoint = args.checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         settings = AlertingSettings(
             rules=rules,

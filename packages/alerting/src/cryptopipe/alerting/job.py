@@ -21,17 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
 from cryptopipe.alerting.errors import SourceUnavailableError
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.sink import AlertPublisher, TriggerTracker, observation_of, windows_to_alerts
 from cryptopipe.observability import metrics as m
-from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, TopicSpec
+from cryptopipe.runtime import ensure_topics
+from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -93,25 +90,6 @@ def native_kafka_options(kafka: KafkaSettings, topic: str, settings: AlertingSet
         options["kafka.ssl.truststore.type"] = "PEM"
         options["kafka.ssl.truststore.location"] = kafka.ssl_ca_location
     return options
-
-
-def ensure_topic(kafka: KafkaSettings, spec: TopicSpec, timeout_s: float = 10.0) -> None:
-    """Create ``spec`` if missing (the job writes alerts before anyone else may have created it)."""
-    admin = AdminClient(dict(kafka.client_config()))
-    if spec.name in admin.list_topics(timeout=timeout_s).topics:
-        return
-    topic = NewTopic(
-        spec.name, num_partitions=spec.partitions, config={"retention.ms": str(spec.retention_ms)}
-    )
-    future = admin.create_topics([topic], operation_timeout=timeout_s, request_timeout=timeout_s)[spec.name]
-    try:
-        future.result(timeout=timeout_s)
-        logger.info("created topic %s", spec.name)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            logger.warning("could not create topic %s (%s); relying on auto-creation", spec.name, exc)
-    except TimeoutError:
-        logger.warning("creating topic %s timed out; relying on auto-creation", spec.name)
 
 
 class AlertingJob:
@@ -200,7 +178,7 @@ class AlertingJob:
             return self._query
         spark = self.spark
         spark.conf.set("spark.sql.shuffle.partitions", str(self.settings.shuffle_partitions))
-        ensure_topic(self.kafka, ALERTS.with_prefix(self.kafka.topic_prefix))
+        ensure_topics(self.kafka, [ALERTS.with_prefix(self.kafka.topic_prefix)])
         if self._publisher is None:
             self._publisher = AlertPublisher(
                 self.kafka, self.alerts_topic, flush_timeout_s=self.settings.producer_flush_timeout_s

@@ -43,8 +43,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.cli import up
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
-from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import Scrape, exact_percentiles_ms
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.bench import measure_redis_set_floor
 

@@ -84,7 +84,7 @@ from cryptopipe.infra import (
 )
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import load_settings as load_ingest_settings
-from cryptopipe.ingest.topics import ensure_topics
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
     PRICES,
     DecodeError,

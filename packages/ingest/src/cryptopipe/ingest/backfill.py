@@ -8,7 +8,7 @@ import logging
 import aiohttp
 
 from cryptopipe.ingest.errors import BackfillError
-from cryptopipe.ingest.pacing import Backoff
+from cryptopipe.runtime import Backoff
 from cryptopipe.schemas import DecodeError
 from cryptopipe.schemas import binance as bn
 

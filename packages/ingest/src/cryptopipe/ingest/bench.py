@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
-from cryptopipe.ingest.topics import ensure_topics
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 

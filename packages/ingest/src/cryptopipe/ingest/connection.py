@@ -20,9 +20,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from cryptopipe.ingest.pacing import AttemptWindow, Backoff, TokenBucket
+from cryptopipe.ingest.pacing import AttemptWindow, TokenBucket
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import Backoff
 
 logger = logging.getLogger(__name__)
 

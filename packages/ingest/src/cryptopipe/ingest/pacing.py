@@ -1,7 +1,5 @@
 """Pacing primitives that keep us inside Binance's connection limits.
 
-- :class:`Backoff`: exponential reconnect delay with a cap and full jitter, reset after a
-  healthy connection (cryptofeed's idea, plus jitter so many clients do not reconnect in step).
 - :class:`TokenBucket`: at most ``rate`` control messages per second per connection.
 - :class:`AttemptWindow`: at most ``limit`` connection attempts per sliding 5 minutes, shared
   by every connection of the process (Binance counts attempts per IP).
@@ -11,34 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
-import random
 import time
 from collections.abc import Callable
-
-
-class Backoff:
-    """``delay(n) = uniform(0, min(cap, initial * 2**n))`` ("full jitter")."""
-
-    def __init__(
-        self, initial_s: float, max_s: float, *, rng: Callable[[float, float], float] = random.uniform
-    ) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.failures = 0
-        self._rng = rng
-
-    def ceiling(self) -> float:
-        """The upper bound of the next delay."""
-        return min(self.max_s, self.initial_s * 2.0 ** min(self.failures, 62))
-
-    def next_delay(self) -> float:
-        delay = self._rng(0.0, self.ceiling())
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class TokenBucket:
@@ -104,33 +76,3 @@ class AttemptWindow:
             while wait > 0:
                 await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
                 wait = self.try_acquire()
-
-
-class RateLimitedLog:
-    """Allows one log line per key per ``interval_s``, counting what it suppressed meanwhile."""
-
-    def __init__(self, interval_s: float = 5.0, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: collections.Counter[str] = collections.Counter()
-
-    def allow(self, key: str) -> int | None:
-        """``None`` to stay quiet, else the number of lines suppressed since the last one."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[key] += 1
-            return None
-        self._last[key] = now
-        return self._suppressed.pop(key, 0)
-
-    def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: object) -> None:
-        """Log ``message % args`` unless a line with this key was logged within the interval."""
-        suppressed = self.allow(key)
-        if suppressed is None:
-            return
-        if suppressed:
-            logger.log(level, "%s (+%d similar suppressed)", message % args, suppressed)
-        else:
-            logger.log(level, message, *args)

@@ -28,10 +28,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from cryptopipe.ingest.pacing import RateLimitedLog
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
-from cryptopipe.observability.logs import rate_limited_logger
+from cryptopipe.runtime import RateLimitedLog
+from cryptopipe.runtime.logs import rate_limited_logger
 from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
 

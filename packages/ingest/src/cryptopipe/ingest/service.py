@@ -24,11 +24,11 @@ from cryptopipe.ingest.backfill import PAGE_LIMIT, RestClient
 from cryptopipe.ingest.connection import StreamConnection, plan_shards
 from cryptopipe.ingest.errors import BackfillError
 from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown, time_unit
-from cryptopipe.ingest.pacing import AttemptWindow, Backoff, RateLimitedLog
+from cryptopipe.ingest.pacing import AttemptWindow
 from cryptopipe.ingest.publisher import IngestStats, Publisher
 from cryptopipe.ingest.settings import IngestSettings
-from cryptopipe.ingest.topics import ensure_topics
 from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import Backoff, RateLimitedLog, ensure_topics
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, DeadLetter, KafkaSettings, TopicSpec, Trade
 from cryptopipe.schemas import binance as bn
 from cryptopipe.skew import BinanceTimeReference, SkewEstimator

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode, encode_key
+from cryptopipe.runtime import ensure_topics
+from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, TopicSpec, Trade, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
 from cryptopipe.store.loop import ConsumerLoop, LoopStats
 from cryptopipe.store.prices import PriceSink
@@ -126,17 +126,17 @@ def measure_batch_sizes(
     batch written to the last, so group joins and topic creation are not measured.
     """
     client = connect_redis(redis_url)
-    admin = AdminClient(kafka.client_config())
     out: dict[int, float] = {}
     try:
         for size in batch_sizes:
             settings = kafka.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}-"})
             topic = PRICES.with_prefix(settings.topic_prefix).name
-            dead = DEAD_LETTERS.with_prefix(settings.topic_prefix).name
-            for future in admin.create_topics(
-                [NewTopic(topic, partitions, 1), NewTopic(dead, 1, 1)]
-            ).values():
-                future.result(30)
+            ensure_topics(
+                settings,
+                [TopicSpec(topic, partitions), DEAD_LETTERS.with_prefix(settings.topic_prefix)],
+                replication_factor=1,
+                timeout_s=30,
+            )
             acked = _fill(settings, topic, n)
             if acked != n:
                 raise RuntimeError(f"batch size {size}: the broker acknowledged {acked} of {n} records")

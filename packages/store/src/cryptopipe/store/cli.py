@@ -21,10 +21,10 @@ from types import FrameType
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cryptopipe import schemas
 from cryptopipe.observability import serve_metrics
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.alerts import DEFAULT_FEED_CAP, AlertSink
 from cryptopipe.store.errors import ConfigError, StoreError
@@ -130,29 +130,6 @@ def load_settings() -> tuple[KafkaSettings, RedisSettings]:
     return kafka, redis_settings
 
 
-def ensure_topics(kafka: KafkaSettings, specs: Sequence[TopicSpec], timeout_s: float = 15.0) -> None:
-    """Create the topics that do not exist yet (best effort: a broker may forbid it)."""
-    admin = AdminClient(kafka.client_config())
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        logger.warning("cannot list topics (%s); assuming they exist", exc)
-        return
-    missing = [s for s in specs if s.name not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [NewTopic(s.name, s.partitions, -1, config={"retention.ms": str(s.retention_ms)}) for s in missing],
-        request_timeout=timeout_s,
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout_s)
-            logger.info("created topic %s", name)
-        except KafkaException as exc:
-            logger.warning("could not create topic %s (%s); it must be created elsewhere", name, exc)
-
-
 @contextlib.contextmanager
 def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -190,7 +167,10 @@ def _run(
         print(f"cryptopipe {kind}-consumer: --batch-size must be >= 1", file=sys.stderr)
         return 2
     topic = topic_spec.with_prefix(kafka.topic_prefix)
-    ensure_topics(kafka, [topic, DEAD_LETTERS.with_prefix(kafka.topic_prefix)])
+    try:
+        ensure_topics(kafka, [topic, DEAD_LETTERS.with_prefix(kafka.topic_prefix)], timeout_s=15.0)
+    except KafkaException as exc:
+        logger.warning("cannot reach the broker to create topics (%s); assuming they exist", exc)
     if args.metrics_port >= 0:
         serve_metrics(f"{kind}-consumer", args.metrics_port, args.metrics_host)
     reservoir = LatencyReservoir() if args.latency_samples else None

@@ -70,7 +70,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from cryptopipe.observability import metrics as m
-from cryptopipe.observability.logs import rate_limited_logger
+from cryptopipe.runtime import RateLimitedLog, rate_limited_logger
 from cryptopipe.schemas import DEAD_LETTERS, DeadLetter, DecodeError, KafkaSettings, encode
 from cryptopipe.store.errors import ConsumerFatalError
 from cryptopipe.store.sink import Sink, WriteResult
@@ -152,28 +152,6 @@ class _Stall:
     next_action_at: float = 0.0
 
 
-class _RateLimitedLog:
-    """Logs the first event of each key, then at most one per ``interval_s`` with a count."""
-
-    def __init__(self, interval_s: float = 10.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, level: int, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        if suppressed:
-            logger.log(level, "%s (%d similar suppressed)", msg % args, suppressed)
-        else:
-            logger.log(level, msg, *args)
-
-
 class ConsumerLoop(Generic[T]):
     """Consumes ``topic`` in ``group_id`` and writes each batch through ``sink``.
 
@@ -224,7 +202,7 @@ class ConsumerLoop(Generic[T]):
         self.component = f"{sink.name}-consumer"
         self._kafka = kafka
         self._stop = threading.Event()
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(10.0)
         self._stats = LoopStats()
         self._partitions: dict[int, _PartitionState] = {}
         self._lag: dict[int, int] = {}
@@ -534,7 +512,8 @@ class ConsumerLoop(Generic[T]):
                 if state is not None and state.sent_commit == tp.offset:
                     state.sent_commit = None
             m.ERRORS.labels(component=self.component, reason="commit_failed").inc()
-            self._log(
+            self._log.log(
+                logger,
                 logging.WARNING,
                 "commit",
                 "%s commit failed (records will be replayed, idempotently): %s",
@@ -545,7 +524,7 @@ class ConsumerLoop(Generic[T]):
     def _on_error(self, error: KafkaError) -> None:
         reason = f"kafka_{error.name().lower().lstrip('_')}"
         m.ERRORS.labels(component=self.component, reason=reason).inc()
-        self._log(logging.WARNING, reason, "%s Kafka client error: %s", self.component, error)
+        self._log.log(logger, logging.WARNING, reason, "%s Kafka client error: %s", self.component, error)
 
     def _on_message_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -578,7 +557,8 @@ class ConsumerLoop(Generic[T]):
                         exc,
                     )
                 else:
-                    self._log(
+                    self._log.log(
+                        logger,
                         logging.WARNING,
                         "redis_retry",
                         "%s Redis still unavailable after %d attempts: %s",
@@ -618,7 +598,8 @@ class ConsumerLoop(Generic[T]):
     def _dead_letter(self, msg: Message, exc: DecodeError) -> None:
         m.DEAD_LETTERS.labels(component=self.component, reason=exc.reason).inc()
         m.ERRORS.labels(component=self.component, reason=exc.reason).inc()
-        self._log(
+        self._log.log(
+            logger,
             logging.WARNING,
             "decode:" + exc.reason,
             "%s bad record at %s[%s]@%s sent to %s: %s; sample %r",
@@ -676,7 +657,8 @@ class ConsumerLoop(Generic[T]):
         if error is not None:
             self._dead_letter_failures += 1
             m.ERRORS.labels(component=self.component, reason="dead_letter_undelivered").inc()
-            self._log(
+            self._log.log(
+                logger,
                 logging.ERROR,
                 "dead_letter_undelivered",
                 "%s dead letter not delivered to %s: %s",
@@ -738,7 +720,8 @@ class ConsumerLoop(Generic[T]):
             self._stall = _Stall(since=self._waiting_since)
             self._stalls.inc()
             if not recover:
-                self._log(
+                self._log.log(
+                    logger,
                     logging.WARNING,
                     "stall",
                     "%s stalled: %d records waiting, none written for %.1f s (Redis writes failing)",
@@ -757,7 +740,8 @@ class ConsumerLoop(Generic[T]):
             seeked = self._seek_written(sorted(lags))
             if seeked:
                 m.CONSUMER_STALL_RECOVERIES.labels(consumer=self.sink.name, action="seek").inc()
-                self._log(
+                self._log.log(
+                    logger,
                     logging.WARNING,
                     "stall:seek",
                     "%s stalled: %d records waiting on %s partitions %s, none written for %.1f s; "
@@ -774,7 +758,8 @@ class ConsumerLoop(Generic[T]):
         interval = min(self.stall_timeout_s * 2**stall.recreated, _RECREATE_INTERVAL_MAX_S)
         stall.next_action_at = now + interval
         m.CONSUMER_STALL_RECOVERIES.labels(consumer=self.sink.name, action="recreate").inc()
-        self._log(
+        self._log.log(
+            logger,
             logging.WARNING,
             "stall:recreate",
             "%s still stalled: records waiting on %s, none written for %.1f s; committing, closing and "

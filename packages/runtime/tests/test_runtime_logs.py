@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cryptopipe.observability.logs import RateLimitFilter, rate_limited_logger
+from cryptopipe.runtime.logs import RateLimitFilter, rate_limited_logger
 
 
 def test_repeats_of_one_kind_are_held_back_and_counted(caplog: pytest.LogCaptureFixture) -> None:

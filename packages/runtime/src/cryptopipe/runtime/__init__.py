@@ -1,0 +1,41 @@
+"""The kit every cryptopipe service stands on.
+
+- :class:`Stop` and :func:`stop_on_signals`: run until a signal (or until told).
+- :func:`configure_logging`, :class:`RateLimitedLog`, :func:`rate_limited_logger`: logging
+  configured once, and one rate limit for lines a peer or an outage can repeat.
+- :class:`Backoff`: the one retry delay (capped, full jitter).
+- :func:`ensure_topics`: the one way topics get created.
+- :func:`run_service`, :func:`write_stats`, :func:`read_stats`: ``/metrics`` and final stats, one way.
+- :func:`environ_of`: settings handed to a child process as its environment.
+"""
+
+from cryptopipe.runtime.backoff import Backoff
+from cryptopipe.runtime.env import environ_of
+from cryptopipe.runtime.logs import (
+    RateLimitedLog,
+    RateLimiter,
+    RateLimitFilter,
+    configure_logging,
+    rate_limited_logger,
+)
+from cryptopipe.runtime.service import RunSettings, run_service
+from cryptopipe.runtime.stats import read_stats, write_stats
+from cryptopipe.runtime.stop import Stop, stop_on_signals
+from cryptopipe.runtime.topics import ensure_topics
+
+__all__ = [
+    "Backoff",
+    "RateLimitFilter",
+    "RateLimitedLog",
+    "RateLimiter",
+    "RunSettings",
+    "Stop",
+    "configure_logging",
+    "ensure_topics",
+    "environ_of",
+    "rate_limited_logger",
+    "read_stats",
+    "run_service",
+    "stop_on_signals",
+    "write_stats",
+]

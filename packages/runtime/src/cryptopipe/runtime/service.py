@@ -1,0 +1,72 @@
+"""How every service runs: ``run(settings, stop) -> stats`` on one kit.
+
+A service package exposes ``run(settings, stop)``: it works until ``stop`` is set (or its input
+ends), then returns its final figures. Its CLI parses flags into settings and calls
+:func:`run_service`, which does the rest the same way for all of them: logging configured once,
+SIGINT/SIGTERM set the stop, the ``/metrics`` endpoint, and the final stats written atomically
+where :class:`RunSettings` says. ``up`` starts each child with its settings as environment
+variables (:func:`cryptopipe.runtime.env.environ_of`) plus a :class:`RunSettings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from cryptopipe.observability import serve_metrics
+from cryptopipe.runtime.logs import configure_logging
+from cryptopipe.runtime.stats import write_stats
+from cryptopipe.runtime.stop import Stop, stop_on_signals
+from cryptopipe.schemas.config import SETTINGS_CONFIG, env
+
+logger = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+
+class RunSettings(BaseSettings):
+    """How a service process runs, whatever the service: its log level and where its final stats go."""
+
+    model_config = SETTINGS_CONFIG
+
+    log_level: str = Field(
+        "INFO", validation_alias=env("CRYPTOPIPE_LOG_LEVEL"), description="DEBUG, INFO, WARNING or ERROR."
+    )
+    stats_json: Path | None = Field(
+        None,
+        validation_alias=env("CRYPTOPIPE_STATS_JSON"),
+        description="Write the service's final figures here as JSON at exit (atomically).",
+    )
+
+
+def run_service(
+    component: str,
+    run: Callable[[S, Stop], Any],
+    settings: S,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    run_settings: RunSettings | None = None,
+    stop: Stop | None = None,
+) -> Any:
+    """Run ``run(settings, stop)`` as the process's service; returns its stats.
+
+    ``metrics_port`` None or negative serves no endpoint, 0 any free port. The stats are written
+    when ``run`` returns; a service that raises writes none (its caller reports the failure).
+    """
+    run_settings = run_settings or RunSettings()
+    configure_logging(run_settings.log_level)
+    stop = stop or Stop()
+    if metrics_port is not None and metrics_port >= 0:
+        serve_metrics(component, metrics_port, metrics_host)
+    with stop_on_signals(stop):
+        stats = run(settings, stop)
+    if run_settings.stats_json is not None:
+        write_stats(run_settings.stats_json, stats)
+        logger.debug("%s wrote its stats to %s", component, run_settings.stats_json)
+    return stats
