@@ -54,3 +54,21 @@ def test_served_metrics_can_be_read_back() -> None:
         assert b"cryptopipe_build_info" in response.read()
     scrape = Scrape.from_urls(f"http://127.0.0.1:{port}/metrics")
     assert scrape.total("cryptopipe_errors_total", component="observability-test") == 3
+
+
+def test_a_scrape_is_read_by_catalogue_metric_as_well_as_by_name() -> None:
+
+    from cryptopipe.observability.query import series_name
+
+    text = (
+        'cryptopipe_prices_written_total{symbol="BTCUSDT"} 5.0\n'
+        'cryptopipe_consumer_lag{component="prices-consumer",partition="0"} 7.0\n'
+        'cryptopipe_system_latency_seconds_bucket{le="0.01"} 1.0\n'
+        'cryptopipe_system_latency_seconds_bucket{le="+Inf"} 2.0\n'
+    )
+    scrape = Scrape.from_text(text)
+    assert series_name(m.PRICES_WRITTEN) == "cryptopipe_prices_written_total"
+    assert series_name(m.CONSUMER_LAG) == "cryptopipe_consumer_lag"
+    assert scrape.total(m.PRICES_WRITTEN) == scrape.total("cryptopipe_prices_written_total") == 5.0
+    assert scrape.total(m.CONSUMER_LAG, component="prices-consumer") == 7.0
+    assert scrape.buckets(m.SYSTEM_LATENCY) == [(0.01, 1.0), (float("inf"), 2.0)]

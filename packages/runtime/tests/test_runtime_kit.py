@@ -16,12 +16,14 @@ import pytest
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
+from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import (
     Backoff,
     RateLimitedLog,
     RunSettings,
     Stop,
     environ_of,
+    final_scrape,
     read_stats,
     run_service,
     stop_on_signals,
@@ -161,11 +163,16 @@ def test_run_service_runs_until_stopped_and_writes_its_stats(tmp_path: Path) -> 
         assert stop.wait(30)
         return {"written": 7}
 
+    m.TRADES_RECEIVED.labels(symbol="TESTKIT").inc(3)
     threading.Timer(0.05, stop.set).start()
     stats = run_service("test", run, "s", run_settings=RunSettings(stats_json=tmp_path / "s.json"), stop=stop)
     assert stats == {"written": 7}
     assert seen == ["s"]
-    assert read_stats(tmp_path / "s.json") == {"written": 7}
+    written = read_stats(tmp_path / "s.json")
+    assert written["written"] == 7
+    final = final_scrape(written)
+    assert final is not None, "the final metrics registry is written beside the stats"
+    assert final.total(m.TRADES_RECEIVED, symbol="TESTKIT") == 3
 
 
 def test_run_service_writes_no_stats_when_the_service_fails(tmp_path: Path) -> None:

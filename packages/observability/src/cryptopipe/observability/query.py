@@ -12,8 +12,21 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+#: A series by its sample name (``cryptopipe_prices_written_total``) or its catalogue metric
+#: (``metrics.PRICES_WRITTEN``: a counter is read as its ``_total`` series).
+Series = str | MetricWrapperBase
+
+
+def series_name(series: Series) -> str:
+    """The sample name that a catalogue metric (or a name) is scraped under."""
+    if isinstance(series, str):
+        return series
+    family = series.describe()[0]
+    return f"{family.name}_total" if family.type == "counter" else family.name
 
 
 class Scrape:
@@ -38,24 +51,25 @@ class Scrape:
                 texts.append(response.read().decode("utf-8"))
         return cls.from_text(*texts)
 
-    def samples(self, name: str, **match: str) -> list[Sample]:
-        return [s for s in self._by_name.get(name, []) if all(s.labels.get(k) == v for k, v in match.items())]
+    def samples(self, name: Series, **match: str) -> list[Sample]:
+        found = self._by_name.get(series_name(name), [])
+        return [s for s in found if all(s.labels.get(k) == v for k, v in match.items())]
 
-    def total(self, name: str, **match: str) -> float:
+    def total(self, name: Series, **match: str) -> float:
         """Sum of a counter or gauge over every label set that matches."""
         return sum(s.value for s in self.samples(name, **match))
 
-    def buckets(self, histogram: str, **match: str) -> list[tuple[float, float]]:
+    def buckets(self, histogram: Series, **match: str) -> list[tuple[float, float]]:
         """Cumulative (upper bound, count) pairs, summed over every matching label set."""
         merged: dict[float, float] = defaultdict(float)
-        for s in self.samples(histogram + "_bucket", **match):
+        for s in self.samples(series_name(histogram) + "_bucket", **match):
             merged[float(s.labels["le"])] += s.value
         return sorted(merged.items())
 
-    def quantile(self, q: float, histogram: str, **match: str) -> float | None:
+    def quantile(self, q: float, histogram: Series, **match: str) -> float | None:
         return histogram_quantile(q, self.buckets(histogram, **match))
 
-    def percentiles_ms(self, histogram: str, **match: str) -> dict[str, float | None]:
+    def percentiles_ms(self, histogram: Series, **match: str) -> dict[str, float | None]:
         """``{p50, p95, p99}`` in milliseconds of a seconds histogram (None when it is empty)."""
         out: dict[str, float | None] = {}
         for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):

@@ -19,7 +19,7 @@ from cryptopipe.runtime.logs import (
     rate_limited_logger,
 )
 from cryptopipe.runtime.service import RunSettings, run_service
-from cryptopipe.runtime.stats import read_stats, write_stats
+from cryptopipe.runtime.stats import final_scrape, read_stats, write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
 from cryptopipe.runtime.topics import ensure_topics
 
@@ -33,6 +33,7 @@ __all__ = [
     "configure_logging",
     "ensure_topics",
     "environ_of",
+    "final_scrape",
     "rate_limited_logger",
     "read_stats",
     "run_service",

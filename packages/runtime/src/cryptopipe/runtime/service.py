@@ -67,6 +67,6 @@ def run_service(
     with stop_on_signals(stop):
         stats = run(settings, stop)
     if run_settings.stats_json is not None:
-        write_stats(run_settings.stats_json, stats)
+        write_stats(run_settings.stats_json, stats, metrics=True)
         logger.debug("%s wrote its stats to %s", component, run_settings.stats_json)
     return stats

@@ -1,8 +1,11 @@
 """A service's final figures, written once at exit, atomically, as one JSON object.
 
-The same figures its ``/metrics`` endpoint served while it ran (``up`` reads a run's books from
-these files after the children stopped, and from the endpoints while they run: one set of
-figures, two moments). A reader never sees half a file: it is written beside and renamed.
+One channel for a run's figures: a service's metrics registry. While it runs, ``/metrics``
+serves it; when it has flushed and stopped, its stats file holds the same registry
+(``"metrics"``: the exposition text, read back with :func:`final_scrape`) beside the service's
+own counts (its ``Stats``). ``up`` watches the endpoints while the children run and reads the
+books and the summary from these files after they stopped. A reader never sees half a file:
+it is written beside and renamed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import REGISTRY, generate_latest
+
+from cryptopipe.observability import Scrape
+
+#: The key of a stats file that holds the service's final metrics (exposition text).
+METRICS_KEY = "metrics"
 
 
 def as_dict(stats: object) -> dict[str, Any]:
@@ -30,11 +40,17 @@ def as_dict(stats: object) -> dict[str, Any]:
     raise TypeError(f"cannot write {type(stats).__name__} as stats")
 
 
-def write_stats(path: Path | str, stats: object) -> None:
-    """Write ``stats`` to ``path`` as JSON, atomically (a reader sees the old file or the new one)."""
+def write_stats(path: Path | str, stats: object, *, metrics: bool = False) -> None:
+    """Write ``stats`` to ``path`` as JSON, atomically (a reader sees the old file or the new one).
+
+    ``metrics``: also the process's whole metrics registry as it is now, under ``"metrics"``.
+    """
     path = Path(path)
+    data = as_dict(stats)
+    if metrics:
+        data[METRICS_KEY] = generate_latest(REGISTRY).decode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(as_dict(stats), default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -47,3 +63,9 @@ def read_stats(path: Path | str | None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def final_scrape(stats: Mapping[str, Any]) -> Scrape | None:
+    """The final metrics a stats file carries, as a :class:`Scrape`; None when it has none."""
+    text = stats.get(METRICS_KEY)
+    return Scrape.from_text(text) if isinstance(text, str) else None
