@@ -136,6 +136,7 @@ def test_export_builds_a_result_directory_from_a_real_prometheus(tmp_path: Path,
 
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+    from cryptopipe.infra.prometheus import start_embedded_prometheus
     from cryptopipe.infra.testing import eventually
     from cryptopipe.observability import LATENCY_BUCKETS
     from cryptopipe.observability import prometheus as prom
@@ -149,7 +150,7 @@ def test_export_builds_a_result_directory_from_a_real_prometheus(tmp_path: Path,
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
         address = f"127.0.0.1:{server.server_address[1]}"
-        prometheus = prom.start_embedded_prometheus(
+        prometheus = start_embedded_prometheus(
             {"prices-consumer": [address]}, scrape_interval="1s", directory=tmp_path / "prom"
         )
         assert prometheus is not None

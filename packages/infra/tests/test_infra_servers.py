@@ -28,7 +28,6 @@ from cryptopipe.infra import (
     ServerStartError,
     find_redis_server,
     find_tansu,
-    redact_url,
     resolve_kafka,
     resolve_redis,
     start_redis,
@@ -39,7 +38,7 @@ from cryptopipe.infra import redis_server as infra_redis
 from cryptopipe.infra.kafka import KafkaEndpoint
 from cryptopipe.infra.process import free_port
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
-from cryptopipe.schemas import KafkaSettings, RedisSettings
+from cryptopipe.schemas import KafkaSettings, RedisSettings, redact_url
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ from cryptopipe.schemas import (
     env_names,
     format_validation_error,
     load_settings,
+    redact_url,
 )
 
 
@@ -113,3 +114,18 @@ def test_long_values_are_shortened(monkeypatch: pytest.MonkeyPatch) -> None:
     assert problem.startswith("EXAMPLE_PORT: ")
     assert problem.endswith("...)")
     assert len(problem) < 200
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@localhost:6379/0", "redis://localhost:6379/0"),
+        ("rediss://user:pw@example.com:6380/2", "rediss://example.com:6380/2"),
+        ("http://admin:pw@127.0.0.1:9090", "http://127.0.0.1:9090"),
+        ("http://127.0.0.1:9101/metrics?token=x", "http://127.0.0.1:9101/metrics"),
+        ("redis://:pw@[::1]:6379/0", "redis://[::1]:6379/0"),
+        ("redis://:pw@localhost:notaport/0", "<unparsable URL>"),
+    ],
+)
+def test_redact_url_drops_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -51,13 +51,10 @@ from cryptopipe.infra import (
     resolve_redis,
 )
 from cryptopipe.infra.cli import positive_int
+from cryptopipe.infra.prometheus import PrometheusServer, start_embedded_prometheus
 from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability.process import ProcessMonitor
-from cryptopipe.observability.prometheus import (
-    DEFAULT_METRICS_PORTS,
-    PrometheusServer,
-    start_embedded_prometheus,
-)
+from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis

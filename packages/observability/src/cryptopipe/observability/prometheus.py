@@ -1,10 +1,11 @@
-"""Prometheus configuration and rules, generated from the code, and a local Prometheus server.
+"""Prometheus configuration and rules, generated from the code, and the one client of its HTTP API.
 
 Nothing here is a hand-kept list. Scrape targets come from whoever chose the ports (the
 orchestrator passes ``{component: ["127.0.0.1:PORT"]}``; compose uses :data:`DEFAULT_METRICS_PORTS`).
 Recording rules cover every histogram in :func:`~cryptopipe.observability.metrics.catalogue`, so a
 new histogram gets its mean/p95/p99 series without anyone remembering to add them. The committed
-files under compose/prometheus/ are this module's output; a test keeps them equal.
+files under compose/prometheus/ are this module's output; a test keeps them equal. Running a
+Prometheus process is infra's job (``cryptopipe.infra.prometheus``).
 
 Recorded series follow Prometheus' ``level:metric:operation`` convention. For a histogram ``H``
 with labels ``L``: ``L:H:mean1m``, ``L:H:p95_1m``, ``L:H:p99_1m`` (labels joined by ``_``) and the
@@ -16,19 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cryptopipe.infra.errors import ServerStartError
-from cryptopipe.infra.process import LocalServer, free_port
-from cryptopipe.infra.prometheus import resolve_prometheus_binary
 from cryptopipe.observability import metrics as m
 
 logger = logging.getLogger(__name__)
@@ -63,7 +61,7 @@ QUANTILES = (("p95", 0.95), ("p99", 0.99))
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
-def _duration(value: str, what: str) -> str:
+def duration(value: str, what: str) -> str:
     if not _DURATION.match(value):
         raise ValueError(f"{what} must be a Prometheus duration such as 2s or 1m, got {value!r}")
     return value
@@ -91,12 +89,12 @@ def render_config(
     No target labels are added: several of our metrics carry their own ``component`` label (the
     orchestrator exports the broker's and Redis's), which a target label would rename.
     """
-    _duration(scrape_interval, "scrape_interval")
+    duration(scrape_interval, "scrape_interval")
     config: dict[str, Any] = {
         "global": {
             "scrape_interval": scrape_interval,
             "scrape_timeout": scrape_interval,
-            "evaluation_interval": _duration(evaluation_interval or scrape_interval, "evaluation_interval"),
+            "evaluation_interval": duration(evaluation_interval or scrape_interval, "evaluation_interval"),
         },
         "rule_files": list(rule_files),
         "scrape_configs": [
@@ -295,7 +293,7 @@ class AlertBounds:
             "errors_for",
             "target_down_for",
         ):
-            _duration(getattr(self, name), name)
+            duration(getattr(self, name), name)
 
 
 #: The Spark job's micro-batch duration histogram (the alerting component's metric).
@@ -433,125 +431,32 @@ def write_config_dir(
     return config
 
 
-# --- a local Prometheus server ---------------------------------------------------------------
 class PrometheusError(Exception):
-    """Prometheus could not be started or answered with an error."""
-
-
-def _ready(url: str) -> Callable[[LocalServer], bool]:
-    def probe(_server: LocalServer) -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1.0) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    return probe
-
-
-def start_prometheus(
-    config_path: Path,
-    port: int = 0,
-    data_dir: Path | None = None,
-    *,
-    retention: str = "1d",
-    ready_timeout: float = 30.0,
-) -> PrometheusServer:
-    """Start ``prometheus`` on 127.0.0.1 and wait until ``/-/ready`` answers 200.
-
-    ``port=0`` picks a free port (retrying if another process takes it first); ``data_dir``
-    defaults to a directory inside the server's private temp dir (removed on stop). Raises
-    :class:`PrometheusError` when no binary is installed (``apt-get install prometheus``).
-    """
-    binary = resolve_prometheus_binary()
-    if binary is None:
-        raise PrometheusError(
-            "no prometheus binary on PATH; install it (Debian/Ubuntu: apt-get install prometheus)"
-        )
-    attempts = 5 if port == 0 else 1
-    for attempt in range(1, attempts + 1):
-        chosen = port or free_port()
-        server = PrometheusServer(binary, Path(config_path), chosen, data_dir, retention, ready_timeout)
-        try:
-            server.start()
-        except ServerStartError as exc:
-            if attempt == attempts or "exited" not in exc.detail:
-                raise PrometheusError(f"prometheus did not start: {exc}") from exc
-            logger.debug("prometheus on port %d exited during start-up (port taken?); retrying", chosen)
-            continue
-        logger.info("prometheus on %s (pid %s)", server.url, server.pid)
-        return server
-    raise AssertionError("unreachable")
-
-
-class PrometheusServer(LocalServer):
-    """A Prometheus child process bound to loopback (an infra ``LocalServer``)."""
-
-    def __init__(
-        self,
-        binary: str,
-        config_path: Path,
-        port: int,
-        data_dir: Path | None,
-        retention: str,
-        ready_timeout: float,
-    ) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.config_path = config_path
-        argv = [
-            binary,
-            f"--config.file={config_path}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={data_dir if data_dir is not None else '{workdir}/data'}",
-            f"--storage.tsdb.retention.time={_duration(retention, 'retention')}",
-            "--web.enable-lifecycle",
-        ]
-        super().__init__("prometheus", argv, ready=_ready(self.url), ready_timeout=ready_timeout)
-
-    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
-        return instant_query(self.url, expr)
-
-    def reload(self) -> None:
-        """Re-read the config file (after the orchestrator rewrote it with new targets)."""
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            if int(response.status) != 200:
-                raise PrometheusError(f"reload failed: HTTP {response.status}")
-
-
-def start_embedded_prometheus(
-    targets: Mapping[str, Sequence[str]],
-    *,
-    port: int = 0,
-    directory: Path | None = None,
-    scrape_interval: str = "2s",
-    bounds: AlertBounds | None = None,
-) -> PrometheusServer | None:
-    """What ``cryptopipe up`` calls: config + rules from ``targets``, then Prometheus, if installed.
-
-    Returns None (and logs how to get it) when no ``prometheus`` binary exists; the pipeline runs
-    without it. ``directory`` defaults to a fresh temp dir holding config, rules and the TSDB.
-    """
-    if resolve_prometheus_binary() is None:
-        logger.info("prometheus not installed (apt-get install prometheus); running without it")
-        return None
-    base = directory or Path(tempfile.mkdtemp(prefix="cryptopipe-prometheus-"))
-    config = write_config_dir(base, targets, scrape_interval, bounds)
-    return start_prometheus(config, port, base / "data")
+    """Prometheus answered with an error, or could not be reached (or, in infra, started)."""
 
 
 # --- HTTP API --------------------------------------------------------------------------------
 def api_get(base_url: str, path: str, params: Mapping[str, str] | None = None, timeout: float = 10.0) -> Any:
-    """``data`` of a Prometheus HTTP API answer; PrometheusError on ``status != success``."""
+    """``data`` of a Prometheus HTTP API answer.
+
+    Raises :class:`PrometheusError` when the answer says ``status != success`` (with Prometheus'
+    own error text), when the server cannot be reached, or when the body is not JSON.
+    """
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
     try:
         with urllib.request.urlopen(f"{base_url}{path}{query}", timeout=timeout) as response:
             body = json.load(response)
     except urllib.error.HTTPError as exc:
-        body = json.load(exc)
-    if body.get("status") != "success":
-        raise PrometheusError(f"{path}: {body.get('errorType')}: {body.get('error')}")
+        try:
+            body = json.load(exc)
+        except (ValueError, OSError):
+            raise PrometheusError(f"{path}: HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, ValueError) as exc:
+        raise PrometheusError(f"{path}: {getattr(exc, 'reason', None) or exc}") from exc
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error") if isinstance(body, dict) else body
+        kind = body.get("errorType") if isinstance(body, dict) else "bad answer"
+        raise PrometheusError(f"{path}: {kind}: {error}")
     return body["data"]
 
 

@@ -13,6 +13,7 @@ from cryptopipe.schemas.config import (
     env_names,
     format_validation_error,
     load_settings,
+    redact_url,
 )
 from cryptopipe.schemas.errors import DecodeError, SchemaError
 from cryptopipe.schemas.messages import (
@@ -59,4 +60,5 @@ __all__ = [
     "env_names",
     "format_validation_error",
     "load_settings",
+    "redact_url",
 ]

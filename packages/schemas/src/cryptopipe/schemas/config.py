@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import types
 import typing
+import urllib.parse
 from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
@@ -40,6 +41,24 @@ SETTINGS_CONFIG = SettingsConfigDict(
 
 #: Longest ``repr`` of a rejected value quoted in an error message.
 _MAX_QUOTED = 80
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user name, password or query string: safe to log and to show on a page.
+
+    The one redaction every package uses (a Redis or Prometheus URL can carry a password in its
+    user info, a metrics URL a token in its query).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class ConfigError(SchemaError):
