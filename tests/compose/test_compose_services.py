@@ -273,7 +273,7 @@ def test_state_lives_in_named_volumes(base_stack: Any, monkeypatch: pytest.Monke
 
 def test_spark_uses_the_native_kafka_source_unless_offline(stack_factory: Any) -> None:
     from cryptopipe.alerting.settings import AlertingSettings
-    from cryptopipe.infra.jars import SPARK_KAFKA_COMPATIBLE
+    from cryptopipe.runtime.jvm import SPARK_KAFKA_COMPATIBLE
 
     # pyspark's own version, or the compatible connector `up` falls back to while Maven Central
     # has none of pyspark's version (4.3.0 today: compose pins what exists).

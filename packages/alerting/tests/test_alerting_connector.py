@@ -10,7 +10,7 @@ import pytest
 
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.spark import CONNECTOR_CONF, connector_conf
-from cryptopipe.infra import jars
+from cryptopipe.runtime import jvm as jars
 
 
 def _fake_cache(root: Path, version: str, names: list[str]) -> Path:

@@ -12,10 +12,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cryptopipe.infra import KafkaCluster, ResolutionError, resolve_kafka, start_apache_kafka
-from cryptopipe.infra import jars as infra_jars
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, kafka_libs, new_cluster_id
-from cryptopipe.infra.jars import MANIFEST, ArtifactResolutionError, JavaNotFoundError, find_java
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
+from cryptopipe.runtime import jvm as infra_jars
+from cryptopipe.runtime.jvm import MANIFEST, ArtifactResolutionError, JavaNotFoundError, find_java
 from cryptopipe.schemas import KafkaSettings
 
 pytestmark = pytest.mark.slow

@@ -24,10 +24,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
-from cryptopipe.infra import jars as infra_jars
 from cryptopipe.infra.cli import EXIT_UNAVAILABLE
 from cryptopipe.infra.testing import eventually
 from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import jvm as infra_jars
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 COMMAND = [sys.executable, "-m", "cryptopipe.cli", "kafka-cluster"]

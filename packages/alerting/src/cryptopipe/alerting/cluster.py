@@ -1,5 +1,8 @@
 """A Spark standalone cluster on this machine: one master and workers, as separate processes.
 
+Tooling, not the job: it needs the ``cluster`` extra (``cryptopipe-alerting[cluster]``, which
+brings ``cryptopipe-infra``), and nothing the job runs imports this module.
+
 What ``--master spark://...`` runs against in the tests, and a quick way to try the job on a
 cluster without installing Spark: pyspark's wheel ships ``spark-class``::
 

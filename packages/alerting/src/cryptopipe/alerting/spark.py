@@ -220,12 +220,11 @@ def connector_conf(settings: AlertingSettings, conf: dict[str, str]) -> dict[str
         return {CONNECTOR_CONF: "spark.jars.packages"}
     import pyspark
 
-    from cryptopipe.infra.errors import InfraError
-    from cryptopipe.infra.jars import spark_kafka_jars
+    from cryptopipe.runtime.jvm import JvmError, spark_kafka_jars
 
     try:
         connector = spark_kafka_jars(pyspark.__version__, spark_jars_dir())
-    except InfraError as exc:
+    except JvmError as exc:
         return {CONNECTOR_CONF: f"{_UNAVAILABLE}{exc}"[:1000]}
     jars = [item for item in conf.get("spark.jars", "").split(",") if item]
     jars += [str(jar) for jar in connector.jars]

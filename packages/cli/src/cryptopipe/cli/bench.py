@@ -9,7 +9,11 @@ from collections.abc import Sequence
 
 BENCHES = {
     "prices": ("cryptopipe.cli.bench_prices:main", "replay -> ingest -> Kafka -> consumer -> Redis"),
-    "alerting": ("cryptopipe.alerting.bench:main", "Kafka -> Spark alert job -> alerts"),
+    "alerting": ("cryptopipe.cli.bench_alerting:main", "Kafka -> Spark alert job -> alerts"),
+    "ingest-producer": (
+        "cryptopipe.cli.bench_ingest:main",
+        "produce -> delivery report per linger.ms/compression",
+    ),
     "codec": ("cryptopipe.cli.bench_codec:main", "wire-format encode/decode: JSON vs MessagePack"),
     "faults": ("cryptopipe.cli.bench_faults:main", "five faults on the prices path: trades lost/duplicated"),
 }
@@ -18,7 +22,7 @@ BENCHES = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in BENCHES:
-        names = "\n".join(f"  {name:10} {help_}" for name, (_, help_) in BENCHES.items())
+        names = "\n".join(f"  {name:16} {help_}" for name, (_, help_) in BENCHES.items())
         wanted = bool(args) and args[0] in ("-h", "--help")
         print(
             f"usage: cryptopipe bench {{{','.join(BENCHES)}}} [options]\n\n{names}",

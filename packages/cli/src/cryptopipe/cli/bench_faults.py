@@ -34,7 +34,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from cryptopipe.cli import faults, up
-from cryptopipe.infra import InfraError, KafkaCluster, TcpProxy, start_apache_kafka, start_redis
+from cryptopipe.infra import KafkaCluster, TcpProxy, start_apache_kafka, start_redis
+from cryptopipe.infra.errors import START_ERRORS
 
 _progress = faults.stderr_progress("bench faults")
 
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             servers = _Servers(stack)
-        except InfraError as exc:
+        except START_ERRORS as exc:
             print(f"cryptopipe bench faults: {exc}", file=sys.stderr)
             return 1
         for name in names:
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         results.append(runner(on_cluster, config, _progress))
                 else:
                     results.append(runner(servers.proxied(), config, _progress))
-            except (InfraError, faults.ScenarioError, KafkaException, OSError) as exc:
+            except (*START_ERRORS, faults.ScenarioError, KafkaException, OSError) as exc:
                 _progress(f"scenario {name} FAILED: {type(exc).__name__}: {exc}")
                 errors.append({"fault": name, "error": f"{type(exc).__name__}: {exc}"})
     rows = [r.row() for r in results]

@@ -51,6 +51,7 @@ from cryptopipe.infra import (
     resolve_redis,
 )
 from cryptopipe.infra.cli import positive_int
+from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.prometheus import PrometheusServer, start_embedded_prometheus
 from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability.process import ProcessMonitor
@@ -1102,7 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _stderr(f"cryptopipe up: {exc}")
             return 2
-        except InfraError as exc:
+        except START_ERRORS as exc:
             _stderr(f"cryptopipe up: {exc}")
             return 1
         _stderr(f"cryptopipe up: running ({', '.join(pipeline.runtime.services)}); Ctrl-C stops cleanly")

@@ -9,7 +9,13 @@ jars, else Tansu; for Redis, ``redis-server``). Local servers bind 127.0.0.1 on 
 
 from cryptopipe.infra.apache_kafka import ApacheKafkaBroker, KafkaCluster, start_apache_kafka
 from cryptopipe.infra.docker import docker_available
-from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ResolutionError, ServerStartError
+from cryptopipe.infra.errors import (
+    START_ERRORS,
+    BinaryNotFoundError,
+    InfraError,
+    ResolutionError,
+    ServerStartError,
+)
 from cryptopipe.infra.kafka import (
     LOCAL_BROKER_ENV,
     KafkaEndpoint,
@@ -38,6 +44,7 @@ from cryptopipe.infra.redis_server import (
 
 __all__ = [
     "LOCAL_BROKER_ENV",
+    "START_ERRORS",
     "ApacheKafkaBroker",
     "BinaryNotFoundError",
     "InfraError",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from cryptopipe.infra.errors import InfraError, ResolutionError
+from cryptopipe.infra.errors import START_ERRORS, ResolutionError
 
 log = logging.getLogger("cryptopipe.infra")
 
@@ -35,7 +35,7 @@ def first_available(
         started = time.monotonic()
         try:
             endpoint = starters[candidate](settings, stack)
-        except InfraError as exc:
+        except START_ERRORS as exc:
             attempts.append(f"{candidate}: {exc}")
             level = logging.DEBUG if candidate == "docker" and quiet_docker else logging.WARNING
             log.log(level, "%s: %s unavailable: %s", server, candidate, exc)

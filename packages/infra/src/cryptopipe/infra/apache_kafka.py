@@ -2,7 +2,7 @@
 
 No Docker and no tarball: :func:`kafka_libs` resolves ``org.apache.kafka:kafka_2.13`` with its
 runtime dependencies and a logging backend (log4j2, as Kafka's own distribution uses) into the
-user cache (see :mod:`cryptopipe.infra.jars`); :class:`ApacheKafkaBroker` formats a data
+user cache (see :mod:`cryptopipe.runtime.jvm`); :class:`ApacheKafkaBroker` formats a data
 directory with ``kafka.tools.StorageTool`` and runs ``kafka.Kafka`` with a small heap.
 
 Every listener binds 127.0.0.1. A broker is ready when a real Metadata request lists it. Data
@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.infra.jars import Artifact, JavaRuntime, ensure_artifacts, find_java
 from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,8 @@ def start_apache_kafka(
 ) -> ApacheKafkaBroker:
     """Start one Apache Kafka node on 127.0.0.1 (free ports unless given) and wait until it answers.
 
-    Raises :class:`~cryptopipe.infra.jars.JavaNotFoundError` (no Java 17+),
-    :class:`~cryptopipe.infra.jars.ArtifactResolutionError` (jars not cached and not downloadable)
+    Raises :class:`~cryptopipe.runtime.jvm.JavaNotFoundError` (no Java 17+),
+    :class:`~cryptopipe.runtime.jvm.ArtifactResolutionError` (jars not cached and not downloadable)
     or :class:`ServerStartError`. ``advertised_port``: tell clients to connect there instead (a
     :class:`~cryptopipe.infra.proxy.TcpProxy` in front of the broker).
     """

@@ -36,7 +36,7 @@ from typing import Any
 
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, MIN_JAVA, KafkaCluster, kafka_libs
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.infra.jars import ArtifactResolutionError, JavaNotFoundError, cache_root, find_java
+from cryptopipe.runtime.jvm import ArtifactResolutionError, JavaNotFoundError, cache_root, find_java
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptopipe.runtime.jvm import JvmError
+
 
 class InfraError(Exception):
     """Base class of every error this package raises."""
@@ -39,3 +41,8 @@ class ResolutionError(InfraError):
         self.name = name
         self.attempts = attempts
         super().__init__(f"could not find or start {name}:\n  - " + "\n  - ".join(attempts))
+
+
+#: What finding or starting a server can raise: infra's own errors, and the JVM kit's (no Java,
+#: jars that cannot be resolved) from a broker that runs on the JVM.
+START_ERRORS: tuple[type[Exception], ...] = (InfraError, JvmError)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from cryptopipe.infra.errors import InfraError
+from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.kafka import (
     LOCAL_BROKER_ENV,
     TANSU_QUIRKS,
@@ -124,7 +124,7 @@ def kafka(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) ->
     """The session's broker: configured, or started (testcontainers, local Apache Kafka, Tansu)."""
     try:
         endpoint = resolve_kafka(KafkaSettings(), stack=_infra_stack)
-    except InfraError as exc:
+    except START_ERRORS as exc:
         pytest.fail(f"no Kafka broker for the tests: {exc}", pytrace=False)
     if endpoint.server is None and not kafka_metadata_ready(
         endpoint.bootstrap_servers, timeout=30, **_security(endpoint.settings)
@@ -146,7 +146,7 @@ def redis_server(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitSt
 
     try:
         endpoint = resolve_redis(RedisSettings(), stack=_infra_stack)
-    except InfraError as exc:
+    except START_ERRORS as exc:
         pytest.fail(f"no Redis server for the tests: {exc}", pytrace=False)
     if endpoint.server is None:
         client = redis_lib.Redis.from_url(endpoint.url.get_secret_value(), socket_connect_timeout=10)
@@ -280,7 +280,7 @@ def _proxied_broker(
     if local_broker_choice() != "tansu":
         try:
             apache = stack.enter_context(start_apache_kafka(advertised_port=proxy.port, heap="256m"))
-        except InfraError as exc:
+        except START_ERRORS as exc:
             log.warning("proxied_kafka: no local Apache Kafka (%s); using Tansu", exc)
         else:
             return apache, apache.port, apache.kind, KafkaQuirks()
@@ -310,7 +310,7 @@ def tansu_kafka(_infra_stack: contextlib.ExitStack) -> KafkaEndpoint:
     """A Tansu broker for the session: the last-resort fallback, kept honest by tests marked ``tansu``."""
     try:
         broker = _infra_stack.enter_context(start_tansu())
-    except InfraError as exc:
+    except START_ERRORS as exc:
         pytest.fail(f"no Tansu broker for the fallback tests: {exc}", pytrace=False)
     settings = KafkaSettings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
     return KafkaEndpoint(broker.bootstrap_servers, broker.kind, TANSU_QUIRKS, settings, broker)
@@ -323,7 +323,7 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
 
     try:
         cluster = KafkaCluster(3).start()
-    except InfraError as exc:
+    except START_ERRORS as exc:
         pytest.fail(f"no 3-broker Apache Kafka cluster: {exc}", pytrace=False)
     try:
         yield cluster
@@ -339,7 +339,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     redis_url = os.environ.get("REDIS_URL")
     try:
         choice = local_broker_choice()
-    except InfraError as exc:
+    except START_ERRORS as exc:
         choice = f"invalid ({exc})"
     return [
         "kafka: "

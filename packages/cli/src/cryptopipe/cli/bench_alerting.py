@@ -33,10 +33,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cryptopipe.alerting.rules import parse_rules
+import redis
+
+from cryptopipe.alerting.job import AlertingJob
+from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
+from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, RedisSettings, Trade, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
+from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -195,69 +201,40 @@ class _Producer(threading.Thread):
         self.producer.flush(30)
 
 
+@dataclass
+class _Run:
+    """What one run collected: the alerts written (with their Redis write time) and the job's view."""
+
+    kafka: KafkaEndpoint
+    redis: RedisEndpoint
+    source_kind: str
+    symbols: list[str]
+    produced: _Produced
+    measure_from_us: int
+    closable_until_us: int
+    written: list[tuple[Alert, int]]
+    progress: list[Any]
+    rows_read: int
+    alerts_published: int
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    import redis
-
-    from cryptopipe.alerting.job import AlertingJob
-    from cryptopipe.infra import resolve_kafka, resolve_redis
-    from cryptopipe.runtime import ensure_topics
-    from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
-
     rules = parse_rules(args.rule)
-    final_rules = [rule for rule in rules if rule.mode == "final"]
+    return _report(args, rules, _run(args, rules))
+
+
+def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
     window_us = min(rule.window_us for rule in rules)
+    written: list[tuple[Alert, int]] = []
     with contextlib.ExitStack() as stack:
         kafka_endpoint = resolve_kafka(KafkaSettings(), stack=stack)
         redis_endpoint = resolve_redis(RedisSettings(), stack=stack)
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         kafka = kafka_endpoint.settings.model_copy(update={"topic_prefix": prefix})
-        for spec in (PRICES, ALERTS):
-            ensure_topics(kafka, [spec.with_prefix(prefix)])
-        checkpoint = args.checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        settings = AlertingSettings(
-            rules=rules,
-            watermark_delay_ms=args.watermark_delay_ms,
-            master=args.master,
-            source=args.source,
-            checkpoint_dir=checkpoint,
-            trigger_interval_ms=args.trigger_interval_ms,
-            shuffle_partitions=args.shuffle_partitions,
-            spark_conf=dict(item.split("=", 1) for item in args.conf),
-            starting_offsets="latest",
-        )
-
-        written: list[tuple[Alert, int]] = []
-
-        class TimedAlertSink(AlertSink):
-            def write(self, batch: list[Alert]) -> WriteResult:
-                result = super().write(batch)
-                written.extend((alert, result.written_time_us) for alert in batch)
-                return result
-
-        client = redis.Redis.from_url(redis_endpoint.url.get_secret_value())
-        stack.callback(client.close)
-        loop = ConsumerLoop(
-            TimedAlertSink(client, key_prefix=f"{prefix}:"),
-            kafka=kafka,
-            topic=ALERTS.with_prefix(prefix).name,
-            group_id=f"{prefix}alerts",
-            from_beginning=True,
-        )
-        consumer = threading.Thread(target=loop.run, name="bench-alerts-consumer", daemon=True)
-        consumer.start()
-        stack.callback(consumer.join, 30)
-        stack.callback(loop.stop)
-
-        job = AlertingJob(settings, kafka)
-        stack.callback(job.close)
-        started = time.monotonic()
-        job.start()
-        # The first micro-batch fixes the "latest" starting offsets: trades before it would be missed.
-        while not job.recorder.progress and time.monotonic() - started < 120:
-            job.await_termination(0.1)
-        logger.warning("job started in %.1f s; warming up", time.monotonic() - started)
+        ensure_topics(kafka, [PRICES.with_prefix(prefix), ALERTS.with_prefix(prefix)])
+        _start_alerts_consumer(stack, kafka, redis_endpoint, prefix, written)
+        job = _start_job(stack, args, rules, kafka)
         symbols = [f"SYM{i}USDT" for i in range(args.symbols)]
-        threshold = max(rule.threshold for rule in rules)
         producer = _Producer(
             kafka,
             PRICES.with_prefix(prefix).name,
@@ -265,60 +242,155 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             args.warmup + args.duration,
             symbols,
             window_us,
-            threshold * 2,
+            max(rule.threshold for rule in rules) * 2,
         )
         measure_from_us = time.time_ns() // 1000 + int(args.warmup * 1e6)
         producer.start()
         producer.join()
         if producer.error is not None:
             raise producer.error
-        produced_until_us = producer.produced.last_us or measure_from_us
-        produced_count = producer.produced.count
         # Windows ending up to the last trade - delay can close; wait for the job to read
         # everything and for their alerts.
-        closable_until = produced_until_us - args.watermark_delay_ms * 1000
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job.await_termination(0.2)
-            read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
-            last = max((a.window_end_us for a, _ in written if a.kind == "final"), default=0)
-            if read >= produced_count and last + window_us > closable_until:
-                break
-        stats = job.stats
-        progress = [p for p in job.recorder.progress if _progress_time_us(p) >= measure_from_us]
-        rows_read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        closable_until = (producer.produced.last_us or measure_from_us) - args.watermark_delay_ms * 1000
+        _await_alerts(job, producer.produced.count, written, window_us, closable_until)
+        return _Run(
+            kafka=kafka_endpoint,
+            redis=redis_endpoint,
+            source_kind=job.source_kind,
+            symbols=symbols,
+            produced=producer.produced,
+            measure_from_us=measure_from_us,
+            closable_until_us=closable_until,
+            written=written,
+            progress=[p for p in job.recorder.progress if _progress_time_us(p) >= measure_from_us],
+            rows_read=sum(int(p.numInputRows or 0) for p in job.recorder.progress),
+            alerts_published=job.stats.alerts_published,
+        )
 
-    measured = [(a, w) for a, w in written if a.window_end_us >= measure_from_us and a.kind == "final"]
-    early_latency = [
+
+def _start_alerts_consumer(
+    stack: contextlib.ExitStack,
+    kafka: KafkaSettings,
+    redis_endpoint: RedisEndpoint,
+    prefix: str,
+    written: list[tuple[Alert, int]],
+) -> None:
+    """The store's alerts consumer (Kafka -> Redis) in a thread, noting when each alert was written."""
+
+    class TimedAlertSink(AlertSink):
+        def write(self, batch: list[Alert]) -> WriteResult:
+            result = super().write(batch)
+            written.extend((alert, result.written_time_us) for alert in batch)
+            return result
+
+    client = redis.Redis.from_url(redis_endpoint.url.get_secret_value())
+    stack.callback(client.close)
+    loop = ConsumerLoop(
+        TimedAlertSink(client, key_prefix=f"{prefix}:"),
+        kafka=kafka,
+        topic=ALERTS.with_prefix(prefix).name,
+        group_id=f"{prefix}alerts",
+        from_beginning=True,
+    )
+    consumer = threading.Thread(target=loop.run, name="bench-alerts-consumer", daemon=True)
+    consumer.start()
+    stack.callback(consumer.join, 30)
+    stack.callback(loop.stop)
+
+
+def _start_job(
+    stack: contextlib.ExitStack, args: argparse.Namespace, rules: Sequence[Rule], kafka: KafkaSettings
+) -> AlertingJob:
+    """The alerting job in this process, started and past its first micro-batch."""
+    checkpoint = args.checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    settings = AlertingSettings(
+        rules=rules,
+        watermark_delay_ms=args.watermark_delay_ms,
+        master=args.master,
+        source=args.source,
+        checkpoint_dir=checkpoint,
+        trigger_interval_ms=args.trigger_interval_ms,
+        shuffle_partitions=args.shuffle_partitions,
+        spark_conf=dict(item.split("=", 1) for item in args.conf),
+        starting_offsets="latest",
+    )
+    job = AlertingJob(settings, kafka)
+    stack.callback(job.close)
+    started = time.monotonic()
+    job.start()
+    # The first micro-batch fixes the "latest" starting offsets: trades before it would be missed.
+    while not job.recorder.progress and time.monotonic() - started < 120:
+        job.await_termination(0.1)
+    logger.warning("job started in %.1f s; warming up", time.monotonic() - started)
+    return job
+
+
+def _await_alerts(
+    job: AlertingJob, produced: int, written: list[tuple[Alert, int]], window_us: int, closable_until: int
+) -> None:
+    """Until the job read every trade and the last closable window's alert is in Redis (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job.await_termination(0.2)
+        read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        last = max((a.window_end_us for a, _ in written if a.kind == "final"), default=0)
+        if read >= produced and last + window_us > closable_until:
+            return
+
+
+def _latencies(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[str, Any]:
+    """Alert latencies against the trade that closed (or crossed) each window, and the books."""
+    start_us = run.measure_from_us
+    measured = [(a, w) for a, w in run.written if a.window_end_us >= start_us and a.kind == "final"]
+    early = [
         (w - a.trigger_receive_time_us) / 1e6
-        for a, w in written
-        if a.kind == "early"
-        and a.window_start_us >= measure_from_us
-        and a.trigger_receive_time_us is not None
+        for a, w in run.written
+        if a.kind == "early" and a.window_start_us >= start_us and a.trigger_receive_time_us is not None
     ]
-    latency_exact, latency_job, after_end, emit = [], [], [], []
+    exact, by_job, after_end, emit = [], [], [], []
     missing_trigger = 0
     for alert, written_us in measured:
-        trigger = producer.produced.trigger(alert.symbol, alert.window_end_us, args.watermark_delay_ms)
+        trigger = run.produced.trigger(alert.symbol, alert.window_end_us, args.watermark_delay_ms)
         if trigger is None:
             missing_trigger += 1
             continue
-        latency_exact.append((written_us - trigger) / 1e6)
+        exact.append((written_us - trigger) / 1e6)
         after_end.append((written_us - alert.window_end_us) / 1e6)
         emit.append((alert.raised_time_us - trigger) / 1e6)
         if alert.trigger_receive_time_us is not None:
-            latency_job.append((written_us - alert.trigger_receive_time_us) / 1e6)
-    expected_windows = {
+            by_job.append((written_us - alert.trigger_receive_time_us) / 1e6)
+    expected = {
         (rule.name, symbol, start)
-        for rule in final_rules
-        for symbol in symbols
+        for rule in rules
+        if rule.mode == "final"
+        for symbol in run.symbols
         for start in range(
-            -(-measure_from_us // rule.window_us) * rule.window_us,
-            closable_until - rule.window_us + 1,
+            -(-start_us // rule.window_us) * rule.window_us,
+            run.closable_until_us - rule.window_us + 1,
             rule.window_us,
         )
     }
-    got_windows = {(a.rule, a.symbol, a.window_start_us) for a, _ in measured}
+    got = {(a.rule, a.symbol, a.window_start_us) for a, _ in measured}
+    return {
+        "early_alert_latency_ms": _ms(early),
+        "final_alert_latency_ms": _ms(exact),
+        "alert_latency_s": percentiles(exact),
+        "alert_latency_job_trigger_s": percentiles(by_job),
+        "alert_after_window_end_s": percentiles(after_end),
+        "alert_publish_latency_s": percentiles(emit),
+        "early_alert_latency_s": percentiles(early),
+        "alerts": {
+            "measured": len(measured),
+            "expected_windows": len(expected),
+            "missing_windows": len(expected - got),
+            "published_total": run.alerts_published,
+            "without_trigger": missing_trigger,
+        },
+    }
+
+
+def _micro_batches(progress: Sequence[Any]) -> dict[str, Any]:
+    """Micro-batch durations (all, with data, without), and the mean of each phase."""
     durations = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress]
     data = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if p.numInputRows]
     nodata = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if not p.numInputRows]
@@ -327,6 +399,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         values = [p.durationMs.get(phase, 0) / 1000 for p in progress if phase in p.durationMs]
         if values:
             phases[phase] = statistics.fmean(values)
+    return {
+        "micro_batch_ms": _ms(durations),
+        "sustained_input_rate": _sustained_rate(progress),
+        "micro_batch_s": percentiles(durations),
+        "micro_batch_data_s": percentiles(data),
+        "micro_batch_nodata_s": percentiles(nodata),
+        "micro_batch_phase_mean_s": phases,
+    }
+
+
+def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[str, Any]:
+    produced = run.produced.count
     return {
         "config": {
             "rate": args.rate,
@@ -339,41 +423,23 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "trigger_interval_ms": args.trigger_interval_ms,
             "shuffle_partitions": args.shuffle_partitions,
             "conf": args.conf,
-            "source": job.source_kind,
-            "kafka": str(kafka_endpoint),
-            "redis": str(redis_endpoint),
+            "source": run.source_kind,
+            "kafka": str(run.kafka),
+            "redis": str(run.redis),
         },
-        "source": job.source_kind,
+        "source": run.source_kind,
         "mode": MODE,
-        "early_alert_latency_ms": _ms(early_latency),
-        "final_alert_latency_ms": _ms(latency_exact),
-        "micro_batch_ms": _ms(durations),
-        "sustained_input_rate": _sustained_rate(progress),
-        "alert_latency_s": percentiles(latency_exact),
-        "alert_latency_job_trigger_s": percentiles(latency_job),
-        "alert_after_window_end_s": percentiles(after_end),
-        "alert_publish_latency_s": percentiles(emit),
-        "early_alert_latency_s": percentiles(early_latency),
-        "alerts": {
-            "measured": len(measured),
-            "expected_windows": len(expected_windows),
-            "missing_windows": len(expected_windows - got_windows),
-            "published_total": stats.alerts_published,
-            "without_trigger": missing_trigger,
-        },
-        "micro_batch_s": percentiles(durations),
-        "micro_batch_data_s": percentiles(data),
-        "micro_batch_nodata_s": percentiles(nodata),
-        "micro_batch_phase_mean_s": phases,
+        **_latencies(args, rules, run),
+        **_micro_batches(run.progress),
         "input": {
-            "produced": produced_count,
+            "produced": produced,
             "target_rate": args.rate,
-            "produced_rate": produced_count / (args.warmup + args.duration),
-            "rows_read_by_job": rows_read,
+            "produced_rate": produced / (args.warmup + args.duration),
+            "rows_read_by_job": run.rows_read,
             "processed_rows_per_s_mean": statistics.fmean(
-                [float(p.processedRowsPerSecond or 0) for p in progress if p.numInputRows] or [0.0]
+                [float(p.processedRowsPerSecond or 0) for p in run.progress if p.numInputRows] or [0.0]
             ),
-            "kept_up": rows_read >= produced_count,
+            "kept_up": run.rows_read >= produced,
         },
     }
 

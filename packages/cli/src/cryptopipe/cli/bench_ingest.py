@@ -5,9 +5,10 @@ reports p50/p99/max of the time from ``produce()`` to the delivery report, per `
 compression. The chosen defaults in :class:`~cryptopipe.ingest.settings.IngestSettings` come
 from this. Usage::
 
-    python -m cryptopipe.ingest.bench --bootstrap 127.0.0.1:9092 --rate 2000 --seconds 5 --json out.json
+    cryptopipe bench ingest-producer --bootstrap 127.0.0.1:9092 --rate 2000 --seconds 5 --json out.json
 
-Without ``--bootstrap`` it starts a local broker through ``cryptopipe.infra`` (if installed).
+Without ``--bootstrap`` it uses the broker ``cryptopipe up`` would (``KAFKA_BOOTSTRAP_SERVERS``,
+else a local one started through ``cryptopipe.infra``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.runtime import ensure_topics
@@ -114,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap
         broker_kind = "configured"
-        if not bootstrap:
-            from cryptopipe.infra import start_tansu
-
-            broker = stack.enter_context(start_tansu())
-            bootstrap, broker_kind = broker.bootstrap_servers, broker.kind
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        if bootstrap:
+            kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        else:
+            endpoint = resolve_kafka(KafkaSettings(), stack=stack)
+            kafka, broker_kind = endpoint.settings, endpoint.kind
+            bootstrap = kafka.bootstrap_servers
         topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
         ensure_topics(kafka, [TopicSpec(topic, 3)])
         results = []

@@ -1,6 +1,7 @@
-"""Maven artifacts resolved once into a user cache, checksums verified, for JVM servers we start.
+"""Java, and Maven artifacts resolved once into a user cache with checksums verified.
 
-Apache Kafka has no PyPI wheel, but its broker is a set of jars on Maven Central. This module
+Two services need jars that PyPI does not carry: the local Apache Kafka broker (infra) and Spark's
+Kafka connector (alerting, at run time). Both stand on this module, so neither needs the other. It
 resolves a set of Maven coordinates with their runtime dependencies into
 ``<cache>/<name>/<version>/libs`` and writes a ``SHA256SUMS`` manifest next to them:
 
@@ -32,8 +33,6 @@ from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from cryptopipe.infra.errors import InfraError
-
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "CRYPTOPIPE_CACHE_DIR"
@@ -45,11 +44,15 @@ _JAVA_HINT = (
 )
 
 
-class JavaNotFoundError(InfraError):
+class JvmError(Exception):
+    """Base class of this module's errors: no usable Java, or jars that cannot be had."""
+
+
+class JavaNotFoundError(JvmError):
     """No usable Java runtime; the message says what to install."""
 
 
-class ArtifactResolutionError(InfraError):
+class ArtifactResolutionError(JvmError):
     """Maven artifacts could not be resolved (offline with a cold cache, a bad version, ...)."""
 
 
