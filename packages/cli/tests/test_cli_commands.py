@@ -42,6 +42,25 @@ def test_every_environment_variable_is_documented_once() -> None:
     assert all(f"# {name}=" in example for name in names)
 
 
+def test_a_default_factory_is_documented_by_its_value_not_pydantics_sentinel() -> None:
+    from pydantic import Field, SecretStr
+    from pydantic_settings import BaseSettings
+
+    class Example(BaseSettings):
+        conf: dict[str, str] = Field(default_factory=lambda: {"a": "1", "b": "2"})
+        empty: dict[str, str] = Field(default_factory=dict)
+        names: tuple[str, ...] = Field(default_factory=lambda: ("x", "y"))
+        secret: SecretStr = SecretStr("hunter2")
+
+    fields = Example.model_fields
+    assert docs.spelled_default(fields["conf"]) == "a=1,b=2"
+    assert docs.spelled_default(fields["empty"]) == ""
+    assert docs.spelled_default(fields["names"]) == "x,y"
+    assert docs.spelled_default(fields["secret"]) == ""
+    pages = docs.pages(ROOT).values()
+    assert not any("PydanticUndefined" in text for text in pages)
+
+
 def test_bench_codec_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "codec.json"
     result = subprocess.run(

@@ -54,12 +54,27 @@ def _join(values: tuple[object, ...] | list[object]) -> str:
     return ("," if all(isinstance(v, str) for v in values) else ";").join(map(str, values))
 
 
-def _default(value: object) -> str:
+def spelled_default(field: FieldInfo) -> str:
+    """The field's default as its environment variable would spell it ("" for secrets and empties).
+
+    ``default_factory`` fields are asked for their value (their ``default`` is pydantic's
+    ``PydanticUndefined`` sentinel, which is no value at all); a mapping is ``key=value`` pairs.
+    """
+    value = field.get_default(call_default_factory=True)
+    if hasattr(value, "get_secret_value"):
+        return ""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple | list):
+        return _join(value)
+    return "" if value is None else str(value)
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
     if hasattr(value, "get_secret_value"):
         return "(empty)" if not value.get_secret_value() else "(set)"
-    if isinstance(value, tuple | list):
-        value = _join(value)
-    text = str(value)
+    text = spelled_default(field)
     return "(empty)" if text == "" else f"`{text}`"
 
 
@@ -78,7 +93,7 @@ def render_configuration() -> str:
         lines += [f"## {section}", "", "| variable | default | meaning |", "|---|---|---|"]
         for env, field in variables:
             meaning = (field.description or "").replace("|", "\\|")
-            lines.append(f"| `{env}` | {_default(field.default)} | {meaning} |")
+            lines.append(f"| `{env}` | {_default(field)} | {meaning} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -92,12 +107,7 @@ def render_env_example() -> str:
     for section, variables in _sections():
         lines.append(f"# --- {section}")
         for env, field in variables:
-            default = field.default
-            if hasattr(default, "get_secret_value"):
-                default = ""
-            elif isinstance(default, tuple | list):
-                default = _join(default)
-            lines.append(f"# {env}={default}")
+            lines.append(f"# {env}={spelled_default(field)}")
         lines.append("")
     return "\n".join(lines)
 
