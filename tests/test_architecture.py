@@ -90,3 +90,16 @@ def test_a_service_package_pulls_in_no_test_tooling(service: str) -> None:
 def test_the_check_sees_test_tooling_where_it_is() -> None:
     # The closure walk is what the service test relies on: it must find infra's own tooling.
     assert "testcontainers" in _installed_closure("cryptopipe-infra")
+
+
+def test_no_function_in_src_is_longer_than_80_lines() -> None:
+    import ast
+
+    long = []
+    for path in sorted((REPO / "packages").glob("*/src/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []

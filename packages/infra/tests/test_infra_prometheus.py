@@ -4,8 +4,6 @@ over the rules observability generates; without a binary, ``up`` runs on and say
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,25 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from cryptopipe.infra.prometheus import start_embedded_prometheus, start_prometheus
-from cryptopipe.infra.testing import eventually
+from cryptopipe.infra.testing import eventually, require_prometheus_tool
 from cryptopipe.observability import LATENCY_BUCKETS
 from cryptopipe.observability import prometheus as prom
 from cryptopipe.observability.prometheus import PrometheusError
-
-ALLOW_MISSING = os.environ.get("CRYPTOPIPE_ALLOW_NO_PROMETHEUS") == "1"
-
-
-def require(binary: str) -> str:
-    """The binary's path; a missing one fails the test unless CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1."""
-    path = shutil.which(binary)
-    if path is None:
-        message = (
-            f"{binary} not on PATH: apt-get install -y prometheus (or set CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1)"
-        )
-        if ALLOW_MISSING:
-            pytest.skip(message)
-        pytest.fail(message)
-    return path
 
 
 class Endpoint:
@@ -95,7 +78,7 @@ def _number(rows: list[tuple[dict[str, str], float]]) -> float | None:
 def test_real_prometheus_scrapes_every_component_and_answers_p99(
     endpoints: list[Endpoint], tmp_path: Path
 ) -> None:
-    require("prometheus")
+    require_prometheus_tool("prometheus")
     targets = {"ingest": [endpoints[0].address], "prices-consumer": [endpoints[1].address]}
     server = start_embedded_prometheus(targets, scrape_interval="1s", directory=tmp_path)
     assert server is not None

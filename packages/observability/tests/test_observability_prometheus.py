@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cryptopipe.infra.testing import require_prometheus_tool
 from cryptopipe.observability import catalogue
 from cryptopipe.observability import prometheus as prom
 
 REPO = Path(__file__).resolve().parents[3]
-ALLOW_MISSING = os.environ.get("CRYPTOPIPE_ALLOW_NO_PROMETHEUS") == "1"
-
-
-def require(binary: str) -> str:
-    """The binary's path; a missing one fails the test unless CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1."""
-    path = shutil.which(binary)
-    if path is None:
-        message = (
-            f"{binary} not on PATH: apt-get install -y prometheus (or set CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1)"
-        )
-        if ALLOW_MISSING:
-            pytest.skip(message)
-        pytest.fail(message)
-    return path
 
 
 def test_config_has_one_job_per_component_and_no_target_labels() -> None:
@@ -97,7 +82,7 @@ def test_consumer_stalled_fires_on_the_consumers_own_stall_clock() -> None:
 
 
 def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
-    promtool = require("promtool")
+    promtool = require_prometheus_tool("promtool")
     config = prom.write_config_dir(tmp_path, {"ingest": ["127.0.0.1:9101"]})
     result = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60

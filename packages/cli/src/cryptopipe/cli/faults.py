@@ -513,6 +513,37 @@ def _up_args(config: FaultConfig) -> list[str]:
     ]
 
 
+def _create_topics(
+    servers: Servers,
+    config: FaultConfig,
+    kafka_settings: KafkaSettings,
+    replication_factor: int,
+    emit: Callable[[str], None],
+) -> None:
+    """The topics ingest itself would create (same partitions and retention), created up front
+    with the replication factor the scenario asks for."""
+    specs = Ingest(load_ingest_settings(symbols=",".join(config.symbols)), kafka_settings).topic_specs()
+    ensure_topics(kafka_settings, specs, replication_factor=replication_factor, timeout_s=30.0)
+    emit(
+        f"{config.count} trades at {config.rate:g}/s on {servers.kafka}, Redis {servers.redis.kind}; "
+        f"topics {', '.join(s.name for s in specs)} (replication factor "
+        f"{replication_factor if replication_factor > 0 else 'broker default'})"
+    )
+
+
+def _recovery_line(
+    caught_up: bool, recovery: float | None, episode: tuple[float, float | None] | None
+) -> str:
+    """Whether the pipeline caught up, how fast, and when it was behind (relative to the fault)."""
+    line = "caught up" if caught_up else "did NOT catch up"
+    if recovery is not None:
+        line += f"; recovery {recovery:.2f} s after the fault's end"
+    if episode is None:
+        return line + "; never behind"
+    end = "the end" if episode[1] is None else f"{episode[1]:.1f} s"
+    return line + f"; behind from {episode[0]:.1f} s to {end} after the fault began"
+
+
 def run_scenario(
     name: str,
     servers: Servers,
@@ -533,15 +564,7 @@ def run_scenario(
     key_prefix = servers.redis.settings.key_prefix + run_id
     kafka_settings = servers.kafka.settings.model_copy(update={"topic_prefix": topic_prefix})
     prices_topic = PRICES.with_prefix(topic_prefix).name
-    # The topics ingest itself would create (same partitions and retention), created up front
-    # with the replication factor the scenario asks for.
-    specs = Ingest(load_ingest_settings(symbols=",".join(config.symbols)), kafka_settings).topic_specs()
-    ensure_topics(kafka_settings, specs, replication_factor=replication_factor, timeout_s=30.0)
-    emit(
-        f"{config.count} trades at {config.rate:g}/s on {servers.kafka}, Redis {servers.redis.kind}; "
-        f"topics {', '.join(s.name for s in specs)} (replication factor "
-        f"{replication_factor if replication_factor > 0 else 'broker default'})"
-    )
+    _create_topics(servers, config, kafka_settings, replication_factor, emit)
     args = up.build_parser().parse_args(_up_args(config))
     redis_url = servers.redis.url.get_secret_value()
     with tempfile.TemporaryDirectory(prefix="cryptopipe-faults-") as tmp, contextlib.ExitStack() as stack:
@@ -573,17 +596,7 @@ def run_scenario(
         samples = list(monitor.samples)
         recovery = recovery_seconds(samples, fault_end)
         episode = lag_episode(samples, fault_start)
-        emit(
-            ("caught up" if caught_up else "did NOT catch up")
-            + (f"; recovery {recovery:.2f} s after the fault's end" if recovery is not None else "")
-            + (
-                f"; behind from {episode[0]:.1f} s to "
-                + ("the end" if episode[1] is None else f"{episode[1]:.1f} s")
-                + " after the fault began"
-                if episode is not None
-                else "; never behind"
-            )
-        )
+        emit(_recovery_line(caught_up, recovery, episode))
         emit("reconciling by trade id: exchange history, prices topic, Redis")
         result = _reconcile(name, run, rest_url, redis_url, key_prefix, recovery)
         result.fault_s = round(fault_end - fault_start, 2)

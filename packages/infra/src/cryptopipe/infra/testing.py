@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,6 +53,21 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ENDPOINTS = pytest.StashKey[dict[str, str]]()
+
+
+def require_prometheus_tool(binary: str) -> str:
+    """The path of ``prometheus`` or ``promtool``. Missing, it fails the test (``.ci/run`` and
+    ``apt-get install -y prometheus`` install both), unless CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1 says
+    this machine runs without it: then the test is skipped, with that reason."""
+    path = shutil.which(binary)
+    if path is None:
+        message = (
+            f"{binary} not on PATH: apt-get install -y prometheus (or set CRYPTOPIPE_ALLOW_NO_PROMETHEUS=1)"
+        )
+        if os.environ.get("CRYPTOPIPE_ALLOW_NO_PROMETHEUS") == "1":
+            pytest.skip(message)
+        pytest.fail(message)
+    return path
 
 
 def eventually(

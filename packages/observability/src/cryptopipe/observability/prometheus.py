@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from cryptopipe.observability import metrics as m
+from cryptopipe.observability.query import series_name
 
 logger = logging.getLogger(__name__)
 
@@ -297,29 +298,28 @@ class AlertBounds:
 
 
 #: The Spark job's micro-batch duration histogram (the alerting component's metric).
-BATCH_DURATION = "cryptopipe_alerting_batch_duration_seconds"
+BATCH_DURATION = series_name(m.ALERTING_BATCH_DURATION)
 #: Seconds a consumer has had records waiting without writing any (0 while caught up).
-STALL_METRIC = "cryptopipe_consumer_seconds_since_progress"
+STALL_METRIC = series_name(m.CONSUMER_SECONDS_SINCE_PROGRESS)
 
 
-def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
-    b = bounds or AlertBounds()
-    batch_p99 = histogram_series(BATCH_DURATION, "all", "p99")
+def _alert(
+    name: str, expr: str, duration: str | None, severity: str, summary: str, description: str = ""
+) -> dict[str, Any]:
+    """One alerting rule; ``duration`` None fires at once (no ``for``)."""
+    rule: dict[str, Any] = {"alert": name, "expr": expr}
+    if duration:
+        rule["for"] = duration
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {"summary": summary}
+    if description:
+        rule["annotations"]["description"] = description
+    return rule
 
-    def alert(
-        name: str, expr: str, duration: str | None, severity: str, summary: str, description: str = ""
-    ) -> dict[str, Any]:
-        rule: dict[str, Any] = {"alert": name, "expr": expr}
-        if duration:
-            rule["for"] = duration
-        rule["labels"] = {"severity": severity}
-        rule["annotations"] = {"summary": summary}
-        if description:
-            rule["annotations"]["description"] = description
-        return rule
 
-    rules = [
-        alert(
+def _consumer_alerts(b: AlertBounds) -> list[dict[str, Any]]:
+    return [
+        _alert(
             "ConsumerLagGrowing",
             f'deriv({LAG_SERIES}{{source="consumer"}}[{b.lag_growing_for}]) > 0 '
             f'and {LAG_SERIES}{{source="consumer"}} > {b.min_lag}',
@@ -328,7 +328,7 @@ def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
             f"{{{{ $labels.consumer }}}} on {{{{ $labels.topic }}}}: lag {{{{ $value }}}} and growing for "
             f"{b.lag_growing_for}",
         ),
-        alert(
+        _alert(
             # No "for": the metric is itself the stall's duration, so the alert fires as soon as a
             # consumer has had records waiting, and written none, for longer than the bound.
             "ConsumerStalled",
@@ -343,65 +343,83 @@ def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
             "intervals). Still firing: check cryptopipe_errors_total (Redis failing?), the broker, and "
             "cryptopipe_consumer_stall_recoveries_total.",
         ),
-        alert(
+    ]
+
+
+def _source_alerts(b: AlertBounds) -> list[dict[str, Any]]:
+    """The exchange feed and the clock it is measured against."""
+    offset = series_name(m.CLOCK_OFFSET)
+    return [
+        _alert(
             "NoTrades",
-            f"(sum(increase(cryptopipe_ingest_trades_received_total[{b.no_trades_for}])) or vector(0)) == 0",
+            f"(sum(increase({series_name(m.TRADES_RECEIVED)}[{b.no_trades_for}])) or vector(0)) == 0",
             None,
             "critical",
             f"no trade received from the exchange for {b.no_trades_for}",
         ),
-        alert(
+        _alert(
             "ClockSkewTooLarge",
-            f"abs(cryptopipe_clock_offset_seconds) > {b.max_clock_offset_seconds}",
+            f"abs({offset}) > {b.max_clock_offset_seconds}",
             b.clock_offset_for,
             "warning",
             f"clock offset against {{{{ $labels.reference }}}} is {{{{ $value }}}} s "
             f"(bound {b.max_clock_offset_seconds} s)",
         ),
-        alert(
+        _alert(
             "ClockEstimateStale",
-            "max by (reference) (cryptopipe_clock_estimate_stale) == 1",
+            f"max by (reference) ({series_name(m.CLOCK_ESTIMATE_STALE)}) == 1",
             "5m",
             "warning",
             "no fresh clock-offset estimate against {{ $labels.reference }}",
         ),
-        alert(
+    ]
+
+
+def _spark_alerts(b: AlertBounds) -> list[dict[str, Any]]:
+    return [
+        _alert(
             "SparkBatchSlow",
-            f"{batch_p99} > {b.max_batch_seconds}",
+            f"{histogram_series(BATCH_DURATION, 'all', 'p99')} > {b.max_batch_seconds}",
             b.batch_slow_for,
             "warning",
             f"Spark micro-batch p99 is {{{{ $value }}}} s (bound {b.max_batch_seconds} s)",
         ),
-        alert(
+        _alert(
             "SparkQueryRestarted",
-            "increase(cryptopipe_alerting_query_restarts_total[5m]) > 0",
+            f"increase({series_name(m.ALERTING_QUERY_RESTARTS)}[5m]) > 0",
             None,
             "warning",
             "the Spark alerting query failed and restarted from its checkpoint",
         ),
-        alert(
+    ]
+
+
+def _loss_alerts(b: AlertBounds) -> list[dict[str, Any]]:
+    """Errors, dead letters, lost trades and targets that stopped answering."""
+    return [
+        _alert(
             "ErrorRateHigh",
-            f"sum by (component, reason) (rate(cryptopipe_errors_total[{WINDOW}]))"
+            f"sum by (component, reason) (rate({series_name(m.ERRORS)}[{WINDOW}]))"
             f" > {b.max_error_rate_per_second}",
             b.errors_for,
             "warning",
             "{{ $labels.component }}: {{ $value }} errors/s ({{ $labels.reason }})",
         ),
-        alert(
+        _alert(
             "DeadLetters",
-            f"sum by (component, reason) (increase(cryptopipe_dead_letters_total[{WINDOW}])) > 0",
+            f"sum by (component, reason) (increase({series_name(m.DEAD_LETTERS)}[{WINDOW}])) > 0",
             None,
             "warning",
             "{{ $labels.component }} dead-lettered messages ({{ $labels.reason }})",
         ),
-        alert(
+        _alert(
             "TradesLost",
-            f"sum by (reason) (increase(cryptopipe_ingest_trades_lost_total[{WINDOW}])) > 0",
+            f"sum by (reason) (increase({series_name(m.TRADES_LOST)}[{WINDOW}])) > 0",
             None,
             "critical",
             "ingest lost trades ({{ $labels.reason }})",
         ),
-        alert(
+        _alert(
             "TargetDown",
             "up == 0",
             b.target_down_for,
@@ -409,6 +427,12 @@ def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
             "{{ $labels.job }} at {{ $labels.instance }} is down",
         ),
     ]
+
+
+def alerting_rules(bounds: AlertBounds | None = None) -> dict[str, Any]:
+    """Every alerting rule, its metric names taken from the catalogue and its bounds from ``bounds``."""
+    b = bounds or AlertBounds()
+    rules = [*_consumer_alerts(b), *_source_alerts(b), *_spark_alerts(b), *_loss_alerts(b)]
     return {"groups": [{"name": "cryptopipe-alerts", "rules": rules}]}
 
 

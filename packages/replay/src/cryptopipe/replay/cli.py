@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local exchange speaking Binance Spot's WebSocket and REST protocol, fed by "
         "data.binance.vision files, recorded frames or a seeded synthetic generator.",
     )
-    src = p.add_argument_group("source (default: synthetic)")
+    _source_arguments(p.add_argument_group("source (default: synthetic)"))
+    _pacing_arguments(p.add_argument_group("pacing and clock"))
+    _network_arguments(p.add_argument_group("network and faults"))
+    p.add_argument("--ready-file", type=Path, default=None, help="write {port, ws_url, rest_url} JSON here")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _source_arguments(src: argparse._ArgumentGroup) -> None:
     src.add_argument(
         "--replay-file",
         action="append",
@@ -84,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="send recorded depth/bookTicker frames verbatim to their subscribers",
     )
-    play = p.add_argument_group("pacing and clock")
+
+
+def _pacing_arguments(play: argparse._ArgumentGroup) -> None:
     play.add_argument("--speed", type=_speed, default=1.0, help="1 = recorded pace, N = Nx faster, max")
     play.add_argument(
         "--clock",
@@ -103,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument(
         "--exit-on-finish", action="store_true", help="exit once the tape has played to its end"
     )
-    net = p.add_argument_group("network and faults")
+
+
+def _network_arguments(net: argparse._ArgumentGroup) -> None:
     net.add_argument("--host", default="127.0.0.1")
     net.add_argument("--port", type=int, default=0, help="0 = a free port")
     net.add_argument("--delay-ms", type=int, default=0, help="delay each WS frame, and each REST direction")
@@ -117,9 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="send serverShutdown and close each connection after N seconds",
     )
     net.add_argument("--queue-size", type=int, default=10_000, help="frames buffered per slow client")
-    p.add_argument("--ready-file", type=Path, default=None, help="write {port, ws_url, rest_url} JSON here")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:

@@ -210,12 +210,13 @@ class ConsumerLoop(Generic[T]):
         self._throughput: deque[tuple[float, int]] = deque()
         self._throughput_sum = 0
         self._producer: Producer | None = None
-        admin_config: dict[str, Any] = {
-            **kafka.client_config(),
-            "client.id": f"{self.component}-offsets",
-            "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
-        }
-        self._admin = AdminClient(admin_config)
+        self._admin = AdminClient(
+            {
+                **kafka.client_config(),
+                "client.id": f"{self.component}-offsets",
+                "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
+            }
+        )
         self._pending_offsets: dict[TopicPartition, Future[Any]] | None = None
         self._pending_low: dict[TopicPartition, Future[Any]] | None = None
         self._dead_letter_failures = 0
@@ -227,7 +228,15 @@ class ConsumerLoop(Generic[T]):
         # After recreating the consumer, until the new one knows its lag: keep the stall's clock.
         self._rejoining = False
 
-        config = consumer_config(kafka, group_id, from_beginning=from_beginning, client_id=self.component)
+        self._consumer_config = self._config(consumer_overrides)
+        self._consumer = Consumer(self._consumer_config)
+        self._bind_metrics()
+
+    def _config(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The Kafka consumer's settings: the group's, this loop's callbacks, then ``overrides``."""
+        config = consumer_config(
+            self._kafka, self.group_id, from_beginning=self.from_beginning, client_id=self.component
+        )
         config.update(
             {
                 "on_commit": self._on_commit,
@@ -235,20 +244,21 @@ class ConsumerLoop(Generic[T]):
                 "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
             }
         )
-        config.update(consumer_overrides or {})
-        self._consumer_config = config
-        self._consumer = Consumer(config)
+        config.update(overrides or {})
+        return config
 
-        self._consumed = m.CONSUMED.labels(consumer=sink.name, topic=topic)
-        self._batch_seconds = m.CONSUMER_BATCH.labels(consumer=sink.name)
-        self._batch_size = m.CONSUMER_BATCH_SIZE.labels(consumer=sink.name)
-        self._throughput_gauge = m.CONSUMER_THROUGHPUT.labels(consumer=sink.name)
-        self._redis_write = m.REDIS_WRITE.labels(consumer=sink.name)
-        self._stalls = m.CONSUMER_STALLS.labels(consumer=sink.name)
+    def _bind_metrics(self) -> None:
+        name = self.sink.name
+        self._consumed = m.CONSUMED.labels(consumer=name, topic=self.topic)
+        self._batch_seconds = m.CONSUMER_BATCH.labels(consumer=name)
+        self._batch_size = m.CONSUMER_BATCH_SIZE.labels(consumer=name)
+        self._throughput_gauge = m.CONSUMER_THROUGHPUT.labels(consumer=name)
+        self._redis_write = m.REDIS_WRITE.labels(consumer=name)
+        self._stalls = m.CONSUMER_STALLS.labels(consumer=name)
         # Computed at scrape time, so the gauge keeps growing even while the loop thread hangs
         # (e.g. in a Redis write). A weak reference: the registry must not keep closed loops alive.
         this = weakref.ref(self)
-        m.CONSUMER_SECONDS_SINCE_PROGRESS.labels(consumer=sink.name).set_function(
+        m.CONSUMER_SECONDS_SINCE_PROGRESS.labels(consumer=name).set_function(
             lambda: loop.seconds_since_progress() if (loop := this()) is not None else 0.0
         )
 
