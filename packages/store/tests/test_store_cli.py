@@ -20,26 +20,57 @@ from cryptopipe.infra.testing import eventually
 from cryptopipe.schemas import KafkaSettings, RedisSettings
 from cryptopipe.store import LatencyReservoir, PriceStore
 from cryptopipe.store.bench import measure_redis_set_floor
-from cryptopipe.store.cli import alerts_main, build_alerts_parser, build_parser, main, prices_main
+from cryptopipe.store.cli import alerts_main, build_alerts_parser, main, prices_main
 
 from .conftest import produce_trades, recorded_trades, reference_latest
 
 
-def test_parser_defaults() -> None:
-    args = build_parser().parse_args([])
-    assert args.group == "cryptopipe-prices"
-    assert (args.metrics_port, args.metrics_host) == (9102, "127.0.0.1")
-    assert (args.batch_size, args.history_cap, args.from_beginning) == (500, 1000, False)
-    assert args.latency_samples is None
+def test_settings_defaults_environment_and_flags(clean_env: pytest.MonkeyPatch) -> None:
+    from cryptopipe import schemas
+    from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
+
+    prices = schemas.load_settings(PricesConsumerSettings)
+    assert (prices.group, prices.metrics_port, prices.metrics_host) == (
+        "cryptopipe-prices",
+        9102,
+        "127.0.0.1",
+    )
+    assert (prices.batch_size, prices.history_cap, prices.from_beginning) == (500, 1000, False)
+    assert (prices.latency_samples, prices.stall_timeout_s) == (None, 5.0)
     assert main is prices_main  # `cryptopipe prices-consumer` dispatches to prices_main
-    alerts = build_alerts_parser().parse_args(["--group", "mine", "--feed-cap", "7"])
-    assert (alerts.group, alerts.feed_cap, alerts.metrics_port) == ("mine", 7, 9103)
+    # The environment sets what no flag gives; a flag wins over the environment.
+    clean_env.setenv("ALERTS_CONSUMER_GROUP", "from-env")
+    clean_env.setenv("ALERTS_CONSUMER_FEED_CAP", "9")
+    clean_env.setenv("ALERTS_CONSUMER_FROM_BEGINNING", "true")
+    args = build_alerts_parser().parse_args(["--feed-cap", "7"])
+    flags = {name: getattr(args, name, None) for name in AlertsConsumerSettings.model_fields}
+    alerts = schemas.load_settings(AlertsConsumerSettings, **flags)
+    assert (alerts.group, alerts.feed_cap, alerts.from_beginning, alerts.metrics_port) == (
+        "from-env",
+        7,
+        True,
+        9103,
+    )
+    # The prices consumer's variables are its own.
+    assert schemas.load_settings(PricesConsumerSettings).group == "cryptopipe-prices"
+
+
+def test_a_wrong_setting_names_its_variable(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    clean_env.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    clean_env.setenv("PRICES_CONSUMER_BATCH_SIZE", "0")
+    assert main(["--metrics-port", "-1"]) == 2
+    assert "PRICES_CONSUMER_BATCH_SIZE" in capsys.readouterr().err
+    assert alerts_main(["--metrics-port", "-1", "--feed-cap", "0"]) == 2
+    assert "ALERTS_CONSUMER_FEED_CAP" in capsys.readouterr().err
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     for name in list(os.environ):
-        if name.startswith(("KAFKA_", "REDIS_")):
+        if name.startswith(("KAFKA_", "REDIS_", "PRICES_CONSUMER_", "ALERTS_CONSUMER_", "CRYPTOPIPE_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no .env file here
     return monkeypatch

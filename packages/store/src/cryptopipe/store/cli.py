@@ -1,81 +1,81 @@
 """``cryptopipe prices-consumer`` and ``cryptopipe alerts-consumer``: Kafka -> Redis.
 
-Both read KAFKA_BOOTSTRAP_SERVERS / REDIS_URL (and the other variables of KafkaSettings and
-RedisSettings) from the environment or ``.env``; flags override the rest. SIGINT/SIGTERM finish
-the current batch, commit and exit 0.
+Each is a service on the runtime kit: :func:`run_prices` / :func:`run_alerts` take their settings
+(:mod:`cryptopipe.store.settings`, read from ``PRICES_CONSUMER_*`` / ``ALERTS_CONSUMER_*``) and a
+:class:`~cryptopipe.runtime.Stop`, and return the loop's books. Kafka and Redis come from
+KAFKA_BOOTSTRAP_SERVERS / REDIS_URL (and the rest of KafkaSettings and RedisSettings); flags
+override the environment. SIGINT/SIGTERM finish the current batch, commit and exit 0; the books
+(``--stats-json`` or CRYPTOPIPE_STATS_JSON) are written atomically at exit, with the final metrics.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import logging
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import KafkaException
 
 from cryptopipe import schemas
-from cryptopipe.observability import serve_metrics
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import RunSettings, Stop, ensure_topics, run_service
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
-from cryptopipe.store.alerts import DEFAULT_FEED_CAP, AlertSink
+from cryptopipe.store.alerts import AlertSink
 from cryptopipe.store.errors import ConfigError, StoreError
-from cryptopipe.store.latency import DEFAULT_CAPACITY, LatencyReservoir
-from cryptopipe.store.loop import DEFAULT_BATCH_SIZE, ConsumerLoop
-from cryptopipe.store.prices import DEFAULT_HISTORY_CAP, PriceSink
+from cryptopipe.store.latency import LatencyReservoir
+from cryptopipe.store.loop import ConsumerLoop
+from cryptopipe.store.prices import PriceSink
+from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
 from cryptopipe.store.sink import Sink, connect_redis
 
 logger = logging.getLogger(__name__)
 
-PRICES_METRICS_PORT = 9102
-ALERTS_METRICS_PORT = 9103
+ConsumerSettings = PricesConsumerSettings | AlertsConsumerSettings
 
 
-def _common_parser(kind: str, prog: str, description: str, metrics_port: int) -> argparse.ArgumentParser:
+def _common_parser(kind: str, prog: str, description: str) -> argparse.ArgumentParser:
+    """Flags default to None: a flag given overrides ``{KIND}_CONSUMER_*``, one left out does not."""
+    variable = f"{kind.upper()}_CONSUMER_"
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--group", help=f"Kafka consumer group id ({variable}GROUP; cryptopipe-{kind})")
     parser.add_argument(
-        "--group", default=f"cryptopipe-{kind}", help="Kafka consumer group id (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help="most records written per Redis pipeline; batches never wait to fill (default: %(default)s)",
+        "--batch-size", type=int, help=f"most records written per Redis pipeline ({variable}BATCH_SIZE)"
     )
     parser.add_argument(
         "--from-beginning",
         action="store_true",
-        help="a new group starts at the oldest retained record instead of the newest",
+        default=None,
+        help=f"a new group starts at the oldest retained record ({variable}FROM_BEGINNING)",
     )
     parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=metrics_port,
-        help="Prometheus /metrics port; 0 picks a free one, -1 serves none (default: %(default)s)",
+        "--stall-timeout-s",
+        type=float,
+        help=f"seconds without progress that make a stall ({variable}STALL_TIMEOUT_S)",
     )
     parser.add_argument(
-        "--metrics-host", default="127.0.0.1", help="/metrics bind address (default: %(default)s)"
+        "--metrics-port", type=int, help=f"/metrics port; 0 any free, -1 none ({variable}METRICS_PORT)"
     )
+    parser.add_argument("--metrics-host", help=f"/metrics bind address ({variable}METRICS_HOST)")
     parser.add_argument(
         "--latency-samples",
+        type=Path,
         metavar="PATH",
-        help=f"write system-latency samples (µs, up to {DEFAULT_CAPACITY:,}) as JSON here on exit",
+        help=f"write system-latency samples (µs) as JSON here on exit ({variable}LATENCY_SAMPLES)",
     )
     parser.add_argument(
         "--stats-json",
+        type=Path,
         metavar="PATH",
-        help="write the loop's counts (topic, consumed, written, stale, dead_lettered, ...) as JSON "
-        "here on exit; `cryptopipe up` balances its books with them",
+        help="write the loop's books (topic, consumed, written, stale, dead_lettered, ...) and final "
+        "metrics as JSON here on exit (CRYPTOPIPE_STATS_JSON); `cryptopipe up` balances its books with them",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
+    )
     return parser
 
 
@@ -85,13 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prices",
         "cryptopipe prices-consumer",
         "Consume trades from the prices topic into Redis: latest price per symbol and capped history.",
-        PRICES_METRICS_PORT,
     )
     parser.add_argument(
-        "--history-cap",
-        type=int,
-        default=DEFAULT_HISTORY_CAP,
-        help="trades kept per symbol in the history sorted set (default: %(default)s)",
+        "--history-cap", type=int, help="trades kept per symbol in the history (PRICES_CONSUMER_HISTORY_CAP)"
     )
     return parser
 
@@ -102,18 +98,12 @@ def build_alerts_parser() -> argparse.ArgumentParser:
         "alerts",
         "cryptopipe alerts-consumer",
         "Consume alerts from the alerts topic into Redis: a capped newest-first feed, each alert once.",
-        ALERTS_METRICS_PORT,
     )
-    parser.add_argument(
-        "--feed-cap",
-        type=int,
-        default=DEFAULT_FEED_CAP,
-        help="alerts kept in the feed list (default: %(default)s)",
-    )
+    parser.add_argument("--feed-cap", type=int, help="alerts kept in the feed (ALERTS_CONSUMER_FEED_CAP)")
     return parser
 
 
-def load_settings() -> tuple[KafkaSettings, RedisSettings]:
+def load_servers() -> tuple[KafkaSettings, RedisSettings]:
     """Kafka and Redis settings from the environment; both servers must be configured here.
 
     Raises :class:`cryptopipe.schemas.ConfigError` (a wrong value) or its subclass
@@ -130,95 +120,142 @@ def load_settings() -> tuple[KafkaSettings, RedisSettings]:
     return kafka, redis_settings
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def run_prices(
+    settings: PricesConsumerSettings,
+    stop: Stop,
+    *,
+    kafka: KafkaSettings | None = None,
+    redis_settings: RedisSettings | None = None,
+) -> dict[str, Any]:
+    """The prices consumer until ``stop``: its books (``topic``, ``consumed``, ``written``, ...)."""
+    return _run(
+        "prices",
+        settings,
+        stop,
+        PRICES,
+        lambda client, prefix: PriceSink(client, key_prefix=prefix, history_cap=settings.history_cap),
+        kafka,
+        redis_settings,
+    )
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        logger.info("%s received: finishing the current batch", signal.Signals(signum).name)
-        stop()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _configure_logging(level: str) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cryptopipe").setLevel(level)
+def run_alerts(
+    settings: AlertsConsumerSettings,
+    stop: Stop,
+    *,
+    kafka: KafkaSettings | None = None,
+    redis_settings: RedisSettings | None = None,
+) -> dict[str, Any]:
+    """The alerts consumer until ``stop``: its books."""
+    return _run(
+        "alerts",
+        settings,
+        stop,
+        ALERTS,
+        lambda client, prefix: AlertSink(client, key_prefix=prefix, feed_cap=settings.feed_cap),
+        kafka,
+        redis_settings,
+    )
 
 
 def _run(
-    args: argparse.Namespace, kind: str, topic_spec: TopicSpec, make_sink: Callable[[Any, str], Sink[Any]]
-) -> int:
-    _configure_logging(args.log_level)
-    try:
-        kafka, redis_settings = load_settings()
-    except schemas.ConfigError as exc:
-        print(f"cryptopipe {kind}-consumer: {exc}", file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print(f"cryptopipe {kind}-consumer: --batch-size must be >= 1", file=sys.stderr)
-        return 2
+    kind: str,
+    settings: ConsumerSettings,
+    stop: Stop,
+    topic_spec: TopicSpec,
+    make_sink: Callable[[Any, str], Sink[Any]],
+    kafka: KafkaSettings | None,
+    redis_settings: RedisSettings | None,
+) -> dict[str, Any]:
+    """One consumer loop, stopped by ``stop``. A store failure ends it too: the books then carry
+    ``error``, so whoever reads them sees why and what was written before."""
+    if kafka is None or redis_settings is None:
+        kafka, redis_settings = load_servers()
     topic = topic_spec.with_prefix(kafka.topic_prefix)
     try:
         ensure_topics(kafka, [topic, DEAD_LETTERS.with_prefix(kafka.topic_prefix)], timeout_s=15.0)
     except KafkaException as exc:
         logger.warning("cannot reach the broker to create topics (%s); assuming they exist", exc)
-    if args.metrics_port >= 0:
-        serve_metrics(f"{kind}-consumer", args.metrics_port, args.metrics_host)
-    reservoir = LatencyReservoir() if args.latency_samples else None
+    reservoir = LatencyReservoir() if settings.latency_samples else None
     client = connect_redis(redis_settings.url.get_secret_value())
     loop: ConsumerLoop[Any] | None = None
+    books: dict[str, Any] = {"topic": topic.name}
     try:
         loop = ConsumerLoop(
             make_sink(client, redis_settings.key_prefix),
             kafka=kafka,
             topic=topic.name,
-            group_id=args.group,
-            batch_size=args.batch_size,
-            from_beginning=args.from_beginning,
+            group_id=settings.group,
+            batch_size=settings.batch_size,
+            from_beginning=settings.from_beginning,
             latency_sink=reservoir.add if reservoir is not None else None,
+            stall_timeout_s=settings.stall_timeout_s,
         )
-        with _stop_on_signals(loop.stop):
-            loop.run()
+        _run_until(loop, stop)
     except StoreError as exc:
         logger.error("%s-consumer failed: %s", kind, exc)
-        return 1
+        books["error"] = str(exc)
     finally:
         client.close()
-        if args.stats_json and loop is not None:
-            _write_json(Path(args.stats_json), {"topic": topic.name, **dataclasses.asdict(loop.stats)})
-        if reservoir is not None:
-            reservoir.write_json(args.latency_samples)
-            logger.info("wrote %d latency samples to %s", len(reservoir.samples), args.latency_samples)
-    return 0
+        if loop is not None:
+            books.update(dataclasses.asdict(loop.stats))
+        if reservoir is not None and settings.latency_samples is not None:
+            reservoir.write_json(settings.latency_samples)
+            logger.info("wrote %d latency samples to %s", len(reservoir.samples), settings.latency_samples)
+    return books
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    tmp.replace(path)
+def _run_until(loop: ConsumerLoop[Any], stop: Stop) -> None:
+    """``loop.run()`` here, ``loop.stop()`` when ``stop`` is set (from a small watcher thread)."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if stop.wait(0.1):
+                loop.stop()
+                return
+
+    watcher = threading.Thread(target=watch, name="stop-watcher", daemon=True)
+    watcher.start()
+    try:
+        loop.run()
+    finally:
+        finished.set()
+        watcher.join(1.0)
+
+
+def _main(
+    kind: str,
+    parser: argparse.ArgumentParser,
+    cls: type[ConsumerSettings],
+    run: Callable[..., dict[str, Any]],
+    argv: Sequence[str] | None,
+) -> int:
+    args = parser.parse_args(argv)
+    try:
+        flags = {name: getattr(args, name, None) for name in cls.model_fields}
+        settings = schemas.load_settings(cls, **flags)
+        run_settings = schemas.load_settings(
+            RunSettings, log_level=args.log_level, stats_json=args.stats_json
+        )
+        kafka, redis_settings = load_servers()
+    except schemas.ConfigError as exc:
+        print(f"cryptopipe {kind}-consumer: {exc}", file=sys.stderr)
+        return 2
+    books = run_service(
+        f"{kind}-consumer",
+        lambda s, stop: run(s, stop, kafka=kafka, redis_settings=redis_settings),
+        settings,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        run_settings=run_settings,
+    )
+    return 1 if "error" in books else 0
 
 
 def prices_main(argv: Sequence[str] | None = None) -> int:
     """``cryptopipe prices-consumer``."""
-    args = build_parser().parse_args(argv)
-    if args.history_cap < 1:
-        print("cryptopipe prices-consumer: --history-cap must be >= 1", file=sys.stderr)
-        return 2
-    return _run(
-        args,
-        "prices",
-        PRICES,
-        lambda client, prefix: PriceSink(client, key_prefix=prefix, history_cap=args.history_cap),
-    )
+    return _main("prices", build_parser(), PricesConsumerSettings, run_prices, argv)
 
 
 main = prices_main
@@ -226,16 +263,7 @@ main = prices_main
 
 def alerts_main(argv: Sequence[str] | None = None) -> int:
     """``cryptopipe alerts-consumer``."""
-    args = build_alerts_parser().parse_args(argv)
-    if args.feed_cap < 1:
-        print("cryptopipe alerts-consumer: --feed-cap must be >= 1", file=sys.stderr)
-        return 2
-    return _run(
-        args,
-        "alerts",
-        ALERTS,
-        lambda client, prefix: AlertSink(client, key_prefix=prefix, feed_cap=args.feed_cap),
-    )
+    return _main("alerts", build_alerts_parser(), AlertsConsumerSettings, run_alerts, argv)
 
 
 if __name__ == "__main__":
