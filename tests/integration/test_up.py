@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import redis
 
-from cryptopipe.infra.testing import eventually
 from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 pytestmark = pytest.mark.slow
@@ -198,49 +195,6 @@ def test_books_that_do_not_balance_exit_3_with_one_line(
     assert lines[-1] == expected
     assert sum("BOOKS DO NOT BALANCE" in line for line in lines) == 1
     assert "Traceback" not in result.stderr
-
-
-def test_up_starts_its_own_servers_and_stops_on_sigint(tmp_path: Path, run_up: Any) -> None:
-    """Nothing configured: up starts a broker, Redis and the Spark job itself; Ctrl-C leaves no
-    process behind and prints no traceback (the Spark job's workers included)."""
-    summary_path = tmp_path / "summary.json"
-    args = (
-        "--source",
-        "replay",
-        "--rate",
-        "200",
-        "--seed",
-        "7",
-        "--summary-json",
-        str(summary_path),
-    )
-    with run_up(*args) as up:
-        eventually(
-            lambda: any(re.search(r"written [1-9]", line) for line in up.lines),
-            timeout=240,
-            message="up never reported written prices",
-        )
-        children = psutil.Process(up.proc.pid).children(recursive=True)
-        assert len(children) >= 3  # broker, redis, replay exchange, ingest, consumers, ...
-        returncode = up.interrupt()
-    output = up.output
-    assert returncode == 0, output[-4000:]
-    assert "Traceback" not in output
-    assert "EOFError" not in output
-    assert "BrokenPipeError" not in output
-    summary = json.loads(summary_path.read_text())
-    assert summary["broker"]
-    assert summary["redis"]
-    assert summary["alerting_source"] == "native", output[-4000:]
-    assert summary["trades_published"] == summary["trades_received"] > 0
-    assert summary["prices_written"] == summary["trades_published"], output[-6000:]
-    assert summary["lost"] == 0
-    gone = eventually(
-        lambda: not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE],
-        timeout=15,
-        message="child processes outlived cryptopipe up",
-    )
-    assert gone
 
 
 def test_unreachable_binance_is_one_clear_line(tmp_path: Path, clean_env: Any) -> None:
