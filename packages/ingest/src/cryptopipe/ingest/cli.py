@@ -1,21 +1,25 @@
-"""``cryptopipe ingest``: stream exchange trades into Kafka until SIGINT/SIGTERM."""
+"""``cryptopipe ingest``: stream exchange trades into Kafka until SIGINT/SIGTERM.
+
+A service on the runtime kit: :func:`run` takes :class:`IngestSettings` and a
+:class:`~cryptopipe.runtime.Stop` and returns the final counts once the producer has flushed;
+:func:`~cryptopipe.runtime.run_service` adds signals, ``/metrics`` and the atomic stats file
+(``--stats-json`` or CRYPTOPIPE_STATS_JSON, with the final metrics).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptopipe.ingest.errors import ConfigError
+from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
-from cryptopipe.observability import serve_metrics
+from cryptopipe.runtime import RunSettings, Stop, run_service
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -35,9 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus port, 0 = any free (INGEST_METRICS_PORT)"
     )
     parser.add_argument("--metrics-host", help="Prometheus bind address (INGEST_METRICS_HOST)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
-        "--stats-json", type=Path, metavar="PATH", help="write the final counts here at exit (after flushing)"
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
+    )
+    parser.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="PATH",
+        help="write the final counts and metrics here at exit, after flushing (CRYPTOPIPE_STATS_JSON)",
     )
     return parser
 
@@ -54,16 +63,15 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     )
 
 
-async def _run(ingest: Ingest) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await ingest.run(stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+def run(settings: IngestSettings, stop: Stop, *, kafka: KafkaSettings | None = None) -> IngestStats:
+    """Stream until ``stop`` is set, flush, and return the final counts."""
+    ingest = Ingest(settings, kafka if kafka is not None else load_shared_settings(KafkaSettings))
+
+    async def until_stopped() -> None:
+        await ingest.run(stop.asyncio_event())
+
+    asyncio.run(until_stopped())
+    return ingest.stats
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         kafka = load_shared_settings(KafkaSettings)
+        run_settings = load_shared_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
     except ConfigError as exc:
         print(f"cryptopipe ingest: {exc}", file=sys.stderr)
         return 2
@@ -81,15 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_metrics("ingest", settings.metrics_port, settings.metrics_host)
-    ingest = Ingest(settings, kafka)
-    try:
-        asyncio.run(_run(ingest))
-    finally:
-        if args.stats_json is not None:
-            args.stats_json.write_text(json.dumps(dataclasses.asdict(ingest.stats)) + "\n")
+    run_service(
+        "ingest",
+        lambda s, stop: run(s, stop, kafka=kafka),
+        settings,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        run_settings=run_settings,
+    )
     return 0
 
 
