@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -151,12 +152,13 @@ def test_parser_documents_every_flag() -> None:
 
 
 @pytest.mark.slow
-def test_monitor_serves_the_gauges_and_stops_on_sigterm(exchange: ThreadedExchange) -> None:
+def test_monitor_serves_the_gauges_and_stops_on_sigterm(exchange: ThreadedExchange, tmp_path: Path) -> None:
     port = _free_port()
+    stats_path = tmp_path / "stats.json"
     command = [
         sys.executable, "-c", "import sys; from cryptopipe.skew.cli import main; sys.exit(main())",
         "--binance-url", exchange.rest_url, "--interval", "0.2", "--samples", "2",
-        "--metrics-port", str(port),
+        "--metrics-port", str(port), "--stats-json", str(stats_path),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -185,3 +187,8 @@ def test_monitor_serves_the_gauges_and_stops_on_sigterm(exchange: ThreadedExchan
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+    # The books at exit: the last estimate, within its own bound, and the final metrics beside it.
+    stats = json.loads(stats_path.read_text())
+    last = stats["estimates"]["binance"]
+    assert last["offset_ms"] == pytest.approx(OFFSET_MS, abs=last["uncertainty_ms"] + 0.01)
+    assert "cryptopipe_clock_offset_seconds" in stats["metrics"]

@@ -2,7 +2,9 @@
 
 ``--once --json`` prints one JSON object and exits (0; 2 when a reference does not answer);
 without ``--once`` it keeps estimating every ``--interval`` seconds and serves the
-``cryptopipe_clock_*`` gauges on ``/metrics`` until SIGINT/SIGTERM.
+``cryptopipe_clock_*`` gauges on ``/metrics`` until SIGINT/SIGTERM: a service on the runtime kit,
+:func:`run` (settings, stop) returning the last estimate per reference (``--stats-json`` or
+CRYPTOPIPE_STATS_JSON writes it at exit, with the final metrics).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from cryptopipe.observability import serve_metrics
+from cryptopipe.runtime import RunSettings, Stop, run_service
 from cryptopipe.schemas import ConfigError
+from cryptopipe.schemas import load_settings as load_shared_settings
 from cryptopipe.skew.errors import ReferenceUnavailable
 from cryptopipe.skew.estimate import Estimate
 from cryptopipe.skew.estimator import SkewEstimator
@@ -95,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-host", default=None, metavar="HOST", help="env SKEW_METRICS_HOST; default 127.0.0.1"
     )
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
+    )
+    parser.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="PATH",
+        help="write the last estimates and the final metrics here at exit (CRYPTOPIPE_STATS_JSON)",
+    )
     return parser
 
 
@@ -148,11 +160,19 @@ def _once_output(estimates: list[Estimate], as_json: bool) -> str:
     )
 
 
-async def _monitor(estimators: list[SkewEstimator]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def run(settings: SkewSettings, stop: Stop) -> dict[str, Any]:
+    """Estimate against every reference until ``stop``; the last estimate of each (None: none yet)."""
+    estimators = _estimators(settings, _references(settings))
+    asyncio.run(_monitor(estimators, stop))
+    return {
+        "estimates": {
+            e.reference.name: (e.current.to_json() if e.current is not None else None) for e in estimators
+        }
+    }
+
+
+async def _monitor(estimators: list[SkewEstimator], stopping: Stop) -> None:
+    stop = stopping.asyncio_event()
 
     async def report(estimator: SkewEstimator) -> None:
         last: int | None = None
@@ -173,8 +193,6 @@ async def _monitor(estimators: list[SkewEstimator]) -> None:
     try:
         await asyncio.gather(*(e.run(stop) for e in estimators), *(report(e) for e in estimators))
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         for estimator in estimators:
             await estimator.aclose()
 
@@ -194,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )
+        run_settings = load_shared_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
     except ConfigError as exc:
         parser.error(str(exc))
     refs = _references(settings)
@@ -201,15 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no reference to ask: --no-binance needs --ntp-server")
     if args.json and not args.once:
         parser.error("--json needs --once")
-    estimators = _estimators(settings, refs)
     if args.once:
         try:
-            estimates = asyncio.run(_once(estimators))
+            estimates = asyncio.run(_once(_estimators(settings, refs)))
         except ReferenceUnavailable as exc:
             print(f"cryptopipe skew-monitor: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         print(_once_output(estimates, args.json))
         return 0
-    serve_metrics("skew-monitor", settings.metrics_port, settings.metrics_host)
-    asyncio.run(_monitor(estimators))
+    run_service(
+        "skew-monitor",
+        run,
+        settings,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        run_settings=run_settings,
+    )
     return 0
