@@ -3,6 +3,7 @@ alerts as in local mode; it runs as ``cryptopipe alerting --master spark://...``
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_standalone_cluster_gives_the_same_alerts_as_local_mode(
                 "2",
                 "--ready-file",
                 "{workdir}/ready",
+                "--stats-json",
+                str(tmp_path / "driver-stats.json"),
                 "--log-level",
                 "WARNING",
                 *(arg for rule in RULES.split(";") for arg in ("--rule", rule)),
@@ -113,6 +116,10 @@ def test_standalone_cluster_gives_the_same_alerts_as_local_mode(
             assert apps[0]["cores"] > 0, "the executor ran on the worker"
         assert driver.returncode() == 0, driver.log_tail(40)
     assert sorted(identity(a) for a in on_cluster) == local
+    # The driver's books at exit: every alert it published, and its final metrics beside them.
+    books = json.loads((tmp_path / "driver-stats.json").read_text())
+    assert books["alerts_published"] == len(on_cluster)
+    assert "cryptopipe_alerting_alerts_total" in books["metrics"]
 
 
 def _env_without_kafka() -> dict[str, str]:

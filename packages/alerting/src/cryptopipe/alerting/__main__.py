@@ -1,5 +1,7 @@
 """``python -m cryptopipe.alerting`` = ``cryptopipe alerting``."""
 
-from cryptopipe.alerting.cli import run
+import sys
 
-run()
+from cryptopipe.alerting.cli import main
+
+sys.exit(main())

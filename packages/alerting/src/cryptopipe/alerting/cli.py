@@ -1,26 +1,32 @@
-"""``cryptopipe alerting``: run the Spark alerting job until SIGINT/SIGTERM (or ``--run-for``)."""
+"""``cryptopipe alerting``: run the Spark alerting job until SIGINT/SIGTERM (or ``--run-for``).
+
+A service on the runtime kit: :func:`run` (settings, stop) runs the job and returns its counts;
+:func:`~cryptopipe.runtime.run_service` adds signals, ``/metrics`` and the atomic stats file
+(``--stats-json`` or CRYPTOPIPE_STATS_JSON, with the final metrics).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
-from cryptopipe.schemas import KafkaSettings
+from cryptopipe.runtime import RunSettings, Stop, run_service
+from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings
+
+if TYPE_CHECKING:
+    from cryptopipe.alerting.job import JobStats
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--ready-file", type=Path, help="written (JSON: query, source, checkpoint, rules) once the query runs"
     )
-    service.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    service.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
+    )
+    service.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="PATH",
+        help="write the job's counts and final metrics here at exit (CRYPTOPIPE_STATS_JSON)",
+    )
     return parser
 
 
@@ -112,29 +126,48 @@ def _threshold(text: str) -> Decimal:
     return value
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %d: stopping", signum)
-        stop.set()
+def run(
+    settings: AlertingSettings,
+    stop: Stop,
+    *,
+    kafka: KafkaSettings | None = None,
+    ready_file: Path | None = None,
+) -> JobStats:
+    """The job until ``stop``: a failed query restarts from its checkpoint. ``ready_file`` is
+    written (query, source, checkpoint, rules, master) each time the query starts."""
+    from cryptopipe.alerting.job import AlertingJob
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    job = AlertingJob(settings, kafka if kafka is not None else load_settings(KafkaSettings))
+
+    def started() -> None:
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready = {
+                "query": job.query_name,
+                "source": job.source_kind,
+                "checkpoint": str(job.checkpoint_location),
+                "rules": [rule.describe() for rule in settings.rules],
+                "spark_master": settings.master,
+            }
+            tmp = ready_file.with_name(f".{ready_file.name}.tmp")
+            tmp.write_text(json.dumps(ready) + "\n", encoding="utf-8")
+            tmp.replace(ready_file)
+
     try:
-        yield
+        stats = job.run(stop, on_started=started)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        job.close()
+    logger.info("alerting stopped: %s", stats)
+    return stats
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         settings = settings_from_args(args)
         kafka = KafkaSettings()
-    except RuleError as exc:
+        run_settings = load_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
+    except (RuleError, ConfigError) as exc:
         print(f"cryptopipe alerting: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
@@ -147,48 +180,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-
-    from cryptopipe.alerting.job import AlertingJob
-    from cryptopipe.observability import serve_metrics
-
-    stop = threading.Event()
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    stop = Stop()
     if args.run_for is not None:
-        timer = threading.Timer(args.run_for, stop.set)
+        timer = threading.Timer(args.run_for, stop.set, args=("--run-for",))
         timer.daemon = True
         timer.start()
     try:
-        serve_metrics("alerting", settings.metrics_port, settings.metrics_host)
-        job = AlertingJob(settings, kafka)
-        ready_file: Path | None = args.ready_file
-
-        def started() -> None:
-            if ready_file is not None:
-                ready_file.parent.mkdir(parents=True, exist_ok=True)
-                ready_file.write_text(
-                    json.dumps(
-                        {
-                            "query": job.query_name,
-                            "source": job.source_kind,
-                            "checkpoint": str(job.checkpoint_location),
-                            "rules": [rule.describe() for rule in settings.rules],
-                            "spark_master": settings.master,
-                        }
-                    )
-                    + "\n",
-                    encoding="utf-8",
-                )
-
-        with _stop_on_signals(stop):
-            try:
-                stats = job.run(stop, on_started=started)
-            finally:
-                job.close()
+        run_service(
+            "alerting",
+            lambda s, stopping: run(s, stopping, kafka=kafka, ready_file=args.ready_file),
+            settings,
+            metrics_port=settings.metrics_port,
+            metrics_host=settings.metrics_host,
+            run_settings=run_settings,
+            stop=stop,
+        )
     except AlertingError as exc:
         print(f"cryptopipe alerting: {exc}", file=sys.stderr)
         return 1
-    logger.info("alerting stopped: %s", stats)
     return 0
-
-
-def run() -> None:
-    sys.exit(main())

@@ -27,7 +27,7 @@ from cryptopipe.alerting.plan import alert_windows, native_trades
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.sink import AlertPublisher, TriggerTracker, observation_of, windows_to_alerts
 from cryptopipe.observability import metrics as m
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import Stop, ensure_topics
 from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class AlertingJob:
             self._spark.stop()
             self._spark = None
 
-    def run(self, stop: threading.Event, on_started: Callable[[], None] | None = None) -> JobStats:
+    def run(self, stop: threading.Event | Stop, on_started: Callable[[], None] | None = None) -> JobStats:
         """Run until ``stop`` is set; a failed query restarts from its checkpoint with backoff.
 
         ``on_started`` is called each time the query (re)starts.
