@@ -44,6 +44,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from cryptopipe.cli import up
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.observability import Scrape, exact_percentiles_ms
+from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.bench import measure_redis_set_floor
@@ -221,7 +222,7 @@ def run_pipeline(
         while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(0.5)
             if sample_lag:
-                max_lag = max(max_lag, pipeline.scrape(*consumers).total("cryptopipe_consumer_lag"))
+                max_lag = max(max_lag, pipeline.scrape(*consumers).total(m.CONSUMER_LAG))
             dead = pipeline.dead_service()
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
@@ -244,8 +245,8 @@ def run_pipeline(
 def _ingest_counts(scrape: Scrape) -> dict[str, float]:
     """Trades every ingest shard received live and published so far."""
     return {
-        "received": scrape.total("cryptopipe_ingest_trades_received_total"),
-        "published": scrape.total("cryptopipe_ingest_trades_published_total"),
+        "received": scrape.total(m.TRADES_RECEIVED),
+        "published": scrape.total(m.TRADES_PUBLISHED),
     }
 
 

@@ -54,6 +54,7 @@ from cryptopipe.infra.cli import positive_int
 from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.prometheus import PrometheusServer, start_embedded_prometheus
 from cryptopipe.observability import Scrape, serve_metrics
+from cryptopipe.observability import metrics as m
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
@@ -262,12 +263,12 @@ def ingest_books(stats: Mapping[str, Any], scrape: Scrape) -> IngestBooks:
             unfilled=_count(stats, "unfilled"),
         )
     return IngestBooks(
-        received=int(scrape.total("cryptopipe_ingest_trades_received_total")),
-        backfilled=int(scrape.total("cryptopipe_ingest_trades_backfilled_total")),
-        duplicates=int(scrape.total("cryptopipe_ingest_trades_duplicate_total")),
-        published=int(scrape.total("cryptopipe_ingest_trades_published_total")),
-        lost=int(scrape.total("cryptopipe_ingest_trades_lost_total")),
-        unfilled=int(scrape.total("cryptopipe_ingest_trades_unfilled_total")),
+        received=int(scrape.total(m.TRADES_RECEIVED)),
+        backfilled=int(scrape.total(m.BACKFILLED)),
+        duplicates=int(scrape.total(m.DUPLICATES)),
+        published=int(scrape.total(m.TRADES_PUBLISHED)),
+        lost=int(scrape.total(m.TRADES_LOST)),
+        unfilled=int(scrape.total(m.UNFILLED)),
     )
 
 
@@ -285,9 +286,9 @@ def topic_books(
             stale=_count(stats, "stale"),
             dead_lettered=_count(stats, "dead_lettered"),
         )
-    handled = int(scrape.total("cryptopipe_consumer_messages_total"))  # written or stale
-    dead = int(scrape.total("cryptopipe_dead_letters_total", component=component))
-    stale = int(scrape.total("cryptopipe_prices_stale_total")) if topic == "prices" else 0
+    handled = int(scrape.total(m.CONSUMED))  # written or stale
+    dead = int(scrape.total(m.DEAD_LETTERS, component=component))
+    stale = int(scrape.total(m.STALE_PRICES)) if topic == "prices" else 0
     return TopicBooks(
         topic, published, consumed=handled + dead, written=handled - stale, stale=stale, dead_lettered=dead
     )
@@ -759,9 +760,7 @@ class Pipeline:
                 f"{len(names) - partitions} of them will idle (one partition goes to one member)"
             )
         deadline = time.monotonic() + timeout
-        while not group_assigned(
-            [self.scrape(n).total("cryptopipe_consumer_assigned_partitions") for n in names], partitions
-        ):
+        while not group_assigned([self.scrape(n).total(m.CONSUMER_ASSIGNED) for n in names], partitions):
             for name in names:
                 service = self.runtime.services[name]
                 if not service.running():
@@ -811,8 +810,8 @@ class Pipeline:
 
     def progress_line(self, elapsed: float) -> str:
         scrape = self.scrape()
-        e2e = scrape.percentiles_ms("cryptopipe_e2e_latency_seconds")
-        received = scrape.total("cryptopipe_ingest_trades_received_total")
+        e2e = scrape.percentiles_ms(m.E2E_LATENCY)
+        received = scrape.total(m.TRADES_RECEIVED)
         return (
             f"cryptopipe up: {elapsed:6.1f} s  received {received:.0f}"
             f"  published {scrape.total('cryptopipe_ingest_trades_published_total'):.0f}"
@@ -838,18 +837,16 @@ class Pipeline:
             # mode emits a window in the batch after the one that moved the watermark past it.
             self._wait_until(
                 "alerting",
-                lambda s: published is None or s.total("cryptopipe_alerting_input_rows_total") >= published,
-                progress=lambda s: s.total("cryptopipe_alerting_input_rows_total"),
+                lambda s: published is None or s.total(m.ALERTING_INPUT_ROWS) >= published,
+                progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
             )
-            batches = self.scrape("alerting").total("cryptopipe_alerting_batches_total")
-            self._wait_until(
-                "alerting", lambda s: s.total("cryptopipe_alerting_batches_total") > batches, timeout=15.0
-            )
+            batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
+            self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=15.0)
             self.runtime.final["alerting"] = self.scrape("alerting")
             alerting.stop()
         alerts_published = None
         if "alerting" in self.runtime.final:
-            alerts_published = int(self.runtime.final["alerting"].total("cryptopipe_alerting_alerts_total"))
+            alerts_published = int(self.runtime.final["alerting"].total(m.ALERTING_ALERTS))
         self._drain_consumers(self.members("alerts-consumer"), alerts_published)
 
     def _published(self) -> int | None:
@@ -911,15 +908,11 @@ class Pipeline:
         component = component_of(running[0])
 
         def handled(s: Scrape) -> float:
-            return s.total("cryptopipe_consumer_messages_total") + s.total(
-                "cryptopipe_dead_letters_total", component=component
-            )
+            return s.total(m.CONSUMED) + s.total(m.DEAD_LETTERS, component=component)
 
         self._wait_until(
             running,
-            lambda s: (
-                s.total("cryptopipe_consumer_lag") == 0 and (expected is None or handled(s) >= expected)
-            ),
+            lambda s: s.total(m.CONSUMER_LAG) == 0 and (expected is None or handled(s) >= expected),
             progress=handled,
         )
         self._read_and_stop(running, component)
@@ -968,7 +961,7 @@ class Pipeline:
         if "alerts-consumer" in self.runtime.services and "alerting" in self.runtime.services:
             topics["alerts"] = topic_books(
                 "alerts",
-                int(final.get("alerting", Scrape([])).total("cryptopipe_alerting_alerts_total")),
+                int(final.get("alerting", Scrape([])).total(m.ALERTING_ALERTS)),
                 _read_stats(stats.get("alerts-consumer")),
                 final.get("alerts-consumer", Scrape([])),
                 "alerts-consumer",
@@ -1011,14 +1004,12 @@ class Pipeline:
             "reconnects": sum(
                 _count(_read_stats(self.runtime.stats_files.get(n)), "reconnects") for n in shards
             ),
-            "consumer_lag_final": consumer.total("cryptopipe_consumer_lag"),
-            "network_latency_ms": ingest.percentiles_ms("cryptopipe_network_latency_seconds"),
-            "network_latency_corrected_ms": ingest.percentiles_ms(
-                "cryptopipe_network_latency_corrected_seconds"
-            ),
+            "consumer_lag_final": consumer.total(m.CONSUMER_LAG),
+            "network_latency_ms": ingest.percentiles_ms(m.NETWORK_LATENCY),
+            "network_latency_corrected_ms": ingest.percentiles_ms(m.NETWORK_LATENCY_CORRECTED),
             "clock_offset_ms": _clock_offset_ms(ingest),
-            "system_latency_ms": consumer.percentiles_ms("cryptopipe_system_latency_seconds"),
-            "e2e_latency_ms": consumer.percentiles_ms("cryptopipe_e2e_latency_seconds"),
+            "system_latency_ms": consumer.percentiles_ms(m.SYSTEM_LATENCY),
+            "e2e_latency_ms": consumer.percentiles_ms(m.E2E_LATENCY),
         }
 
 
@@ -1034,7 +1025,7 @@ def _stop_all(services: Sequence[Service]) -> None:
 
 def _clock_offset_ms(scrape: Scrape) -> float | None:
     """The offset estimate ingest used (reference clock minus local clock), or None if it had none."""
-    samples = scrape.samples("cryptopipe_clock_offset_seconds", reference="binance")
+    samples = scrape.samples(m.CLOCK_OFFSET, reference="binance")
     return round(samples[0].value * 1000, 3) if samples else None
 
 
