@@ -192,7 +192,8 @@ class _Example(BaseSettings):
     ratio: float = Field(0.1, validation_alias=env("EX_RATIO"))
     on: bool = Field(False, validation_alias=env("EX_ON"))
     price: Decimal = Field(Decimal("0.005"), validation_alias=env("EX_PRICE"))
-    path: Path | None = Field(None, validation_alias=env("EX_PATH"))
+    # Not "path": with populate_by_name a field is read from its own name too, and PATH is set.
+    where: Path | None = Field(None, validation_alias=env("EX_PATH"))
     password: SecretStr = Field(SecretStr(""), validation_alias=env("EX_PASSWORD"))
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(("a",), validation_alias=env("EX_SYMBOLS"))
     conf: dict[str, str] = Field(default_factory=dict, validation_alias=env("EX_CONF"))
@@ -210,7 +211,7 @@ def test_settings_handed_over_as_environment_read_back_equal(monkeypatch: pytest
         ratio=1e-7,
         on=True,
         price=Decimal("0.0125"),
-        path=Path("/tmp/x y"),
+        where=Path("/tmp/x y"),
         password=SecretStr("s3cret"),
         symbols=("btcusdt", "ethusdt"),
         conf={"spark.a": "1", "b": "two words"},
@@ -222,3 +223,13 @@ def test_settings_handed_over_as_environment_read_back_equal(monkeypatch: pytest
         monkeypatch.setenv(name, value)
     assert _Example() == original
     assert _Example().password.get_secret_value() == "s3cret"
+
+
+def test_a_none_setting_is_left_out_and_reads_back_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _Example(where=None, name="")
+    environ = environ_of(original)
+    assert "EX_PATH" not in environ  # "" would read back as Path("."), not None
+    assert environ["EX_NAME"] == ""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert _Example() == original

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings
+
 from cryptopipe.cli.services import Service
 from cryptopipe.infra import (
     InfraError,
@@ -53,13 +55,16 @@ from cryptopipe.infra import (
 from cryptopipe.infra.cli import positive_int
 from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.prometheus import PrometheusServer, start_embedded_prometheus
+from cryptopipe.ingest.settings import load_settings as load_ingest_settings
 from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
+from cryptopipe.runtime import RunSettings, environ_of
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis
+from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -613,10 +618,9 @@ class Pipeline:
             symbols = ["btcusdt", "ethusdt"]
         shards = split_symbols(symbols, args.ingest_shards)
         self.runtime.symbols = symbols
-        extra = ["--history-cap", str(args.history_cap)] if args.history_cap else []
         consumers = member_names("prices-consumer", args.consumers)
         for name in consumers:
-            self._start_consumer(name, *extra)
+            self._start_consumer(name)
         self.wait_assigned(*consumers)
         if self.alerting_enabled:
             self._start_consumer("alerts-consumer")
@@ -626,44 +630,42 @@ class Pipeline:
         if self.alerting_enabled:
             self._start_alerting()
 
+    def _service_env(self, settings: BaseSettings, stats: Path) -> dict[str, str]:
+        """A child's environment: the servers (``self.env``), its settings, where its books go."""
+        run = load_settings(RunSettings, stats_json=stats)
+        return {**self.env, **environ_of(settings), **environ_of(run)}
+
     def _start_ingest(self, name: str, symbols: Sequence[str], ws_url: str, rest_url: str) -> None:
-        """One ingest process (a shard: its own symbols, stats file and /metrics port)."""
+        """One ingest process (a shard: its own symbols, stats file and /metrics port), started
+        from its settings: they reach it as environment variables, not as flags."""
         port = self.ports.of(name)
         stats = self.workdir / f"{name}-stats.json"
-        self._start(
-            name,
-            [
-                "ingest",
-                "--symbols",
-                ",".join(symbols),
-                "--mode",
-                self.args.mode,
-                "--ws-url",
-                ws_url,
-                "--rest-url",
-                rest_url,
-                "--metrics-port",
-                str(port),
-                "--stats-json",
-                str(stats),
-            ],
-            env=self.env,
+        settings = load_ingest_settings(
+            symbols=",".join(symbols),
+            mode=self.args.mode,
+            ws_url=ws_url,
+            rest_url=rest_url,
             metrics_port=port,
         )
+        self._start(name, ["ingest"], env=self._service_env(settings, stats), metrics_port=port)
         self.runtime.stats_files[name] = stats
 
-    def _start_consumer(self, name: str, *extra: str) -> None:
-        """One consumer process (prices or alerts: same loop, different sink); it joins its group
-        in the background (see :meth:`wait_assigned`)."""
+    def _start_consumer(self, name: str) -> None:
+        """One consumer process (prices or alerts: same loop, different sink), started from its
+        settings; it joins its group in the background (see :meth:`wait_assigned`)."""
         port = self.ports.of(name)
         stats = self.workdir / f"{name}-stats.json"
-        command = [component_of(name), "--from-beginning", "--metrics-port", str(port)]
-        self._start(
-            name,
-            [*command, "--stats-json", str(stats), *extra],
-            env=self.env,
-            metrics_port=port,
-        )
+        settings: BaseSettings
+        if component_of(name) == "prices-consumer":
+            settings = load_settings(
+                PricesConsumerSettings,
+                from_beginning=True,
+                metrics_port=port,
+                history_cap=self.args.history_cap,
+            )
+        else:
+            settings = load_settings(AlertsConsumerSettings, from_beginning=True, metrics_port=port)
+        self._start(name, [component_of(name)], env=self._service_env(settings, stats), metrics_port=port)
         self.runtime.stats_files[name] = stats
 
     def members(self, component: str) -> list[str]:

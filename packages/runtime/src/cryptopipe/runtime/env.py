@@ -59,6 +59,10 @@ def environ_of(settings: BaseSettings) -> dict[str, str]:
     is asked; otherwise scalars are written plainly, a ``NoDecode`` sequence of scalars
     comma-separated (how those fields parse), and anything else as JSON (pydantic-settings'
     decoding). Secrets are included: this goes to a child's environment, never to a log.
+
+    A field that is None is left out (an empty variable would not read back as None: ``""`` is a
+    path, a string); the child then falls back to its own environment and default, which is
+    where the None came from.
     """
     custom = getattr(settings, "to_env", None)
     if callable(custom):
@@ -68,6 +72,8 @@ def environ_of(settings: BaseSettings) -> dict[str, str]:
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
         variable = names[name]
+        if value is None:
+            continue
         if isinstance(value, list | tuple | set | frozenset) and _no_decode(field):
             out[variable] = ",".join(_scalar(v) for v in value)
         elif isinstance(value, dict | list | tuple | set | frozenset | BaseModel):
