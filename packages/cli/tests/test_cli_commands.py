@@ -6,6 +6,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -475,3 +476,27 @@ def test_a_dead_shard_or_consumer_is_detected(tmp_path: Path) -> None:
     dead = pipeline.dead_service()
     assert dead is not None
     assert dead.name == "prices-consumer-2"
+
+
+def test_up_hands_the_alert_job_its_rules_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptopipe.alerting.settings import AlertingSettings
+    from cryptopipe.runtime import environ_of
+
+    args = up.build_parser().parse_args(["--rule", "1m:0.5%", "--rule", "5m:1%:early:name=slow"])
+    settings = up.alerting_settings(args, master="local[2]", starting_offsets="earliest")
+    assert [str(rule) for rule in settings.rules] == ["1m:0.5%:name=1m-0.5pct", "5m:1%:early:name=slow"]
+    # What the child reads back from its environment is what up decided.
+    for name, value in environ_of(settings).items():
+        monkeypatch.setenv(name, value)
+    assert AlertingSettings() == settings
+    threshold = up.alerting_settings(up.build_parser().parse_args(["--threshold", "2%"]))
+    assert [rule.threshold for rule in threshold.rules] == [Decimal("0.02")]
+
+
+@pytest.mark.parametrize("flags", [["--rule", "1m:lots"], ["--threshold", "150%"]])
+def test_a_bad_rule_stops_up_before_anything_starts(flags: list[str]) -> None:
+    parse = up.build_parser().parse_args
+    problem = up._preflight(parse(["--source", "replay", *flags]))
+    assert problem is not None
+    assert "--rule/--threshold" in problem
+    assert up._preflight(parse(["--source", "replay", "--no-alerting", *flags])) is None

@@ -148,6 +148,14 @@ class AlertingSettings(BaseSettings):
             return pairs
         return value
 
+    def env_text(self) -> dict[str, str]:
+        """The fields whose environment text is their own (``cryptopipe.runtime.environ_of``):
+        the rules as ``;``-separated rule text, the Spark settings as ``key=value`` pairs."""
+        return {
+            "rules": ";".join(str(rule) for rule in self.rules),
+            "spark_conf": ",".join(f"{key}={value}" for key, value in self.spark_conf.items()),
+        }
+
     def with_threshold(self, threshold: Decimal) -> AlertingSettings:
         """The default rule (1-minute windows) at another threshold, replacing every rule."""
         return self.model_copy(update={"rules": (default_rule(threshold),)})

@@ -42,6 +42,8 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
+from cryptopipe.alerting.rules import parse_rules, parse_threshold
+from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.cli.services import Service
 from cryptopipe.infra import (
     InfraError,
@@ -682,27 +684,25 @@ class Pipeline:
         args = self.args
         port = self.ports.of("alerting")
         ready = self.workdir / "alerting-ready.json"
-        command = [
-            "alerting",
-            "--metrics-port",
-            str(port),
-            "--ready-file",
-            str(ready),
-            "--starting-offsets",
-            "earliest",
-            "--master",
-            args.spark_master,
-        ]
+        overrides: dict[str, Any] = {
+            "metrics_port": port,
+            "starting_offsets": "earliest",
+            "master": args.spark_master,
+        }
         if "ALERTING_CHECKPOINT_DIR" not in os.environ:
             # The local broker keeps nothing between runs, so neither may the checkpoint.
-            command += ["--checkpoint-dir", str(self.workdir / "checkpoints")]
-        if args.threshold is not None:
-            command += ["--threshold", args.threshold]
-        for rule in args.rule:
-            command += ["--rule", rule]
+            overrides["checkpoint_dir"] = self.workdir / "checkpoints"
+        settings = alerting_settings(args, **overrides)
+        stats = self.workdir / "alerting-stats.json"
         self._start(
-            "alerting", command, env=self.env, metrics_port=port, ready_file=ready, ready_timeout=180.0
+            "alerting",
+            ["alerting", "--ready-file", str(ready)],
+            env=self._service_env(settings, stats),
+            metrics_port=port,
+            ready_file=ready,
+            ready_timeout=180.0,
         )
+        self.runtime.stats_files["alerting"] = stats
         self.runtime.spark = args.spark_master
         self.runtime.alerting_source = str(json.loads(ready.read_text()).get("source", "-"))
 
@@ -1058,8 +1058,31 @@ def _read_stats(path: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def alerting_settings(args: argparse.Namespace, **overrides: Any) -> AlertingSettings:
+    """The Spark job's settings: environment, then ``--rule``/``--threshold``, then ``overrides``.
+
+    Raises :class:`ConfigError` for a rule or threshold that does not parse or a wrong ALERTING_*.
+    """
+    try:
+        if args.rule:
+            overrides["rules"] = parse_rules(";".join(args.rule))
+        settings = load_settings(AlertingSettings, **overrides)
+        if args.threshold is not None:
+            settings = settings.with_threshold(parse_threshold(args.threshold))
+    except ConfigError:
+        raise
+    except ValueError as exc:  # RuleError, or a threshold outside (0, 1)
+        raise ConfigError(f"--rule/--threshold: {exc}") from None
+    return settings
+
+
 def _preflight(args: argparse.Namespace) -> str | None:
     """What makes the run impossible before anything starts (one line), or None."""
+    if not args.no_alerting:
+        try:
+            alerting_settings(args)
+        except ConfigError as exc:
+            return str(exc)
     if args.symbols or args.source == "binance":
         try:
             split_symbols(parse_symbols(args.symbols or "btcusdt,ethusdt"), args.ingest_shards)

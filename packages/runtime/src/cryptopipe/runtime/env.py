@@ -55,8 +55,9 @@ def _jsonable(value: Any) -> Any:
 def environ_of(settings: BaseSettings) -> dict[str, str]:
     """Every field of ``settings`` as ``{ENV_VARIABLE: text}``, read back by the same class.
 
-    A class with its own ``to_env()`` (a field whose text form is its own, such as alert rules)
-    is asked; otherwise scalars are written plainly, a ``NoDecode`` sequence of scalars
+    A class with its own ``to_env()`` is asked for the whole mapping; one with ``env_text()``
+    (``{field: text}`` for the fields whose text form is their own, such as alert rules) gives
+    those, and the rest is written here: scalars plainly, a ``NoDecode`` sequence of scalars
     comma-separated (how those fields parse), and anything else as JSON (pydantic-settings'
     decoding). Secrets are included: this goes to a child's environment, never to a log.
 
@@ -67,11 +68,16 @@ def environ_of(settings: BaseSettings) -> dict[str, str]:
     custom = getattr(settings, "to_env", None)
     if callable(custom):
         return dict(custom())
+    own_text = getattr(settings, "env_text", None)
+    texts: dict[str, str] = dict(own_text()) if callable(own_text) else {}
     names = env_names(type(settings))
     out: dict[str, str] = {}
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
         variable = names[name]
+        if name in texts:
+            out[variable] = texts[name]
+            continue
         if value is None:
             continue
         if isinstance(value, list | tuple | set | frozenset) and _no_decode(field):
