@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
-from cryptopipe.runtime import RunSettings, Stop, run_service
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings
 
 if TYPE_CHECKING:
@@ -76,15 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--ready-file", type=Path, help="written (JSON: query, source, checkpoint, rules) once the query runs"
     )
-    service.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
-    )
-    service.add_argument(
-        "--stats-json",
-        type=Path,
-        metavar="PATH",
-        help="write the job's counts and final metrics here at exit (CRYPTOPIPE_STATS_JSON)",
-    )
+    add_run_arguments(service)
     return parser
 
 
@@ -166,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         kafka = KafkaSettings()
-        run_settings = load_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
+        run_settings = run_settings_from(args)
     except (RuleError, ConfigError) as exc:
         print(f"cryptopipe alerting: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from cryptopipe.observability import catalogue
 SETTINGS: tuple[tuple[str, str], ...] = (
     ("Kafka", "cryptopipe.schemas.config:KafkaSettings"),
     ("Redis", "cryptopipe.schemas.config:RedisSettings"),
-    ("Service runtime (the prices and alerts consumers so far)", "cryptopipe.runtime.service:RunSettings"),
+    ("Service runtime (every service but dashboard and replay)", "cryptopipe.runtime.service:RunSettings"),
     ("Ingest", "cryptopipe.ingest.settings:IngestSettings"),
     ("Prices consumer", "cryptopipe.store.settings:PricesConsumerSettings"),
     ("Alerts consumer", "cryptopipe.store.settings:AlertsConsumerSettings"),

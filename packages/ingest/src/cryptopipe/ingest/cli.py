@@ -13,13 +13,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptopipe.ingest.errors import ConfigError
 from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
-from cryptopipe.runtime import RunSettings, Stop, run_service
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -39,15 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus port, 0 = any free (INGEST_METRICS_PORT)"
     )
     parser.add_argument("--metrics-host", help="Prometheus bind address (INGEST_METRICS_HOST)")
-    parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
-    )
-    parser.add_argument(
-        "--stats-json",
-        type=Path,
-        metavar="PATH",
-        help="write the final counts and metrics here at exit, after flushing (CRYPTOPIPE_STATS_JSON)",
-    )
+    add_run_arguments(parser)
     return parser
 
 
@@ -79,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         kafka = load_shared_settings(KafkaSettings)
-        run_settings = load_shared_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
+        run_settings = run_settings_from(args)
     except ConfigError as exc:
         print(f"cryptopipe ingest: {exc}", file=sys.stderr)
         return 2

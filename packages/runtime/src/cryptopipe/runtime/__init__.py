@@ -18,7 +18,7 @@ from cryptopipe.runtime.logs import (
     configure_logging,
     rate_limited_logger,
 )
-from cryptopipe.runtime.service import RunSettings, run_service
+from cryptopipe.runtime.service import RunSettings, add_run_arguments, run_service, run_settings_from
 from cryptopipe.runtime.stats import final_scrape, read_stats, write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
 from cryptopipe.runtime.topics import ensure_topics
@@ -30,6 +30,7 @@ __all__ = [
     "RateLimiter",
     "RunSettings",
     "Stop",
+    "add_run_arguments",
     "configure_logging",
     "ensure_topics",
     "environ_of",
@@ -37,6 +38,7 @@ __all__ = [
     "rate_limited_logger",
     "read_stats",
     "run_service",
+    "run_settings_from",
     "stop_on_signals",
     "write_stats",
 ]

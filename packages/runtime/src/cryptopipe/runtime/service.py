@@ -10,6 +10,7 @@ variables (:func:`cryptopipe.runtime.env.environ_of`) plus a :class:`RunSettings
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from cryptopipe.observability import serve_metrics
 from cryptopipe.runtime.logs import configure_logging
 from cryptopipe.runtime.stats import write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
-from cryptopipe.schemas.config import SETTINGS_CONFIG, env
+from cryptopipe.schemas.config import SETTINGS_CONFIG, env, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,24 @@ class RunSettings(BaseSettings):
         validation_alias=env("CRYPTOPIPE_STATS_JSON"),
         description="Write the service's final figures here as JSON at exit (atomically).",
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--log-level`` and ``--stats-json``: the flags of :class:`RunSettings`, alike in every service."""
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
+    )
+    parser.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="PATH",
+        help="write the final figures and metrics here at exit, atomically (CRYPTOPIPE_STATS_JSON)",
+    )
+
+
+def run_settings_from(args: argparse.Namespace) -> RunSettings:
+    """:class:`RunSettings` from the environment with the flags of :func:`add_run_arguments` on top."""
+    return load_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
 
 
 def run_service(

@@ -16,12 +16,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from cryptopipe.runtime import RunSettings, Stop, run_service
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import ConfigError
-from cryptopipe.schemas import load_settings as load_shared_settings
 from cryptopipe.skew.errors import ReferenceUnavailable
 from cryptopipe.skew.estimate import Estimate
 from cryptopipe.skew.estimator import SkewEstimator
@@ -98,15 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-host", default=None, metavar="HOST", help="env SKEW_METRICS_HOST; default 127.0.0.1"
     )
-    parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
-    )
-    parser.add_argument(
-        "--stats-json",
-        type=Path,
-        metavar="PATH",
-        help="write the last estimates and the final metrics here at exit (CRYPTOPIPE_STATS_JSON)",
-    )
+    add_run_arguments(parser)
     return parser
 
 
@@ -212,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )
-        run_settings = load_shared_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
+        run_settings = run_settings_from(args)
     except ConfigError as exc:
         parser.error(str(exc))
     refs = _references(settings)

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from cryptopipe import schemas
-from cryptopipe.runtime import RunSettings, Stop, ensure_topics, run_service
+from cryptopipe.runtime import Stop, add_run_arguments, ensure_topics, run_service, run_settings_from
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.alerts import AlertSink
 from cryptopipe.store.errors import ConfigError, StoreError
@@ -66,16 +66,7 @@ def _common_parser(kind: str, prog: str, description: str) -> argparse.ArgumentP
         metavar="PATH",
         help=f"write system-latency samples (µs) as JSON here on exit ({variable}LATENCY_SAMPLES)",
     )
-    parser.add_argument(
-        "--stats-json",
-        type=Path,
-        metavar="PATH",
-        help="write the loop's books (topic, consumed, written, stale, dead_lettered, ...) and final "
-        "metrics as JSON here on exit (CRYPTOPIPE_STATS_JSON); `cryptopipe up` balances its books with them",
-    )
-    parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(CRYPTOPIPE_LOG_LEVEL; INFO)"
-    )
+    add_run_arguments(parser)
     return parser
 
 
@@ -235,9 +226,7 @@ def _main(
     try:
         flags = {name: getattr(args, name, None) for name in cls.model_fields}
         settings = schemas.load_settings(cls, **flags)
-        run_settings = schemas.load_settings(
-            RunSettings, log_level=args.log_level, stats_json=args.stats_json
-        )
+        run_settings = run_settings_from(args)
         kafka, redis_settings = load_servers()
     except schemas.ConfigError as exc:
         print(f"cryptopipe {kind}-consumer: {exc}", file=sys.stderr)
