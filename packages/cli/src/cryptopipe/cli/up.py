@@ -27,14 +27,12 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -62,7 +60,7 @@ from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
-from cryptopipe.runtime import RunSettings, environ_of
+from cryptopipe.runtime import RunSettings, Stop, environ_of, stop_on_signals
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis
@@ -495,21 +493,6 @@ def check_binance(rest_url: str, timeout: float = 5.0) -> str | None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
-
-
-@contextlib.contextmanager
-def _stop_signals(stop: threading.Event) -> Iterator[None]:
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            _stderr("cryptopipe up: stopping already; a moment please")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _replay_args(args: argparse.Namespace, ready_file: Path) -> list[str]:
@@ -1104,9 +1087,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         _stderr(f"cryptopipe up: {problem}")
         return 2
-    stop = threading.Event()
+    stop = Stop()
     with (
-        _stop_signals(stop),
+        stop_on_signals(stop),
         tempfile.TemporaryDirectory(prefix="cryptopipe-up-") as tmp,
         contextlib.ExitStack() as stack,
     ):
