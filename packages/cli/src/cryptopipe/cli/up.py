@@ -1052,9 +1052,7 @@ def alerting_settings(args: argparse.Namespace, **overrides: Any) -> AlertingSet
         settings = load_settings(AlertingSettings, **overrides)
         if args.threshold is not None:
             settings = settings.with_threshold(parse_threshold(args.threshold))
-    except ConfigError:
-        raise
-    except ValueError as exc:  # RuleError, or a threshold outside (0, 1)
+    except ValueError as exc:  # RuleError or a threshold outside (0, 1); a ConfigError passes through
         raise ConfigError(f"--rule/--threshold: {exc}") from None
     return settings
 
