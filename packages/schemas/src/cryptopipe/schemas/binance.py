@@ -132,21 +132,37 @@ def _to_us(value: int, unit: TimeUnit) -> int:
     return value if unit == "MICROSECOND" else value * 1000
 
 
+def _agg_trade(
+    item: AggTradeEvent | RestAggTrade,
+    *,
+    symbol: str,
+    event_time_us: int,
+    receive_time_us: int,
+    unit: TimeUnit,
+) -> Trade:
+    """An aggTrade as a :class:`Trade`; a REST item is a backfill (it stays out of the latency histograms)."""
+    return Trade(
+        symbol=symbol,
+        trade_id=item.a,
+        price=item.p,
+        quantity=item.q,
+        buyer_is_maker=item.m,
+        trade_time_us=_to_us(item.T, unit),
+        event_time_us=event_time_us,
+        receive_time_us=receive_time_us,
+        kind="aggTrade",
+        first_trade_id=item.f,
+        last_trade_id=item.l,
+        backfilled=isinstance(item, RestAggTrade),
+    )
+
+
 def event_to_trade(event: StreamEvent, *, receive_time_us: int, unit: TimeUnit) -> Trade:
     """Convert a parsed stream event into a :class:`Trade`."""
+    event_time_us = _to_us(event.E, unit)
     if isinstance(event, AggTradeEvent):
-        return Trade(
-            symbol=event.s,
-            trade_id=event.a,
-            price=event.p,
-            quantity=event.q,
-            buyer_is_maker=event.m,
-            trade_time_us=_to_us(event.T, unit),
-            event_time_us=_to_us(event.E, unit),
-            receive_time_us=receive_time_us,
-            kind="aggTrade",
-            first_trade_id=event.f,
-            last_trade_id=event.l,
+        return _agg_trade(
+            event, symbol=event.s, event_time_us=event_time_us, receive_time_us=receive_time_us, unit=unit
         )
     return Trade(
         symbol=event.s,
@@ -155,28 +171,19 @@ def event_to_trade(event: StreamEvent, *, receive_time_us: int, unit: TimeUnit) 
         quantity=event.q,
         buyer_is_maker=event.m,
         trade_time_us=_to_us(event.T, unit),
-        event_time_us=_to_us(event.E, unit),
+        event_time_us=event_time_us,
         receive_time_us=receive_time_us,
         kind="trade",
     )
 
 
 def rest_agg_to_trade(item: RestAggTrade, *, symbol: str, receive_time_us: int, unit: TimeUnit) -> Trade:
-    """A backfilled aggTrade: marked ``backfilled`` so it stays out of the latency histograms."""
-    t = _to_us(item.T, unit)
-    return Trade(
-        symbol=symbol,
-        trade_id=item.a,
-        price=item.p,
-        quantity=item.q,
-        buyer_is_maker=item.m,
-        trade_time_us=t,
-        event_time_us=t,
-        receive_time_us=receive_time_us,
-        kind="aggTrade",
-        first_trade_id=item.f,
-        last_trade_id=item.l,
-        backfilled=True,
+    """A backfilled aggTrade: marked ``backfilled`` so it stays out of the latency histograms.
+
+    REST has no event time, so it is the trade time.
+    """
+    return _agg_trade(
+        item, symbol=symbol, event_time_us=_to_us(item.T, unit), receive_time_us=receive_time_us, unit=unit
     )
 
 
