@@ -283,9 +283,7 @@ class Tape:
     def _play(self, event: SourceEvent) -> None:
         if isinstance(event, RawFrame):
             self.stats.passthrough_played += 1
-            subs = self.subs.get(event.stream)
-            if subs:
-                self._fanout(event.stream, subs, raw=event.data)
+            self._fanout(event.stream, raw=event.data)
             return
         self.stats.trades_played += 1
         if self.config.clock == "live":
@@ -317,10 +315,7 @@ class Tape:
                 M=event.best_match,
             )
             hist.add_trade(trade)
-            stream = lower + "@trade"
-            subs = self.subs.get(stream)
-            if subs:
-                self._fanout(stream, subs, event=trade)
+            self._fanout(lower + "@trade", event=trade)
             if symbol in self.agg_symbols:
                 return
         agg = AggTradeEvent(
@@ -336,19 +331,19 @@ class Tape:
             M=event.best_match,
         )
         hist.add_agg(agg)
-        stream = lower + "@aggTrade"
-        subs = self.subs.get(stream)
-        if subs:
-            self._fanout(stream, subs, event=agg)
+        self._fanout(lower + "@aggTrade", event=agg)
 
     def _fanout(
         self,
         stream: str,
-        subs: set[Subscriber],
         *,
         event: TradeEvent | AggTradeEvent | None = None,
         raw: bytes | None = None,
     ) -> None:
+        """Send one event (or a passthrough frame) to the stream's subscribers, if it has any."""
+        subs = self.subs.get(stream)
+        if not subs:
+            return
         data_by_unit: dict[bool, bytes] = {}
         wrapped: dict[bool, bytes] = {}
         for sub in tuple(subs):
