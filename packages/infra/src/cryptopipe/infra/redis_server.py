@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
-from cryptopipe.infra.process import LocalServer, free_port, listening_on
+from cryptopipe.infra.process import LocalServer, listening_on, start_on_free_port
 from cryptopipe.schemas import RedisSettings, redact_url
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ KIND_CONFIGURED = "configured"
 KIND_TESTCONTAINERS = "redis (testcontainers)"
 
 _LOOPBACK = "127.0.0.1"
-_PORT_ATTEMPTS = 5
 AppendFsync = Literal["always", "everysec", "no"]
 APPENDFSYNC_CHOICES: tuple[AppendFsync, ...] = ("always", "everysec", "no")
 REDIS_HINT = (
@@ -203,29 +202,23 @@ def start_redis(
     ``kill()`` too) comes back with its data.
     """
     binary = find_redis_server()
-    attempts = _PORT_ATTEMPTS if port == 0 else 1
-    for attempt in range(1, attempts + 1):
-        chosen = port or free_port(_LOOPBACK)
-        server = RedisServer(
+    server = start_on_free_port(
+        lambda chosen: RedisServer(
             binary, chosen, ready_timeout=ready_timeout, appendonly=appendonly, appendfsync=appendfsync
-        )
-        try:
-            server.start()
-        except ServerStartError as exc:
-            if attempt == attempts or "exited" not in exc.detail:
-                raise
-            log.debug("redis-server on port %d exited during start-up (port taken?); retrying", chosen)
-            continue
-        log.info(
-            "started %s on %s:%d (pid %s, ready in %.3f s)",
-            server.kind,
-            _LOOPBACK,
-            chosen,
-            server.pid,
-            server.startup_seconds,
-        )
-        return server
-    raise AssertionError("unreachable")
+        ),
+        port,
+        what="redis-server",
+        host=_LOOPBACK,
+    )
+    log.info(
+        "started %s on %s:%d (pid %s, ready in %.3f s)",
+        server.kind,
+        _LOOPBACK,
+        server.port,
+        server.pid,
+        server.startup_seconds,
+    )
+    return server
 
 
 def _via_testcontainers(settings: RedisSettings, stack: contextlib.ExitStack) -> RedisEndpoint:
