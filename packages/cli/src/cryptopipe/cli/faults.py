@@ -92,7 +92,7 @@ from cryptopipe.schemas import (
     RedisSettings,
     decode_trade,
 )
-from cryptopipe.store import PriceStore, connect_redis, price_keys
+from cryptopipe.store import PriceStore, connect_redis, delete_prefixed, price_keys
 
 SCENARIOS: tuple[str, ...] = (
     "leader-kill",
@@ -719,9 +719,7 @@ def _cleanup_redis(redis_url: str, key_prefix: str) -> None:
     with contextlib.suppress(redis_lib.RedisError):
         client = connect_redis(redis_url)
         try:
-            keys = list(client.scan_iter(match=key_prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
+            delete_prefixed(client, key_prefix)
         finally:
             client.close()
 

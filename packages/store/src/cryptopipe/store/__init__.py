@@ -10,7 +10,7 @@ from cryptopipe.store.errors import ConfigError, ConsumerFatalError, StoreError
 from cryptopipe.store.latency import LatencyReservoir
 from cryptopipe.store.loop import ConsumerLoop, LoopStats, consumer_config
 from cryptopipe.store.prices import PriceSink, PriceStore, history_member, price_keys
-from cryptopipe.store.sink import Sink, WriteResult, connect_redis
+from cryptopipe.store.sink import Sink, WriteResult, connect_redis, delete_prefixed
 
 __all__ = [
     "AlertSink",
@@ -27,6 +27,7 @@ __all__ = [
     "WriteResult",
     "connect_redis",
     "consumer_config",
+    "delete_prefixed",
     "history_member",
     "price_keys",
 ]

@@ -21,7 +21,7 @@ from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, TopicSpec, T
 from cryptopipe.schemas.topics import PARTITIONER
 from cryptopipe.store.loop import ConsumerLoop, LoopStats
 from cryptopipe.store.prices import PriceSink
-from cryptopipe.store.sink import connect_redis
+from cryptopipe.store.sink import connect_redis, delete_prefixed
 
 
 def unwritten(published: int, stats: LoopStats) -> int:
@@ -82,9 +82,7 @@ def measure_sink_modes(
                 for i in range(0, n, size):
                     sink.write(trades[i : i + size])
                 out[mode][size] = n / (time.perf_counter() - started)
-                keys = list(client.scan_iter(match=prefix + "*", count=1000))
-                if keys:
-                    client.delete(*keys)
+                delete_prefixed(client, prefix)
     finally:
         client.close()
     return out
@@ -167,9 +165,7 @@ def measure_batch_sizes(
                     f"were never written to Redis ({loop.stats})"
                 )
             out[size] = (n - counted_from) / (time.perf_counter() - first)
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
+            delete_prefixed(client, prefix)
     finally:
         client.close()
     return out

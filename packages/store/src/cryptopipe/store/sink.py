@@ -101,3 +101,10 @@ def connect_redis(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
+
+
+def delete_prefixed(client: redis.Redis, key_prefix: str) -> None:
+    """Delete every key that starts with ``key_prefix`` (a run's or a benchmark's scratch keys)."""
+    keys = list(client.scan_iter(match=key_prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
