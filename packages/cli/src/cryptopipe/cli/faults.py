@@ -736,25 +736,29 @@ def _kill_partition_leader(run: Run) -> str:
     )
     partition, leader = busiest_partition_leader(run.kafka_settings, run.prices_topic)
     broker = cluster.broker(leader)
-    pid = broker.pid
-    broker.kill()
-    run.hold(f"killed broker {leader} (pid {pid}, SIGKILL), leader of {run.prices_topic}[{partition}]")
-    restarted = time.monotonic()
-    broker.restart()
+    held = f"killed broker {leader} (pid {broker.pid}, SIGKILL), leader of {run.prices_topic}[{partition}]"
+    took = _down_and_back(run, broker, broker.kill, held)
     return (
         f"broker {leader}, leader of {run.prices_topic}[{partition}], killed (SIGKILL) and back "
-        f"after a {time.monotonic() - restarted:.1f} s restart on its data"
+        f"after a {took:.1f} s restart on its data"
     )
+
+
+def _down_and_back(run: Run, server: LocalServer, stop: Callable[[], None], held: str) -> float:
+    """``stop()`` the server, hold the fault (``held`` says what it is), restart the server on its
+    data; returns how long the restart took, in seconds."""
+    stop()
+    run.hold(held)
+    restarted = time.monotonic()
+    server.restart()
+    return time.monotonic() - restarted
 
 
 def _restart_broker(run: Run) -> str:
     broker = run.servers.kafka.server
     assert broker is not None
-    broker.terminate()
-    run.hold(f"stopped the broker ({broker.name}, graceful)")
-    restarted = time.monotonic()
-    broker.restart()
-    return f"broker stopped and back after a {time.monotonic() - restarted:.1f} s restart on its data"
+    took = _down_and_back(run, broker, broker.terminate, f"stopped the broker ({broker.name}, graceful)")
+    return f"broker stopped and back after a {took:.1f} s restart on its data"
 
 
 def _cut_network(run: Run) -> str:
@@ -769,12 +773,8 @@ def _cut_network(run: Run) -> str:
 def _restart_redis(run: Run) -> str:
     server = run.servers.redis.server
     assert server is not None
-    pid = server.pid
-    server.kill()
-    run.hold(f"killed Redis (pid {pid}, SIGKILL)")
-    restarted = time.monotonic()
-    server.restart()
-    return f"Redis killed (SIGKILL) and back from its AOF after {time.monotonic() - restarted:.1f} s"
+    took = _down_and_back(run, server, server.kill, f"killed Redis (pid {server.pid}, SIGKILL)")
+    return f"Redis killed (SIGKILL) and back from its AOF after {took:.1f} s"
 
 
 def _kill_consumer(run: Run) -> str:
