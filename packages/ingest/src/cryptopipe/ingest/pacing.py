@@ -13,7 +13,24 @@ import time
 from collections.abc import Callable
 
 
-class TokenBucket:
+class _Pacer:
+    """:meth:`acquire` waits, one caller at a time, until :meth:`try_acquire` returns 0.0."""
+
+    _lock: asyncio.Lock
+
+    def try_acquire(self) -> float:
+        """Take one now and return 0.0, or return how long to wait before trying again."""
+        raise NotImplementedError
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            wait = self.try_acquire()
+            while wait > 0:
+                await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
+                wait = self.try_acquire()
+
+
+class TokenBucket(_Pacer):
     """``rate`` tokens per second, holding at most ``capacity``; :meth:`acquire` waits for one.
 
     With capacity 1 and rate r, any 1-second window holds at most r + 1 acquisitions.
@@ -40,15 +57,8 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
-    async def acquire(self) -> None:
-        async with self._lock:
-            wait = self.try_acquire()
-            while wait > 0:
-                await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
-                wait = self.try_acquire()
 
-
-class AttemptWindow:
+class AttemptWindow(_Pacer):
     """At most ``limit`` events in any sliding ``window_s``; :meth:`acquire` waits for room."""
 
     def __init__(
@@ -69,10 +79,3 @@ class AttemptWindow:
             self._times.append(now)
             return 0.0
         return self._times[0] + self.window_s - now
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            wait = self.try_acquire()
-            while wait > 0:
-                await asyncio.sleep(wait)  # a deadline, not a condition: nothing else can signal it
-                wait = self.try_acquire()
