@@ -31,6 +31,16 @@ logger = logging.getLogger(__name__)
 EXIT_UNAVAILABLE = 2
 
 
+#: The numeric flags: (flag, settings field, type, metavar, help). Unset, each comes from the environment.
+_NUMBERS: tuple[tuple[str, str, type[int] | type[float], str, str], ...] = (
+    ("--interval", "interval_s", float, "S", "seconds between estimates (env SKEW_INTERVAL_S; default 30)"),
+    ("--samples", "samples", int, "N", "exchanges per estimate (env SKEW_SAMPLES; default 8)"),
+    ("--window", "window", int, "K", "median over the last K estimates (env SKEW_WINDOW; default 5)"),
+    ("--timeout", "timeout_s", float, "S", "timeout of one exchange (env SKEW_TIMEOUT_S; default 2)"),
+    ("--metrics-port", "metrics_port", int, "P", "env SKEW_METRICS_PORT; default 9105"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe skew-monitor",
@@ -60,39 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="also ask this NTP server (env SKEW_NTP_SERVER)",
     )
-    parser.add_argument(
-        "--interval",
-        dest="interval_s",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds between estimates (env SKEW_INTERVAL_S; default 30)",
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="exchanges per estimate (env SKEW_SAMPLES; default 8)",
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        metavar="K",
-        help="median over the last K estimates (env SKEW_WINDOW; default 5)",
-    )
-    parser.add_argument(
-        "--timeout",
-        dest="timeout_s",
-        type=float,
-        default=None,
-        metavar="S",
-        help="timeout of one exchange (env SKEW_TIMEOUT_S; default 2)",
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, metavar="P", help="env SKEW_METRICS_PORT; default 9105"
-    )
+    for flag, dest, kind, metavar, text in _NUMBERS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument(
         "--metrics-host", default=None, metavar="HOST", help="env SKEW_METRICS_HOST; default 127.0.0.1"
     )
