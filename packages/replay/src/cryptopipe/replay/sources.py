@@ -42,7 +42,7 @@ from typing import IO, Literal
 from cryptopipe.replay.config import BINANCE_VISION_URL, ReplayConfig
 from cryptopipe.replay.errors import FetchError, ReplayConfigError, SourceError
 from cryptopipe.schemas import DecodeError
-from cryptopipe.schemas.binance import AggTradeEvent, parse_event, split_frame
+from cryptopipe.schemas.binance import AggTradeEvent, StreamEvent, parse_event, split_frame
 
 log = logging.getLogger(__name__)
 
@@ -374,36 +374,30 @@ class RecordedFramesSource(Source):
                 if event is None:
                     self._bad(lineno, f"stream {frame.stream!r} does not carry a {kind} event")
                     continue
-                if isinstance(event, AggTradeEvent):
-                    yield TradeRecord(
-                        event.s.upper(),
-                        "aggTrade",
-                        event.a,
-                        event.p,
-                        event.q,
-                        event.f,
-                        event.l,
-                        _to_us(event.T),
-                        _to_us(event.E),
-                        event.m,
-                        event.M,
-                        pace_ns,
-                    )
-                else:
-                    yield TradeRecord(
-                        event.s.upper(),
-                        "trade",
-                        event.t,
-                        event.p,
-                        event.q,
-                        event.t,
-                        event.t,
-                        _to_us(event.T),
-                        _to_us(event.E),
-                        event.m,
-                        event.M,
-                        pace_ns,
-                    )
+                yield _event_record(event, pace_ns)
+
+
+def _event_record(event: StreamEvent, pace_ns: int) -> TradeRecord:
+    """A recorded stream event on the source timeline (a trade is its own first and last id)."""
+    kind: TradeKind
+    if isinstance(event, AggTradeEvent):
+        kind, trade_id, first_id, last_id = "aggTrade", event.a, event.f, event.l
+    else:
+        kind, trade_id, first_id, last_id = "trade", event.t, event.t, event.t
+    return TradeRecord(
+        event.s.upper(),
+        kind,
+        trade_id,
+        event.p,
+        event.q,
+        first_id,
+        last_id,
+        _to_us(event.T),
+        _to_us(event.E),
+        event.m,
+        event.M,
+        pace_ns,
+    )
 
 
 # --- synthetic --------------------------------------------------------------------------------
