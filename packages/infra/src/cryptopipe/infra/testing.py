@@ -135,20 +135,39 @@ def _infra_stack() -> Iterator[contextlib.ExitStack]:
         yield stack
 
 
+def _session_server(
+    request: pytest.FixtureRequest,
+    name: str,
+    kind: str,
+    resolve: Callable[[], T],
+    check: Callable[[T], None],
+) -> T:
+    """``resolve()`` the session's ``name`` ``kind`` (``"Kafka"``, ``"broker"``) and ``check`` that it
+    answers; fail the session, with the reason, when it cannot be had. The endpoint is logged and
+    shown in the summary."""
+    try:
+        endpoint = resolve()
+    except START_ERRORS as exc:
+        pytest.fail(f"no {name} {kind} for the tests: {exc}", pytrace=False)
+    check(endpoint)
+    request.config.stash.setdefault(_ENDPOINTS, {})[name.lower()] = str(endpoint)
+    log.info("tests use %s: %s", name, endpoint)
+    return endpoint
+
+
 @pytest.fixture(scope="session")
 def kafka(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) -> KafkaEndpoint:
     """The session's broker: configured, or started (testcontainers, local Apache Kafka, Tansu)."""
-    try:
-        endpoint = resolve_kafka(KafkaSettings(), stack=_infra_stack)
-    except START_ERRORS as exc:
-        pytest.fail(f"no Kafka broker for the tests: {exc}", pytrace=False)
+    return _session_server(
+        request, "Kafka", "broker", lambda: resolve_kafka(KafkaSettings(), stack=_infra_stack), _check_kafka
+    )
+
+
+def _check_kafka(endpoint: KafkaEndpoint) -> None:
     if endpoint.server is None and not kafka_metadata_ready(
         endpoint.bootstrap_servers, timeout=30, **_security(endpoint.settings)
     ):
         pytest.fail(f"Kafka {endpoint} did not answer a metadata request within 30 s", pytrace=False)
-    request.config.stash.setdefault(_ENDPOINTS, {})["kafka"] = str(endpoint)
-    log.info("tests use Kafka: %s", endpoint)
-    return endpoint
 
 
 def _security(settings: KafkaSettings) -> dict[str, str]:
@@ -158,23 +177,23 @@ def _security(settings: KafkaSettings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def redis_server(request: pytest.FixtureRequest, _infra_stack: contextlib.ExitStack) -> RedisEndpoint:
     """The session's Redis: configured (REDIS_URL), or started (testcontainers, local redis-server)."""
+    return _session_server(
+        request, "Redis", "server", lambda: resolve_redis(RedisSettings(), stack=_infra_stack), _check_redis
+    )
+
+
+def _check_redis(endpoint: RedisEndpoint) -> None:
+    if endpoint.server is not None:
+        return
     import redis as redis_lib
 
+    client = redis_lib.Redis.from_url(endpoint.url.get_secret_value(), socket_connect_timeout=10)
     try:
-        endpoint = resolve_redis(RedisSettings(), stack=_infra_stack)
-    except START_ERRORS as exc:
-        pytest.fail(f"no Redis server for the tests: {exc}", pytrace=False)
-    if endpoint.server is None:
-        client = redis_lib.Redis.from_url(endpoint.url.get_secret_value(), socket_connect_timeout=10)
-        try:
-            client.ping()
-        except redis_lib.RedisError as exc:
-            pytest.fail(f"Redis {endpoint} did not answer PING: {exc}", pytrace=False)
-        finally:
-            client.close()
-    request.config.stash.setdefault(_ENDPOINTS, {})["redis"] = str(endpoint)
-    log.info("tests use Redis: %s", endpoint)
-    return endpoint
+        client.ping()
+    except redis_lib.RedisError as exc:
+        pytest.fail(f"Redis {endpoint} did not answer PING: {exc}", pytrace=False)
+    finally:
+        client.close()
 
 
 # --- per-test settings and clients ---------------------------------------------------------------
