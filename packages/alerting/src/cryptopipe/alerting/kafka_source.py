@@ -174,12 +174,7 @@ class _EndOffsetProbe:
             messages = self._consumer.consume(num_messages=10000, timeout=0)
             if not messages:
                 break
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(error)
+            for message in _records(messages):
                 partition = message.partition()
                 offset = message.offset()
                 if partition is None or offset is None:
@@ -408,16 +403,21 @@ def read_range(config: Mapping[str, str], task: KafkaRange) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=_ARROW_SCHEMA)
 
 
+def _records(messages: list[Any]) -> Iterator[Any]:
+    """The messages that carry a record: a partition's end is passed over, any other error raised."""
+    for message in messages:
+        error = message.error()
+        if error is None:
+            yield message
+        elif error.code() != KafkaError._PARTITION_EOF:
+            raise KafkaException(error)
+
+
 def _collect(
     consumer: Consumer, task: KafkaRange, messages: list[Any], cursor: int, columns: dict[str, list[Any]]
 ) -> int:
     """Append the messages inside the range; returns the offset after the last one taken."""
-    for message in messages:
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(error)
+    for message in _records(messages):
         offset = message.offset()
         if offset is None or offset < cursor:
             continue
