@@ -134,23 +134,33 @@ class KafkaTradeSource(DataSource):
         return KafkaStreamReader(dict(self.options))
 
 
+def _assigned_consumer(config: Mapping[str, str], group_id: str, *, queued_kbytes: int) -> Consumer:
+    """A consumer for assigned partitions: commits nothing, fetches with little delay, no EOF events.
+
+    ``queued_kbytes`` bounds what the background fetcher queues ahead (``queued.max.messages.kbytes``).
+    """
+    return Consumer(
+        {
+            **config,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 1,
+            "queued.max.messages.kbytes": queued_kbytes,
+        }
+    )
+
+
 class _EndOffsetProbe:
     """Tails every partition from the driver and remembers the highest offset fetched + 1."""
 
     def __init__(self, config: dict[str, str], topic: str) -> None:
         self._topic = topic
-        self._consumer = Consumer(
-            {
-                **config,
-                "group.id": f"cryptopipe-alerting-probe-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,
-                "fetch.min.bytes": 1,
-                "queued.max.messages.kbytes": 4096,
-            }
+        self._consumer = _assigned_consumer(
+            config, f"cryptopipe-alerting-probe-{uuid.uuid4().hex}", queued_kbytes=4096
         )
         self._assigned: dict[int, int] = {}
         self.ends: dict[int, int] = {}
@@ -333,18 +343,10 @@ def _consumer_for(config: Mapping[str, str], topic: str, partition: int) -> Cons
         cached = _CONSUMERS.get(key)
         consumer = cached[0] if cached is not None else None
         if consumer is None:
-            consumer = Consumer(
-                {
-                    **config,
-                    "group.id": f"cryptopipe-alerting-reader-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "enable.partition.eof": False,
-                    "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 10,
-                    "fetch.min.bytes": 1,
-                    "queued.max.messages.kbytes": 16384,
-                }
+            consumer = _assigned_consumer(
+                config,
+                f"cryptopipe-alerting-reader-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                queued_kbytes=16384,
             )
         _CONSUMERS[key] = (consumer, now)
         return consumer
