@@ -71,6 +71,15 @@ SYSTEM = "cryptopipe_system_latency_seconds"
 NETWORK = "cryptopipe_network_latency_seconds"
 NETWORK_CORRECTED = "cryptopipe_network_latency_corrected_seconds"
 
+#: On both branches' dashboards: the prices and the alerts consumers run the same loop.
+_CONSUMER_BATCH = latency(
+    "cryptopipe_consumer_batch_seconds",
+    "Consumer batch time",
+    "Decode + Redis write of one batch.",
+    level="consumer",
+    by="consumer",
+)
+
 PRICES = Dashboard(
     uid="cryptopipe-prices",
     title="cryptopipe: prices branch",
@@ -155,13 +164,7 @@ PRICES = Dashboard(
                     ),
                     unit="ops",
                 ),
-                latency(
-                    "cryptopipe_consumer_batch_seconds",
-                    "Consumer batch time",
-                    "Decode + Redis write of one batch.",
-                    level="consumer",
-                    by="consumer",
-                ),
+                _CONSUMER_BATCH,
                 latency(
                     "cryptopipe_redis_write_seconds",
                     "Redis write",
@@ -284,13 +287,7 @@ ALERTS = Dashboard(
                     "Alerts consumer lag (records)",
                     (Query(f'{LAG_SERIES}{{topic=~".*alerts"}}', "{{consumer}} {{topic}} ({{source}})"),),
                 ),
-                latency(
-                    "cryptopipe_consumer_batch_seconds",
-                    "Consumer batch time",
-                    "Decode + Redis write of one batch.",
-                    level="consumer",
-                    by="consumer",
-                ),
+                _CONSUMER_BATCH,
             ),
         ),
     ),
