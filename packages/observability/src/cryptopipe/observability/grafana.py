@@ -61,6 +61,11 @@ def latency(metric: str, title: str, description: str, level: str = "all", by: s
     return Panel(title, queries, unit="s", description=description)
 
 
+def single(title: str, expr: str, legend: str, *, unit: str = "short", description: str = "") -> Panel:
+    """A panel of one query."""
+    return Panel(title, (Query(expr, legend),), unit=unit, description=description)
+
+
 def _rate(level: str, metric: str) -> str:
     return f"{level}:{metric}:rate{WINDOW}"
 
@@ -98,9 +103,10 @@ PRICES = Dashboard(
                     "Network latency, skew-corrected",
                     "Network latency plus the estimated clock offset.",
                 ),
-                Panel(
+                single(
                     "End-to-end p99 by symbol",
-                    (Query(histogram_series(E2E, "symbol", "p99"), "{{symbol}}"),),
+                    histogram_series(E2E, "symbol", "p99"),
+                    "{{symbol}}",
                     unit="s",
                 ),
                 Panel(
@@ -146,9 +152,10 @@ PRICES = Dashboard(
         Row(
             "Lag, losses and internals",
             (
-                Panel(
+                single(
                     "Consumer lag (records)",
-                    (Query(LAG_SERIES, "{{consumer}} {{topic}} ({{source}})"),),
+                    LAG_SERIES,
+                    "{{consumer}} {{topic}} ({{source}})",
                     description="source=consumer: the consumers' own view; "
                     "source=broker: kafka-exporter's (compose).",
                 ),
@@ -172,9 +179,10 @@ PRICES = Dashboard(
                     "consumer",
                     "consumer",
                 ),
-                Panel(
+                single(
                     "Consumer stalled for",
-                    (Query(f"max by (consumer) ({STALL_METRIC})", "{{consumer}}"),),
+                    f"max by (consumer) ({STALL_METRIC})",
+                    "{{consumer}}",
                     unit="s",
                     description="Seconds records have been waiting (lag > 0) with none written to Redis; "
                     "0 while caught up. The consumer seeks back after its stall timeout (default 5 s), "
@@ -215,14 +223,10 @@ ALERTS = Dashboard(
                 latency(
                     BATCH, "Micro-batch time", "Duration of one micro-batch (progress triggerExecution)."
                 ),
-                Panel(
+                single(
                     "Micro-batch time by phase (p95)",
-                    (
-                        Query(
-                            histogram_series("cryptopipe_alerting_batch_phase_seconds", "phase", "p95"),
-                            "{{phase}}",
-                        ),
-                    ),
+                    histogram_series("cryptopipe_alerting_batch_phase_seconds", "phase", "p95"),
+                    "{{phase}}",
                     unit="s",
                     description="Spark's durationMs: addBatch, latestOffset, walCommit, commitOffsets ...",
                 ),
@@ -250,9 +254,10 @@ ALERTS = Dashboard(
                     ),
                     unit="ops",
                 ),
-                Panel(
+                single(
                     "Watermark delay",
-                    (Query("cryptopipe_alerting_watermark_delay_seconds", "wall clock - watermark"),),
+                    "cryptopipe_alerting_watermark_delay_seconds",
+                    "wall clock - watermark",
                     unit="s",
                 ),
                 Panel(
@@ -283,9 +288,10 @@ ALERTS = Dashboard(
                     level="kind",
                     by="kind",
                 ),
-                Panel(
+                single(
                     "Alerts consumer lag (records)",
-                    (Query(f'{LAG_SERIES}{{topic=~".*alerts"}}', "{{consumer}} {{topic}} ({{source}})"),),
+                    f'{LAG_SERIES}{{topic=~".*alerts"}}',
+                    "{{consumer}} {{topic}} ({{source}})",
                 ),
                 _CONSUMER_BATCH,
             ),
@@ -302,14 +308,16 @@ INFRASTRUCTURE = Dashboard(
         Row(
             "Resources per component",
             (
-                Panel(
+                single(
                     "CPU (cores)",
-                    (Query(f"component:cpu_usage_cores:rate{WINDOW}", "{{component}}"),),
+                    f"component:cpu_usage_cores:rate{WINDOW}",
+                    "{{component}}",
                     description="CPU seconds per second, incl. child processes (the Spark driver's JVM).",
                 ),
-                Panel(
+                single(
                     "Memory (RSS)",
-                    (Query("component:memory_rss_bytes:max", "{{component}}"),),
+                    "component:memory_rss_bytes:max",
+                    "{{component}}",
                     unit="bytes",
                 ),
                 Panel(
@@ -330,7 +338,7 @@ INFRASTRUCTURE = Dashboard(
                     ),
                     unit="Bps",
                 ),
-                Panel("Scrape targets up", (Query("up", "{{job}} {{instance}}"),)),
+                single("Scrape targets up", "up", "{{job}} {{instance}}"),
             ),
         ),
     ),
@@ -345,9 +353,10 @@ CLOCK = Dashboard(
         Row(
             "Clock",
             (
-                Panel(
+                single(
                     "Clock offset (reference minus local)",
-                    (Query("cryptopipe_clock_offset_seconds", "{{reference}}"),),
+                    "cryptopipe_clock_offset_seconds",
+                    "{{reference}}",
                     unit="s",
                 ),
                 Panel(
