@@ -7,15 +7,26 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from cryptopipe.infra import KafkaEndpoint
-from cryptopipe.schemas import KafkaSettings, Trade, binance, encode, encode_key
-from cryptopipe.store import ConsumerLoop, Sink
+from cryptopipe.schemas import (
+    DEAD_LETTERS,
+    PRICES,
+    KafkaSettings,
+    RedisSettings,
+    Trade,
+    binance,
+    encode,
+    encode_key,
+)
+from cryptopipe.store import ConsumerLoop, PriceSink, Sink
 
 DATA = Path("/work/shared/data/binance")
 
@@ -137,8 +148,11 @@ def loop_factory(kafka: KafkaEndpoint, kafka_settings: KafkaSettings) -> Iterato
         loop.close()
 
 
+RunLoop = Callable[[ConsumerLoop[Any]], RunningLoop]
+
+
 @pytest.fixture
-def run_loop(loop_factory: LoopFactory) -> Iterator[Callable[[ConsumerLoop[Any]], RunningLoop]]:
+def run_loop(loop_factory: LoopFactory) -> Iterator[RunLoop]:
     """``run_loop(loop) -> RunningLoop`` (started); stopped at teardown, before the loops close."""
     running: list[RunningLoop] = []
 
@@ -152,6 +166,49 @@ def run_loop(loop_factory: LoopFactory) -> Iterator[Callable[[ConsumerLoop[Any]]
     for handle in running:
         if handle.thread.is_alive():
             handle.stop()
+
+
+@dataclass(frozen=True)
+class PricesRig:
+    """What a prices-consumer test works with: this test's broker settings, its Redis client and
+    key prefix, its topics, and the ``loop_factory`` / ``run_loop`` fixtures as ``loop`` / ``run``."""
+
+    kafka: KafkaSettings
+    redis: redis.Redis
+    prefix: str
+    topic_factory: Callable[..., str]
+    loop: LoopFactory
+    run: RunLoop
+
+    def topics(self, partitions: int | None = None) -> str:
+        """Create the prices topic (``partitions``, default the spec's) and the dead-letter topic;
+        returns the prices topic's name."""
+        topic = self.topic_factory(PRICES, partitions=partitions)
+        self.topic_factory(DEAD_LETTERS)
+        return topic
+
+    @property
+    def dead_letter_topic(self) -> str:
+        name: str = DEAD_LETTERS.with_prefix(self.kafka.topic_prefix).name
+        return name
+
+    def sink(self, history_cap: int = 5000) -> PriceSink:
+        """A :class:`PriceSink` on this test's Redis keys."""
+        return PriceSink(self.redis, key_prefix=self.prefix, history_cap=history_cap)
+
+
+@pytest.fixture
+def rig(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    topic_factory: Callable[..., str],
+    loop_factory: LoopFactory,
+    run_loop: RunLoop,
+) -> PricesRig:
+    return PricesRig(
+        kafka_settings, redis_client, redis_settings.key_prefix, topic_factory, loop_factory, run_loop
+    )
 
 
 def redis_state(client: Any, prefix: str) -> dict[bytes, Any]:

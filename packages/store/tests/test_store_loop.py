@@ -6,7 +6,7 @@ Every test states which broker ran through the session summary ("cryptopipe test
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +18,10 @@ from prometheus_client import REGISTRY
 
 from cryptopipe.infra import KafkaEndpoint, LocalServer, find_redis_server, free_port
 from cryptopipe.infra.testing import eventually
-from cryptopipe.schemas import (
-    DEAD_LETTERS,
-    PRICES,
-    KafkaSettings,
-    RedisSettings,
-    Trade,
-    decode_dead_letter,
-    encode,
-    encode_key,
-)
+from cryptopipe.schemas import KafkaSettings, Trade, decode_dead_letter, encode, encode_key
 from cryptopipe.store import ConsumerLoop, LatencyReservoir, PriceSink, PriceStore, WriteResult, connect_redis
 
-from .conftest import (
-    LoopFactory,
-    RunningLoop,
-    produce,
-    produce_trades,
-    recorded_trades,
-    redis_state,
-    reference_latest,
-)
-
-RunLoop = Callable[[ConsumerLoop[Any]], RunningLoop]
+from .conftest import PricesRig, produce, produce_trades, recorded_trades, redis_state, reference_latest
 
 
 def lag_is(loop: ConsumerLoop[Any], total: int) -> bool:
@@ -81,27 +62,17 @@ def broker_high_watermark(settings: KafkaSettings, topic: str, partition: int) -
         consumer.close()
 
 
-def test_trades_reach_redis_and_lag_returns_to_zero(
-    kafka: KafkaEndpoint,
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    topic_factory(DEAD_LETTERS)
+def test_trades_reach_redis_and_lag_returns_to_zero(kafka: KafkaEndpoint, rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
     trades = recorded_trades(3000)
     reservoir = LatencyReservoir()
-    sink = PriceSink(redis_client, key_prefix=redis_settings.key_prefix, history_cap=5000)
-    loop = loop_factory(sink, topic, latency_sink=reservoir.add)
-    run_loop(loop)
+    loop = rig.loop(rig.sink(), topic, latency_sink=reservoir.add)
+    rig.run(loop)
 
-    produce_trades(kafka_settings, topic, trades)
+    produce_trades(rig.kafka, topic, trades)
 
     eventually(lambda: loop.stats.written == len(trades), message="not every trade was written")
-    assert_redis_matches(redis_client, redis_settings.key_prefix, trades)
+    assert_redis_matches(rig.redis, rig.prefix, trades)
     assert loop.stats.stale == 0
     assert loop.stats.dead_lettered == 0
     assert len(reservoir.samples) == len(trades)
@@ -118,19 +89,12 @@ def test_trades_reach_redis_and_lag_returns_to_zero(
         # The bug the workaround exists for: produced in multi-record batches, ListOffsets
         # reports far less than the 3000 records there are, so a lag computed from it while
         # catching up would have been too small.
-        assert broker_high_watermark(kafka_settings, topic, 0) < len(trades)
+        assert broker_high_watermark(rig.kafka, topic, 0) < len(trades)
 
 
-def test_bad_records_go_to_the_dead_letter_topic_and_the_loop_goes_on(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    dead_topic = topic_factory(DEAD_LETTERS)
+def test_bad_records_go_to_the_dead_letter_topic_and_the_loop_goes_on(rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
+    dead_topic = rig.dead_letter_topic
     trades = recorded_trades(300)
     valid = [(encode_key(t.symbol), encode(t)) for t in trades]
     not_a_trade = msgspec.json.encode({"v": 1, "symbol": "BTCUSDT"})
@@ -147,16 +111,16 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_loop_goes_on(
         return REGISTRY.get_sample_value("cryptopipe_dead_letters_total", labels) or 0.0
 
     before = {r: dead(r) for r in ("malformed_json", "invalid_trade", "unknown_version")}
-    loop = loop_factory(PriceSink(redis_client, key_prefix=redis_settings.key_prefix), topic)
-    run_loop(loop)
-    produce(kafka_settings, topic, records)
+    loop = rig.loop(PriceSink(rig.redis, key_prefix=rig.prefix), topic)
+    rig.run(loop)
+    produce(rig.kafka, topic, records)
 
     eventually(
         lambda: loop.stats.consumed == len(records), message="the loop did not get past the bad records"
     )
     assert loop.stats.written == len(trades)
     assert loop.stats.dead_lettered == 3
-    assert_redis_matches(redis_client, redis_settings.key_prefix, trades)
+    assert_redis_matches(rig.redis, rig.prefix, trades)
     assert {r: dead(r) - before[r] for r in before} == {
         "malformed_json": 1,
         "invalid_trade": 1,
@@ -164,7 +128,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_loop_goes_on(
     }
     eventually(lambda: lag_is(loop, 0), message="lag did not return to 0")
 
-    reader = Consumer({**kafka_settings.client_config(), "group.id": "dlq-reader"})
+    reader = Consumer({**rig.kafka.client_config(), "group.id": "dlq-reader"})
     partitions = reader.list_topics(dead_topic, timeout=10).topics[dead_topic].partitions
     reader.assign([TopicPartition(dead_topic, p, OFFSET_BEGINNING) for p in partitions])
     letters = []
@@ -214,34 +178,25 @@ class SimulatedCrash(Exception):
     pass
 
 
-def test_crash_between_write_and_commit_loses_and_duplicates_nothing(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-) -> None:
-    topic = topic_factory(PRICES)
-    topic_factory(DEAD_LETTERS)
+def test_crash_between_write_and_commit_loses_and_duplicates_nothing(rig: PricesRig) -> None:
+    topic = rig.topics()
     trades = recorded_trades(2000)
-    produce_trades(kafka_settings, topic, trades)
-    prefix = redis_settings.key_prefix
+    produce_trades(rig.kafka, topic, trades)
     group = "g-crash-" + secrets.token_hex(4)
 
-    crashing = CrashAfterWrite(PriceSink(redis_client, key_prefix=prefix, history_cap=5000), crash_on_write=4)
-    first = run_loop(loop_factory(crashing, topic, group_id=group, batch_size=100))
+    crashing = CrashAfterWrite(rig.sink(), crash_on_write=4)
+    first = rig.run(rig.loop(crashing, topic, group_id=group, batch_size=100))
     first.thread.join(60)
     assert isinstance(first.error, SimulatedCrash)
-    written_before_crash = sum(len(history_ids(redis_client, prefix, s)) for s in ("BTCUSDT", "ETHUSDT"))
+    written_before_crash = sum(len(history_ids(rig.redis, rig.prefix, s)) for s in ("BTCUSDT", "ETHUSDT"))
     assert 0 < written_before_crash < len(trades)
 
-    second = loop_factory(PriceSink(redis_client, key_prefix=prefix, history_cap=5000), topic, group_id=group)
-    run_loop(second)
+    second = rig.loop(rig.sink(), topic, group_id=group)
+    rig.run(second)
     eventually(lambda: second.stats.written == len(trades) - written_before_crash)
     eventually(lambda: lag_is(second, 0), message="lag did not return to 0")
 
-    assert_redis_matches(redis_client, prefix, trades)  # nothing missing, no duplicate members
+    assert_redis_matches(rig.redis, rig.prefix, trades)  # nothing missing, no duplicate members
     # The crashed batch was replayed (not committed) and recognised as already written.
     assert second.stats.stale >= 1
     assert second.stats.consumed < len(trades)  # it resumed from the committed offsets
@@ -288,23 +243,17 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 def test_redis_outage_loses_nothing_and_lag_counts_the_backlog(
-    kafka: KafkaEndpoint,
-    kafka_settings: KafkaSettings,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-    own_redis: OwnRedis,
+    kafka: KafkaEndpoint, rig: PricesRig, own_redis: OwnRedis
 ) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    topic_factory(DEAD_LETTERS)
+    topic = rig.topics(partitions=1)
     trades = recorded_trades(1000)
     first_half, second_half = trades[:500], trades[500:]
     server = own_redis.start()
     client = connect_redis(own_redis.url, socket_timeout=1.0)
-    loop = loop_factory(PriceSink(client, key_prefix="o:", history_cap=5000), topic, retry_initial_s=0.02)
-    run_loop(loop)
+    loop = rig.loop(PriceSink(client, key_prefix="o:", history_cap=5000), topic, retry_initial_s=0.02)
+    rig.run(loop)
 
-    produce_trades(kafka_settings, topic, first_half)
+    produce_trades(rig.kafka, topic, first_half)
     eventually(lambda: loop.stats.written == 500)
     errors_before = (
         REGISTRY.get_sample_value(
@@ -314,12 +263,12 @@ def test_redis_outage_loses_nothing_and_lag_counts_the_backlog(
     )
 
     server.stop()
-    produce_trades(kafka_settings, topic, second_half)  # 5 batches of 100: Tansu's ListOffsets says ~401
+    produce_trades(rig.kafka, topic, second_half)  # 5 batches of 100: Tansu's ListOffsets says ~401
     eventually(lambda: loop.stats.redis_failures >= 3, message="the loop never noticed Redis was gone")
     # While Redis is down nothing is committed, and lag counts every record not in Redis.
     eventually(lambda: lag_is(loop, 500), message="lag should be exactly the 500 unwritten records")
     if kafka.quirks.list_offsets_unreliable:
-        assert broker_high_watermark(kafka_settings, topic, 0) - 500 < 500  # what a naive lag would say
+        assert broker_high_watermark(rig.kafka, topic, 0) - 500 < 500  # what a naive lag would say
     assert loop.stats.written == 500
 
     own_redis.start()  # the same server comes back (its AOF keeps the first half; scripts are gone)
@@ -334,27 +283,18 @@ def test_redis_outage_loses_nothing_and_lag_counts_the_backlog(
     assert errors_after > errors_before
 
 
-def test_replaying_the_topic_into_a_new_group_changes_nothing(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-) -> None:
-    topic = topic_factory(PRICES)
-    topic_factory(DEAD_LETTERS)
+def test_replaying_the_topic_into_a_new_group_changes_nothing(rig: PricesRig) -> None:
+    topic = rig.topics()
     trades = recorded_trades(1000)
-    produce_trades(kafka_settings, topic, trades + trades[:300])  # duplicates already in the topic
-    prefix = redis_settings.key_prefix
+    produce_trades(rig.kafka, topic, trades + trades[:300])  # duplicates already in the topic
 
-    first = run_loop(loop_factory(PriceSink(redis_client, key_prefix=prefix, history_cap=5000), topic))
+    first = rig.run(rig.loop(rig.sink(), topic))
     eventually(lambda: first.loop.stats.consumed == 1300)
     first.stop()
     assert (first.loop.stats.written, first.loop.stats.stale) == (1000, 300)
-    state = redis_state(redis_client, prefix)
+    state = redis_state(rig.redis, rig.prefix)
 
-    second = run_loop(loop_factory(PriceSink(redis_client, key_prefix=prefix, history_cap=5000), topic))
+    second = rig.run(rig.loop(rig.sink(), topic))
     eventually(lambda: second.loop.stats.consumed == 1300)
     assert second.loop.stats.stale == 1300
-    assert redis_state(redis_client, prefix) == state
+    assert redis_state(rig.redis, rig.prefix) == state

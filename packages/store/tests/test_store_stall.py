@@ -17,12 +17,11 @@ import redis
 from prometheus_client import REGISTRY
 
 from cryptopipe.infra.testing import eventually
-from cryptopipe.schemas import DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, Trade
+from cryptopipe.schemas import KafkaSettings, RedisSettings, Trade
 from cryptopipe.store import ConsumerLoop, PriceSink, PriceStore, WriteResult
 
-from .conftest import LoopFactory, RunningLoop, produce_trades, recorded_trades
+from .conftest import PricesRig, produce_trades, recorded_trades
 
-RunLoop = Callable[[ConsumerLoop[Any]], RunningLoop]
 STALL_TIMEOUT_S = 1.0
 
 
@@ -66,22 +65,13 @@ def written_ids(client: redis.Redis, prefix: str) -> set[int]:
     return {int(h["trade_id"]) for symbol in store.symbols() for h in store.history(symbol, limit=100_000)}
 
 
-def test_a_consumer_that_stops_receiving_is_detected_and_recreated(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    topic_factory(DEAD_LETTERS)
+def test_a_consumer_that_stops_receiving_is_detected_and_recreated(rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
     trades = recorded_trades(400)
-    prefix = redis_settings.key_prefix
-    sink = PriceSink(redis_client, key_prefix=prefix, history_cap=5000)
-    loop = loop_factory(sink, topic, stall_timeout_s=STALL_TIMEOUT_S)
+    loop = rig.loop(rig.sink(), topic, stall_timeout_s=STALL_TIMEOUT_S)
     before = counts()
 
-    produce_trades(kafka_settings, topic, trades[:200])
+    produce_trades(rig.kafka, topic, trades[:200])
     drive(loop, lambda: loop.stats.written == 200 and caught_up(loop), "the first half was not written")
     assert not loop.stalled
     assert since_progress() == 0
@@ -89,7 +79,7 @@ def test_a_consumer_that_stops_receiving_is_detected_and_recreated(
     # The consumer stops receiving (as on Tansu's tail stall) while records keep arriving.
     consumer = loop._consumer
     consumer.pause(consumer.assignment())
-    produce_trades(kafka_settings, topic, trades[200:])
+    produce_trades(rig.kafka, topic, trades[200:])
 
     drive(loop, lambda: since_progress() > 0, "records waited, but the gauge stayed at 0")
     drive(loop, lambda: increase(before)["stalls"] == 1, "the stall was never detected")
@@ -104,7 +94,7 @@ def test_a_consumer_that_stops_receiving_is_detected_and_recreated(
     assert not loop.stalled
     assert since_progress() == 0
     assert increase(before)["stalls"] == 1  # one stall, however many recovery steps it took
-    assert written_ids(redis_client, prefix) == {t.trade_id for t in trades}
+    assert written_ids(rig.redis, rig.prefix) == {t.trade_id for t in trades}
 
 
 class SwitchableRedis:
@@ -125,28 +115,19 @@ class SwitchableRedis:
         return self.inner.write(batch)
 
 
-def test_failing_redis_writes_are_a_stall_but_the_consumer_is_left_alone(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-    run_loop: RunLoop,
-) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    topic_factory(DEAD_LETTERS)
+def test_failing_redis_writes_are_a_stall_but_the_consumer_is_left_alone(rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
     trades = recorded_trades(400)
-    prefix = redis_settings.key_prefix
-    sink = SwitchableRedis(PriceSink(redis_client, key_prefix=prefix, history_cap=5000))
-    loop = loop_factory(sink, topic, stall_timeout_s=STALL_TIMEOUT_S, retry_initial_s=0.02)
+    sink = SwitchableRedis(rig.sink())
+    loop = rig.loop(sink, topic, stall_timeout_s=STALL_TIMEOUT_S, retry_initial_s=0.02)
     before = counts()
-    run_loop(loop)
+    rig.run(loop)
 
-    produce_trades(kafka_settings, topic, trades[:200])
+    produce_trades(rig.kafka, topic, trades[:200])
     eventually(lambda: loop.stats.written == 200 and caught_up(loop), message="first half not written")
 
     sink.down.set()
-    produce_trades(kafka_settings, topic, trades[200:])
+    produce_trades(rig.kafka, topic, trades[200:])
     eventually(lambda: since_progress() > 0, message="records waited, but the gauge stayed at 0")
     eventually(lambda: loop.stalled and increase(before)["stalls"] == 1, message="stall not detected")
     assert loop.stats.written == 200
@@ -157,23 +138,15 @@ def test_failing_redis_writes_are_a_stall_but_the_consumer_is_left_alone(
     assert since_progress() == 0
     # The cause was Redis: the write retries recovered; the Kafka consumer was not touched.
     assert increase(before) == {"stalls": 1, "seek": 0, "recreate": 0}
-    assert written_ids(redis_client, prefix) == {t.trade_id for t in trades}
+    assert written_ids(rig.redis, rig.prefix) == {t.trade_id for t in trades}
 
 
-def test_an_idle_consumer_with_nothing_to_read_is_not_stalled(
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    topic_factory: Callable[..., str],
-    loop_factory: LoopFactory,
-) -> None:
-    topic = topic_factory(PRICES, partitions=1)
-    topic_factory(DEAD_LETTERS)
+def test_an_idle_consumer_with_nothing_to_read_is_not_stalled(rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
     trades = recorded_trades(100)
-    sink = PriceSink(redis_client, key_prefix=redis_settings.key_prefix, history_cap=5000)
-    loop = loop_factory(sink, topic, stall_timeout_s=STALL_TIMEOUT_S)
+    loop = rig.loop(rig.sink(), topic, stall_timeout_s=STALL_TIMEOUT_S)
     before = counts()
-    produce_trades(kafka_settings, topic, trades)
+    produce_trades(rig.kafka, topic, trades)
     drive(loop, lambda: loop.stats.written == 100 and caught_up(loop), "trades not written")
 
     # Idle (lag 0) for several stall timeouts: nothing waits, so nothing is stalled.
