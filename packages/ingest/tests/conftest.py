@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from cryptopipe.ingest import Ingest, IngestSettings
-from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, decode_dead_letter, decode_trade
+from cryptopipe.schemas import DeadLetter, KafkaSettings, TopicSpec, Trade, decode_dead_letter, decode_trade
 
 
 class RunningIngest:
@@ -58,10 +58,13 @@ class RunningIngest:
 
 @pytest.fixture
 def run_ingest() -> Iterator[Callable[..., RunningIngest]]:
-    """``run_ingest(kafka_settings, **ingest_settings) -> RunningIngest``; stopped at teardown."""
+    """``run_ingest(kafka_settings, exchange=None, **ingest_settings) -> RunningIngest``; stopped at
+    teardown. An ``exchange`` (a replay exchange handle) gives the ws_url and rest_url not given."""
     running: list[RunningIngest] = []
 
-    def start(kafka: KafkaSettings, **overrides: Any) -> RunningIngest:
+    def start(kafka: KafkaSettings, exchange: Any = None, **overrides: Any) -> RunningIngest:
+        if exchange is not None:
+            overrides = {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url, **overrides}
         fast = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "flush_timeout_s": 5.0, "rest_retries": 2}
         settings = IngestSettings(**{**fast, **overrides})
         handle = RunningIngest(settings, kafka).start()
@@ -127,10 +130,14 @@ class TopicReader:
 
 @pytest.fixture
 def topic_reader(kafka_settings: KafkaSettings) -> Iterator[Callable[..., TopicReader]]:
+    """``topic_reader(topic, kafka=None) -> TopicReader``; a ``TopicSpec`` gets the kafka settings'
+    topic prefix (``kafka`` defaults to ``kafka_settings``). Closed at teardown."""
     readers: list[TopicReader] = []
 
-    def make(topic: str, kafka: KafkaSettings | None = None) -> TopicReader:
-        reader = TopicReader(kafka or kafka_settings, topic)
+    def make(topic: str | TopicSpec, kafka: KafkaSettings | None = None) -> TopicReader:
+        kafka = kafka or kafka_settings
+        name = topic.with_prefix(kafka.topic_prefix).name if isinstance(topic, TopicSpec) else topic
+        reader = TopicReader(kafka, name)
         readers.append(reader)
         return reader
 

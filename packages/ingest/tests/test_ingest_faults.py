@@ -35,6 +35,30 @@ def read_all(reader: Any, total: int) -> list[Trade]:
     return list(reader.trades())
 
 
+def play_out(exchange: Any, ingest: Any, reader: Any, total: int) -> list[Trade]:
+    """The tape ends, all ``total`` trades reach the topic and are acknowledged, ingest stops:
+    every trade on the topic then (duplicates included)."""
+    assert exchange.wait_finished(60)
+    read_all(reader, total)
+    eventually(lambda: ingest.stats.published == total, message="every trade acknowledged")
+    ingest.stop()
+    reader.poll()
+    return list(reader.trades())
+
+
+def play_out_with_a_gap(
+    exchange: Any, ingest: Any, reader: Any, kind: str = "aggTrade"
+) -> tuple[list[int], list[int]]:
+    """The BTCUSDT tape ends and every trade it offered is published or counted unfilled, ingest
+    stops: (the ids offered, the ids on the topic)."""
+    assert exchange.wait_finished(60)
+    expected = history_ids(exchange, ("BTCUSDT",), kind)["BTCUSDT"]
+    eventually(lambda: ingest.stats.published + ingest.stats.unfilled == len(expected), timeout=30)
+    ingest.stop()
+    reader.poll()
+    return expected, [t.trade_id for t in reader.trades()]
+
+
 def test_dropped_connections_are_backfilled_in_order(
     kafka_settings: KafkaSettings, replay_exchange_factory: Any, run_ingest: Any, topic_reader: Any
 ) -> None:
@@ -48,21 +72,11 @@ def test_dropped_connections_are_backfilled_in_order(
         symbols=symbols, count=2400, rate=600, seed=3, burst=False, drop_after=1300
     )
     gaps_before = counter(m.GAPS, symbol="BTCUSDT") + counter(m.GAPS, symbol="ETHUSDT")
-    ingest = run_ingest(
-        kafka_settings,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt,ethusdt",
-        backoff_initial_s=0.2,
-    )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
-    assert exchange.wait_finished(60)
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt,ethusdt", backoff_initial_s=0.2)
+    reader = topic_reader(PRICES)
+    trades = play_out(exchange, ingest, reader, 2400)
     expected = history_ids(exchange, symbols)
-    trades = read_all(reader, 2400)
-    eventually(lambda: ingest.stats.published == 2400, message="every trade acknowledged")
-    ingest.stop()
-    reader.poll()
-    assert ids_by_symbol(reader.trades()) == expected, "every id exactly once, in order, per symbol"
+    assert ids_by_symbol(trades) == expected, "every id exactly once, in order, per symbol"
     stats = ingest.stats
     assert stats.reconnects >= 1
     assert stats.gaps >= 1
@@ -81,21 +95,8 @@ def test_trade_mode_gaps_are_counted_unfilled(
     exchange = replay_exchange_factory(
         symbols=("BTCUSDT",), count=1500, rate=600, seed=4, burst=False, drop_after=800
     )
-    ingest = run_ingest(
-        kafka_settings,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt",
-        mode="trade",
-        backoff_initial_s=0.2,
-    )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
-    assert exchange.wait_finished(60)
-    expected = history_ids(exchange, ("BTCUSDT",), "trade")["BTCUSDT"]
-    eventually(lambda: ingest.stats.published + ingest.stats.unfilled == len(expected), timeout=30)
-    ingest.stop()
-    reader.poll()
-    got = [t.trade_id for t in reader.trades()]
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt", mode="trade", backoff_initial_s=0.2)
+    expected, got = play_out_with_a_gap(exchange, ingest, topic_reader(PRICES), "trade")
     assert got == sorted(set(got)), "in order, no duplicates"
     assert set(got) <= set(expected)
     assert ingest.stats.gaps >= 1
@@ -111,19 +112,13 @@ def test_rest_failure_counts_the_gap_as_unfilled_and_goes_on(
     )
     ingest = run_ingest(
         kafka_settings,
-        ws_url=exchange.ws_url,
+        exchange,
         rest_url="http://127.0.0.1:9",
         symbols="btcusdt",
         rest_retries=1,
         backoff_initial_s=0.2,
     )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
-    assert exchange.wait_finished(60)
-    expected = history_ids(exchange, ("BTCUSDT",))["BTCUSDT"]
-    eventually(lambda: ingest.stats.published + ingest.stats.unfilled == len(expected), timeout=30)
-    ingest.stop()
-    reader.poll()
-    got = [t.trade_id for t in reader.trades()]
+    expected, got = play_out_with_a_gap(exchange, ingest, topic_reader(PRICES))
     assert got == sorted(set(got))
     assert ingest.stats.unfilled == len(expected) - len(got) > 0
 
@@ -134,13 +129,7 @@ def test_stale_stream_triggers_a_reconnect(
     """The replay sends 50 trades and falls silent: the watchdog reconnects (reason "stale")."""
     exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=50, speed="max", seed=1)
     stale_before = counter(m.RECONNECTS, reason="stale")
-    ingest = run_ingest(
-        kafka_settings,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt",
-        stale_after_s=0.5,
-    )
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt", stale_after_s=0.5)
     eventually(
         lambda: counter(m.RECONNECTS, reason="stale") > stale_before, timeout=30, message="stale reconnect"
     )
@@ -158,16 +147,10 @@ def test_a_flowing_stream_outlives_many_stale_windows_on_one_connection(
     re-arms (no reconnect), and the receive it cancelled loses no frame."""
     exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=3500, rate=500, seed=5, burst=False)
     stale_before = counter(m.RECONNECTS, reason="stale")
-    ingest = run_ingest(
-        kafka_settings,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt",
-        # ~7 windows over the 7 s tape; long enough that a loaded CI machine's pauses (0.3 s was
-        # seen once) are not real silences.
-        stale_after_s=1.0,
-    )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
+    # ~7 windows over the 7 s tape; long enough that a loaded CI machine's pauses (0.3 s was seen
+    # once) are not real silences.
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt", stale_after_s=1.0)
+    reader = topic_reader(PRICES)
     # Checked while the tape still plays (>= 5 s in): once it ends, silence is stale for real.
     eventually(lambda: ingest.stats.published >= 2500, timeout=60, message="5 s of trades")
     assert exchange.stats.connections == 1
@@ -193,7 +176,7 @@ def test_pings_are_answered(
         ping_interval_s=0.3,
         pong_timeout_s=0.6,
     )
-    ingest = run_ingest(kafka_settings, ws_url=exchange.ws_url, rest_url=exchange.rest_url, symbols="btcusdt")
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt")
     assert exchange.wait_finished(60)
     eventually(lambda: ingest.stats.published == 1200)
     ingest.stop()
@@ -207,22 +190,14 @@ def test_server_shutdown_rolls_over_without_loss(
     symbols = ("BTCUSDT", "ETHUSDT")
     exchange = replay_exchange_factory(symbols=symbols, count=2000, rate=800, seed=8, burst=False)
     before = counter(m.RECONNECTS, reason="server_shutdown")
-    ingest = run_ingest(
-        kafka_settings, ws_url=exchange.ws_url, rest_url=exchange.rest_url, symbols="btcusdt,ethusdt"
-    )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt,ethusdt")
+    reader = topic_reader(PRICES)
     eventually(lambda: ingest.stats.published > 400, message="trades flowing")
     exchange.server_shutdown()
     eventually(
         lambda: counter(m.RECONNECTS, reason="server_shutdown") > before, message="serverShutdown reconnect"
     )
-    assert exchange.wait_finished(60)
-    expected = history_ids(exchange, symbols)
-    read_all(reader, 2000)
-    eventually(lambda: ingest.stats.published == 2000)
-    ingest.stop()
-    reader.poll()
-    assert ids_by_symbol(reader.trades()) == expected
+    assert ids_by_symbol(play_out(exchange, ingest, reader, 2000)) == history_ids(exchange, symbols)
     assert exchange.stats.connections >= 2
 
 
@@ -233,20 +208,9 @@ def test_connections_roll_over_before_their_maximum_age(
     exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=2000, rate=800, seed=12, burst=False)
     before = counter(m.RECONNECTS, reason="max_age")
     open_before = m.CONNECTIONS._value.get()
-    ingest = run_ingest(
-        kafka_settings,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt",
-        max_connection_age_s=0.8,
-    )
-    reader = topic_reader(PRICES.with_prefix(kafka_settings.topic_prefix).name)
-    assert exchange.wait_finished(60)
-    read_all(reader, 2000)
-    eventually(lambda: ingest.stats.published == 2000)
-    ingest.stop()
-    reader.poll()
-    assert ids_by_symbol(reader.trades()) == history_ids(exchange, ("BTCUSDT",))
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt", max_connection_age_s=0.8)
+    trades = play_out(exchange, ingest, topic_reader(PRICES), 2000)
+    assert ids_by_symbol(trades) == history_ids(exchange, ("BTCUSDT",))
     assert counter(m.RECONNECTS, reason="max_age") - before >= 1
     assert ingest.stats.gaps == 0, "the successor was subscribed before the old connection was dropped"
     assert ingest.stats.duplicates > 0, "the overlap was deduplicated"
@@ -283,7 +247,7 @@ def test_broker_outage_loses_and_duplicates_nothing(
     """
     kafka = proxied_kafka.settings
     exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=2400, rate=400, seed=9, burst=False)
-    ingest = run_ingest(kafka, ws_url=exchange.ws_url, rest_url=exchange.rest_url, symbols="btcusdt")
+    ingest = run_ingest(kafka, exchange, symbols="btcusdt")
     eventually(lambda: ingest.stats.published > 300, message="trades flowing")
     proxied_kafka.proxy.pause()
     paused_at = ingest.stats.received
@@ -296,7 +260,7 @@ def test_broker_outage_loses_and_duplicates_nothing(
         lambda: ingest.stats.published == 2400, timeout=60, message="everything delivered after the outage"
     )
     ingest.stop()
-    reader = topic_reader(PRICES.with_prefix(kafka.topic_prefix).name, kafka)
+    reader = topic_reader(PRICES, kafka)
     trades = read_all(reader, 2400)
     assert ids_by_symbol(trades) == history_ids(exchange, ("BTCUSDT",))
     assert ingest.stats.lost == 0
@@ -309,14 +273,7 @@ def test_buffer_bound_loss_is_counted_and_logged(
     exchange = replay_exchange_factory(symbols=("BTCUSDT",), count=100_000, rate=1000, seed=2, burst=False)
     full_before = counter(m.TRADES_LOST, reason="buffer_full")
     shutdown_before = counter(m.TRADES_LOST, reason="shutdown")
-    ingest = run_ingest(
-        kafka,
-        ws_url=exchange.ws_url,
-        rest_url=exchange.rest_url,
-        symbols="btcusdt",
-        buffer_max_messages=200,
-        flush_timeout_s=0.5,
-    )
+    ingest = run_ingest(kafka, exchange, symbols="btcusdt", buffer_max_messages=200, flush_timeout_s=0.5)
     eventually(lambda: ingest.stats.published > 100, message="trades flowing")
     proxied_kafka.proxy.pause()
     eventually(lambda: ingest.stats.lost > 50, message="the buffer bound is hit")

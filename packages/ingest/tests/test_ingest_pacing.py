@@ -129,19 +129,9 @@ def test_invalid_settings_name_the_variable(
 def test_cli_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_SYMBOLS", "solusdt")
     monkeypatch.setenv("INGEST_METRICS_PORT", "9999")
-    args = cli.build_parser().parse_args(
-        [
-            "--symbols",
-            "btcusdt,ethusdt",
-            "--mode",
-            "trade",
-            "--ws-url",
-            "ws://127.0.0.1:1",
-            "--metrics-port",
-            "0",
-        ]
-    )
-    settings = cli.settings_from_args(args)
+    argv = ["--symbols", "btcusdt,ethusdt", "--mode", "trade"]
+    argv += ["--ws-url", "ws://127.0.0.1:1", "--metrics-port", "0"]
+    settings = cli.settings_from_args(cli.build_parser().parse_args(argv))
     assert settings.symbols == ("btcusdt", "ethusdt")
     assert settings.mode == "trade"
     assert settings.ws_url == "ws://127.0.0.1:1"
