@@ -9,12 +9,13 @@ docstring says how trades are reconciled by id. Times are reported, never assert
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from cryptopipe.cli.faults import (
     FaultConfig,
+    Progress,
     Sample,
     ScenarioResult,
     Servers,
@@ -85,20 +86,21 @@ def test_the_partition_leader_killed_on_the_cluster_loses_and_duplicates_nothing
 
 
 @pytest.mark.slow
-def test_the_broker_stopped_and_restarted_on_its_data_loses_and_duplicates_nothing(
-    proxied_kafka: ProxiedKafka, redis_server: RedisEndpoint
+@pytest.mark.parametrize(
+    ("scenario", "config"),
+    [
+        pytest.param(broker_restart, CONFIG, id="broker-stopped-and-restarted-on-its-data"),
+        pytest.param(network_cut, dataclasses.replace(CONFIG, outage=10), id="network-cut-for-10-s"),
+    ],
+)
+def test_the_broker_behind_the_proxy_gone_and_back_loses_and_duplicates_nothing(
+    proxied_kafka: ProxiedKafka,
+    redis_server: RedisEndpoint,
+    scenario: Callable[[Servers, FaultConfig, Progress], ScenarioResult],
+    config: FaultConfig,
 ) -> None:
     servers = Servers(proxied_kafka.endpoint, redis_server, proxy=proxied_kafka.proxy)
-    _assert_every_trade_once(broker_restart(servers, CONFIG, print), CONFIG)
-
-
-@pytest.mark.slow
-def test_the_brokers_network_cut_for_10_s_loses_and_duplicates_nothing(
-    proxied_kafka: ProxiedKafka, redis_server: RedisEndpoint
-) -> None:
-    config = dataclasses.replace(CONFIG, outage=10)
-    servers = Servers(proxied_kafka.endpoint, redis_server, proxy=proxied_kafka.proxy)
-    _assert_every_trade_once(network_cut(servers, config, print), config)
+    _assert_every_trade_once(scenario(servers, config, print), config)
 
 
 @pytest.mark.slow
