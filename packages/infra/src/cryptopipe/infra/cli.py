@@ -25,17 +25,16 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, MIN_JAVA, KafkaCluster, kafka_libs
 from cryptopipe.infra.errors import InfraError, ServerStartError
+from cryptopipe.runtime import Interrupted, Stop, stop_on_signals
 from cryptopipe.runtime.jvm import ArtifactResolutionError, JavaNotFoundError, cache_root, find_java
 
 log = logging.getLogger(__name__)
@@ -45,14 +44,6 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 DEFAULT_HEAP = "384m"
 _HEAP = re.compile(r"^[1-9]\d*[kKmMgG]?$")
-
-
-class _Stopped(BaseException):
-    """SIGINT or SIGTERM arrived: stop the cluster (a BaseException, so nothing swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def positive_int(text: str) -> int:
@@ -138,27 +129,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@contextlib.contextmanager
-def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM go to ``handler`` while inside this block."""
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
-    """Running: SIGINT and SIGTERM raise :class:`_Stopped` in the main thread."""
-    raise _Stopped(signum)
-
-
-def _note_already_stopping(signum: int, _frame: FrameType | None) -> None:
-    """While stopping: a second Ctrl-C/SIGTERM only says that stopping is under way."""
-    _say(f"{signal.Signals(signum).name}: already stopping the brokers, please wait")
-
-
 class _Progress(threading.Thread):
     """Reports each broker as it becomes ready, and a heartbeat while the quorum forms."""
 
@@ -233,12 +203,13 @@ def _stop(cluster: KafkaCluster) -> float:
     return time.monotonic() - started
 
 
-def _serve(cluster: KafkaCluster, run_for: float | None) -> int:
-    """Wait for a signal or ``run_for``; report brokers that die. Returns the exit status."""
+def _serve(cluster: KafkaCluster, run_for: float | None, stop: Stop) -> int:
+    """Wait for ``stop`` or ``run_for``; report brokers that die. Returns the exit status."""
     deadline = None if run_for is None else time.monotonic() + run_for
     dead: set[int] = set()
     while deadline is None or time.monotonic() < deadline:
-        time.sleep(0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic())))
+        if stop.wait(0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))):
+            return 0
         for broker in cluster.brokers:
             if broker.node_id not in dead and not broker.running():
                 dead.add(broker.node_id)
@@ -257,10 +228,11 @@ def _serve(cluster: KafkaCluster, run_for: float | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cluster = KafkaCluster(args.brokers, heap=args.heap)
-    stopped_by = ""
+    stop = Stop()
     code = 0
     try:
-        with _signals(_raise_stopped):
+        # The first signal interrupts a start under way too (it blocks for up to --ready-timeout).
+        with stop_on_signals(stop, interrupt=True):
             try:
                 java = find_java(MIN_JAVA)
                 libs = cache_root() / "kafka" / cluster.version / "libs"
@@ -301,14 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers} uv run cryptopipe up",
                 flush=True,
             )
-            code = _serve(cluster, args.run_for)
-    except _Stopped as stop:
-        stopped_by = str(stop)
+            code = _serve(cluster, args.run_for, stop)
+    except Interrupted:
+        pass
     finally:
-        with _signals(_note_already_stopping):
+        with stop_on_signals(stop):
             running = [broker for broker in cluster.brokers if broker.running()]
             if running:
-                _say(f"stopping {len(running)} broker(s)" + (f" ({stopped_by})" if stopped_by else ""))
+                _say(f"stopping {len(running)} broker(s)" + (f" ({stop.reason})" if stop.reason else ""))
                 seconds = _stop(cluster)
                 _say(f"stopped every broker in {seconds:.1f} s and removed their data")
             else:

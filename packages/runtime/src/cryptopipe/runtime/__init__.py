@@ -20,11 +20,12 @@ from cryptopipe.runtime.logs import (
 )
 from cryptopipe.runtime.service import RunSettings, add_run_arguments, run_service, run_settings_from
 from cryptopipe.runtime.stats import final_scrape, read_stats, write_stats
-from cryptopipe.runtime.stop import Stop, stop_on_signals
+from cryptopipe.runtime.stop import Interrupted, Stop, stop_on_signals
 from cryptopipe.runtime.topics import ensure_topics
 
 __all__ = [
     "Backoff",
+    "Interrupted",
     "RateLimitFilter",
     "RateLimitedLog",
     "RateLimiter",

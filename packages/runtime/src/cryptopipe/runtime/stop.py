@@ -58,12 +58,26 @@ class Stop:
         return event
 
 
+class Interrupted(BaseException):
+    """Raised in the main thread by ``stop_on_signals(stop, interrupt=True)`` on the first signal.
+
+    A BaseException, so no ``except Exception`` swallows it: it breaks out of a call that blocks
+    for long (a cluster's start) where checking ``stop`` is not possible.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 @contextlib.contextmanager
-def stop_on_signals(stop: Stop) -> Iterator[Stop]:
+def stop_on_signals(stop: Stop, *, interrupt: bool = False) -> Iterator[Stop]:
     """While inside, SIGINT and SIGTERM set ``stop`` (main thread only; elsewhere a no-op).
 
-    The previous handlers come back on exit. A second signal while stopping is logged, not fatal:
-    the service is already finishing its batch and flushing.
+    With ``interrupt``, the first signal also raises :class:`Interrupted` in the main thread.
+    The previous handlers come back on exit. A second signal while stopping is logged (WARNING,
+    so a user pressing Ctrl-C again sees it), not fatal: the service is already finishing its
+    batch and flushing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -72,10 +86,12 @@ def stop_on_signals(stop: Stop) -> Iterator[Stop]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
-            logger.info("%s received again: still stopping", name)
-        else:
-            logger.info("%s received: stopping", name)
+            logger.warning("%s received again: still stopping, please wait", name)
+            return
+        logger.info("%s received: stopping", name)
         stop.set(name)
+        if interrupt:
+            raise Interrupted(name)
 
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
     try:
