@@ -24,6 +24,8 @@ import numpy as np
 
 from cryptopipe.experiment.errors import ExperimentError
 from cryptopipe.experiment.result import Result, read_result
+from cryptopipe.observability import metrics as m
+from cryptopipe.observability.query import series_name
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -56,16 +58,16 @@ def bootstrap_median_difference(
 
 
 def _e2e_mean(result: Result) -> float:
-    value = result.stat("cryptopipe_e2e_latency_seconds", "mean_ms")
+    value = result.stat(series_name(m.E2E_LATENCY), "mean_ms")
     if value is None:
         raise ExperimentError(f"{result.path}: no E2E latency in its summary (did any trade reach Redis?)")
     return float(value)
 
 
 HISTOGRAMS = {
-    "network": "cryptopipe_network_latency_seconds",
-    "network_corrected": "cryptopipe_network_latency_corrected_seconds",
-    "system": "cryptopipe_system_latency_seconds",
+    "network": series_name(m.NETWORK_LATENCY),
+    "network_corrected": series_name(m.NETWORK_LATENCY_CORRECTED),
+    "system": series_name(m.SYSTEM_LATENCY),
 }
 
 
@@ -161,10 +163,10 @@ def _series(result: Result, metric: str) -> tuple[np.ndarray, np.ndarray]:
 def chart_over_time(ranked: Sequence[Result], out: Path) -> list[str]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for result in ranked:
-        times, written = _series(result, "cryptopipe_consumer_messages_total")
+        times, written = _series(result, series_name(m.CONSUMED))
         if times.size > 1:
             left.plot(times[1:], np.diff(written) / np.diff(times), label=result.name)
-        times, lag = _series(result, "cryptopipe_consumer_lag")
+        times, lag = _series(result, series_name(m.CONSUMER_LAG))
         if times.size:
             right.plot(times, lag, label=result.name)
     left.set(title="consumer throughput", xlabel="s", ylabel="messages/s")
@@ -186,8 +188,8 @@ def _per_component(result: Result, metric: str, stat: str) -> dict[str, float]:
 def chart_resources(ranked: Sequence[Result], out: Path) -> list[str]:
     figure, (cpu_axis, ram_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric, stat, scale, title in (
-        (cpu_axis, "cryptopipe_process_cpu_seconds_total", "rate_per_s", 100.0, "CPU (% of one core)"),
-        (ram_axis, "cryptopipe_process_resident_memory_bytes", "mean", 1 / 2**20, "RAM (MiB, mean)"),
+        (cpu_axis, series_name(m.PROCESS_CPU), "rate_per_s", 100.0, "CPU (% of one core)"),
+        (ram_axis, series_name(m.PROCESS_MEMORY), "mean", 1 / 2**20, "RAM (MiB, mean)"),
     ):
         values = [_per_component(r, metric, stat) for r in ranked]
         components = sorted({c for v in values for c in v})

@@ -20,7 +20,9 @@ from cryptopipe.experiment.errors import ExperimentError
 from cryptopipe.experiment.result import write_result
 from cryptopipe.experiment.run import parse_labels
 from cryptopipe.experiment.summarize import summarize
+from cryptopipe.observability import metrics as m
 from cryptopipe.observability.prometheus import PrometheusError, api_get
+from cryptopipe.observability.query import series_name
 
 Row = dict[str, Any]
 SERIES = '{__name__=~"cryptopipe_.+"}'
@@ -85,7 +87,7 @@ def export(
         "cpu_count": None,
         "platform": None,
         "versions": {"python": platform.python_version(), "java": None, "broker": None, "redis": None},
-        "clock_offset_ms": _last(rows, "cryptopipe_clock_offset_seconds", 1000.0),
+        "clock_offset_ms": _last(rows, series_name(m.CLOCK_OFFSET), 1000.0),
         "source": {"kind": "prometheus", "url": url, "step_s": step},
         "symbols": sorted({json.loads(r["labels"]).get("symbol") for r in rows} - {None}),
         "start_utc": start.isoformat(),

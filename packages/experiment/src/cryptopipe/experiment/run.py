@@ -38,6 +38,8 @@ from cryptopipe.experiment.errors import ExperimentError
 from cryptopipe.experiment.result import write_result
 from cryptopipe.experiment.summarize import summarize
 from cryptopipe.infra import InfraError
+from cryptopipe.observability import metrics as m
+from cryptopipe.observability.query import series_name
 from cryptopipe.schemas import PRICES, ConfigError, decode_trade
 from cryptopipe.schemas.errors import DecodeError
 
@@ -191,7 +193,7 @@ def environment(pipeline: up.Pipeline) -> dict[str, Any]:
 
 
 def _clock_offset_ms(rows: list[Row]) -> float | None:
-    values = [r["value"] for r in rows if r["metric"] == "cryptopipe_clock_offset_seconds"]
+    values = [r["value"] for r in rows if r["metric"] == series_name(m.CLOCK_OFFSET)]
     return values[-1] * 1000 if values else None
 
 

@@ -38,6 +38,11 @@ class Scrape:
             self._by_name[sample.name].append(sample)
 
     @classmethod
+    def merged(cls, *scrapes: Scrape) -> Scrape:
+        """One scrape holding every sample of ``scrapes`` (several processes of one component)."""
+        return cls(sample for scrape in scrapes for samples in scrape._by_name.values() for sample in samples)
+
+    @classmethod
     def from_text(cls, *texts: str) -> Scrape:
         return cls(
             s for text in texts for family in text_string_to_metric_families(text) for s in family.samples
