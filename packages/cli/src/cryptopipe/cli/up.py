@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings
 from cryptopipe.alerting.rules import parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.cli.services import Service
+from cryptopipe.dashboard.settings import DashboardSettings
 from cryptopipe.infra import (
     InfraError,
     KafkaEndpoint,
@@ -60,7 +61,9 @@ from cryptopipe.observability import Scrape, serve_metrics
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
-from cryptopipe.runtime import RunSettings, Stop, environ_of, stop_on_signals
+from cryptopipe.replay.config import ReplaySettings
+from cryptopipe.replay.errors import ReplayError
+from cryptopipe.runtime import RunSettings, Stop, environ_of, final_scrape, stop_on_signals
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis
@@ -495,35 +498,23 @@ def check_binance(rest_url: str, timeout: float = 5.0) -> str | None:
         return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
 
 
-def _replay_args(args: argparse.Namespace, ready_file: Path) -> list[str]:
-    command = [
-        "replay-exchange",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready_file),
-        "--speed",
-        args.speed,
-        "--clock",
-        args.clock,
-    ]
-    for path in args.replay_file:
-        command += ["--replay-file", path]
-    if args.clock_offset_ms:
-        command += ["--clock-offset-ms", str(args.clock_offset_ms)]
-    if args.delay_ms:
-        command += ["--delay-ms", str(args.delay_ms)]
-    if args.drop_after is not None:
-        command += ["--drop-after", str(args.drop_after)]
-    if args.rate is not None:
-        command += ["--rate", str(args.rate)]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    if args.loop:
-        command.append("--loop")
-    if args.symbols and not args.replay_file:
-        command += ["--symbols", args.symbols]
-    return command
+def replay_settings(args: argparse.Namespace, ready_file: Path) -> ReplaySettings:
+    """The replay exchange's settings for this run: ``up``'s replay flags on a free port."""
+    return load_settings(
+        ReplaySettings,
+        port=0,
+        ready_file=ready_file,
+        speed=args.speed,
+        clock=args.clock,
+        replay_files=tuple(args.replay_file) or None,
+        clock_offset_ms=args.clock_offset_ms or None,
+        delay_ms=args.delay_ms or None,
+        drop_after=args.drop_after,
+        rate=args.rate,
+        seed=args.seed,
+        loop=args.loop or None,
+        symbols=args.symbols if args.symbols and not args.replay_file else None,
+    )
 
 
 def _served_symbols(rest_url: str) -> list[str]:
@@ -587,7 +578,9 @@ class Pipeline:
         if args.source == "binance":
             return args.binance_ws_url, args.binance_rest_url
         ready_file = self.workdir / "replay-ready.json"
-        self._start("replay-exchange", _replay_args(args, ready_file), env={}, ready_file=ready_file)
+        settings = replay_settings(args, ready_file)
+        env = self._service_env(settings, self.workdir / "replay-exchange-stats.json")
+        self._start("replay-exchange", ["replay-exchange"], env=env, ready_file=ready_file)
         ready = json.loads(ready_file.read_text())
         return str(ready["ws_url"]), str(ready["rest_url"])
 
@@ -713,20 +706,22 @@ class Pipeline:
         if args.no_dashboard:
             return
         dashboard_port = args.dashboard_port or free_port()
-        env = self.env | {
-            "DASHBOARD_SYMBOLS": ",".join(self.runtime.symbols),
-            "DASHBOARD_METRICS_URLS": ",".join(
+        settings = load_settings(
+            DashboardSettings,
+            port=dashboard_port,
+            symbols=",".join(self.runtime.symbols),
+            metrics_urls=",".join(
                 f"http://{address}/metrics" for addresses in targets.values() for address in addresses
             ),
-            "CRYPTOPIPE_RUNTIME_INFO": json.dumps(
-                {"broker": self.runtime.broker, "redis": self.runtime.redis, "spark": self.runtime.spark}
-            ),
-        }
-        if self.prometheus is not None:
-            env["PROMETHEUS_URL"] = self.prometheus.url
-        dashboard = self._start(
-            "dashboard", ["dashboard", "--port", str(dashboard_port)], env=env, ready_port=dashboard_port
+            prometheus_url=self.prometheus.url if self.prometheus is not None else None,
+            runtime_info={
+                "broker": self.runtime.broker,
+                "redis": self.runtime.redis,
+                "spark": self.runtime.spark,
+            },
         )
+        env = self._service_env(settings, self.workdir / "dashboard-stats.json")
+        dashboard = self._start("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
         if dashboard.pid:
             monitor.add("dashboard", dashboard.pid)
         _stderr(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")
@@ -799,9 +794,9 @@ class Pipeline:
         received = scrape.total(m.TRADES_RECEIVED)
         return (
             f"cryptopipe up: {elapsed:6.1f} s  received {received:.0f}"
-            f"  published {scrape.total('cryptopipe_ingest_trades_published_total'):.0f}"
-            f"  written {scrape.total('cryptopipe_prices_written_total'):.0f}"
-            f"  lag {scrape.total('cryptopipe_consumer_lag'):.0f}"
+            f"  published {scrape.total(m.TRADES_PUBLISHED):.0f}"
+            f"  written {scrape.total(m.PRICES_WRITTEN):.0f}"
+            f"  lag {scrape.total(m.CONSUMER_LAG):.0f}"
             f"  e2e p99 {e2e['p99'] if e2e['p99'] is not None else '-'} ms"
         )
 
@@ -827,8 +822,7 @@ class Pipeline:
             )
             batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
             self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=15.0)
-            self.runtime.final["alerting"] = self.scrape("alerting")
-            alerting.stop()
+            self._read_and_stop(["alerting"], "alerting")
         alerts_published = None
         if "alerting" in self.runtime.final:
             alerts_published = int(self.runtime.final["alerting"].total(m.ALERTING_ALERTS))
@@ -844,14 +838,25 @@ class Pipeline:
         return sum(_count(s, "published") for s in stats)
 
     def _read_and_stop(self, names: Sequence[str], component: str) -> None:
-        """Read the running ones' final figures (each, and all together), then stop them all at once."""
+        """Stop the running ones at once, then read their final figures (each, and all together).
+
+        One channel: a service writes its whole metrics registry into its stats file after it
+        flushed (:func:`cryptopipe.runtime.final_scrape`), so the figures include the last batch.
+        Only a service that left none (killed before it could write) is read from the scrape
+        taken just before the stop, and the run says so.
+        """
         running = [n for n in names if self.runtime.services[n].running()]
         if not running:
             return
-        for name in running:
-            self.runtime.final[name] = self.scrape(name)
-        self.runtime.final_groups[component] = self.scrape(*running)
+        before = {name: self.scrape(name) for name in running}
         _stop_all([self.runtime.services[n] for n in running])
+        for name in running:
+            final = final_scrape(_read_stats(self.runtime.stats_files.get(name)))
+            if final is None:
+                _stderr(f"cryptopipe up: {name} left no final figures; its books use its last scrape")
+                final = before[name]
+            self.runtime.final[name] = final
+        self.runtime.final_groups[component] = Scrape.merged(*(self.runtime.final[n] for n in running))
 
     def _wait_until(
         self,
@@ -1020,7 +1025,7 @@ def _find_java() -> str | None:
     from cryptopipe.alerting.spark import find_java
 
     try:
-        return str(find_java().java)
+        return find_java().executable
     except JavaNotFoundError as exc:
         _stderr(
             f"cryptopipe up: no usable Java ({exc}), so the Spark alerting job will not run. "
@@ -1068,6 +1073,11 @@ def _preflight(args: argparse.Namespace) -> str | None:
         try:
             split_symbols(parse_symbols(args.symbols or "btcusdt,ethusdt"), args.ingest_shards)
         except ConfigError as exc:
+            return str(exc)
+    if args.source == "replay":
+        try:
+            replay_settings(args, Path("replay-ready.json")).config()
+        except (ConfigError, ReplayError) as exc:
             return str(exc)
     if args.source == "binance":
         reason = check_binance(args.binance_rest_url)

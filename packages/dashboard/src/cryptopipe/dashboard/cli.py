@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 from cryptopipe.dashboard.settings import DashboardSettings
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import ConfigError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-urls", help="comma list of the services' /metrics URLs (env DASHBOARD_METRICS_URLS)"
     )
     parser.add_argument("--prometheus-url", help="query this Prometheus instead (env PROMETHEUS_URL)")
+    add_run_arguments(parser)
     return parser
 
 
@@ -110,37 +110,22 @@ def streamlit_argv(settings: DashboardSettings, port: int) -> list[str]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-    except ConfigError as exc:
-        print(f"cryptopipe dashboard: {exc}", file=sys.stderr)
-        return 2
+def run(settings: DashboardSettings, stop: Stop) -> dict[str, Any]:
+    """Serve the page until ``stop`` is set or Streamlit exits; ``{"port", "exit_code"}``.
+
+    The settings reach the Streamlit process as environment variables; a set ``stop`` terminates
+    it (exit code None then: we stopped it, it did not fail).
+    """
     port = settings.port or _free_port(settings.host)
     env = {**os.environ, **settings.to_env(), "DASHBOARD_PORT": str(port)}
     if not env.get("REDIS_URL"):
         logger.warning("REDIS_URL is not set: the page will say so until it is (cryptopipe up sets it)")
     proc = subprocess.Popen(streamlit_argv(settings, port), env=env)
     logger.info("dashboard on http://%s:%d (pid %d)", settings.host, port, proc.pid)
-
-    stopping = False
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        logger.info("signal %d: stopping the dashboard", signum)
-        proc.terminate()
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = (
-        {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
-    )
     try:
-        code = proc.wait()
+        while proc.poll() is None and not stop.wait(0.2):
+            pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -148,8 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    if stopping:
-        return 0
-    if code != 0:
+    code = None if stop.is_set() else proc.returncode
+    if code:
         logger.error("streamlit exited with code %d", code)
-    return code
+    return {"port": port, "exit_code": code}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        run_settings = run_settings_from(args)
+    except ConfigError as exc:
+        print(f"cryptopipe dashboard: {exc}", file=sys.stderr)
+        return 2
+    stats = run_service("dashboard", run, settings, run_settings=run_settings)
+    return int(stats["exit_code"] or 0)

@@ -1,13 +1,22 @@
-"""Configuration of one replay exchange: the source, the pacing, the clock and the fault knobs."""
+"""Configuration of one replay exchange: the source, the pacing, the clock and the fault knobs.
+
+:class:`ReplayConfig` is what the exchange runs on; :class:`ReplaySettings` is the same read from
+flags and ``REPLAY_*`` environment variables, for the ``replay-exchange`` command and ``up``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.replay.errors import ReplayConfigError
+from cryptopipe.schemas import SETTINGS_CONFIG, setting
 
 ClockMode = Literal["live", "original"]
 
@@ -108,3 +117,101 @@ class ReplayConfig:
     def paced(self) -> bool:
         """False at ``speed=max``: the tape then waits for the slowest subscriber instead of sleeping."""
         return not math.isinf(float(self.speed))
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ReplaySettings(BaseSettings):
+    """``cryptopipe replay-exchange``'s settings: flags, else ``REPLAY_*`` variables, else defaults.
+
+    The command-line face of :class:`ReplayConfig` (which tests and embedders build directly);
+    :meth:`config` turns one into the other, and ``up`` starts the exchange with these as
+    environment variables.
+    """
+
+    model_config = SETTINGS_CONFIG
+
+    replay_files: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_FILES", ())
+    """Comma list of `[SYMBOL:]PATH`: data.binance.vision trades/aggTrades .csv/.zip, or recorded `<ns>
+    <frame>` lines (gzip or plain). Empty: the synthetic source."""
+    fetch: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_FETCH", ())
+    """Comma list of `SYMBOL:DATE[:trades|aggTrades]` days downloaded from data.binance.vision into
+    REPLAY_CACHE_DIR (needs internet)."""
+    cache_dir: Path | None = setting("REPLAY_CACHE_DIR", None)
+    """Where REPLAY_FETCH stores files."""
+    fetch_base_url: str = setting("REPLAY_FETCH_BASE_URL", BINANCE_VISION_URL)
+    """Root of data.binance.vision (a mirror, or a dead port in tests)."""
+    symbols: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_SYMBOLS", ("BTCUSDT", "ETHUSDT"))
+    """Synthetic source: comma list of symbols."""
+    rate: float = setting("REPLAY_RATE", 20.0, gt=0)
+    """Synthetic: mean messages/s, all symbols."""
+    seed: int = setting("REPLAY_SEED", 0)
+    """Synthetic: random seed."""
+    burst: bool = setting("REPLAY_BURST", True)
+    """Synthetic: occasional bursts (false: steady Poisson, for benchmarks)."""
+    count: int | None = setting("REPLAY_COUNT", None, ge=1)
+    """Synthetic: stop after N trades."""
+    skip_bad_lines: bool = setting("REPLAY_SKIP_BAD_LINES", False)
+    """Skip and count malformed lines instead of failing with file:line."""
+    passthrough: bool = setting("REPLAY_PASSTHROUGH", True)
+    """Send recorded depth/bookTicker frames verbatim to their subscribers."""
+    speed: float = setting("REPLAY_SPEED", 1.0)
+    """1 = recorded pace, N = N times faster, `max` = as fast as the clients read."""
+    clock: ClockMode = setting("REPLAY_CLOCK", "live")
+    """`live`: re-stamp event/trade times to now keeping the spacing; `original`: keep the recorded times."""
+    clock_offset_ms: int = setting("REPLAY_CLOCK_OFFSET_MS", 0)
+    """The server clock runs N ms ahead."""
+    loop: bool = setting("REPLAY_LOOP", False)
+    """Restart the source at its end (ids keep growing)."""
+    start_on_subscribe: bool = setting("REPLAY_START_ON_SUBSCRIBE", True)
+    """Start the tape when the first client subscribes."""
+    exit_on_finish: bool = setting("REPLAY_EXIT_ON_FINISH", False)
+    """Exit once the tape has played to its end."""
+    host: str = setting("REPLAY_HOST", "127.0.0.1")
+    """Bind address (loopback by default)."""
+    port: int = setting("REPLAY_PORT", 0, ge=0, le=65535)
+    """0 = a free port."""
+    delay_ms: int = setting("REPLAY_DELAY_MS", 0, ge=0)
+    """Delay each WebSocket frame, and each REST direction, by this much."""
+    drop_after: int | None = setting("REPLAY_DROP_AFTER", None, ge=1)
+    """Drop each connection after N frames."""
+    ping_interval_s: float = setting("REPLAY_PING_INTERVAL_S", 20.0, gt=0)
+    """Seconds between server pings."""
+    pong_timeout_s: float = setting("REPLAY_PONG_TIMEOUT_S", 60.0, gt=0)
+    """Close when no pong for this long."""
+    shutdown_after_s: float | None = setting("REPLAY_SHUTDOWN_AFTER_S", None, gt=0)
+    """Send `serverShutdown` and close each connection after N seconds."""
+    queue_size: int = setting("REPLAY_QUEUE_SIZE", 10_000, ge=1)
+    """Frames buffered per slow client."""
+    ready_file: Path | None = setting("REPLAY_READY_FILE", None)
+    """Write `{port, ws_url, rest_url, pid}` JSON here once listening (removed at exit)."""
+
+    @field_validator("replay_files", "fetch", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list | tuple):
+            return tuple(str(symbol).strip().upper() for symbol in value if str(symbol).strip())
+        return value
+
+    @field_validator("speed", mode="before")
+    @classmethod
+    def _speed(cls, value: object) -> object:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return parse_speed(value if isinstance(value, str) else float(value))
+        return value
+
+    def config(self) -> ReplayConfig:
+        """The exchange's :class:`ReplayConfig` (the fields both share, by name); raises
+        :class:`ReplayConfigError` for a bad mix."""
+        shared = [f.name for f in dataclasses.fields(ReplayConfig) if f.name in type(self).model_fields]
+        return ReplayConfig(**{name: getattr(self, name) for name in shared})
