@@ -1,4 +1,4 @@
-"""stop_on_signals: a signal sets the stop; with interrupt=True the first one also breaks out."""
+"""stop_on_signals(interrupt=True): the first signal also breaks out (test_runtime_kit has the rest)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,6 @@ import signal
 import pytest
 
 from cryptopipe.runtime import Interrupted, Stop, stop_on_signals
-
-
-def test_a_signal_sets_the_stop_and_the_old_handler_comes_back() -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    stop = Stop()
-    with stop_on_signals(stop):
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.wait(5)
-    assert stop.reason == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_interrupt_raises_once_then_a_second_signal_only_warns(caplog: pytest.LogCaptureFixture) -> None:
