@@ -10,110 +10,54 @@ import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.alerting.rules import Rule, RuleError, default_rule, parse_rules, validate_rules
+from cryptopipe.schemas import SETTINGS_CONFIG, setting
 
 SourceChoice = Literal["auto", "native", "python"]
 StartingOffsets = Literal["earliest", "latest"]
 
 
-def _env(name: str) -> Any:
-    return AliasChoices(name)
-
-
 class AlertingSettings(BaseSettings):
     """Everything ``cryptopipe alerting`` can be told. Kafka's own settings are in KafkaSettings."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, populate_by_name=True
-    )
+    model_config = SETTINGS_CONFIG
 
-    rules: Annotated[tuple[Rule, ...], NoDecode] = Field(
-        (default_rule(),),
-        validation_alias=_env("ALERTING_RULES"),
-        description="Alert rules, ';'-separated, e.g. `1m:0.5%;5m:1%:early` (see cryptopipe.alerting.rules).",
-    )
-    watermark_delay_ms: int = Field(
-        1000,
-        ge=0,
-        le=3_600_000,
-        validation_alias=_env("ALERTING_WATERMARK_DELAY_MS"),
-        description="How late (trade time) a trade may arrive and still count; later ones are dropped.",
-    )
-    checkpoint_dir: Path = Field(
-        Path(".cryptopipe/alerting"),
-        validation_alias=_env("ALERTING_CHECKPOINT_DIR"),
-        description="Root of Spark checkpoints; each rule set/topic gets its own sub-directory.",
-    )
-    master: str = Field(
-        "local[*]",
-        validation_alias=_env("ALERTING_SPARK_MASTER"),
-        description="Spark master: local[*], local[2], spark://host:7077 ...",
-    )
-    source: SourceChoice = Field(
-        "auto",
-        validation_alias=_env("ALERTING_SOURCE"),
-        description="Kafka reader: native (spark-sql-kafka on the classpath), python (confluent-kafka "
-        "Python Data Source) or auto (native when available).",
-    )
-    starting_offsets: StartingOffsets = Field(
-        "earliest",
-        validation_alias=_env("ALERTING_STARTING_OFFSETS"),
-        description="Where a query without a checkpoint starts reading prices.",
-    )
-    max_records_per_trigger: int = Field(
-        0,
-        ge=0,
-        validation_alias=_env("ALERTING_MAX_RECORDS_PER_TRIGGER"),
-        description="Cap on trades per micro-batch (0 = no cap); bounds catch-up batches.",
-    )
-    trigger_interval_ms: int = Field(
-        0,
-        ge=0,
-        validation_alias=_env("ALERTING_TRIGGER_INTERVAL_MS"),
-        description="Micro-batch trigger interval; 0 = start the next batch as soon as one ends.",
-    )
-    shuffle_partitions: int = Field(
-        2,
-        ge=1,
-        le=1000,
-        validation_alias=_env("ALERTING_SHUFFLE_PARTITIONS"),
-        description="State/shuffle partitions (fixed by the first run of a checkpoint).",
-    )
-    spark_conf: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict,
-        validation_alias=_env("ALERTING_SPARK_CONF"),
-        description="Extra Spark settings, `key=value` pairs separated by ','.",
-    )
-    spark_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field(
-        "WARN", validation_alias=_env("ALERTING_SPARK_LOG_LEVEL"), description="Spark's own log level."
-    )
-    metrics_port: int = Field(
-        9104,
-        ge=0,
-        le=65535,
-        validation_alias=_env("ALERTING_METRICS_PORT"),
-        description="Prometheus port, 0 = any free.",
-    )
-    metrics_host: str = Field(
-        "127.0.0.1", validation_alias=_env("ALERTING_METRICS_HOST"), description="Prometheus bind address."
-    )
-    producer_flush_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        validation_alias=_env("ALERTING_FLUSH_TIMEOUT_S"),
-        description="How long a micro-batch waits for the broker to acknowledge its alerts.",
-    )
-    restart_backoff_max_s: float = Field(
-        30.0,
-        gt=0,
-        validation_alias=_env("ALERTING_RESTART_BACKOFF_MAX_S"),
-        description="A failed query restarts from its checkpoint with backoff up to this long.",
-    )
+    rules: Annotated[tuple[Rule, ...], NoDecode] = setting("ALERTING_RULES", (default_rule(),))
+    """Alert rules, ';'-separated, e.g. `1m:0.5%;5m:1%:early` (see cryptopipe.alerting.rules)."""
+    watermark_delay_ms: int = setting("ALERTING_WATERMARK_DELAY_MS", 1000, ge=0, le=3_600_000)
+    """How late (trade time) a trade may arrive and still count; later ones are dropped."""
+    checkpoint_dir: Path = setting("ALERTING_CHECKPOINT_DIR", Path(".cryptopipe/alerting"))
+    """Root of Spark checkpoints; each rule set/topic gets its own sub-directory."""
+    master: str = setting("ALERTING_SPARK_MASTER", "local[*]")
+    """Spark master: local[*], local[2], spark://host:7077 ..."""
+    source: SourceChoice = setting("ALERTING_SOURCE", "auto")
+    """Kafka reader: native (spark-sql-kafka on the classpath), python (confluent-kafka Python Data
+    Source) or auto (native when available)."""
+    starting_offsets: StartingOffsets = setting("ALERTING_STARTING_OFFSETS", "earliest")
+    """Where a query without a checkpoint starts reading prices."""
+    max_records_per_trigger: int = setting("ALERTING_MAX_RECORDS_PER_TRIGGER", 0, ge=0)
+    """Cap on trades per micro-batch (0 = no cap); bounds catch-up batches."""
+    trigger_interval_ms: int = setting("ALERTING_TRIGGER_INTERVAL_MS", 0, ge=0)
+    """Micro-batch trigger interval; 0 = start the next batch as soon as one ends."""
+    shuffle_partitions: int = setting("ALERTING_SHUFFLE_PARTITIONS", 2, ge=1, le=1000)
+    """State/shuffle partitions (fixed by the first run of a checkpoint)."""
+    spark_conf: Annotated[dict[str, str], NoDecode] = setting("ALERTING_SPARK_CONF", default_factory=dict)
+    """Extra Spark settings, `key=value` pairs separated by ','."""
+    spark_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = setting("ALERTING_SPARK_LOG_LEVEL", "WARN")
+    """Spark's own log level."""
+    metrics_port: int = setting("ALERTING_METRICS_PORT", 9104, ge=0, le=65535)
+    """Prometheus port, 0 = any free."""
+    metrics_host: str = setting("ALERTING_METRICS_HOST", "127.0.0.1")
+    """Prometheus bind address."""
+    producer_flush_timeout_s: float = setting("ALERTING_FLUSH_TIMEOUT_S", 30.0, gt=0)
+    """How long a micro-batch waits for the broker to acknowledge its alerts."""
+    restart_backoff_max_s: float = setting("ALERTING_RESTART_BACKOFF_MAX_S", 30.0, gt=0)
+    """A failed query restarts from its checkpoint with backoff up to this long."""
 
     @field_validator("rules", mode="before")
     @classmethod

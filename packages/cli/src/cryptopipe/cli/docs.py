@@ -81,6 +81,11 @@ def _default(field: FieldInfo) -> str:
     return "(empty)" if text == "" else f"`{text}`"
 
 
+def _one_line(description: str | None) -> str:
+    """A field's description on one line: a long attribute docstring spans several."""
+    return " ".join((description or "").split())
+
+
 def render_configuration() -> str:
     lines = [
         "# Configuration",
@@ -95,7 +100,7 @@ def render_configuration() -> str:
     for section, variables in _sections():
         lines += [f"## {section}", "", "| variable | default | meaning |", "|---|---|---|"]
         for env, field in variables:
-            meaning = (field.description or "").replace("|", "\\|")
+            meaning = _one_line(field.description).replace("|", "\\|")
             lines.append(f"| `{env}` | {_default(field)} | {meaning} |")
         lines.append("")
     return "\n".join(lines)

@@ -13,10 +13,10 @@ import json
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import SETTINGS_CONFIG, setting
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,30}$")
 
@@ -32,88 +32,36 @@ class DashboardSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    host: str = Field(
-        "127.0.0.1",
-        validation_alias=env("DASHBOARD_HOST"),
-        description="Address the page binds to (loopback by default; 0.0.0.0 exposes it to the network).",
+    host: str = setting("DASHBOARD_HOST", "127.0.0.1")
+    """Address the page binds to (loopback by default; 0.0.0.0 exposes it to the network)."""
+    port: int = setting("DASHBOARD_PORT", 8501, ge=0, le=65535)
+    """Port of the page."""
+    symbols: Annotated[tuple[str, ...], NoDecode] = setting("DASHBOARD_SYMBOLS", ())
+    """Comma list of symbols, one price card each, in this order. Empty: every symbol in Redis."""
+    refresh_seconds: float = setting("DASHBOARD_REFRESH_SECONDS", 1.0, gt=0, le=3600)
+    """How often each section refreshes itself, in seconds."""
+    stale_seconds: float = setting("DASHBOARD_STALE_SECONDS", 10.0, gt=0)
+    """A symbol with no trade received for this many seconds is marked stale."""
+    history_points: int = setting("DASHBOARD_HISTORY_POINTS", 1000, ge=2, le=100_000)
+    """Recent trades per symbol read for the chart and the 1 min / 24 h change (the store keeps 1000
+    by default)."""
+    alerts_limit: int = setting("DASHBOARD_ALERTS_LIMIT", 200, ge=1, le=10_000)
+    """Newest alerts read from Redis for the feed and the per-symbol counts."""
+    metrics_urls: Annotated[tuple[str, ...], NoDecode] = setting("DASHBOARD_METRICS_URLS", ())
+    """Comma list of the services' /metrics URLs for the health panel."""
+    prometheus_url: str = setting("PROMETHEUS_URL", "")
+    """Prometheus base URL (http://host:9090). When set, the health panel queries it instead of
+    DASHBOARD_METRICS_URLS."""
+    prometheus_window: str = setting("DASHBOARD_PROMETHEUS_WINDOW", "1m")
+    """Range for rate() in Prometheus queries (latency percentiles over this window)."""
+    metrics_timeout_seconds: float = setting("DASHBOARD_METRICS_TIMEOUT_SECONDS", 2.0, gt=0, le=60)
+    """Timeout of one metrics scrape or Prometheus query."""
+    redis_timeout_seconds: float = setting("DASHBOARD_REDIS_TIMEOUT_SECONDS", 1.0, gt=0, le=60)
+    """Connect and read timeout towards Redis, so an outage shows quickly."""
+    runtime_info: Annotated[dict[str, str], NoDecode] = setting(
+        "CRYPTOPIPE_RUNTIME_INFO", default_factory=dict
     )
-    port: int = Field(
-        8501,
-        ge=0,
-        le=65535,
-        validation_alias=env("DASHBOARD_PORT"),
-        description="Port of the page.",
-    )
-    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
-        (),
-        validation_alias=env("DASHBOARD_SYMBOLS"),
-        description="Comma list of symbols, one price card each, in this order. "
-        "Empty: every symbol in Redis.",
-    )
-    refresh_seconds: float = Field(
-        1.0,
-        gt=0,
-        le=3600,
-        validation_alias=env("DASHBOARD_REFRESH_SECONDS"),
-        description="How often each section refreshes itself, in seconds.",
-    )
-    stale_seconds: float = Field(
-        10.0,
-        gt=0,
-        validation_alias=env("DASHBOARD_STALE_SECONDS"),
-        description="A symbol with no trade received for this many seconds is marked stale.",
-    )
-    history_points: int = Field(
-        1000,
-        ge=2,
-        le=100_000,
-        validation_alias=env("DASHBOARD_HISTORY_POINTS"),
-        description="Recent trades per symbol read for the chart and the 1 min / 24 h change "
-        "(the store keeps 1000 by default).",
-    )
-    alerts_limit: int = Field(
-        200,
-        ge=1,
-        le=10_000,
-        validation_alias=env("DASHBOARD_ALERTS_LIMIT"),
-        description="Newest alerts read from Redis for the feed and the per-symbol counts.",
-    )
-    metrics_urls: Annotated[tuple[str, ...], NoDecode] = Field(
-        (),
-        validation_alias=env("DASHBOARD_METRICS_URLS"),
-        description="Comma list of the services' /metrics URLs for the health panel.",
-    )
-    prometheus_url: str = Field(
-        "",
-        validation_alias=env("PROMETHEUS_URL"),
-        description="Prometheus base URL (http://host:9090). When set, the health panel queries it "
-        "instead of DASHBOARD_METRICS_URLS.",
-    )
-    prometheus_window: str = Field(
-        "1m",
-        validation_alias=env("DASHBOARD_PROMETHEUS_WINDOW"),
-        description="Range for rate() in Prometheus queries (latency percentiles over this window).",
-    )
-    metrics_timeout_seconds: float = Field(
-        2.0,
-        gt=0,
-        le=60,
-        validation_alias=env("DASHBOARD_METRICS_TIMEOUT_SECONDS"),
-        description="Timeout of one metrics scrape or Prometheus query.",
-    )
-    redis_timeout_seconds: float = Field(
-        1.0,
-        gt=0,
-        le=60,
-        validation_alias=env("DASHBOARD_REDIS_TIMEOUT_SECONDS"),
-        description="Connect and read timeout towards Redis, so an outage shows quickly.",
-    )
-    runtime_info: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict,
-        validation_alias=env("CRYPTOPIPE_RUNTIME_INFO"),
-        description="JSON object naming what runs, set by `cryptopipe up`: "
-        '{"broker": ..., "redis": ..., "spark": ...}.',
-    )
+    """JSON object naming what runs, set by `cryptopipe up`: {"broker": ..., "redis": ..., "spark": ...}."""
 
     @field_validator("symbols", mode="before")
     @classmethod

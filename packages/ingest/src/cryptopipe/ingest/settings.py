@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from cryptopipe.schemas import PRICES, SETTINGS_CONFIG, env
+from cryptopipe.schemas import PRICES, SETTINGS_CONFIG, setting
 from cryptopipe.schemas import load_settings as _load_settings
 
 IngestMode = Literal["aggTrade", "trade"]
@@ -32,228 +32,96 @@ class IngestSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    ws_url: str = Field(
-        "wss://stream.binance.com:9443",
-        validation_alias=env("BINANCE_WS_URL"),
-        description=(
-            "Exchange WebSocket base URL (a trailing `/stream` or `/ws` is ignored). Combined streams "
-            "with `timeUnit=MICROSECOND` are opened under it."
-        ),
-    )
-    rest_url: str = Field(
-        "https://api.binance.com",
-        validation_alias=env("BINANCE_REST_URL"),
-        description="Exchange REST base URL, used for the aggTrades gap backfill.",
-    )
-    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("btcusdt", "ethusdt"),
-        validation_alias=env("INGEST_SYMBOLS"),
-        description="Comma-separated symbols (case-insensitive, letters and digits; duplicates removed).",
-    )
-    mode: IngestMode = Field(
-        "aggTrade",
-        validation_alias=env("INGEST_MODE"),
-        description="`aggTrade` (gaps are backfilled from REST) or `trade` (gaps can only be counted).",
-    )
+    ws_url: str = setting("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+    """Exchange WebSocket base URL (a trailing `/stream` or `/ws` is ignored). Combined streams with
+    `timeUnit=MICROSECOND` are opened under it."""
+    rest_url: str = setting("BINANCE_REST_URL", "https://api.binance.com")
+    """Exchange REST base URL, used for the aggTrades gap backfill."""
+    symbols: Annotated[tuple[str, ...], NoDecode] = setting("INGEST_SYMBOLS", ("btcusdt", "ethusdt"))
+    """Comma-separated symbols (case-insensitive, letters and digits; duplicates removed)."""
+    mode: IngestMode = setting("INGEST_MODE", "aggTrade")
+    """`aggTrade` (gaps are backfilled from REST) or `trade` (gaps can only be counted)."""
 
-    metrics_port: int = Field(
-        9101,
-        ge=0,
-        le=65535,
-        validation_alias=env("INGEST_METRICS_PORT"),
-        description="Prometheus `/metrics` port (0 = any free port).",
-    )
-    metrics_host: str = Field(
-        "127.0.0.1",
-        validation_alias=env("INGEST_METRICS_HOST"),
-        description="Prometheus bind address (loopback by default).",
-    )
+    metrics_port: int = setting("INGEST_METRICS_PORT", 9101, ge=0, le=65535)
+    """Prometheus `/metrics` port (0 = any free port)."""
+    metrics_host: str = setting("INGEST_METRICS_HOST", "127.0.0.1")
+    """Prometheus bind address (loopback by default)."""
 
     # --- producer -------------------------------------------------------------------------
-    buffer_max_messages: int = Field(
-        200_000,
-        ge=1,
-        le=10_000_000,
-        validation_alias=env("INGEST_BUFFER_MAX_MESSAGES"),
-        description=(
-            "Producer buffer bound (`queue.buffering.max.messages`): records held while the broker is "
-            "away. Beyond it new trades are dropped, counted as `trades_lost{reason='buffer_full'}` and "
-            "logged at ERROR."
-        ),
-    )
-    delivery_timeout_ms: int = Field(
-        0,
-        ge=0,
-        validation_alias=env("INGEST_DELIVERY_TIMEOUT_MS"),
-        description=(
-            "`message.timeout.ms`; 0 = buffered trades never expire (only the buffer bound limits an outage)."
-        ),
-    )
-    linger_ms: float = Field(
-        1.0,
-        ge=0,
-        le=1000,
-        validation_alias=env("INGEST_LINGER_MS"),
-        description=(
-            "Producer `linger.ms`. 1 ms adds at most 1 ms to a trade's latency and halves the broker's "
-            "CPU per trade at 20,000 msg/s on Apache Kafka (29.5 -> 15.0 µs at 2 ms, measured), because "
-            "records go in batches instead of one request each; 0 sends every record at once."
-        ),
-    )
-    compression: Compression = Field(
-        "none",
-        validation_alias=env("INGEST_COMPRESSION"),
-        description="Producer `compression.type`: none, lz4, zstd, snappy, gzip.",
-    )
-    flush_timeout_s: float = Field(
-        10.0,
-        ge=0,
-        validation_alias=env("INGEST_FLUSH_TIMEOUT_S"),
-        description=(
-            "On shutdown, how long to wait for acknowledgements; the rest counts as "
-            "`trades_lost{reason='shutdown'}`."
-        ),
-    )
+    buffer_max_messages: int = setting("INGEST_BUFFER_MAX_MESSAGES", 200_000, ge=1, le=10_000_000)
+    """Producer buffer bound (`queue.buffering.max.messages`): records held while the broker is
+    away. Beyond it new trades are dropped, counted as `trades_lost{reason='buffer_full'}` and
+    logged at ERROR."""
+    delivery_timeout_ms: int = setting("INGEST_DELIVERY_TIMEOUT_MS", 0, ge=0)
+    """`message.timeout.ms`; 0 = buffered trades never expire (only the buffer bound limits an outage)."""
+    linger_ms: float = setting("INGEST_LINGER_MS", 1.0, ge=0, le=1000)
+    """Producer `linger.ms`. 1 ms adds at most 1 ms to a trade's latency and halves the broker's CPU
+    per trade at 20,000 msg/s on Apache Kafka (29.5 -> 15.0 µs at 2 ms, measured), because records
+    go in batches instead of one request each; 0 sends every record at once."""
+    compression: Compression = setting("INGEST_COMPRESSION", "none")
+    """Producer `compression.type`: none, lz4, zstd, snappy, gzip."""
+    flush_timeout_s: float = setting("INGEST_FLUSH_TIMEOUT_S", 10.0, ge=0)
+    """On shutdown, how long to wait for acknowledgements; the rest counts as
+    `trades_lost{reason='shutdown'}`."""
 
     # --- topics ---------------------------------------------------------------------------
-    topic_partitions: int = Field(
-        PRICES.partitions,
-        ge=1,
-        validation_alias=env("INGEST_TOPIC_PARTITIONS"),
-        description=(
-            "Partitions of `prices` and `alerts` when ingest creates them (dead-letters: 1); "
-            "see README, Partitioning."
-        ),
-    )
-    topic_retention_ms: int = Field(
-        15 * 60 * 1000,
-        ge=-1,
-        validation_alias=env("INGEST_TOPIC_RETENTION_MS"),
-        description=(
-            "`retention.ms` of `prices` and `alerts` when ingest creates them (dead-letters: 7 days)."
-        ),
-    )
-    topic_replication_factor: int = Field(
-        -1,
-        ge=-1,
-        validation_alias=env("INGEST_TOPIC_REPLICATION_FACTOR"),
-        description="Replication factor of created topics; -1 = the broker's default.",
-    )
+    topic_partitions: int = setting("INGEST_TOPIC_PARTITIONS", PRICES.partitions, ge=1)
+    """Partitions of `prices` and `alerts` when ingest creates them (dead-letters: 1); see README,
+    Partitioning."""
+    topic_retention_ms: int = setting("INGEST_TOPIC_RETENTION_MS", 15 * 60 * 1000, ge=-1)
+    """`retention.ms` of `prices` and `alerts` when ingest creates them (dead-letters: 7 days)."""
+    topic_replication_factor: int = setting("INGEST_TOPIC_REPLICATION_FACTOR", -1, ge=-1)
+    """Replication factor of created topics; -1 = the broker's default."""
 
     # --- connection behaviour -------------------------------------------------------------
-    streams_per_connection: int = Field(
+    streams_per_connection: int = setting(
+        "INGEST_STREAMS_PER_CONNECTION",
         BINANCE_MAX_STREAMS_PER_CONNECTION,
         ge=1,
         le=BINANCE_MAX_STREAMS_PER_CONNECTION,
-        validation_alias=env("INGEST_STREAMS_PER_CONNECTION"),
-        description=(
-            "Streams per WebSocket connection (Binance's maximum is 1024); more symbols shard over more "
-            "connections."
-        ),
     )
-    subscribe_batch: int = Field(
-        200,
-        ge=1,
-        le=1024,
-        validation_alias=env("INGEST_SUBSCRIBE_BATCH"),
-        description="Streams per SUBSCRIBE message (for streams that do not fit in the connection URL).",
+    """Streams per WebSocket connection (Binance's maximum is 1024); more symbols shard over more
+    connections."""
+    subscribe_batch: int = setting("INGEST_SUBSCRIBE_BATCH", 200, ge=1, le=1024)
+    """Streams per SUBSCRIBE message (for streams that do not fit in the connection URL)."""
+    control_messages_per_second: float = setting(
+        "INGEST_CONTROL_MESSAGES_PER_SECOND", 3.0, gt=0, lt=BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND
     )
-    control_messages_per_second: float = Field(
-        3.0,
-        gt=0,
-        lt=BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND,
-        validation_alias=env("INGEST_CONTROL_MESSAGES_PER_SECOND"),
-        description=(
-            "Token-bucket rate of SUBSCRIBE messages per connection (Binance allows 5 incoming messages/s"
-            " including pongs; must be < 5)."
-        ),
+    """Token-bucket rate of SUBSCRIBE messages per connection (Binance allows 5 incoming messages/s
+    including pongs; must be < 5)."""
+    connect_attempts_per_5min: int = setting(
+        "INGEST_CONNECT_ATTEMPTS_PER_5MIN", 250, ge=1, le=BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN
     )
-    connect_attempts_per_5min: int = Field(
-        250,
-        ge=1,
-        le=BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN,
-        validation_alias=env("INGEST_CONNECT_ATTEMPTS_PER_5MIN"),
-        description=(
-            "Connection attempts allowed per sliding 5 minutes, all connections together (Binance: 300 "
-            "per IP)."
-        ),
+    """Connection attempts allowed per sliding 5 minutes, all connections together (Binance: 300 per IP)."""
+    backoff_initial_s: float = setting("INGEST_BACKOFF_INITIAL_S", 0.5, gt=0)
+    """First reconnect delay ceiling (full jitter: the delay is uniform in [0, ceiling])."""
+    backoff_max_s: float = setting("INGEST_BACKOFF_MAX_S", 30.0, gt=0)
+    """Cap of the reconnect delay ceiling."""
+    healthy_after_s: float = setting("INGEST_HEALTHY_AFTER_S", 60.0, ge=0)
+    """A connection that lasted this long resets the backoff."""
+    stale_after_s: float = setting("INGEST_STALE_AFTER_S", 30.0, gt=0)
+    """No data frame for this long (pings do not count) => reconnect, counted as reason `stale`."""
+    max_connection_age_s: float = setting(
+        "INGEST_MAX_CONNECTION_AGE_S", 23 * 3600 + 50 * 60, gt=0, lt=BINANCE_MAX_CONNECTION_AGE_S
     )
-    backoff_initial_s: float = Field(
-        0.5,
-        gt=0,
-        validation_alias=env("INGEST_BACKOFF_INITIAL_S"),
-        description="First reconnect delay ceiling (full jitter: the delay is uniform in [0, ceiling]).",
-    )
-    backoff_max_s: float = Field(
-        30.0,
-        gt=0,
-        validation_alias=env("INGEST_BACKOFF_MAX_S"),
-        description="Cap of the reconnect delay ceiling.",
-    )
-    healthy_after_s: float = Field(
-        60.0,
-        ge=0,
-        validation_alias=env("INGEST_HEALTHY_AFTER_S"),
-        description="A connection that lasted this long resets the backoff.",
-    )
-    stale_after_s: float = Field(
-        30.0,
-        gt=0,
-        validation_alias=env("INGEST_STALE_AFTER_S"),
-        description=(
-            "No data frame for this long (pings do not count) => reconnect, counted as reason `stale`."
-        ),
-    )
-    max_connection_age_s: float = Field(
-        23 * 3600 + 50 * 60,
-        gt=0,
-        lt=BINANCE_MAX_CONNECTION_AGE_S,
-        validation_alias=env("INGEST_MAX_CONNECTION_AGE_S"),
-        description=(
-            "Proactive rollover before Binance's 24 h limit: the successor connection is opened and "
-            "subscribed before the old one is dropped."
-        ),
-    )
-    connect_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        validation_alias=env("INGEST_CONNECT_TIMEOUT_S"),
-        description="Timeout of one WebSocket connection attempt (TCP + TLS + handshake).",
-    )
-    max_frame_bytes: int = Field(
-        65_536,
-        ge=1024,
-        validation_alias=env("INGEST_MAX_FRAME_BYTES"),
-        description=(
-            "Larger frames are dead-lettered (`frame_too_large`); frames over 16 MiB close the connection."
-        ),
-    )
+    """Proactive rollover before Binance's 24 h limit: the successor connection is opened and
+    subscribed before the old one is dropped."""
+    connect_timeout_s: float = setting("INGEST_CONNECT_TIMEOUT_S", 10.0, gt=0)
+    """Timeout of one WebSocket connection attempt (TCP + TLS + handshake)."""
+    max_frame_bytes: int = setting("INGEST_MAX_FRAME_BYTES", 65_536, ge=1024)
+    """Larger frames are dead-lettered (`frame_too_large`); frames over 16 MiB close the connection."""
 
-    clock_skew: bool = Field(
-        True,
-        validation_alias=env("INGEST_CLOCK_SKEW"),
-        description="Estimate the exchange clock's offset from REST /api/v3/time (NTP-style) and publish "
-        "the skew-corrected network latency next to the raw one.",
-    )
+    clock_skew: bool = setting("INGEST_CLOCK_SKEW", True)
+    """Estimate the exchange clock's offset from REST /api/v3/time (NTP-style) and publish the
+    skew-corrected network latency next to the raw one."""
 
     # --- gap backfill ---------------------------------------------------------------------
-    backfill_max_ids: int = Field(
-        100_000,
-        ge=0,
-        validation_alias=env("INGEST_BACKFILL_MAX_IDS"),
-        description=(
-            "Most ids one gap backfill fetches (the newest ones); older missing ids count as unfilled."
-        ),
-    )
-    rest_retries: int = Field(
-        5,
-        ge=0,
-        validation_alias=env("INGEST_REST_RETRIES"),
-        description="Retries of one REST backfill page (backoff; `Retry-After` honoured on 418/429).",
-    )
-    rest_timeout_s: float = Field(
-        10.0, gt=0, validation_alias=env("INGEST_REST_TIMEOUT_S"), description="Timeout of one REST request."
-    )
+    backfill_max_ids: int = setting("INGEST_BACKFILL_MAX_IDS", 100_000, ge=0)
+    """Most ids one gap backfill fetches (the newest ones); older missing ids count as unfilled."""
+    rest_retries: int = setting("INGEST_REST_RETRIES", 5, ge=0)
+    """Retries of one REST backfill page (backoff; `Retry-After` honoured on 418/429)."""
+    rest_timeout_s: float = setting("INGEST_REST_TIMEOUT_S", 10.0, gt=0)
+    """Timeout of one REST request."""
 
     @field_validator("symbols", mode="before")
     @classmethod

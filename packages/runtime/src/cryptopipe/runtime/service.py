@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from cryptopipe.observability import serve_metrics
 from cryptopipe.runtime.logs import configure_logging
 from cryptopipe.runtime.stats import write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
-from cryptopipe.schemas.config import SETTINGS_CONFIG, env, load_settings
+from cryptopipe.schemas.config import SETTINGS_CONFIG, load_settings, setting
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +34,10 @@ class RunSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    log_level: str = Field(
-        "INFO", validation_alias=env("CRYPTOPIPE_LOG_LEVEL"), description="DEBUG, INFO, WARNING or ERROR."
-    )
-    stats_json: Path | None = Field(
-        None,
-        validation_alias=env("CRYPTOPIPE_STATS_JSON"),
-        description="Write the service's final figures here as JSON at exit (atomically).",
-    )
+    log_level: str = setting("CRYPTOPIPE_LOG_LEVEL", "INFO")
+    """DEBUG, INFO, WARNING or ERROR."""
+    stats_json: Path | None = setting("CRYPTOPIPE_STATS_JSON", None)
+    """Write the service's final figures here as JSON at exit (atomically)."""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -14,6 +14,7 @@ from cryptopipe.schemas.config import (
     format_validation_error,
     load_settings,
     redact_url,
+    setting,
 )
 from cryptopipe.schemas.errors import DecodeError, SchemaError
 from cryptopipe.schemas.messages import (
@@ -61,4 +62,5 @@ __all__ = [
     "format_validation_error",
     "load_settings",
     "redact_url",
+    "setting",
 ]

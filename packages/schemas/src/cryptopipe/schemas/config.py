@@ -2,13 +2,14 @@
 every package's settings class is built with.
 
 Precedence, written down once: CLI flag > environment variable > ``.env`` file > default.
-Each field names its environment variable explicitly (no prefix magic, see :func:`env`), and
+Each field names its environment variable explicitly (no prefix magic, see :func:`setting`), and
 every variable is listed in docs/configuration.md, which a test keeps in step with these classes.
 A package declares its settings as::
 
     class IngestSettings(BaseSettings):
         model_config = SETTINGS_CONFIG
-        mode: str = Field("aggTrade", validation_alias=env("INGEST_MODE"), description="...")
+        mode: str = setting("INGEST_MODE", "aggTrade", min_length=1)
+        # ...followed by the field's docstring: its description and docs/configuration.md's text.
 
 and reads them with ``load_settings(IngestSettings, mode=flag_or_none)``: a wrong value raises
 :class:`ConfigError`, whose message names the environment variable of every problem.
@@ -22,6 +23,7 @@ import urllib.parse
 from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptopipe.schemas.errors import SchemaError
@@ -29,14 +31,16 @@ from cryptopipe.schemas.errors import SchemaError
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 #: The ``model_config`` of every settings class: variables from the environment and ``.env``
-#: (UTF-8), unknown variables ignored, immutable once read, and settable by field name too (so
-#: command-line flags can be passed as keyword arguments).
+#: (UTF-8), unknown variables ignored, immutable once read, settable by field name too (so
+#: command-line flags can be passed as keyword arguments), and each field's description taken
+#: from the docstring under it.
 SETTINGS_CONFIG = SettingsConfigDict(
     env_file=".env",
     env_file_encoding="utf-8",
     extra="ignore",
     frozen=True,
     populate_by_name=True,
+    use_attribute_docstrings=True,
 )
 
 #: Longest ``repr`` of a rejected value quoted in an error message.
@@ -76,6 +80,18 @@ class ConfigError(SchemaError):
 def env(name: str) -> AliasChoices:
     """The ``validation_alias`` of a field read from environment variable ``name`` (exactly that name)."""
     return AliasChoices(name)
+
+
+def setting(variable: str, default: Any = PydanticUndefined, **constraints: Any) -> Any:
+    """A settings field read from environment variable ``variable`` (exactly that name).
+
+    ``Field(default, validation_alias=env(variable), **constraints)``: without a ``default`` (nor a
+    ``default_factory=``) the field is required. Its description is the attribute docstring
+    written under the field (``SETTINGS_CONFIG`` has ``use_attribute_docstrings``), e.g.
+    ``port: int = setting("DASHBOARD_PORT", 8501, ge=0, le=65535)`` and, on the next line, the
+    docstring ``Port of the page.``.
+    """
+    return Field(default, validation_alias=env(variable), **constraints)
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
@@ -168,29 +184,22 @@ class KafkaSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    bootstrap_servers: str = Field(
-        "",
-        validation_alias=env("KAFKA_BOOTSTRAP_SERVERS"),
-        description="Kafka bootstrap servers (host:port,...). Empty: find or start a local broker.",
+    bootstrap_servers: str = setting("KAFKA_BOOTSTRAP_SERVERS", "")
+    """Kafka bootstrap servers (host:port,...). Empty: find or start a local broker."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT",
-        validation_alias=env("KAFKA_SECURITY_PROTOCOL"),
-        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
-    )
-    sasl_mechanism: str = Field(
-        "", validation_alias=env("KAFKA_SASL_MECHANISM"), description="e.g. PLAIN, SCRAM-SHA-512."
-    )
-    sasl_username: str = Field("", validation_alias=env("KAFKA_SASL_USERNAME"), description="SASL user name.")
-    sasl_password: SecretStr = Field(
-        SecretStr(""), validation_alias=env("KAFKA_SASL_PASSWORD"), description="SASL password (secret)."
-    )
-    ssl_ca_location: str = Field(
-        "", validation_alias=env("KAFKA_SSL_CA_LOCATION"), description="CA bundle for SSL brokers."
-    )
-    topic_prefix: str = Field(
-        "", validation_alias=env("KAFKA_TOPIC_PREFIX"), description="Prefix for every topic name."
-    )
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = setting("KAFKA_SASL_MECHANISM", "")
+    """e.g. PLAIN, SCRAM-SHA-512."""
+    sasl_username: str = setting("KAFKA_SASL_USERNAME", "")
+    """SASL user name."""
+    sasl_password: SecretStr = setting("KAFKA_SASL_PASSWORD", SecretStr(""))
+    """SASL password (secret)."""
+    ssl_ca_location: str = setting("KAFKA_SSL_CA_LOCATION", "")
+    """CA bundle for SSL brokers."""
+    topic_prefix: str = setting("KAFKA_TOPIC_PREFIX", "")
+    """Prefix for every topic name."""
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings common to producers, consumers and admin clients."""
@@ -213,16 +222,10 @@ class RedisSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    url: SecretStr = Field(
-        SecretStr(""),
-        validation_alias=env("REDIS_URL"),
-        description=(
-            "redis://[:password@]host:port/db or rediss:// (secret). Empty: find or start a local Redis."
-        ),
-    )
-    key_prefix: str = Field(
-        "cryptopipe:", validation_alias=env("REDIS_KEY_PREFIX"), description="Prefix for every Redis key."
-    )
+    url: SecretStr = setting("REDIS_URL", SecretStr(""))
+    """redis://[:password@]host:port/db or rediss:// (secret). Empty: find or start a local Redis."""
+    key_prefix: str = setting("REDIS_KEY_PREFIX", "cryptopipe:")
+    """Prefix for every Redis key."""
 
     @field_validator("url")
     @classmethod

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings
 
-from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import SETTINGS_CONFIG, setting
 from cryptopipe.schemas import load_settings as _load_settings
 
 
@@ -20,49 +20,24 @@ class SkewSettings(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    binance_url: str = Field(
-        "https://api.binance.com",
-        validation_alias=env("BINANCE_REST_URL"),
-        description="Binance-compatible REST base whose GET /api/v3/time is the reference.",
-    )
-    use_binance: bool = Field(
-        True, validation_alias=env("SKEW_USE_BINANCE"), description="Ask Binance (false: NTP only)."
-    )
-    ntp_server: str = Field(
-        "",
-        validation_alias=env("SKEW_NTP_SERVER"),
-        description="NTP server HOST[:PORT] as a second reference (empty: none).",
-    )
-    interval_s: float = Field(
-        30.0, gt=0, validation_alias=env("SKEW_INTERVAL_S"), description="Seconds between estimates."
-    )
-    samples: int = Field(
-        8,
-        ge=1,
-        le=100,
-        validation_alias=env("SKEW_SAMPLES"),
-        description="Exchanges per estimate; the one with the shortest round trip wins.",
-    )
-    window: int = Field(
-        5,
-        ge=1,
-        le=1000,
-        validation_alias=env("SKEW_WINDOW"),
-        description="Estimates the published (median) offset is taken over.",
-    )
-    timeout_s: float = Field(
-        2.0, gt=0, validation_alias=env("SKEW_TIMEOUT_S"), description="Timeout of one exchange, seconds."
-    )
-    metrics_port: int = Field(
-        9105,
-        ge=0,
-        le=65535,
-        validation_alias=env("SKEW_METRICS_PORT"),
-        description="Port of the /metrics endpoint (0: any free port).",
-    )
-    metrics_host: str = Field(
-        "127.0.0.1", validation_alias=env("SKEW_METRICS_HOST"), description="Address /metrics binds."
-    )
+    binance_url: str = setting("BINANCE_REST_URL", "https://api.binance.com")
+    """Binance-compatible REST base whose GET /api/v3/time is the reference."""
+    use_binance: bool = setting("SKEW_USE_BINANCE", True)
+    """Ask Binance (false: NTP only)."""
+    ntp_server: str = setting("SKEW_NTP_SERVER", "")
+    """NTP server HOST[:PORT] as a second reference (empty: none)."""
+    interval_s: float = setting("SKEW_INTERVAL_S", 30.0, gt=0)
+    """Seconds between estimates."""
+    samples: int = setting("SKEW_SAMPLES", 8, ge=1, le=100)
+    """Exchanges per estimate; the one with the shortest round trip wins."""
+    window: int = setting("SKEW_WINDOW", 5, ge=1, le=1000)
+    """Estimates the published (median) offset is taken over."""
+    timeout_s: float = setting("SKEW_TIMEOUT_S", 2.0, gt=0)
+    """Timeout of one exchange, seconds."""
+    metrics_port: int = setting("SKEW_METRICS_PORT", 9105, ge=0, le=65535)
+    """Port of the /metrics endpoint (0: any free port)."""
+    metrics_host: str = setting("SKEW_METRICS_HOST", "127.0.0.1")
+    """Address /metrics binds."""
 
     @field_validator("binance_url")
     @classmethod

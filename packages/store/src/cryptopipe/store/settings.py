@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from cryptopipe.schemas import SETTINGS_CONFIG, env
+from cryptopipe.schemas import SETTINGS_CONFIG, setting
 from cryptopipe.store.alerts import DEFAULT_FEED_CAP
 from cryptopipe.store.latency import DEFAULT_CAPACITY
 from cryptopipe.store.loop import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT_S
@@ -30,42 +29,21 @@ def _consumer_settings(kind: str, port: int) -> type[BaseSettings]:
     class ConsumerSettings(BaseSettings):
         model_config = SETTINGS_CONFIG
 
-        group: str = Field(
-            f"cryptopipe-{kind}",
-            min_length=1,
-            validation_alias=env(prefix + "GROUP"),
-            description="Kafka consumer group id.",
-        )
-        batch_size: int = Field(
-            DEFAULT_BATCH_SIZE,
-            ge=1,
-            validation_alias=env(prefix + "BATCH_SIZE"),
-            description="Most records written per Redis pipeline; batches never wait to fill.",
-        )
-        from_beginning: bool = Field(
-            False,
-            validation_alias=env(prefix + "FROM_BEGINNING"),
-            description="A new group starts at the oldest retained record instead of the newest.",
-        )
-        stall_timeout_s: float = Field(
-            DEFAULT_STALL_TIMEOUT_S,
-            gt=0,
-            validation_alias=env(prefix + "STALL_TIMEOUT_S"),
-            description="Records waiting and none written for this long is a stall; the loop then recovers.",
-        )
-        metrics_port: int = Field(
-            port,
-            ge=-1,
-            le=65535,
-            validation_alias=env(prefix + "METRICS_PORT"),
-            description="Prometheus /metrics port; 0 picks a free one, -1 serves none.",
-        )
-        metrics_host: str = Field(
-            "127.0.0.1", validation_alias=env(prefix + "METRICS_HOST"), description="/metrics bind address."
-        )
-        latency_samples: Path | None = Field(
+        group: str = setting(prefix + "GROUP", f"cryptopipe-{kind}", min_length=1)
+        """Kafka consumer group id."""
+        batch_size: int = setting(prefix + "BATCH_SIZE", DEFAULT_BATCH_SIZE, ge=1)
+        """Most records written per Redis pipeline; batches never wait to fill."""
+        from_beginning: bool = setting(prefix + "FROM_BEGINNING", False)
+        """A new group starts at the oldest retained record instead of the newest."""
+        stall_timeout_s: float = setting(prefix + "STALL_TIMEOUT_S", DEFAULT_STALL_TIMEOUT_S, gt=0)
+        """Records waiting and none written for this long is a stall; the loop then recovers."""
+        metrics_port: int = setting(prefix + "METRICS_PORT", port, ge=-1, le=65535)
+        """Prometheus /metrics port; 0 picks a free one, -1 serves none."""
+        metrics_host: str = setting(prefix + "METRICS_HOST", "127.0.0.1")
+        """/metrics bind address."""
+        latency_samples: Path | None = setting(
+            prefix + "LATENCY_SAMPLES",
             None,
-            validation_alias=env(prefix + "LATENCY_SAMPLES"),
             description=f"Write system-latency samples (µs, up to {DEFAULT_CAPACITY:,}) as JSON at exit.",
         )
 
@@ -75,20 +53,12 @@ def _consumer_settings(kind: str, port: int) -> type[BaseSettings]:
 class PricesConsumerSettings(_consumer_settings("prices", PRICES_METRICS_PORT)):  # type: ignore[misc]
     """``cryptopipe prices-consumer``: trades -> the latest price and a capped history per symbol."""
 
-    history_cap: int = Field(
-        DEFAULT_HISTORY_CAP,
-        ge=1,
-        validation_alias=env("PRICES_CONSUMER_HISTORY_CAP"),
-        description="Trades kept per symbol in the history sorted set.",
-    )
+    history_cap: int = setting("PRICES_CONSUMER_HISTORY_CAP", DEFAULT_HISTORY_CAP, ge=1)
+    """Trades kept per symbol in the history sorted set."""
 
 
 class AlertsConsumerSettings(_consumer_settings("alerts", ALERTS_METRICS_PORT)):  # type: ignore[misc]
     """``cryptopipe alerts-consumer``: alerts -> a capped newest-first feed, each alert once."""
 
-    feed_cap: int = Field(
-        DEFAULT_FEED_CAP,
-        ge=1,
-        validation_alias=env("ALERTS_CONSUMER_FEED_CAP"),
-        description="Alerts kept in the feed list.",
-    )
+    feed_cap: int = setting("ALERTS_CONSUMER_FEED_CAP", DEFAULT_FEED_CAP, ge=1)
+    """Alerts kept in the feed list."""
