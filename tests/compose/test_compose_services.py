@@ -281,7 +281,7 @@ def test_spark_uses_the_native_kafka_source_unless_offline(stack_factory: Any) -
     connector = NATIVE_KAFKA_PACKAGE.format(version=SPARK_KAFKA_COMPATIBLE.get(pyspark, (pyspark,))[0])
     online = stack_factory("base", {"REDIS_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "y"})
     conf = AlertingSettings.model_validate(
-        {"spark_conf": online.environment("alerting")["ALERTING_SPARK_CONF"]}
+        {"ALERTING_SPARK_CONF": online.environment("alerting")["ALERTING_SPARK_CONF"]}
     ).spark_conf
     assert conf["spark.jars.packages"] == connector
     ivy = conf["spark.jars.ivy"]

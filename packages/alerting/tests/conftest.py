@@ -37,6 +37,7 @@ from cryptopipe.schemas import (
     decode_alert,
     encode,
     encode_key,
+    settings_of,
 )
 from cryptopipe.store import AlertSink, AlertStore, ConsumerLoop
 
@@ -140,7 +141,7 @@ def spark(kafka: KafkaEndpoint) -> Iterator[Any]:
     """One ``local[2]`` session for every test (stopped before the session's broker)."""
     from cryptopipe.alerting.spark import build_session
 
-    session = build_session(AlertingSettings(master="local[2]", shuffle_partitions=2))
+    session = build_session(settings_of(AlertingSettings, master="local[2]", shuffle_partitions=2))
     yield session
     session.stop()
 
@@ -166,7 +167,7 @@ class JobRunner:
             "shuffle_partitions": 2,
         }
         values.update(overrides)
-        return AlertingSettings(**values)
+        return settings_of(AlertingSettings, **values)
 
     def start(self, settings: AlertingSettings, **kwargs: Any) -> AlertingJob:
         def collect(alerts: Sequence[Alert], _acked: Sequence[int]) -> None:
@@ -283,7 +284,7 @@ class RunningIngest:
     def __init__(self, kafka: KafkaSettings, **settings: Any) -> None:
         from cryptopipe.ingest import Ingest, IngestSettings
 
-        self.ingest = Ingest(IngestSettings(**settings), kafka)
+        self.ingest = Ingest(settings_of(IngestSettings, **settings), kafka)
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -11,6 +11,7 @@ import pytest
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.spark import CONNECTOR_CONF, connector_conf
 from cryptopipe.runtime import jvm as jars
+from cryptopipe.schemas import settings_of
 
 
 def _fake_cache(root: Path, version: str, names: list[str]) -> Path:
@@ -53,8 +54,8 @@ def test_a_warm_cache_needs_no_network_and_leaves_out_what_spark_ships(
 def test_no_connector_is_recorded_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(jars.CACHE_ENV, str(tmp_path / "empty"))
     monkeypatch.setattr(jars, "ensure_artifacts", _no_network)
-    conf = connector_conf(AlertingSettings(source="auto"), {})
+    conf = connector_conf(settings_of(AlertingSettings, source="auto"), {})
     assert "spark.jars" not in conf
     assert conf[CONNECTOR_CONF].startswith("unavailable: ")
     assert "offline (test)" in conf[CONNECTOR_CONF]
-    assert connector_conf(AlertingSettings(source="python"), {}) == {}
+    assert connector_conf(settings_of(AlertingSettings, source="python"), {}) == {}

@@ -18,6 +18,7 @@ from cryptopipe.alerting.rules import (
     validate_rules,
 )
 from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
+from cryptopipe.schemas import settings_of
 
 
 def test_default_rule_is_the_seeds() -> None:
@@ -48,7 +49,7 @@ def test_text_form_round_trip() -> None:
 def test_several_rules_in_one_place() -> None:
     rules = parse_rules("1m:0.5%; 5m:1%\n15m:2%:early")
     assert [r.name for r in rules] == ["1m-0.5pct", "5m-1pct", "15m-2pct-early"]
-    settings = AlertingSettings(rules="1m:0.5%;5m:1%")  # type: ignore[arg-type]
+    settings = settings_of(AlertingSettings, rules="1m:0.5%;5m:1%")
     assert len(settings.rules) == 2
 
 
@@ -105,8 +106,8 @@ def test_env_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_checkpoint_follows_the_rules(tmp_path: Path) -> None:
-    base = AlertingSettings(checkpoint_dir=tmp_path)
-    same = AlertingSettings(checkpoint_dir=tmp_path, master="spark://127.0.0.1:7077")
+    base = settings_of(AlertingSettings, checkpoint_dir=tmp_path)
+    same = settings_of(AlertingSettings, checkpoint_dir=tmp_path, master="spark://127.0.0.1:7077")
     other = base.with_threshold(Decimal("0.01"))
     assert base.checkpoint_location("prices", "python") == same.checkpoint_location("prices", "python")
     assert base.checkpoint_location("prices", "python") != other.checkpoint_location("prices", "python")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cryptopipe.dashboard.cli import build_parser, main, settings_from_args, streamlit_argv
 from cryptopipe.dashboard.settings import DashboardSettings
+from cryptopipe.schemas import settings_of
 
 _ALL_VARS = [
     "DASHBOARD_HOST",
@@ -109,8 +110,12 @@ def test_streamlit_command_line_is_headless_loopback_and_has_no_secrets(
 def test_settings_survive_the_trip_through_the_environment(
     symbols: list[str], refresh: float, stale: float
 ) -> None:
-    settings = DashboardSettings(
-        symbols=symbols, refresh_seconds=refresh, stale_seconds=stale, runtime_info={"spark": "local[2]"}
+    settings = settings_of(
+        DashboardSettings,
+        symbols=symbols,
+        refresh_seconds=refresh,
+        stale_seconds=stale,
+        runtime_info={"spark": "local[2]"},
     )
     with pytest.MonkeyPatch.context() as patch:
         for name, value in settings.to_env().items():

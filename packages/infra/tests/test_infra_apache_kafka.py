@@ -16,7 +16,7 @@ from cryptopipe.infra.apache_kafka import KAFKA_VERSION, kafka_libs, new_cluster
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
 from cryptopipe.runtime import jvm as infra_jars
 from cryptopipe.runtime.jvm import MANIFEST, ArtifactResolutionError, JavaNotFoundError, find_java
-from cryptopipe.schemas import KafkaSettings
+from cryptopipe.schemas import KafkaSettings, settings_of
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_cold_cache_offline_falls_back_to_tansu_with_one_clear_line(
         kafka_libs()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cryptopipe.infra"), contextlib.ExitStack() as stack:
-        endpoint = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack)
+        endpoint = resolve_kafka(settings_of(KafkaSettings, bootstrap_servers=""), stack=stack)
         assert endpoint.kind.startswith("tansu")
     apache_lines = [r.getMessage() for r in caplog.records if "apache unavailable" in r.getMessage()]
     assert len(apache_lines) == 1
@@ -111,7 +111,7 @@ def test_missing_java_is_one_line_saying_what_to_install(
         find_java()
     assert "\n" not in str(info.value)
     with contextlib.ExitStack() as stack, pytest.raises(ResolutionError, match="openjdk-17"):
-        resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="apache")
+        resolve_kafka(settings_of(KafkaSettings, bootstrap_servers=""), stack=stack, prefer="apache")
 
 
 def test_too_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

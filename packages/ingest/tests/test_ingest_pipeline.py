@@ -23,7 +23,7 @@ from cryptopipe.ingest import Ingest, IngestSettings
 from cryptopipe.ingest.publisher import IngestStats, Publisher, producer_config
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import ensure_topics
-from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode_key
+from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode_key, settings_of
 from cryptopipe.schemas.topics import PARTITIONER, java_partition, murmur2
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_replayed_trades_are_published_exactly_once_in_order(
 
 
 def test_topics_are_created_with_retention(kafka_settings: KafkaSettings, kafka: Any) -> None:
-    ingest = Ingest(IngestSettings(topic_retention_ms=600_000), kafka_settings)
+    ingest = Ingest(settings_of(IngestSettings, topic_retention_ms=600_000), kafka_settings)
     specs = ingest.topic_specs()
     names = [s.name for s in specs]
     prefix = kafka_settings.topic_prefix

@@ -29,7 +29,7 @@ from cryptopipe.runtime import (
     stop_on_signals,
     write_stats,
 )
-from cryptopipe.schemas.config import SETTINGS_CONFIG, env
+from cryptopipe.schemas.config import SETTINGS_CONFIG, env, settings_of
 
 
 class FakeClock:
@@ -165,7 +165,9 @@ def test_run_service_runs_until_stopped_and_writes_its_stats(tmp_path: Path) -> 
 
     m.TRADES_RECEIVED.labels(symbol="TESTKIT").inc(3)
     threading.Timer(0.05, stop.set).start()
-    stats = run_service("test", run, "s", run_settings=RunSettings(stats_json=tmp_path / "s.json"), stop=stop)
+    stats = run_service(
+        "test", run, "s", run_settings=settings_of(RunSettings, stats_json=tmp_path / "s.json"), stop=stop
+    )
     assert stats == {"written": 7}
     assert seen == ["s"]
     written = read_stats(tmp_path / "s.json")
@@ -180,7 +182,7 @@ def test_run_service_writes_no_stats_when_the_service_fails(tmp_path: Path) -> N
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        run_service("test", run, None, run_settings=RunSettings(stats_json=tmp_path / "s.json"))
+        run_service("test", run, None, run_settings=settings_of(RunSettings, stats_json=tmp_path / "s.json"))
     assert not (tmp_path / "s.json").exists()
 
 
@@ -205,7 +207,8 @@ class _Example(BaseSettings):
 
 
 def test_settings_handed_over_as_environment_read_back_equal(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = _Example(
+    original = settings_of(
+        _Example,
         name="n",
         count=3,
         ratio=1e-7,
@@ -226,7 +229,7 @@ def test_settings_handed_over_as_environment_read_back_equal(monkeypatch: pytest
 
 
 def test_a_none_setting_is_left_out_and_reads_back_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = _Example(where=None, name="")
+    original = settings_of(_Example, where=None, name="")
     environ = environ_of(original)
     assert "EX_PATH" not in environ  # "" would read back as Path("."), not None
     assert environ["EX_NAME"] == ""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings
 
 from cryptopipe.schemas import (
@@ -14,21 +15,25 @@ from cryptopipe.schemas import (
     KafkaSettings,
     RedisSettings,
     SchemaError,
-    env,
     env_names,
     format_validation_error,
     load_settings,
     redact_url,
+    setting,
+    settings_of,
 )
 
 
 class ExampleSettings(BaseSettings):
     model_config = SETTINGS_CONFIG
 
-    port: int = Field(8000, ge=0, le=65535, validation_alias=env("EXAMPLE_PORT"))
-    name: str = Field("x", min_length=1, validation_alias=env("EXAMPLE_NAME"))
-    token: SecretStr = Field(SecretStr("changeme"), min_length=8, validation_alias=env("EXAMPLE_TOKEN"))
-    tags: tuple[int, ...] = Field((), validation_alias=env("EXAMPLE_TAGS"))
+    port: int = setting("EXAMPLE_PORT", 8000, ge=0, le=65535)
+    """The port.
+
+    On two lines."""
+    name: str = setting("EXAMPLE_NAME", "x", min_length=1)
+    token: SecretStr = setting("EXAMPLE_TOKEN", SecretStr("changeme"), min_length=8)
+    tags: tuple[int, ...] = setting("EXAMPLE_TAGS", ())
 
     @model_validator(mode="after")
     def _consistent(self) -> ExampleSettings:
@@ -39,7 +44,14 @@ class ExampleSettings(BaseSettings):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("EXAMPLE_PORT", "EXAMPLE_NAME", "EXAMPLE_TOKEN", "EXAMPLE_TAGS", "REDIS_URL"):
+    for name in (
+        "EXAMPLE_PORT",
+        "EXAMPLE_NAME",
+        "EXAMPLE_TOKEN",
+        "EXAMPLE_TAGS",
+        "EXAMPLE_PATH",
+        "REDIS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env file here
 
@@ -95,15 +107,90 @@ def test_a_secret_value_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_item_and_class_wide_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAMPLE_TAGS", '[1, "two"]')
     with pytest.raises(ValidationError) as caught:
-        ExampleSettings(name="forbidden")
+        settings_of(ExampleSettings, name="forbidden")
     assert format_validation_error(ExampleSettings, caught.value).startswith("EXAMPLE_TAGS: item 1: ")
     monkeypatch.delenv("EXAMPLE_TAGS")
     with pytest.raises(ValidationError) as caught:
-        ExampleSettings(name="forbidden")
+        settings_of(ExampleSettings, name="forbidden")
     # The input of a class-wide check is every value, secrets included: it is not quoted.
     assert format_validation_error(ExampleSettings, caught.value) == (
         "settings: EXAMPLE_NAME may not be 'forbidden'"
     )
+
+
+class PathSettings(BaseSettings):
+    """A field named like a variable that is always set ($PATH), one required, one from a factory."""
+
+    model_config = SETTINGS_CONFIG
+
+    path: str = setting("EXAMPLE_PATH", "default")
+    """Where."""
+    needed: int = setting("EXAMPLE_NEEDED")
+    extra: dict[str, str] = setting("EXAMPLE_EXTRA", default_factory=dict)
+
+
+def test_a_field_is_read_from_its_own_variable_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never from a variable named like the field: not $PORT for ``port``, nor $PATH for ``path``."""
+    for variable, value in {
+        "PORT": "1234",
+        "NAME": "from-name",
+        "TOKEN": "from-the-name-variable",
+        "PATH": "/usr/bin:/bin",
+        "NEEDED": "7",
+        "URL": "redis://wrong:1/0",
+        "TOPIC_PREFIX": "wrong.",
+        "BOOTSTRAP_SERVERS": "wrong:9092",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    Path(".env").write_text("port=4321\nEXAMPLE_NAME=from-dotenv\n")  # the cwd is tmp_path
+    settings = load_settings(ExampleSettings)
+    assert (settings.port, settings.name, settings.token.get_secret_value()) == (
+        8000,
+        "from-dotenv",
+        "changeme",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(PathSettings)  # $NEEDED does not stand in for EXAMPLE_NEEDED
+    assert caught.value.problems == ("EXAMPLE_NEEDED: Field required",)
+    monkeypatch.setenv("EXAMPLE_NEEDED", "3")
+    assert (load_settings(PathSettings).path, load_settings(PathSettings).needed) == ("default", 3)
+    redis, kafka = load_settings(RedisSettings), load_settings(KafkaSettings)
+    assert (redis.url.get_secret_value(), kafka.topic_prefix, kafka.bootstrap_servers) == ("", "", "")
+
+
+def test_keyword_arguments_by_field_name_are_passed_under_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EXAMPLE_NEEDED", "1")
+    monkeypatch.setenv("EXAMPLE_PORT", "9000")
+    assert settings_of(PathSettings, path="/x", needed=2).path == "/x"
+    assert settings_of(PathSettings, needed=2).needed == 2
+    assert load_settings(PathSettings, path="/y", needed=None).needed == 1
+    assert load_settings(ExampleSettings, port=9001).port == 9001
+    assert settings_of(ExampleSettings).port == 9000
+    assert settings_of(ExampleSettings, _env_file=None).port == 9000  # BaseSettings' own options pass
+    assert settings_of(PathSettings, extra={"a": "1"}).extra == {"a": "1"}
+    with pytest.raises(ValidationError):
+        settings_of(ExampleSettings, port=None)  # settings_of passes None on, load_settings drops it
+    with pytest.raises(TypeError, match="no field 'prot'"):
+        load_settings(ExampleSettings, prot=1)
+    with pytest.raises(TypeError, match="no field 'EXAMPLE_PORT'"):
+        settings_of(ExampleSettings, EXAMPLE_PORT=1)
+
+
+def test_descriptions_come_from_attribute_docstrings() -> None:
+    fields: dict[str, Any] = {**ExampleSettings.model_fields, **PathSettings.model_fields}
+    assert fields["port"].description == "The port.\n\nOn two lines."
+    assert fields["path"].description == "Where."
+    assert fields["name"].description is None
+    assert fields["needed"].is_required()
+    assert PathSettings.model_fields["extra"].default_factory is dict
+    assert KafkaSettings.model_fields["topic_prefix"].description == "Prefix for every topic name."
+    assert env_names(PathSettings) == {
+        "path": "EXAMPLE_PATH",
+        "needed": "EXAMPLE_NEEDED",
+        "extra": "EXAMPLE_EXTRA",
+    }
 
 
 def test_long_values_are_shortened(monkeypatch: pytest.MonkeyPatch) -> None:

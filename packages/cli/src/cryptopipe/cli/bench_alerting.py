@@ -40,7 +40,17 @@ from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.runtime import ensure_topics
-from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, RedisSettings, Trade, encode, encode_key
+from cryptopipe.schemas import (
+    ALERTS,
+    PRICES,
+    Alert,
+    KafkaSettings,
+    RedisSettings,
+    Trade,
+    encode,
+    encode_key,
+    settings_of,
+)
 from cryptopipe.schemas.topics import PARTITIONER
 from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
 
@@ -303,7 +313,8 @@ def _start_job(
 ) -> AlertingJob:
     """The alerting job in this process, started and past its first micro-batch."""
     checkpoint = args.checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    settings = AlertingSettings(
+    settings = settings_of(
+        AlertingSettings,
         rules=rules,
         watermark_delay_ms=args.watermark_delay_ms,
         master=args.master,

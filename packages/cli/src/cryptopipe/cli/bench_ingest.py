@@ -31,7 +31,7 @@ from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.runtime import ensure_topics
-from cryptopipe.schemas import KafkaSettings, TopicSpec
+from cryptopipe.schemas import KafkaSettings, TopicSpec, settings_of
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def measure(
     kafka: KafkaSettings, topic: str, *, linger_ms: float, compression: str, rate: int, seconds: float
 ) -> LatencyResult:
     """Produce ``rate`` msg/s for ``seconds``; time each produce() -> delivery report."""
-    settings = IngestSettings(linger_ms=linger_ms, compression=compression)
+    settings = settings_of(IngestSettings, linger_ms=linger_ms, compression=compression)
     producer = Producer(producer_config(kafka, settings))
     latencies: list[float] = []
     payload = b'{"v":1,"symbol":"BTCUSDT","trade_id":3735683259,"price":"61837.63","quantity":"0.02"}' * 2
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap = args.bootstrap
         broker_kind = "configured"
         if bootstrap:
-            kafka = KafkaSettings(bootstrap_servers=bootstrap)
+            kafka = settings_of(KafkaSettings, bootstrap_servers=bootstrap)
         else:
             endpoint = resolve_kafka(KafkaSettings(), stack=stack)
             kafka, broker_kind = endpoint.settings, endpoint.kind

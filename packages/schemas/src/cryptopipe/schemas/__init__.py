@@ -15,6 +15,7 @@ from cryptopipe.schemas.config import (
     load_settings,
     redact_url,
     setting,
+    settings_of,
 )
 from cryptopipe.schemas.errors import DecodeError, SchemaError
 from cryptopipe.schemas.messages import (
@@ -63,4 +64,5 @@ __all__ = [
     "load_settings",
     "redact_url",
     "setting",
+    "settings_of",
 ]

@@ -12,7 +12,10 @@ A package declares its settings as::
         # ...followed by the field's docstring: its description and docs/configuration.md's text.
 
 and reads them with ``load_settings(IngestSettings, mode=flag_or_none)``: a wrong value raises
-:class:`ConfigError`, whose message names the environment variable of every problem.
+:class:`ConfigError`, whose message names the environment variable of every problem. A field is
+read from its own variable only, never from one named like the field (``port`` from ``$PORT``):
+keyword arguments by field name go through :func:`load_settings` or :func:`settings_of`, which
+pass each under its variable's name.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import types
 import typing
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
@@ -31,15 +35,16 @@ from cryptopipe.schemas.errors import SchemaError
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 #: The ``model_config`` of every settings class: variables from the environment and ``.env``
-#: (UTF-8), unknown variables ignored, immutable once read, settable by field name too (so
-#: command-line flags can be passed as keyword arguments), and each field's description taken
-#: from the docstring under it.
+#: (UTF-8), unknown variables ignored, immutable once read, and each field's description taken
+#: from the docstring under it. Not ``populate_by_name``/``validate_by_name``: with either,
+#: pydantic-settings also reads a field from the variable named like the field (``port`` from
+#: ``$PORT``, ``path`` from ``$PATH``). Keyword arguments by field name go through
+#: :func:`load_settings` or :func:`settings_of` instead.
 SETTINGS_CONFIG = SettingsConfigDict(
     env_file=".env",
     env_file_encoding="utf-8",
     extra="ignore",
     frozen=True,
-    populate_by_name=True,
     use_attribute_docstrings=True,
 )
 
@@ -162,14 +167,43 @@ def format_validation_error(cls: type[BaseSettings], exc: ValidationError) -> st
     return "\n".join(_problems(cls, exc))
 
 
+def _by_variable(cls: type[BaseSettings], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` by field name, keyed by each field's variable instead (how ``cls(...)`` takes them).
+
+    Keys starting with ``_`` are ``BaseSettings``' own options (``_env_file=None``) and stay.
+    """
+    names = env_names(cls)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name.startswith("_"):
+            out[name] = value
+        elif name in names:
+            out[names[name]] = value
+        else:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+    return out
+
+
+def settings_of(cls: type[SettingsT], /, **values: Any) -> SettingsT:
+    """``cls`` read from the environment and ``.env``, with ``values`` (by field name) on top.
+
+    Every value is used, None included; a wrong one raises pydantic's ``ValidationError`` (use
+    :func:`load_settings` for flags, where None means "not given" and errors name the variable).
+    An unknown field name is a ``TypeError``.
+    """
+    return cls(**_by_variable(cls, values))
+
+
 def load_settings(cls: type[SettingsT], /, **overrides: Any) -> SettingsT:
     """``cls`` read from the environment and ``.env``, with the overrides that are not None on top.
 
     Overrides are keyword arguments by field name (typically command-line flags; None means the
-    flag was not given). Raises :class:`ConfigError` naming the variable of every wrong value.
+    flag was not given). Raises :class:`ConfigError` naming the variable of every wrong value,
+    ``TypeError`` for a name that is no field of ``cls``.
     """
+    given = _by_variable(cls, {name: value for name, value in overrides.items() if value is not None})
     try:
-        return cls(**{name: value for name, value in overrides.items() if value is not None})
+        return cls(**given)
     except ValidationError as exc:
         problems = _problems(cls, exc)
         what = cls.__name__.removesuffix("Settings").lower() or cls.__name__
