@@ -125,7 +125,9 @@ class AlertingJob:
         self._source_kind: SourceKind | None = None
         self._publisher: AlertPublisher | None = None
         self._tracker = TriggerTracker(rule.window_us for rule in settings.rules)
-        self._recorder = ProgressRecorder(self.query_name, on_progress=self._absorb)
+        self._recorder = ProgressRecorder(
+            self.query_name, on_progress=self._absorb, delay_ms=settings.watermark_delay_ms
+        )
         self._listening = False
         self._run_first_batch: int | None = None
         self._stats = JobStats()

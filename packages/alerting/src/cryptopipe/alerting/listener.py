@@ -12,6 +12,7 @@ from typing import Any
 
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
+from cryptopipe.alerting.plan import OBSERVATION
 from cryptopipe.observability import metrics as m
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,19 @@ class ProgressRecorder(StreamingQueryListener):
     """
 
     def __init__(
-        self, query_name: str, on_progress: Callable[[Any], None] | None = None, keep: int = 2000
+        self,
+        query_name: str,
+        on_progress: Callable[[Any], None] | None = None,
+        keep: int = 2000,
+        *,
+        delay_ms: int = 0,
     ) -> None:
         super().__init__()
         self.query_name = query_name
         self.on_progress = on_progress
+        self.delay_us = delay_ms * 1000
+        #: Newest trade time any batch observed: the job's lateness runs ``delay_ms`` behind it.
+        self.newest_trade_us: int | None = None
         self.progress: deque[Any] = deque(maxlen=keep)
         self._last_batch = -1
         self._changed = threading.Condition()
@@ -88,14 +97,17 @@ class ProgressRecorder(StreamingQueryListener):
                 durations["triggerExecution"],
                 ", ".join(f"{phase} {durations[phase]}" for phase in PHASES if phase in durations),
             )
-            observed = progress.observedMetrics.get("cryptopipe_input")
+            observed = progress.observedMetrics.get(OBSERVATION)
             if observed is not None and observed["invalid"]:
                 m.ALERTING_INVALID_ROWS.inc(int(observed["invalid"]))
+            newest = observed["max_trade_time_us"] if observed is not None else None
+            if newest is not None:
+                self.newest_trade_us = max(int(newest), self.newest_trade_us or int(newest))
         m.ALERTING_INPUT_RATE.set(float(progress.inputRowsPerSecond or 0.0))
         m.ALERTING_PROCESSED_RATE.set(float(progress.processedRowsPerSecond or 0.0))
         m.ALERTING_STATE_ROWS.set(sum(int(op.numRowsTotal or 0) for op in progress.stateOperators))
-        watermark = watermark_us(progress)
-        if watermark:
+        watermark = self.watermark_us(progress)
+        if watermark is not None:
             m.ALERTING_WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1_000_000))
         with self._changed:
             if new_batch:
@@ -103,6 +115,14 @@ class ProgressRecorder(StreamingQueryListener):
             self._changed.notify_all()
         if new_batch and self.on_progress is not None:
             self.on_progress(progress)
+
+    def watermark_us(self, progress: Any) -> int | None:
+        """The event-time watermark: Spark's when the plan has one, else the job's own (the
+        newest trade time seen, minus the delay: see :mod:`cryptopipe.alerting.plan`)."""
+        spark = watermark_us(progress)
+        if spark:  # Spark reports 1970-01-01 for a plan without withWatermark
+            return spark
+        return None if self.newest_trade_us is None else self.newest_trade_us - self.delay_us
 
     def wait_for_batch(self, batch_id: int, timeout: float) -> bool:
         """Block until the progress of ``batch_id`` (or a later batch) has been recorded."""

@@ -469,7 +469,8 @@ ALERTING_DROPPED_LATE = _counter(
 )
 ALERTING_WATERMARK_DELAY = _gauge(
     "cryptopipe_alerting_watermark_delay_seconds",
-    "Wall clock minus the event-time watermark at the end of the last micro-batch.",
+    "Wall clock minus the job's event-time watermark (the newest trade time seen, minus "
+    "ALERTING_WATERMARK_DELAY_MS) at the end of the last micro-batch.",
     (),
     "alerting",
 )
