@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -113,22 +114,14 @@ class TopicBooks:
     def as_dict(self) -> dict[str, int]:
         return {
             "published": self.published,
-            "consumed": self.consumed,
-            "written": self.written,
-            "stale": self.stale,
-            "dead_lettered": self.dead_lettered,
+            **self.handled_dict(),
             "unwritten": self.unwritten,
             "surplus": self.surplus,
         }
 
     def handled_dict(self) -> dict[str, int]:
         """What one member of a consumer group did (a topic's ``published`` is not per member)."""
-        return {
-            "consumed": self.consumed,
-            "written": self.written,
-            "stale": self.stale,
-            "dead_lettered": self.dead_lettered,
-        }
+        return {name: getattr(self, name) for name in ("consumed", "written", "stale", "dead_lettered")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +148,7 @@ class IngestBooks:
         return max(0, self.received + self.backfilled - self.duplicates - self.published - self.lost)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "received": self.received,
-            "backfilled": self.backfilled,
-            "duplicates": self.duplicates,
-            "published": self.published,
-            "lost": self.lost,
-            "unfilled": self.unfilled,
-            "unaccounted": self.unaccounted,
-        }
+        return {**dataclasses.asdict(self), "unaccounted": self.unaccounted}
 
 
 @dataclass(frozen=True, slots=True)
