@@ -40,11 +40,17 @@ class ProxyStats:
     """Connection counts since start (read them, do not write)."""
 
     accepted: int = 0
+    """Client connections accepted, whatever became of them."""
     forwarded: int = 0
+    """Connections joined to the upstream."""
     refused: int = 0
+    """Connections reset at once (paused in ``reset`` mode, or the upstream could not be reached)."""
     held: int = 0
+    """Connections held open without an answer (paused in ``blackhole`` mode)."""
     bytes_up: int = 0
+    """Bytes forwarded client -> upstream."""
     bytes_down: int = 0
+    """Bytes forwarded upstream -> client."""
 
 
 @dataclass(eq=False)

@@ -45,14 +45,23 @@ class IngestStats:
     """Running totals of one :class:`~cryptopipe.ingest.Ingest` (also exported as metrics)."""
 
     received: int = 0
+    """Trades taken off the stream (live), duplicates included; backfilled ones are apart."""
     published: int = 0
+    """Trades the broker acknowledged."""
     lost: int = 0
+    """Trades given up, each counted with its reason (``trades_lost{reason}``)."""
     dead_lettered: int = 0
+    """Frames that held no valid trade, sent to the dead-letter topic with a reason."""
     backfilled: int = 0
+    """Trades recovered from REST to fill a gap in a symbol's ids."""
     unfilled: int = 0
+    """Missing trade ids that the backfill could not recover."""
     reconnects: int = 0
+    """WebSocket reconnects, for any reason."""
     duplicates: int = 0
+    """Trades received again (id at or below the last published one) and dropped."""
     gaps: int = 0
+    """Gaps seen in a symbol's trade ids."""
 
 
 def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str, Any]:

@@ -33,20 +33,30 @@ class ReplayStats:
     """Counters of one replay exchange (read them from any thread; only the server writes them)."""
 
     frames_sent: int = 0
+    """WebSocket frames sent, to all clients."""
     trades_played: int = 0
+    """Trades the tape played (each goes to every subscriber of its stream)."""
     passthrough_played: int = 0
+    """Recorded depth/bookTicker frames played verbatim."""
     connections: int = 0
+    """WebSocket connections accepted since start."""
     open_connections: int = 0
-    #: Connections the server closed on its own, for any reason (breakdown in ``close_reasons``).
+    """WebSocket connections open now."""
     dropped_connections: int = 0
+    """Connections the server closed on its own, for any reason (breakdown in ``close_reasons``)."""
     slow_consumers: int = 0
+    """Of those, clients closed as slow consumers (their frame queue stayed full)."""
     close_reasons: dict[str, int] = field(default_factory=dict)
     skipped_lines: int = 0
+    """Source lines that are valid but no stream frame (a REST snapshot, a CSV header): skipped."""
     bad_lines: int = 0
+    """Malformed source lines skipped under ``skip_bad_lines`` (without it the tape stops)."""
     loops: int = 0
+    """Times the source restarted from its beginning (``loop``)."""
     started: bool = False
     finished: bool = False
     error: str | None = None
+    """Why the tape stopped early (a bad line, an unreadable file), or None."""
 
 
 class Subscriber(Protocol):

@@ -122,11 +122,17 @@ class LoopStats:
     """Counts since the loop started. ``consumed`` includes dead-lettered records."""
 
     consumed: int = 0
+    """Records fetched and handled, dead-lettered ones included."""
     written: int = 0
+    """Records written to Redis."""
     stale: int = 0
+    """Records older than what Redis already holds for their key: not written (idempotent)."""
     dead_lettered: int = 0
+    """Records that did not decode, sent to the dead-letter topic."""
     batches: int = 0
+    """Batches written to Redis."""
     redis_failures: int = 0
+    """Redis writes that failed; the batch is retried, and its offsets are committed once it is written."""
 
 
 @dataclass(slots=True)
