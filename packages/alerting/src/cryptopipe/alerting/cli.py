@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
-from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
+from cryptopipe.runtime import Stop, add_run_arguments, required_kafka, run_service, run_settings_from
 from cryptopipe.runtime.jvm import JvmError
 from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings, settings_of
 
@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--metrics-host", help="Prometheus bind address (ALERTING_METRICS_HOST)")
     service.add_argument("--run-for", type=float, metavar="SECONDS", help="stop cleanly after this long")
     service.add_argument(
-        "--ready-file", type=Path, help="written (JSON: query, source, checkpoint, rules) once the query runs"
+        "--ready-file",
+        type=Path,
+        help="written (JSON: query, source, checkpoint, rules) once the query runs (ALERTING_READY_FILE)",
     )
     add_run_arguments(service)
     return parser
@@ -100,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
         "spark_log_level",
         "metrics_port",
         "metrics_host",
+        "ready_file",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -124,13 +127,13 @@ def run(
     stop: Stop,
     *,
     kafka: KafkaSettings | None = None,
-    ready_file: Path | None = None,
 ) -> JobStats:
-    """The job until ``stop``: a failed query restarts from its checkpoint. ``ready_file`` is
-    written (query, source, checkpoint, rules, master) each time the query starts."""
+    """The job until ``stop``: a failed query restarts from its checkpoint. The ready file
+    (ALERTING_READY_FILE) is written each time the query starts."""
     from cryptopipe.alerting.job import AlertingJob
 
     job = AlertingJob(settings, kafka if kafka is not None else load_settings(KafkaSettings))
+    ready_file = settings.ready_file
 
     def started() -> None:
         if ready_file is not None:
@@ -158,20 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-        kafka = KafkaSettings()
+        kafka = required_kafka()
         run_settings = run_settings_from(args)
     except (RuleError, ConfigError) as exc:
         print(f"cryptopipe alerting: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"cryptopipe alerting: {format_validation_error(exc)}", file=sys.stderr)
-        return 2
-    if not kafka.bootstrap_servers:
-        print(
-            "cryptopipe alerting: KAFKA_BOOTSTRAP_SERVERS is required "
-            "(e.g. KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092); `cryptopipe up` starts a local broker for you",
-            file=sys.stderr,
-        )
         return 2
     logging.getLogger("py4j").setLevel(logging.WARNING)
     stop = Stop()
@@ -182,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_service(
             "alerting",
-            lambda s, stopping: run(s, stopping, kafka=kafka, ready_file=args.ready_file),
+            lambda s, stopping: run(s, stopping, kafka=kafka),
             settings,
             metrics_port=settings.metrics_port,
             metrics_host=settings.metrics_host,

@@ -58,6 +58,8 @@ class AlertingSettings(BaseSettings):
     """How long a micro-batch waits for the broker to acknowledge its alerts."""
     restart_backoff_max_s: float = setting("ALERTING_RESTART_BACKOFF_MAX_S", 30.0, gt=0)
     """A failed query restarts from its checkpoint with backoff up to this long."""
+    ready_file: Path | None = setting("ALERTING_READY_FILE", None)
+    """Written (JSON: query, source, checkpoint, rules, master) each time the query starts."""
 
     @field_validator("rules", mode="before")
     @classmethod

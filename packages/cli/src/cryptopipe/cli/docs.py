@@ -22,13 +22,14 @@ from cryptopipe.observability import catalogue
 SETTINGS: tuple[tuple[str, str], ...] = (
     ("Kafka", "cryptopipe.schemas.config:KafkaSettings"),
     ("Redis", "cryptopipe.schemas.config:RedisSettings"),
-    ("Service runtime (every service but dashboard and replay)", "cryptopipe.runtime.service:RunSettings"),
+    ("Service runtime (every service)", "cryptopipe.runtime.service:RunSettings"),
     ("Ingest", "cryptopipe.ingest.settings:IngestSettings"),
     ("Prices consumer", "cryptopipe.store.settings:PricesConsumerSettings"),
     ("Alerts consumer", "cryptopipe.store.settings:AlertsConsumerSettings"),
     ("Clock skew", "cryptopipe.skew.settings:SkewSettings"),
     ("Alerting", "cryptopipe.alerting.settings:AlertingSettings"),
     ("Dashboard", "cryptopipe.dashboard.settings:DashboardSettings"),
+    ("Replay exchange", "cryptopipe.replay.config:ReplaySettings"),
 )
 
 

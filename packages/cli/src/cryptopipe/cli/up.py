@@ -649,6 +649,7 @@ class Pipeline:
             "metrics_port": port,
             "starting_offsets": "earliest",
             "master": args.spark_master,
+            "ready_file": ready,
         }
         if "ALERTING_CHECKPOINT_DIR" not in os.environ:
             # The local broker keeps nothing between runs, so neither may the checkpoint.
@@ -657,7 +658,7 @@ class Pipeline:
         stats = self.workdir / "alerting-stats.json"
         self._start(
             "alerting",
-            ["alerting", "--ready-file", str(ready)],
+            ["alerting"],
             env=self._service_env(settings, stats),
             metrics_port=port,
             ready_file=ready,

@@ -18,7 +18,7 @@ from cryptopipe.ingest.errors import ConfigError
 from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
-from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
+from cryptopipe.runtime import Stop, add_run_arguments, required_kafka, run_service, run_settings_from
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -69,17 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-        kafka = load_shared_settings(KafkaSettings)
+        kafka = required_kafka()
         run_settings = run_settings_from(args)
     except ConfigError as exc:
         print(f"cryptopipe ingest: {exc}", file=sys.stderr)
-        return 2
-    if not kafka.bootstrap_servers:
-        print(
-            "cryptopipe ingest: KAFKA_BOOTSTRAP_SERVERS is required "
-            "(e.g. KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092); `cryptopipe up` starts a local broker for you",
-            file=sys.stderr,
-        )
         return 2
     run_service(
         "ingest",

@@ -18,7 +18,13 @@ from cryptopipe.runtime.logs import (
     configure_logging,
     rate_limited_logger,
 )
-from cryptopipe.runtime.service import RunSettings, add_run_arguments, run_service, run_settings_from
+from cryptopipe.runtime.service import (
+    RunSettings,
+    add_run_arguments,
+    required_kafka,
+    run_service,
+    run_settings_from,
+)
 from cryptopipe.runtime.stats import final_scrape, read_stats, write_stats
 from cryptopipe.runtime.stop import Interrupted, Stop, stop_on_signals
 from cryptopipe.runtime.topics import ensure_topics
@@ -38,6 +44,7 @@ __all__ = [
     "final_scrape",
     "rate_limited_logger",
     "read_stats",
+    "required_kafka",
     "run_service",
     "run_settings_from",
     "stop_on_signals",

@@ -22,7 +22,7 @@ from cryptopipe.observability import serve_metrics
 from cryptopipe.runtime.logs import configure_logging
 from cryptopipe.runtime.stats import write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
-from cryptopipe.schemas.config import SETTINGS_CONFIG, load_settings, setting
+from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, KafkaSettings, load_settings, setting
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,21 @@ def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
 def run_settings_from(args: argparse.Namespace) -> RunSettings:
     """:class:`RunSettings` from the environment with the flags of :func:`add_run_arguments` on top."""
     return load_settings(RunSettings, log_level=args.log_level, stats_json=args.stats_json)
+
+
+def required_kafka() -> KafkaSettings:
+    """:class:`KafkaSettings` from the environment, for a service that needs a broker given to it.
+
+    Raises :class:`ConfigError` when KAFKA_BOOTSTRAP_SERVERS is empty: a service, unlike ``up``,
+    never starts a local broker of its own.
+    """
+    kafka = load_settings(KafkaSettings)
+    if not kafka.bootstrap_servers:
+        raise ConfigError(
+            "KAFKA_BOOTSTRAP_SERVERS is required (e.g. KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092); "
+            "`cryptopipe up` starts a local broker for you"
+        )
+    return kafka
 
 
 def run_service(
