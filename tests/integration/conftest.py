@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,11 @@ def clean_env(**extra: str) -> dict[str, str]:
         if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KAFKA_TOPIC_PREFIX", "REDIS_KEY_PREFIX")
     }
     return env | extra
+
+
+def replay_file_args(*paths: Path) -> list[str]:
+    """``--replay-file PATH`` for each of ``paths`` (`up` replays them, one symbol each)."""
+    return [arg for path in paths for arg in ("--replay-file", str(path))]
 
 
 def pipeline_env(kafka_settings: KafkaSettings, redis_settings: RedisSettings) -> dict[str, str]:

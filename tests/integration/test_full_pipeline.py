@@ -40,6 +40,8 @@ from cryptopipe.observability import Scrape
 from cryptopipe.observability.drift import assert_exported, queried_metrics
 from cryptopipe.observability.prometheus import api_get, instant_query, target_health
 
+from .conftest import replay_file_args
+
 pytestmark = pytest.mark.slow
 
 
@@ -69,17 +71,15 @@ def test_the_whole_pipeline_on_its_own_servers(
 ) -> None:
     require_binary("prometheus")
     summary_path = tmp_path / "summary.json"
-    _trades(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", 1000, 1200, Decimal("61837"), Decimal("0.02"))
+    btc_file, eth_file = (tmp_path / f"{s}-aggTrades-2024-08-08.csv" for s in ("BTCUSDT", "ETHUSDT"))
+    _trades(btc_file, 1000, 1200, Decimal("61837"), Decimal("0.02"))
     # ETH drifts by 0.1 % over the file: below the 0.5 % rule, so only BTC alerts.
-    _trades(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, 1200, Decimal("2550"), Decimal("0.001"))
+    _trades(eth_file, 5000, 1200, Decimal("2550"), Decimal("0.001"))
     port = free_port()
     with run_up(
         "--source",
         "replay",
-        "--replay-file",
-        str(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"),
-        "--replay-file",
-        str(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv"),
+        *replay_file_args(btc_file, eth_file),
         "--clock",
         "live",
         "--speed",

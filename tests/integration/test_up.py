@@ -10,6 +10,8 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import pytest
 import redis
 
 from cryptopipe.schemas import KafkaSettings, RedisSettings
+
+from .conftest import replay_file_args
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +35,35 @@ def _up(args: list[str], env: dict[str, str], timeout: float = 240) -> subproces
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class UpRun:
+    """What one `cryptopipe up` run left: its completed process and its --summary-json file."""
+
+    result: subprocess.CompletedProcess[str]
+    summary_path: Path
+
+    def summary(self) -> dict[str, Any]:
+        return dict(json.loads(self.summary_path.read_text()))
+
+
+UpHere = Callable[[list[str]], UpRun]
+
+
+@pytest.fixture
+def up_here(
+    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
+) -> UpHere:
+    """``up_here(args) -> UpRun``: `up ARGS --summary-json PATH` on the session's broker and Redis,
+    with this test's topic and key prefixes."""
+    env = pipeline_env(kafka_settings, redis_settings)
+    summary_path = tmp_path / "summary.json"
+
+    def run(args: list[str]) -> UpRun:
+        return UpRun(_up([*args, "--summary-json", str(summary_path)], env), summary_path)
+
+    return run
 
 
 def _write_agg_trades(
@@ -56,52 +89,21 @@ def _write_agg_trades(
 
 
 def test_replayed_trades_all_reach_redis(
-    tmp_path: Path,
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    pipeline_env: Any,
+    tmp_path: Path, redis_settings: RedisSettings, redis_client: redis.Redis, up_here: UpHere
 ) -> None:
     """N trades replayed -> exactly N published and written, latest = reference, lag back to 0;
     a forced 1 % rise inside one window -> exactly one final alert through Spark, Kafka and Redis."""
     n = 600
     # BTC rises 1 % inside one minute window (threshold 0.5 %): one final SELL alert. ETH stays flat.
-    btc = _write_agg_trades(
-        tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv",
-        1000,
-        n,
-        1723161255000,
-        Decimal("61837"),
-        rise=Decimal("0.01"),
-    )
-    eth = _write_agg_trades(
-        tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv", 5000, n, 1723161255001, Decimal("2550")
-    )
-    env = pipeline_env(kafka_settings, redis_settings)
-    summary_path = tmp_path / "summary.json"
-    result = _up(
-        [
-            "--source",
-            "replay",
-            "--replay-file",
-            str(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"),
-            "--replay-file",
-            str(tmp_path / "ETHUSDT-aggTrades-2024-08-08.csv"),
-            "--speed",
-            "50",
-            "--clock",
-            "original",
-            "--run-for",
-            "12",
-            "--history-cap",
-            str(2 * n),
-            "--summary-json",
-            str(summary_path),
-        ],
-        env,
-    )
+    btc_file, eth_file = (tmp_path / f"{s}-aggTrades-2024-08-08.csv" for s in ("BTCUSDT", "ETHUSDT"))
+    btc = _write_agg_trades(btc_file, 1000, n, 1723161255000, Decimal("61837"), rise=Decimal("0.01"))
+    eth = _write_agg_trades(eth_file, 5000, n, 1723161255001, Decimal("2550"))
+    args = ["--source", "replay", *replay_file_args(btc_file, eth_file)]
+    args += ["--speed", "50", "--clock", "original", "--run-for", "12", "--history-cap", str(2 * n)]
+    run = up_here(args)
+    result = run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    summary = json.loads(summary_path.read_text())
+    summary = run.summary()
     assert summary["trades_received"] == 2 * n
     assert summary["trades_published"] == 2 * n
     assert summary["prices_written"] == 2 * n
@@ -163,23 +165,18 @@ def test_replayed_trades_all_reach_redis(
 
 
 def test_books_that_do_not_balance_exit_3_with_one_line(
-    tmp_path: Path,
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
-    redis_client: redis.Redis,
-    pipeline_env: Any,
+    redis_settings: RedisSettings, redis_client: redis.Redis, up_here: UpHere
 ) -> None:
     """A poisoned key (a string where BTCUSDT's latest-price hash goes) makes every prices write
     fail, so the consumer retries, commits nothing and writes nothing: the drain gives up, the
     books show every published trade unwritten, `lost` says so, and `up` exits 3 with one line."""
     redis_client.set(f"{redis_settings.key_prefix}price:BTCUSDT", b"not a hash")
-    env = pipeline_env(kafka_settings, redis_settings)
-    summary_path = tmp_path / "summary.json"
     args = ["--source", "replay", "--symbols", "btcusdt", "--rate", "50", "--seed", "3", "--run-for", "5"]
-    args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
-    result = _up(args, env)
+    args += ["--no-alerting", "--no-dashboard", "--no-prometheus"]
+    run = up_here(args)
+    result = run.result
     assert result.returncode == 3, result.stderr[-4000:]
-    summary = json.loads(summary_path.read_text())
+    summary = run.summary()
     published = summary["trades_published"]
     assert published > 0
     assert summary["prices_written"] == 0
@@ -216,23 +213,19 @@ def test_bad_configuration_names_the_variable_and_hides_the_secret(clean_env: An
 
 
 def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
-    tmp_path: Path,
-    kafka_settings: KafkaSettings,
-    redis_settings: RedisSettings,
     redis_client: redis.Redis,  # deletes this test's keys afterwards
-    pipeline_env: Any,
+    up_here: UpHere,
 ) -> None:
     """Two ingest shards on disjoint symbols and two prices consumers in one group: the books are
     the sums and balance, and each consumer wrote its partitions' share (4 symbols -> partitions
     2, 1, 3, 0, so each member of the group owns symbols)."""
-    env = pipeline_env(kafka_settings, redis_settings)
-    summary_path = tmp_path / "summary.json"
     args = ["--source", "replay", "--symbols", "btcusdt,ethusdt,bnbusdt,xrpusdt", "--rate", "2000"]
     args += ["--run-for", "15", "--ingest-shards", "2", "--consumers", "2"]
-    args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--summary-json", str(summary_path)]
-    result = _up(args, env)
+    args += ["--no-alerting", "--no-dashboard", "--no-prometheus"]
+    run = up_here(args)
+    result = run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    summary = json.loads(summary_path.read_text())
+    summary = run.summary()
     assert (summary["ingest_shards"], summary["consumers"]) == (2, 2)
     books = summary["reconciliation"]
     assert books["balanced"] is True
