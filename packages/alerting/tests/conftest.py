@@ -7,7 +7,6 @@ unique topic prefix) with its own checkpoint.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -276,38 +275,3 @@ def alerts_consumer(
     consumer = AlertsConsumer(kafka, kafka_settings, redis_settings, redis_client)
     yield consumer
     consumer.stop()
-
-
-class RunningIngest:
-    """``cryptopipe ingest`` (the Ingest service) on its own event loop in a thread."""
-
-    def __init__(self, kafka: KafkaSettings, **settings: Any) -> None:
-        from cryptopipe.ingest import Ingest, IngestSettings
-
-        self.ingest = Ingest(settings_of(IngestSettings, **settings), kafka)
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="ingest", daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "ingest did not start"
-
-    def _main(self) -> None:
-        async def body() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await self.ingest.run(self._stop)
-
-        try:
-            asyncio.run(body())
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        if self.error is not None:
-            raise self.error

@@ -11,10 +11,12 @@ import pytest
 
 from cryptopipe.alerting.reference import one_per_batch, reference_alerts
 from cryptopipe.infra.testing import eventually
+from cryptopipe.ingest import IngestSettings
+from cryptopipe.ingest.testing import RunningIngest
 from cryptopipe.replay.testing import real_data_file
-from cryptopipe.schemas import PRICES, KafkaSettings, Trade, decode_trade
+from cryptopipe.schemas import PRICES, KafkaSettings, Trade, decode_trade, settings_of
 
-from .conftest import JobRunner, RunningIngest, identity, wait_for_watermark, wait_until_idle
+from .conftest import JobRunner, identity, wait_for_watermark, wait_until_idle
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +57,8 @@ def test_real_binance_trades_give_the_reference_alerts(
     # 20x speed: the five recorded minutes in ~15 s (lateness is per symbol, so the speed and the
     # drift between the two symbols' partitions do not matter).
     exchange = replay_exchange_factory(replay_files=files, speed=20.0, clock="original")
-    ingest = RunningIngest(
-        kafka_settings,
+    ingest_settings = settings_of(
+        IngestSettings,
         ws_url=exchange.ws_url,
         rest_url=exchange.rest_url,
         symbols="btcusdt,ethusdt",
@@ -65,12 +67,13 @@ def test_real_binance_trades_give_the_reference_alerts(
         backoff_max_s=0.5,
         flush_timeout_s=5.0,
     )
+    ingest = RunningIngest(ingest_settings, kafka_settings).start()
     try:
         assert exchange.wait_finished(120), "replay did not finish"
-        eventually(lambda: ingest.ingest.stats.published >= 15_000, timeout=60, message="ingest published")
+        eventually(lambda: ingest.stats.published >= 15_000, timeout=60, message="ingest published")
     finally:
         ingest.stop()
-    published = ingest.ingest.stats.published
+    published = ingest.stats.published
     wait_until_idle(job, published, timeout=120)
     trades = _prices_topic(job)
     assert len(trades) == published

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from cryptopipe.ingest import Ingest, IngestSettings
+from cryptopipe.ingest import IngestSettings
+from cryptopipe.ingest.testing import RunningIngest
 from cryptopipe.schemas import (
     DeadLetter,
     KafkaSettings,
@@ -21,47 +20,6 @@ from cryptopipe.schemas import (
     decode_trade,
     settings_of,
 )
-
-
-class RunningIngest:
-    """An :class:`Ingest` running on its own event loop in a thread (tests stay synchronous)."""
-
-    def __init__(self, settings: IngestSettings, kafka: KafkaSettings) -> None:
-        self.ingest = Ingest(settings, kafka)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="ingest-under-test", daemon=True)
-
-    def _main(self) -> None:
-        async def body() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await self.ingest.run(self._stop)
-
-        try:
-            asyncio.run(body())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def start(self) -> RunningIngest:
-        self._thread.start()
-        assert self._ready.wait(10), "ingest loop did not start"
-        return self
-
-    @property
-    def stats(self) -> Any:
-        return self.ingest.stats
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "ingest did not stop"
-        if self.error is not None:
-            raise self.error
 
 
 @pytest.fixture
@@ -81,7 +39,7 @@ def run_ingest() -> Iterator[Callable[..., RunningIngest]]:
 
     yield start
     for handle in running:
-        if handle._thread.is_alive():
+        if handle.running:
             handle.stop()
 
 
