@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.plan import OBSERVATION
@@ -24,7 +24,7 @@ from cryptopipe.alerting.reference import WindowAlert
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.infra import KafkaEndpoint
-from cryptopipe.infra.testing import eventually
+from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.replay.testing import replay_exchange_factory  # noqa: F401 - fixture
 from cryptopipe.schemas import (
     ALERTS,
@@ -66,19 +66,9 @@ def trade(symbol: str, trade_id: int, price: str, time_us: int, receive_us: int 
 
 def produce_trades(kafka: KafkaSettings, trades: Iterable[Trade], *, linger_ms: int = 5) -> int:
     """Produce to the prices topic, batched (so Tansu sees multi-record batches); waits for acks."""
-    producer = Producer({**kafka.client_config(), "linger.ms": linger_ms, "enable.idempotence": True})
     topic = PRICES.with_prefix(kafka.topic_prefix).name
-    count = 0
-    for item in trades:
-        while True:
-            try:
-                producer.produce(topic, encode(item), encode_key(item.symbol))
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-    assert producer.flush(30) == 0, "producer could not deliver everything"
-    return count
+    records = ((encode_key(t.symbol), encode(t)) for t in trades)
+    return produce(kafka, topic, records, **{"linger.ms": linger_ms, "enable.idempotence": True})
 
 
 def read_alerts(kafka: KafkaSettings, timeout: float = 5.0) -> list[Alert]:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Producer
 
 from cryptopipe.infra import KafkaEndpoint
+from cryptopipe.infra.testing import produce
 from cryptopipe.schemas import (
     DEAD_LETTERS,
     PRICES,
@@ -66,22 +66,6 @@ def reference_latest(trades: Iterable[Trade]) -> dict[str, Trade]:
         if cur is None or (t.trade_time_us, t.trade_id) > (cur.trade_time_us, cur.trade_id):
             best[t.symbol] = t
     return best
-
-
-def produce(settings: KafkaSettings, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """Produce (key, value) records with batching (linger), so brokers see multi-record batches."""
-    producer = Producer({**settings.client_config(), "linger.ms": 20, "batch.num.messages": 100})
-    count = 0
-    for key, value in values:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-    assert producer.flush(30) == 0, "producer could not deliver everything"
-    return count
 
 
 def produce_trades(settings: KafkaSettings, topic: str, trades: Iterable[Trade]) -> int:

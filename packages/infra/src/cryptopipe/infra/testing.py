@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -120,6 +120,33 @@ def consume_partition(config: dict[str, Any], topic: str, count: int, partition:
     finally:
         consumer.close()
     return received
+
+
+def produce(
+    settings: KafkaSettings,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    **config: Any,
+) -> int:
+    """Produce ``(key, value)`` records and wait for every acknowledgement; returns the count.
+
+    Batched (``linger.ms`` 20, at most 100 records a batch, unless ``config`` says otherwise), so a
+    broker sees multi-record batches as it does from ingest; a full local queue waits, not fails.
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer({**settings.client_config(), "linger.ms": 20, "batch.num.messages": 100, **config})
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    assert producer.flush(30) == 0, "producer could not deliver everything"
+    return count
 
 
 def _unique(prefix: str) -> str:
