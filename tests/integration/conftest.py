@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cryptopipe.runtime import stop_process
 from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 
@@ -88,13 +89,7 @@ def running_up(*args: str, env: dict[str, str] | None = None) -> Iterator[UpProc
     try:
         yield up
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT, grace=90.0)
         reader.join(timeout=10)
         stdout.close()
 

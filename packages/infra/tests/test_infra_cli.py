@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 
 from cryptopipe.infra.cli import EXIT_UNAVAILABLE
 from cryptopipe.infra.testing import eventually
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import ensure_topics, stop_process
 from cryptopipe.runtime import jvm as infra_jars
 from cryptopipe.schemas import KafkaSettings, TopicSpec, settings_of
 
@@ -75,13 +75,7 @@ def _start(workdir: Path, *args: str) -> CliCluster:
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, grace=60.0)
 
 
 @pytest.fixture(scope="module")

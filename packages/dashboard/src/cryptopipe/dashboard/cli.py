@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptopipe.dashboard.settings import DashboardSettings
-from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from, stop_process
 from cryptopipe.schemas import ConfigError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -126,13 +126,8 @@ def run(settings: DashboardSettings, stop: Stop) -> dict[str, Any]:
         while proc.poll() is None and not stop.wait(0.2):
             pass
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if stop_process(proc, grace=10.0):
+            logger.warning("streamlit (pid %d) ignored SIGTERM for 10 s; killed it", proc.pid)
     code = None if stop.is_set() else proc.returncode
     if code:
         logger.error("streamlit exited with code %d", code)

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from cryptopipe.infra.errors import ServerStartError
+from cryptopipe.runtime.process import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -275,22 +276,14 @@ class LocalServer:
         Idempotent.
         """
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(self.stop_signal)
-            try:
-                proc.wait(self.stop_grace)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s (pid %s) ignored %s for %.1f s; killing it",
-                    self.name,
-                    proc.pid,
-                    self.stop_signal.name,
-                    self.stop_grace,
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        if proc is not None and stop_process(proc, self.stop_signal, self.stop_grace):
+            log.warning(
+                "%s (pid %s) ignored %s for %.1f s; killed it",
+                self.name,
+                proc.pid,
+                self.stop_signal.name,
+                self.stop_grace,
+            )
 
     def stop(self) -> None:
         """:meth:`terminate`, then remove the temp dir. Idempotent."""

@@ -7,6 +7,7 @@
 - :func:`ensure_topics`: the one way topics get created.
 - :func:`run_service`, :func:`write_stats`, :func:`read_stats`: ``/metrics`` and final stats, one way.
 - :func:`environ_of`: settings handed to a child process as its environment.
+- :func:`stop_process`: a child asked to stop, killed after a grace period.
 """
 
 from cryptopipe.runtime.backoff import Backoff
@@ -18,6 +19,7 @@ from cryptopipe.runtime.logs import (
     configure_logging,
     rate_limited_logger,
 )
+from cryptopipe.runtime.process import stop_process
 from cryptopipe.runtime.service import (
     RunSettings,
     add_run_arguments,
@@ -48,5 +50,6 @@ __all__ = [
     "run_service",
     "run_settings_from",
     "stop_on_signals",
+    "stop_process",
     "write_stats",
 ]
