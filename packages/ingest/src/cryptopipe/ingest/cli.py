@@ -42,16 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The settings the command line can set, by field name (each flag is the name with dashes).
+_FLAGS = ("symbols", "mode", "ws_url", "rest_url", "metrics_port", "metrics_host")
+
+
 def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     """Environment and ``.env`` with the flags on top; raises :class:`ConfigError`."""
-    return load_settings(
-        symbols=args.symbols,
-        mode=args.mode,
-        ws_url=args.ws_url,
-        rest_url=args.rest_url,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-    )
+    return load_settings(**{name: getattr(args, name) for name in _FLAGS})
 
 
 def run(settings: IngestSettings, stop: Stop, *, kafka: KafkaSettings | None = None) -> IngestStats:
