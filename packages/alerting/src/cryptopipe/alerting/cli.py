@@ -180,8 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alerting",
             lambda s, stopping: run(s, stopping, kafka=kafka),
             settings,
-            metrics_port=settings.metrics_port,
-            metrics_host=settings.metrics_host,
             run_settings=run_settings,
             stop=stop,
         )

@@ -75,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest",
         lambda s, stop: run(s, stop, kafka=kafka),
         settings,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
         run_settings=run_settings,
     )
     return 0

@@ -78,21 +78,22 @@ def run_service(
     run: Callable[[S, Stop], Any],
     settings: S,
     *,
-    metrics_port: int | None = None,
-    metrics_host: str = "127.0.0.1",
     run_settings: RunSettings | None = None,
     stop: Stop | None = None,
 ) -> Any:
     """Run ``run(settings, stop)`` as the process's service; returns its stats.
 
-    ``metrics_port`` None or negative serves no endpoint, 0 any free port. The stats are written
-    when ``run`` returns; a service that raises writes none (its caller reports the failure).
+    The ``/metrics`` endpoint is the settings' own: ``metrics_port`` (0 any free port; a negative
+    one, or settings without the field, serve none) on ``metrics_host`` (loopback by default).
+    The stats are written when ``run`` returns; a service that raises writes none (its caller
+    reports the failure).
     """
     run_settings = run_settings or RunSettings()
     configure_logging(run_settings.log_level)
     stop = stop or Stop()
-    if metrics_port is not None and metrics_port >= 0:
-        serve_metrics(component, metrics_port, metrics_host)
+    metrics_port = getattr(settings, "metrics_port", None)
+    if isinstance(metrics_port, int) and metrics_port >= 0:
+        serve_metrics(component, metrics_port, getattr(settings, "metrics_host", "127.0.0.1"))
     with stop_on_signals(stop):
         stats = run(settings, stop)
     if run_settings.stats_json is not None:

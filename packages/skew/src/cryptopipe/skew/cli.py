@@ -201,8 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skew-monitor",
         run,
         settings,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
         run_settings=run_settings,
     )
     return 0

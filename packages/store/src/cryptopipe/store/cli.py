@@ -235,8 +235,6 @@ def _main(
         f"{kind}-consumer",
         lambda s, stop: run(s, stop, kafka=kafka, redis_settings=redis_settings),
         settings,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
         run_settings=run_settings,
     )
     return 1 if "error" in books else 0
