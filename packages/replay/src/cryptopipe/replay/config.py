@@ -125,6 +125,10 @@ def _split(value: object) -> object:
     return value
 
 
+#: The defaults both classes share are ReplayConfig's.
+_DEFAULT = ReplayConfig()
+
+
 class ReplaySettings(BaseSettings):
     """``cryptopipe replay-exchange``'s settings: flags, else ``REPLAY_*`` variables, else defaults.
 
@@ -141,51 +145,51 @@ class ReplaySettings(BaseSettings):
     fetch: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_FETCH", ())
     """Comma list of `SYMBOL:DATE[:trades|aggTrades]` days downloaded from data.binance.vision into
     REPLAY_CACHE_DIR (needs internet)."""
-    cache_dir: Path | None = setting("REPLAY_CACHE_DIR", None)
+    cache_dir: Path | None = setting("REPLAY_CACHE_DIR", _DEFAULT.cache_dir)
     """Where REPLAY_FETCH stores files."""
-    fetch_base_url: str = setting("REPLAY_FETCH_BASE_URL", BINANCE_VISION_URL)
+    fetch_base_url: str = setting("REPLAY_FETCH_BASE_URL", _DEFAULT.fetch_base_url)
     """Root of data.binance.vision (a mirror, or a dead port in tests)."""
-    symbols: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_SYMBOLS", ("BTCUSDT", "ETHUSDT"))
+    symbols: Annotated[tuple[str, ...], NoDecode] = setting("REPLAY_SYMBOLS", _DEFAULT.symbols)
     """Synthetic source: comma list of symbols."""
-    rate: float = setting("REPLAY_RATE", 20.0, gt=0)
+    rate: float = setting("REPLAY_RATE", _DEFAULT.rate, gt=0)
     """Synthetic: mean messages/s, all symbols."""
-    seed: int = setting("REPLAY_SEED", 0)
+    seed: int = setting("REPLAY_SEED", _DEFAULT.seed)
     """Synthetic: random seed."""
-    burst: bool = setting("REPLAY_BURST", True)
+    burst: bool = setting("REPLAY_BURST", _DEFAULT.burst)
     """Synthetic: occasional bursts (false: steady Poisson, for benchmarks)."""
-    count: int | None = setting("REPLAY_COUNT", None, ge=1)
+    count: int | None = setting("REPLAY_COUNT", _DEFAULT.count, ge=1)
     """Synthetic: stop after N trades."""
-    skip_bad_lines: bool = setting("REPLAY_SKIP_BAD_LINES", False)
+    skip_bad_lines: bool = setting("REPLAY_SKIP_BAD_LINES", _DEFAULT.skip_bad_lines)
     """Skip and count malformed lines instead of failing with file:line."""
-    passthrough: bool = setting("REPLAY_PASSTHROUGH", True)
+    passthrough: bool = setting("REPLAY_PASSTHROUGH", _DEFAULT.passthrough)
     """Send recorded depth/bookTicker frames verbatim to their subscribers."""
-    speed: float = setting("REPLAY_SPEED", 1.0)
+    speed: float = setting("REPLAY_SPEED", _DEFAULT.speed)
     """1 = recorded pace, N = N times faster, `max` = as fast as the clients read."""
-    clock: ClockMode = setting("REPLAY_CLOCK", "live")
+    clock: ClockMode = setting("REPLAY_CLOCK", _DEFAULT.clock)
     """`live`: re-stamp event/trade times to now keeping the spacing; `original`: keep the recorded times."""
-    clock_offset_ms: int = setting("REPLAY_CLOCK_OFFSET_MS", 0)
+    clock_offset_ms: int = setting("REPLAY_CLOCK_OFFSET_MS", _DEFAULT.clock_offset_ms)
     """The server clock runs N ms ahead."""
-    loop: bool = setting("REPLAY_LOOP", False)
+    loop: bool = setting("REPLAY_LOOP", _DEFAULT.loop)
     """Restart the source at its end (ids keep growing)."""
-    start_on_subscribe: bool = setting("REPLAY_START_ON_SUBSCRIBE", True)
+    start_on_subscribe: bool = setting("REPLAY_START_ON_SUBSCRIBE", _DEFAULT.start_on_subscribe)
     """Start the tape when the first client subscribes."""
     exit_on_finish: bool = setting("REPLAY_EXIT_ON_FINISH", False)
     """Exit once the tape has played to its end."""
-    host: str = setting("REPLAY_HOST", "127.0.0.1")
+    host: str = setting("REPLAY_HOST", _DEFAULT.host)
     """Bind address (loopback by default)."""
-    port: int = setting("REPLAY_PORT", 0, ge=0, le=65535)
+    port: int = setting("REPLAY_PORT", _DEFAULT.port, ge=0, le=65535)
     """0 = a free port."""
-    delay_ms: int = setting("REPLAY_DELAY_MS", 0, ge=0)
+    delay_ms: int = setting("REPLAY_DELAY_MS", _DEFAULT.delay_ms, ge=0)
     """Delay each WebSocket frame, and each REST direction, by this much."""
-    drop_after: int | None = setting("REPLAY_DROP_AFTER", None, ge=1)
+    drop_after: int | None = setting("REPLAY_DROP_AFTER", _DEFAULT.drop_after, ge=1)
     """Drop each connection after N frames."""
-    ping_interval_s: float = setting("REPLAY_PING_INTERVAL_S", 20.0, gt=0)
+    ping_interval_s: float = setting("REPLAY_PING_INTERVAL_S", _DEFAULT.ping_interval_s, gt=0)
     """Seconds between server pings."""
-    pong_timeout_s: float = setting("REPLAY_PONG_TIMEOUT_S", 60.0, gt=0)
+    pong_timeout_s: float = setting("REPLAY_PONG_TIMEOUT_S", _DEFAULT.pong_timeout_s, gt=0)
     """Close when no pong for this long."""
-    shutdown_after_s: float | None = setting("REPLAY_SHUTDOWN_AFTER_S", None, gt=0)
+    shutdown_after_s: float | None = setting("REPLAY_SHUTDOWN_AFTER_S", _DEFAULT.shutdown_after_s, gt=0)
     """Send `serverShutdown` and close each connection after N seconds."""
-    queue_size: int = setting("REPLAY_QUEUE_SIZE", 10_000, ge=1)
+    queue_size: int = setting("REPLAY_QUEUE_SIZE", _DEFAULT.queue_size, ge=1)
     """Frames buffered per slow client."""
     ready_file: Path | None = setting("REPLAY_READY_FILE", None)
     """Write `{port, ws_url, rest_url, pid}` JSON here once listening (removed at exit)."""
