@@ -194,7 +194,6 @@ class _Example(BaseSettings):
     ratio: float = Field(0.1, validation_alias=env("EX_RATIO"))
     on: bool = Field(False, validation_alias=env("EX_ON"))
     price: Decimal = Field(Decimal("0.005"), validation_alias=env("EX_PRICE"))
-    # Not "path": with populate_by_name a field is read from its own name too, and PATH is set.
     where: Path | None = Field(None, validation_alias=env("EX_PATH"))
     password: SecretStr = Field(SecretStr(""), validation_alias=env("EX_PASSWORD"))
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(("a",), validation_alias=env("EX_SYMBOLS"))
