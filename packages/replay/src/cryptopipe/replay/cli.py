@@ -36,6 +36,10 @@ def _speed(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _symbols(text: str) -> list[str]:
+    return [s.strip().upper() for s in text.split(",") if s.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags of :class:`ReplaySettings`; a flag not given is None, so the variable or default holds."""
     p = argparse.ArgumentParser(
@@ -71,7 +75,7 @@ def _source_arguments(src: argparse._ArgumentGroup) -> None:
     )
     src.add_argument("--cache-dir", type=Path, help="where --fetch stores files")
     src.add_argument("--fetch-base-url", help=argparse.SUPPRESS)
-    src.add_argument("--symbols", help="synthetic: A,B,... (BTCUSDT,ETHUSDT)")
+    src.add_argument("--symbols", type=_symbols, help="synthetic: A,B,... (BTCUSDT,ETHUSDT)")
     src.add_argument("--rate", type=float, help="synthetic: mean messages/s over all symbols (20)")
     src.add_argument("--seed", type=int, help="synthetic: random seed (0)")
     src.add_argument(
