@@ -56,4 +56,4 @@ def test_an_empty_batch_leaves_no_watermark_until_a_trade_arrives() -> None:
     empty = {"rows": 0, "invalid": 0, "max_trade_time_us": None}
     recorder._record(Progress(batchId=0, observedMetrics={OBSERVATION: empty}, numInputRows=0))
     assert recorder.newest_trade_us is None
-    assert recorder.watermark_us(Progress(batchId=0, observedMetrics={})) is None
+    assert recorder.event_time_watermark_us(Progress(batchId=0, observedMetrics={})) is None

@@ -101,12 +101,12 @@ class ProgressRecorder(StreamingQueryListener):
             if observed is not None and observed["invalid"]:
                 m.ALERTING_INVALID_ROWS.inc(int(observed["invalid"]))
             newest = observed["max_trade_time_us"] if observed is not None else None
-            if newest is not None:
-                self.newest_trade_us = max(int(newest), self.newest_trade_us or int(newest))
+            if newest is not None and (self.newest_trade_us is None or int(newest) > self.newest_trade_us):
+                self.newest_trade_us = int(newest)
         m.ALERTING_INPUT_RATE.set(float(progress.inputRowsPerSecond or 0.0))
         m.ALERTING_PROCESSED_RATE.set(float(progress.processedRowsPerSecond or 0.0))
         m.ALERTING_STATE_ROWS.set(sum(int(op.numRowsTotal or 0) for op in progress.stateOperators))
-        watermark = self.watermark_us(progress)
+        watermark = self.event_time_watermark_us(progress)
         if watermark is not None:
             m.ALERTING_WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1_000_000))
         with self._changed:
@@ -116,7 +116,7 @@ class ProgressRecorder(StreamingQueryListener):
         if new_batch and self.on_progress is not None:
             self.on_progress(progress)
 
-    def watermark_us(self, progress: Any) -> int | None:
+    def event_time_watermark_us(self, progress: Any) -> int | None:
         """The event-time watermark: Spark's when the plan has one, else the job's own (the
         newest trade time seen, minus the delay: see :mod:`cryptopipe.alerting.plan`)."""
         spark = watermark_us(progress)
