@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -313,33 +313,23 @@ class Tape:
         if hist is None:
             hist = self.histories[symbol] = SymbolHistory(self.config.history_limit)
         lower = symbol.lower()
+        # What a trade and an aggTrade event have in common; each has ids of its own.
+        common: dict[str, Any] = {
+            "E": event_us,
+            "s": symbol,
+            "p": event.price,
+            "q": event.qty,
+            "T": trade_us,
+            "m": event.buyer_is_maker,
+            "M": event.best_match,
+        }
         if event.kind == "trade":
-            trade = TradeEvent(
-                E=event_us,
-                s=symbol,
-                t=event.id,
-                p=event.price,
-                q=event.qty,
-                T=trade_us,
-                m=event.buyer_is_maker,
-                M=event.best_match,
-            )
+            trade = TradeEvent(t=event.id, **common)
             hist.add_trade(trade)
             self._fanout(lower + "@trade", event=trade)
             if symbol in self.agg_symbols:
                 return
-        agg = AggTradeEvent(
-            E=event_us,
-            s=symbol,
-            a=event.id,
-            p=event.price,
-            q=event.qty,
-            f=event.first_id,
-            l=event.last_id,
-            T=trade_us,
-            m=event.buyer_is_maker,
-            M=event.best_match,
-        )
+        agg = AggTradeEvent(a=event.id, f=event.first_id, l=event.last_id, **common)
         hist.add_agg(agg)
         self._fanout(lower + "@aggTrade", event=agg)
 
