@@ -414,18 +414,17 @@ class ReplayExchange:
             raise RuntimeError("the replay exchange is not started")
         return self._tape
 
-    @property
-    def _url_host(self) -> str:
+    def _url(self, scheme: str) -> str:
         host = self.config.host
-        return f"[{host}]" if ":" in host else host
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self._url_host}:{self.port}"
+        return self._url("ws")
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self._url_host}:{self.port}"
+        return self._url("http")
 
     @property
     def symbols(self) -> frozenset[str]:
