@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -311,36 +311,54 @@ def _present(scrape: Scrape, name: str) -> bool:
     return bool(scrape.samples(name)) or bool(scrape.samples(name + "_bucket"))
 
 
-def health_from_scrape(
-    scrape: Scrape, *, source: str, runtime: dict[str, str], problems: Sequence[Problem] = ()
+def _health(
+    source: str,
+    percentiles: Callable[[str], dict[str, float | None]],
+    *,
+    throughput: float | None,
+    lag: float | None,
+    offsets: dict[str, float],
+    consumers: tuple[ConsumerProgress, ...],
+    runtime: dict[str, str],
+    problems: Sequence[Problem] = (),
 ) -> Health:
-    """Health figures from a scrape of the services' endpoints (histograms since service start)."""
-    latency = {label: scrape.percentiles_ms(name) for label, name in LATENCIES}
-    throughput = (
-        scrape.total(THROUGHPUT, consumer="prices") if scrape.samples(THROUGHPUT, consumer="prices") else None
-    )
-    lag = scrape.total(CONSUMER_LAG) if _present(scrape, CONSUMER_LAG) else None
-    spark = scrape.percentiles_ms(SPARK_BATCH)
-    if all(v is None for v in spark.values()):
-        spark = {}
-    offsets = {
-        s.labels.get("reference", "?"): round(s.value * 1000, 3)
-        for s in scrape.samples(CLOCK_OFFSET)
-        if not math.isnan(s.value)
-    }
-    consumers = consumer_progress(
-        (s.labels.get("consumer", "?"), s.value) for s in scrape.samples(SINCE_PROGRESS)
-    )
+    """The health figures, whichever source they come from; ``percentiles`` reads one histogram's."""
+    spark = percentiles(SPARK_BATCH)
     return Health(
         source=source,
-        latency_ms=latency,
+        latency_ms={label: percentiles(name) for label, name in LATENCIES},
         throughput=throughput,
         lag=lag,
-        spark_batch_ms=spark,
+        spark_batch_ms={} if all(v is None for v in spark.values()) else spark,
         clock_offset_ms=offsets,
         runtime=dict(runtime),
         problems=tuple(problems),
         consumers=consumers,
+    )
+
+
+def health_from_scrape(
+    scrape: Scrape, *, source: str, runtime: dict[str, str], problems: Sequence[Problem] = ()
+) -> Health:
+    """Health figures from a scrape of the services' endpoints (histograms since service start)."""
+    throughput = (
+        scrape.total(THROUGHPUT, consumer="prices") if scrape.samples(THROUGHPUT, consumer="prices") else None
+    )
+    return _health(
+        source,
+        scrape.percentiles_ms,
+        throughput=throughput,
+        lag=scrape.total(CONSUMER_LAG) if _present(scrape, CONSUMER_LAG) else None,
+        offsets={
+            s.labels.get("reference", "?"): round(s.value * 1000, 3)
+            for s in scrape.samples(CLOCK_OFFSET)
+            if not math.isnan(s.value)
+        },
+        consumers=consumer_progress(
+            (s.labels.get("consumer", "?"), s.value) for s in scrape.samples(SINCE_PROGRESS)
+        ),
+        runtime=runtime,
+        problems=problems,
     )
 
 
@@ -389,30 +407,21 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
             out[label] = None if value is None else round(value * 1000, 3)
         return out
 
-    latency = {label: percentiles(name) for label, name in LATENCIES}
-    throughput = _number(instant_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout))
-    lag = _number(instant_query(base_url, f"sum({CONSUMER_LAG})", timeout))
-    spark = percentiles(SPARK_BATCH)
-    if all(v is None for v in spark.values()):
-        spark = {}
-    offsets = {
-        labels.get("reference", "?"): round(value * 1000, 3)
-        for labels, value in instant_query(base_url, CLOCK_OFFSET, timeout)
-        if not math.isnan(value)
-    }
-    consumers = consumer_progress(
-        (labels.get("consumer", "?"), value)
-        for labels, value in instant_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
-    )
-    return Health(
-        source=f"Prometheus {redact_url(base_url)} (percentiles over the last {window})",
-        latency_ms=latency,
-        throughput=throughput,
-        lag=lag,
-        spark_batch_ms=spark,
-        clock_offset_ms=offsets,
-        runtime=dict(runtime),
-        consumers=consumers,
+    return _health(
+        f"Prometheus {redact_url(base_url)} (percentiles over the last {window})",
+        percentiles,
+        throughput=_number(instant_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout)),
+        lag=_number(instant_query(base_url, f"sum({CONSUMER_LAG})", timeout)),
+        offsets={
+            labels.get("reference", "?"): round(value * 1000, 3)
+            for labels, value in instant_query(base_url, CLOCK_OFFSET, timeout)
+            if not math.isnan(value)
+        },
+        consumers=consumer_progress(
+            (labels.get("consumer", "?"), value)
+            for labels, value in instant_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
+        ),
+        runtime=runtime,
     )
 
 
