@@ -3,6 +3,7 @@ writes JSON with ``--json PATH``. Figures are reported next to a floor measured 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,13 @@ BENCHES = {
     "codec": ("cryptopipe.cli.bench_codec:main", "wire-format encode/decode: JSON vs MessagePack"),
     "faults": ("cryptopipe.cli.bench_faults:main", "five faults on the prices path: trades lost/duplicated"),
 }
+
+
+def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``cryptopipe bench <name>``, whose ``--help`` shows ``doc`` as it is laid out."""
+    return argparse.ArgumentParser(
+        prog=f"cryptopipe bench {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

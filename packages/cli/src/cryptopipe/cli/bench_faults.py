@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from cryptopipe.cli import faults, up
+from cryptopipe.cli.bench import bench_parser
 from cryptopipe.infra import KafkaCluster, TcpProxy, start_apache_kafka, start_redis
 from cryptopipe.infra.errors import START_ERRORS
 
@@ -82,11 +83,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cryptopipe bench faults",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("faults", __doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered trades/s (default 1000)")
     parser.add_argument(
         "--duration", type=float, default=30.0, help="seconds of trades per scenario (default 30)"

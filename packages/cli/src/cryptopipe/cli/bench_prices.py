@@ -42,6 +42,7 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.cli import up
+from cryptopipe.cli.bench import bench_parser
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.observability import Scrape, exact_percentiles_ms
 from cryptopipe.observability import metrics as m
@@ -287,11 +288,7 @@ def _ladder(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cryptopipe bench prices",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("prices", __doc__)
     parser.add_argument("--rate", type=float, default=2000.0, help="offered trades/s (default 2000)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds at --rate (default 20)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
