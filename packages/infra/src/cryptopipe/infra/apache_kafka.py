@@ -19,11 +19,12 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.infra.kafka import LoopbackBroker, tcp_then_metadata
+from cryptopipe.infra.process import free_port
 from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,10 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _metadata_ready(port: int) -> Callable[[LocalServer], bool]:
-    from cryptopipe.infra.kafka import tcp_then_metadata
-
-    return tcp_then_metadata(_LOOPBACK, port)
-
-
-class ApacheKafkaBroker(LocalServer):
+class ApacheKafkaBroker(LoopbackBroker):
     """One Apache Kafka node (``process.roles=broker,controller``) on loopback, data on disk."""
+
+    product = "apache-kafka"
 
     def __init__(
         self,
@@ -122,19 +119,11 @@ class ApacheKafkaBroker(LocalServer):
         super().__init__(
             f"kafka-{node_id}",
             argv,
-            ready=_metadata_ready(port),
+            ready=tcp_then_metadata(_LOOPBACK, port),
             ready_timeout=ready_timeout,
             stop_grace=15.0,
             prepare=self._format,
         )
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"{_LOOPBACK}:{self.advertised_port}"
-
-    @property
-    def kind(self) -> str:
-        return f"apache-kafka {self.version}"
 
     def properties(self, workdir: Path) -> dict[str, str]:
         """The broker's ``server.properties`` (see Kafka's KRaft quickstart for each key)."""

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
@@ -144,8 +144,27 @@ def tansu_version(binary: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-class TansuBroker(LocalServer):
+class LoopbackBroker(LocalServer):
+    """A broker process of ours on loopback; ``product`` and ``version`` make its ``kind``."""
+
+    product: ClassVar[str]
+    version: str
+    advertised_port: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The address clients should use: the advertised one (a proxy's, when one fronts the broker)."""
+        return f"{_LOOPBACK}:{self.advertised_port}"
+
+    @property
+    def kind(self) -> str:
+        return f"{self.product} {self.version}"
+
+
+class TansuBroker(LoopbackBroker):
     """A memory-only Tansu broker on loopback. Data lives only as long as the process."""
+
+    product = "tansu"
 
     def __init__(self, binary: str, port: int, advertised_port: int, ready_timeout: float = 30.0) -> None:
         self.binary = binary
@@ -168,15 +187,6 @@ class TansuBroker(LocalServer):
             env=env,
             stop_signal=signal.SIGINT,  # Tansu 0.6 ignores SIGTERM
         )
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """The address clients should use: the advertised one (a proxy's, when one fronts Tansu)."""
-        return f"{_LOOPBACK}:{self.advertised_port}"
-
-    @property
-    def kind(self) -> str:
-        return f"tansu {self.version}"
 
 
 _TANSU_ENV_VARS = frozenset(
