@@ -82,13 +82,85 @@ def observe_input(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> Da
     return trades.observe(OBSERVATION, *figures)
 
 
+class SymbolState:
+    """One symbol's windows, fed its trades in arrival order: the rule of :class:`SymbolWindows`.
+
+    ``newest`` is the newest trade time seen (µs); ``windows`` maps ``"<rule>\\t<start>"`` to
+    ``[first_t, first_id, first_price, last_t, last_id, last_price, fired]``. The Spark operator
+    keeps both in its checkpointed state; the express lane (:mod:`cryptopipe.alerting.express`)
+    keeps them in memory.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        rules: Sequence[Rule],
+        delay_us: int,
+        newest: int | None = None,
+        windows: dict[str, list[Any]] | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.rules = [rule for rule in rules if rule.applies_to(symbol)]
+        self.lengths = {rule.name: rule.window_us for rule in rules}
+        self.delay_us = delay_us
+        self.newest = newest
+        self.windows: dict[str, list[Any]] = {} if windows is None else windows
+
+    def feed(self, t: int, i: int, p: str, r: int) -> list[tuple[Any, ...]] | None:
+        """The rows this trade (time, id, price, receive time) emits, or None when it is late."""
+        if self.newest is not None and self.newest - t > self.delay_us:
+            return None
+        self.newest = t if self.newest is None else max(self.newest, t)
+        out: list[tuple[Any, ...]] = []
+        for rule in self.rules:
+            out.extend(self._add(rule, t, i, p, r))
+        out.extend(self._close(r))
+        return out
+
+    def windows_json(self) -> str:
+        return json.dumps(self.windows, separators=(",", ":"))
+
+    def _add(self, rule: Rule, t: int, i: int, p: str, r: int) -> list[tuple[Any, ...]]:
+        start = rule.window_start_us(t)
+        name = f"{rule.name}\t{start}"
+        window = self.windows.get(name)
+        if window is None:
+            window = self.windows[name] = [t, i, p, t, i, p, False]
+        if (t, i) < (window[0], window[1]):
+            window[0:3] = [t, i, p]
+        if (t, i) >= (window[3], window[4]):
+            window[3:6] = [t, i, p]
+        if (
+            rule.mode != "early"
+            or window[6]
+            or not rule.crosses(self.symbol, Decimal(window[2]), Decimal(window[5]))
+        ):
+            return []
+        window[6] = True
+        return [(rule.name, self.symbol, "early", start, window[2], window[5], r, 0)]
+
+    def _close(self, r: int) -> list[tuple[Any, ...]]:
+        assert self.newest is not None
+        out = []
+        for name in list(self.windows):
+            rule_name, start_text = name.split("\t")
+            start = int(start_text)
+            if start + self.lengths[rule_name] + self.delay_us > self.newest:
+                continue
+            window = self.windows.pop(name)
+            if not window[6]:
+                out.append((rule_name, self.symbol, "final", start, window[2], window[5], r, 0))
+        return out
+
+
 class SymbolWindows:
     """``applyInPandasWithState`` function, one group per symbol, trades in arrival order.
 
     Arrival order is Kafka's: a symbol's trades share one partition (the key is the symbol), so
     ``(kafka_partition, kafka_offset)`` orders them. State (in the checkpoint): the newest trade
     time seen for the symbol and, per open (rule, window), the first and last trade by
-    (trade time, trade id) and whether an early alert fired. Per trade, in that order:
+    (trade time, trade id) and whether an early alert fired. Per trade, in that order
+    (:class:`SymbolState`):
 
     - more than the delay behind the newest trade time seen: late, dropped and counted;
     - otherwise it joins its window of every rule for the symbol; an early rule fires the first
@@ -108,69 +180,28 @@ class SymbolWindows:
     ) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
-        symbol = str(key[0])
         frame = pd.concat(list(batches), ignore_index=True)
         frame = frame.sort_values(["kafka_partition", "kafka_offset"], kind="stable")
-        newest, windows = (int(state.get[0]), json.loads(state.get[1])) if state.exists else (None, {})
-        rules = [rule for rule in self.rules if rule.applies_to(symbol)]
+        saved = (int(state.get[0]), json.loads(state.get[1])) if state.exists else ()
+        symbol = SymbolState(str(key[0]), self.rules, self.delay_us, *saved)
         out: list[tuple[Any, ...]] = []
         dropped = 0
         columns = ("trade_time_us", "trade_id", "price", "receive_time_us")
         for t, i, p, r in zip(*(frame[c].tolist() for c in columns), strict=True):
-            t, i, p, r = int(t), int(i), str(p), int(r)
-            if newest is not None and newest - t > self.delay_us:
+            rows = symbol.feed(int(t), int(i), str(p), int(r))
+            if rows is None:
                 dropped += 1
-                continue
-            newest = t if newest is None else max(newest, t)
-            for rule in rules:
-                out.extend(self._add(rule, symbol, windows, t, i, p, r))
-            out.extend(self._close(symbol, windows, newest, r))
+            else:
+                out.extend(rows)
         if dropped:
-            out.append(("", symbol, "late", 0, "", "", 0, dropped))
-        if newest is not None:
-            state.update((newest, json.dumps(windows, separators=(",", ":"))))
+            out.append(("", symbol.symbol, "late", 0, "", "", 0, dropped))
+        if symbol.newest is not None:
+            state.update((symbol.newest, symbol.windows_json()))
         if out:
-            yield pd.DataFrame.from_records(out, columns=_COLUMNS)
-
-    @staticmethod
-    def _add(
-        rule: Rule, symbol: str, windows: dict[str, list[Any]], t: int, i: int, p: str, r: int
-    ) -> list[tuple[Any, ...]]:
-        start = rule.window_start_us(t)
-        name = f"{rule.name}\t{start}"
-        window = windows.get(name)
-        if window is None:
-            window = windows[name] = [t, i, p, t, i, p, False]
-        if (t, i) < (window[0], window[1]):
-            window[0:3] = [t, i, p]
-        if (t, i) >= (window[3], window[4]):
-            window[3:6] = [t, i, p]
-        if (
-            rule.mode != "early"
-            or window[6]
-            or not rule.crosses(symbol, Decimal(window[2]), Decimal(window[5]))
-        ):
-            return []
-        window[6] = True
-        return [(rule.name, symbol, "early", start, window[2], window[5], r, 0)]
-
-    def _close(
-        self, symbol: str, windows: dict[str, list[Any]], newest: int, r: int
-    ) -> list[tuple[Any, ...]]:
-        out = []
-        lengths = {rule.name: rule.window_us for rule in self.rules}
-        for name in list(windows):
-            rule_name, start_text = name.split("\t")
-            start = int(start_text)
-            if start + lengths[rule_name] + self.delay_us > newest:
-                continue
-            window = windows.pop(name)
-            if not window[6]:
-                out.append((rule_name, symbol, "final", start, window[2], window[5], r, 0))
-        return out
+            yield pd.DataFrame.from_records(out, columns=WINDOW_COLUMNS)
 
 
-_COLUMNS = [
+WINDOW_COLUMNS = [
     "rule",
     "symbol",
     "kind",
