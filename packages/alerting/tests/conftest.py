@@ -154,6 +154,8 @@ class JobRunner:
             "checkpoint_dir": self.checkpoint_root,
             "source": "python",
             "shuffle_partitions": 2,
+            # These tests are about the Spark query (the record); the express lane has its own.
+            "express": False,
         }
         values.update(overrides)
         return settings_of(AlertingSettings, **values)

@@ -199,6 +199,34 @@ def test_early_alert_fires_once_per_window_and_not_again_at_close(
     assert len(expected) == 2
 
 
+def test_express_lane_and_spark_raise_the_same_alerts_and_redis_keeps_one_copy(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any, alerts_consumer: AlertsConsumer
+) -> None:
+    topic_factory(PRICES)
+    settings = jobs.settings("1m:1%:early:name=early;1m:0.5%:name=final", express=True)
+    job = jobs.start(settings)
+    assert job.express is not None
+    market = [
+        trade("BTCUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("BTCUSDT", 2, "101.5", BASE_US + 20_000_000),
+        trade("ETHUSDT", 1, "100", BASE_US + 1_000_000),
+        trade("ETHUSDT", 2, "99.4", BASE_US + 40_000_000),
+        *closers(["BTCUSDT", "ETHUSDT"], BASE_US + MINUTE_US + 5_000_000),
+    ]
+    produce_trades(kafka_settings, market)
+    wait_for_watermark(job, BASE_US + MINUTE_US)
+    wait_until_idle(job, len(market))
+    expected = reference_alerts(one_per_batch(market), settings.rules).alerts
+    assert len(expected) == 3  # BTC early, BTC final (+1.5 % at the close), ETH final
+    # Each alert is on the topic twice, once from each lane, and in Redis once.
+    assert sorted(identity(a) for a in jobs.published) == expected
+    assert job.express.stats.alerts_published == len(expected)
+    assert sorted(identity(a) for a in read_alerts(kafka_settings)) == sorted(expected * 2)
+    eventually(lambda: alerts_consumer.loop.stats.consumed >= 6, timeout=30, message="both copies consumed")
+    assert sorted(identity(a) for a in alerts_consumer.feed()) == expected
+    assert (alerts_consumer.loop.stats.written, alerts_consumer.loop.stats.stale) == (3, 3)
+
+
 def test_restart_from_checkpoint_neither_loses_nor_duplicates(
     jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any, alerts_consumer: AlertsConsumer
 ) -> None:

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     spark.add_argument("--max-records-per-trigger", type=int, help="ALERTING_MAX_RECORDS_PER_TRIGGER")
     spark.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting")
     spark.add_argument("--spark-log-level", choices=["ERROR", "WARN", "INFO", "DEBUG"])
+    parser.add_argument(
+        "--no-express",
+        dest="express",
+        action="store_false",
+        default=None,
+        help="Spark alone: no express lane beside the query (ALERTING_EXPRESS=false)",
+    )
     service = parser.add_argument_group("service")
     service.add_argument(
         "--metrics-port", type=int, help="Prometheus port, 0 = any free (ALERTING_METRICS_PORT)"
@@ -77,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--ready-file",
         type=Path,
-        help="written (JSON: query, source, checkpoint, rules) once the query runs (ALERTING_READY_FILE)",
+        help="written (JSON: query, source, express, checkpoint, rules) once the query runs "
+        "(ALERTING_READY_FILE)",
     )
     add_run_arguments(service)
     return parser
@@ -103,6 +111,7 @@ def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
         "metrics_port",
         "metrics_host",
         "ready_file",
+        "express",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -141,6 +150,7 @@ def run(
             ready = {
                 "query": job.query_name,
                 "source": job.source_kind,
+                "express": job.express is not None,
                 "checkpoint": str(job.checkpoint_location),
                 "rules": [rule.describe() for rule in settings.rules],
                 "spark_master": settings.master,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptopipe.alerting.errors import SourceUnavailableError
+from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
 from cryptopipe.alerting.settings import AlertingSettings
@@ -124,6 +125,7 @@ class AlertingJob:
         self._query: StreamingQuery | None = None
         self._source_kind: SourceKind | None = None
         self._publisher: AlertPublisher | None = None
+        self._express: ExpressLane | None = None
         self._tracker = TriggerTracker(rule.window_us for rule in settings.rules)
         self._recorder = ProgressRecorder(
             self.query_name, on_progress=self._absorb, delay_ms=settings.watermark_delay_ms
@@ -161,6 +163,11 @@ class AlertingJob:
         return self._recorder
 
     @property
+    def express(self) -> ExpressLane | None:
+        """The express lane, once started (``ALERTING_EXPRESS``)."""
+        return self._express
+
+    @property
     def stats(self) -> JobStats:
         return self._stats
 
@@ -185,6 +192,8 @@ class AlertingJob:
             self._publisher = AlertPublisher(
                 self.kafka, self.alerts_topic, flush_timeout_s=self.settings.producer_flush_timeout_s
             )
+        if self.settings.express and self._express is None:
+            self._express = self._start_express()
         if not self._listening:
             spark.streams.addListener(self._recorder)
             self._listening = True
@@ -202,11 +211,12 @@ class AlertingJob:
         self._run_first_batch = None
         self._query = writer.start()
         logger.info(
-            "alerting query %s: %s -> %s, alerting_source=%s, checkpoint %s, rules: %s",
+            "alerting query %s: %s -> %s, alerting_source=%s, express lane %s, checkpoint %s, rules: %s",
             self.query_name,
             self.prices_topic,
             self.alerts_topic,
             self.source_kind,
+            "on" if self._express is not None else "off",
             location,
             "; ".join(rule.describe() for rule in self.settings.rules),
         )
@@ -251,6 +261,10 @@ class AlertingJob:
     def close(self) -> None:
         """Stop the query, detach from Spark and flush the producer; stops a session it built."""
         self.stop()
+        if self._express is not None:
+            self._express.stop()
+            self._express.publisher.close()
+            self._express = None
         if self._listening and self._spark is not None:
             self._spark.streams.removeListener(self._recorder)
             self._listening = False
@@ -294,6 +308,20 @@ class AlertingJob:
         return self._stats
 
     # --- internals --------------------------------------------------------------------------
+
+    def _start_express(self) -> ExpressLane:
+        publisher = AlertPublisher(
+            self.kafka, self.alerts_topic, flush_timeout_s=self.settings.producer_flush_timeout_s
+        )
+        lane = ExpressLane(
+            self.kafka,
+            self.prices_topic,
+            self.settings.rules,
+            self.settings.watermark_delay_ms,
+            publisher,
+        )
+        lane.start()
+        return lane
 
     def _resolve_source(self) -> SourceKind:
         from cryptopipe.alerting.spark import connector_problem

@@ -58,8 +58,11 @@ class AlertingSettings(BaseSettings):
     """How long a micro-batch waits for the broker to acknowledge its alerts."""
     restart_backoff_max_s: float = setting("ALERTING_RESTART_BACKOFF_MAX_S", 30.0, gt=0)
     """A failed query restarts from its checkpoint with backoff up to this long."""
+    express: bool = setting("ALERTING_EXPRESS", True)
+    """Run the express lane beside the Spark query: each alert the moment its trade arrives, from a
+    plain Kafka consumer applying the same rule (Spark's copy follows and is deduplicated)."""
     ready_file: Path | None = setting("ALERTING_READY_FILE", None)
-    """Written (JSON: query, source, checkpoint, rules, master) each time the query starts."""
+    """Written (JSON: query, source, express, checkpoint, rules, master) each time the query starts."""
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -151,6 +151,12 @@ class IngestBooks:
         return {**dataclasses.asdict(self), "unaccounted": self.unaccounted}
 
 
+def alerts_published_by(alerting: Scrape) -> int:
+    """Alerts the alerting job put on the alerts topic: the Spark query's and the express lane's
+    (which publishes the same alerts first; the alerts consumer counts the second copy stale)."""
+    return int(alerting.total(m.ALERTING_ALERTS) + alerting.total(m.ALERTING_EXPRESS_ALERTS))
+
+
 @dataclass(frozen=True, slots=True)
 class Books:
     """A run's reconciliation: ingest's counts and one :class:`TopicBooks` per consumed topic.
@@ -811,7 +817,7 @@ class Pipeline:
             self._read_and_stop(["alerting"], "alerting")
         alerts_published = None
         if "alerting" in self.runtime.final:
-            alerts_published = int(self.runtime.final["alerting"].total(m.ALERTING_ALERTS))
+            alerts_published = alerts_published_by(self.runtime.final["alerting"])
         self._drain_consumers(self.members("alerts-consumer"), alerts_published)
 
     def _published(self) -> int | None:
@@ -937,7 +943,7 @@ class Pipeline:
         if "alerts-consumer" in self.runtime.services and "alerting" in self.runtime.services:
             topics["alerts"] = topic_books(
                 "alerts",
-                int(final.get("alerting", Scrape([])).total(m.ALERTING_ALERTS)),
+                alerts_published_by(final.get("alerting", Scrape([]))),
                 _read_stats(stats.get("alerts-consumer")),
                 final.get("alerts-consumer", Scrape([])),
                 "alerts-consumer",

@@ -288,6 +288,13 @@ ALERTS = Dashboard(
                     level="kind",
                     by="kind",
                 ),
+                latency(
+                    "cryptopipe_alerting_express_publish_latency_seconds",
+                    "Express-lane publish latency (to Kafka)",
+                    "Express-lane alert acknowledged by Kafka minus receive time of the trade deciding it.",
+                    level="kind",
+                    by="kind",
+                ),
                 single(
                     "Alerts consumer lag (records)",
                     f'{LAG_SERIES}{{topic=~".*alerts"}}',

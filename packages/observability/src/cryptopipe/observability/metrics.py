@@ -499,6 +499,19 @@ ALERTING_PUBLISH_LATENCY = _histogram(
     ("kind",),
     "alerting",
 )
+ALERTING_EXPRESS_ALERTS = _counter(
+    "cryptopipe_alerting_express_alerts",
+    "Alerts the express lane published to the alerts topic the moment their trade arrived, by rule and "
+    "kind (the Spark query publishes each again a micro-batch later; the alerts consumer keeps the first).",
+    ("rule", "kind"),
+    "alerting",
+)
+ALERTING_EXPRESS_PUBLISH_LATENCY = _histogram(
+    "cryptopipe_alerting_express_publish_latency_seconds",
+    "Express-lane alert acknowledged by Kafka minus receive time of the trade that decided it.",
+    ("kind",),
+    "alerting",
+)
 ALERT_LATENCY = _histogram(
     "cryptopipe_alert_latency_seconds",
     "Alert written to Redis minus receive time of the trade that closed the window (its symbol's first "

@@ -1,0 +1,233 @@
+"""The express lane: each alert the moment the trade that decides it arrives, beside Spark.
+
+Spark's real-time mode would give millisecond alerts, but it runs no Python stateful operator,
+and the lateness rule (a running newest trade time per symbol, in arrival order) needs one (see
+the alerting README). So the job runs Spark in micro-batch mode, where an alert comes out a
+micro-batch or two after its trade, and this lane runs beside it in the same process:
+
+    prices (Kafka, every partition assigned, no group) -> decode -> SymbolState per symbol
+      -> early and final alerts (same rows, same thresholds as the Spark sink) -> alerts topic
+
+It applies exactly the operator's rule (:class:`~cryptopipe.alerting.plan.SymbolState`) to the
+same trades in the same order (a symbol's trades share a partition), so it raises the same
+alerts, with the same idempotency keys. The Spark query publishes each of them again, a
+micro-batch later; the alerts consumer keeps the first copy and counts the second as stale. Spark
+stays the record: its state is checkpointed and its alerts exactly-once in Redis across
+restarts, and when this lane is stopped, slow or failing, nothing is missed, only later.
+
+On start the lane seeks each partition back by the longest window + the watermark delay + one
+window (by record timestamp), rebuilds its windows from there, and publishes only what trades at
+or after the partitions' end at start decide: alerts from the backlog are Spark's. (A window
+can differ from Spark's only when a trade older than that look-back had set the newest trade time,
+i.e. a trade time far ahead of its neighbours; then Spark's copy still follows.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from cryptopipe.alerting.errors import AlertPublishError
+from cryptopipe.alerting.plan import WINDOW_COLUMNS, SymbolState
+from cryptopipe.alerting.rules import Rule
+from cryptopipe.alerting.sink import AlertPublisher, windows_to_alerts
+from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import rate_limited_logger
+from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_trade
+
+logger = logging.getLogger(__name__)
+_warn = rate_limited_logger(__name__ + ".warnings")
+
+ExpressCallback = Callable[[Sequence[Alert], Sequence[int]], None]
+
+
+@dataclass(slots=True)
+class ExpressStats:
+    trades: int = 0
+    alerts_published: int = 0
+    dropped_late: int = 0
+    invalid: int = 0
+    publish_failures: int = 0
+
+
+def express_consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """A group-less reader tuned for latency: a fetch answers as soon as one byte is there."""
+    return {
+        **kafka.client_config(),
+        "group.id": f"cryptopipe-alerting-express-{uuid.uuid4().hex[:8]}",
+        "client.id": "cryptopipe-alerting-express",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 5,
+        "fetch.queue.backoff.ms": 10,
+        "socket.nagle.disable": True,
+    }
+
+
+class ExpressLane:
+    """Reads ``topic`` and publishes alerts through ``publisher`` from a thread of its own."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        rules: Sequence[Rule],
+        delay_ms: int,
+        publisher: AlertPublisher,
+        *,
+        on_alerts: ExpressCallback | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.rules = tuple(rules)
+        self.by_name: Mapping[str, Rule] = {rule.name: rule for rule in self.rules}
+        self.delay_us = delay_ms * 1000
+        self.publisher = publisher
+        self.on_alerts = on_alerts
+        self.batch_size = batch_size
+        self.stats = ExpressStats()
+        self._symbols: dict[str, SymbolState] = {}
+        self._live_from: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        kinds = ("final", "early")
+        m.prime(m.ALERTING_EXPRESS_ALERTS, *({"rule": r.name, "kind": k} for r in self.rules for k in kinds))
+        m.prime(m.ALERTING_EXPRESS_PUBLISH_LATENCY, *({"kind": k} for k in kinds))
+
+    @property
+    def lookback_us(self) -> int:
+        """How far back (trade time) the lane rebuilds its windows on start."""
+        longest = max(rule.window_us for rule in self.rules)
+        return 2 * longest + self.delay_us
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Assign every partition and start reading; returns once the lane is live."""
+        if self._thread is not None:
+            return
+        self._consumer = Consumer(express_consumer_config(self.kafka))
+        self._assign(self._consumer, timeout_s)
+        self._thread = threading.Thread(target=self._run, name="alerting-express", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def handle(self, messages: Sequence[Message], now_us: int | None = None) -> list[Alert]:
+        """Feed one poll's records (in order) and publish the alerts they decide; returns them."""
+        rows: list[tuple[Any, ...]] = []
+        for message in messages:
+            if message.error() is not None:
+                self._on_message_error(message.error())
+                continue
+            live = message.offset() >= self._live_from.get(message.partition(), 0)
+            rows.extend(self._feed(message.value() or b"", live))
+        if not rows:
+            return []
+        alerts = windows_to_alerts(
+            (dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows),
+            self.by_name,
+            None,
+            time.time_ns() // 1000 if now_us is None else now_us,
+        )
+        if alerts:
+            self._publish(alerts)
+        return alerts
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _assign(self, consumer: Consumer, timeout_s: float) -> None:
+        metadata = consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
+        if metadata.error is not None:
+            raise AlertPublishError(self.topic, 0, f"express lane cannot read {self.topic}: {metadata.error}")
+        since_ms = (time.time_ns() // 1000 - self.lookback_us) // 1000
+        wanted = [TopicPartition(self.topic, p, since_ms) for p in sorted(metadata.partitions)]
+        starts = consumer.offsets_for_times(wanted, timeout=timeout_s)
+        assignment = []
+        for start in starts:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, start.partition), timeout=timeout_s
+            )
+            self._live_from[start.partition] = high
+            offset = start.offset if start.offset >= 0 else high
+            assignment.append(TopicPartition(self.topic, start.partition, offset))
+        consumer.assign(assignment)
+        logger.info(
+            "express lane: %s from %s (live from %s), look-back %.0f s",
+            self.topic,
+            {tp.partition: tp.offset for tp in assignment},
+            self._live_from,
+            self.lookback_us / 1e6,
+        )
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stop.is_set():
+            try:
+                messages = consumer.consume(self.batch_size, timeout=0.1)
+                if messages:
+                    self.handle(messages)
+            except Exception:  # keep the lane alive: Spark still delivers whatever it misses
+                m.ERRORS.labels(component="alerting", reason="express_failed").inc()
+                _warn.exception("express lane: a poll failed; Spark's copies of its alerts still follow")
+                self._stop.wait(1.0)
+
+    def _feed(self, value: bytes, live: bool) -> list[tuple[Any, ...]]:
+        self.stats.trades += 1
+        try:
+            trade = decode_trade(value)
+        except DecodeError:
+            self.stats.invalid += 1  # counted and dead-lettered by the prices consumer and Spark
+            return []
+        state = self._symbols.get(trade.symbol)
+        if state is None:
+            state = self._symbols[trade.symbol] = SymbolState(trade.symbol, self.rules, self.delay_us)
+        rows = state.feed(
+            trade.trade_time_us, trade.trade_id, format(trade.price, "f"), trade.receive_time_us
+        )
+        if rows is None:
+            if live:
+                self.stats.dropped_late += 1
+            return []
+        return rows if live else []
+
+    def _publish(self, alerts: list[Alert]) -> None:
+        try:
+            acked = self.publisher.publish(alerts)
+        except AlertPublishError as exc:
+            self.stats.publish_failures += len(alerts)
+            m.ERRORS.labels(component="alerting", reason="express_publish").inc(len(alerts))
+            _warn.warning("express lane: %s; Spark's copies follow", exc)
+            return
+        for alert, ack_us in zip(alerts, acked, strict=True):
+            m.ALERTING_EXPRESS_ALERTS.labels(rule=alert.rule, kind=alert.kind).inc()
+            if alert.trigger_receive_time_us is not None:
+                m.ALERTING_EXPRESS_PUBLISH_LATENCY.labels(kind=alert.kind).observe(
+                    max(0.0, (ack_us - alert.trigger_receive_time_us) / 1e6)
+                )
+        self.stats.alerts_published += len(alerts)
+        if self.on_alerts is not None:
+            self.on_alerts(alerts, acked)
+
+    def _on_message_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        m.ERRORS.labels(component="alerting", reason="express_consume").inc()
+        _warn.warning("express lane: %s", error.str())
