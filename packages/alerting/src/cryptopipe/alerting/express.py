@@ -181,9 +181,12 @@ class ExpressLane:
         assert consumer is not None
         while not self._stop.is_set():
             try:
-                messages = consumer.consume(self.batch_size, timeout=0.1)
-                if messages:
-                    self.handle(messages)
+                # consume(n, timeout) waits for n records or the timeout: wait for one, then
+                # take what is already fetched (measured: consume(500, 0.1) alone put ~50 ms
+                # on every alert at 1,000 trades/s).
+                first = consumer.poll(0.1)
+                if first is not None:
+                    self.handle([first, *consumer.consume(self.batch_size - 1, timeout=0)])
             except Exception:  # keep the lane alive: Spark still delivers whatever it misses
                 m.ERRORS.labels(component="alerting", reason="express_failed").inc()
                 _warn.exception("express lane: a poll failed; Spark's copies of its alerts still follow")
