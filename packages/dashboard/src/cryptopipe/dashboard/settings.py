@@ -17,8 +17,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.schemas import SETTINGS_CONFIG, setting
-
-_SYMBOL = re.compile(r"^[A-Z0-9]{1,30}$")
+from cryptopipe.schemas.config import distinct_symbols
 
 
 def _split(value: object) -> object:
@@ -68,16 +67,9 @@ class DashboardSettings(BaseSettings):
     def _symbols(cls, value: object) -> object:
         value = _split(value)
         if isinstance(value, list | tuple):
-            out: list[str] = []
-            for item in value:
-                if not isinstance(item, str):
-                    raise ValueError("symbols must be strings")
-                symbol = item.strip().upper()
-                if not _SYMBOL.match(symbol):
-                    raise ValueError(f"DASHBOARD_SYMBOLS: {item!r} is not a symbol like BTCUSDT")
-                if symbol not in out:
-                    out.append(symbol)
-            return tuple(out)
+            return distinct_symbols(
+                value, case=str.upper, invalid="DASHBOARD_SYMBOLS: {item!r} is not a symbol like BTCUSDT"
+            )
         return value
 
     @field_validator("metrics_urls", mode="before")

@@ -6,7 +6,6 @@ environment variable explicitly; the table lives in docs (from /work/notes/inges
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import field_validator, model_validator
@@ -14,11 +13,11 @@ from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.schemas import PRICES, SETTINGS_CONFIG, setting
 from cryptopipe.schemas import load_settings as _load_settings
+from cryptopipe.schemas.config import distinct_symbols
 
 IngestMode = Literal["aggTrade", "trade"]
 Compression = Literal["none", "lz4", "zstd", "snappy", "gzip"]
 
-_SYMBOL = re.compile(r"^[a-z0-9]{1,30}$")
 
 #: Binance's documented limits (Spot WebSocket streams).
 BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
@@ -129,20 +128,15 @@ class IngestSettings(BaseSettings):
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list | tuple):
-            cleaned: list[str] = []
-            for item in value:
-                if not isinstance(item, str):
-                    raise ValueError("symbols must be strings")
-                symbol = item.strip().lower()
-                if not symbol:
-                    continue
-                if not _SYMBOL.match(symbol):
-                    raise ValueError(f"invalid symbol {item!r} (letters and digits only, e.g. btcusdt)")
-                if symbol not in cleaned:
-                    cleaned.append(symbol)
-            if not cleaned:
+            symbols = distinct_symbols(
+                value,
+                case=str.lower,
+                invalid="invalid symbol {item!r} (letters and digits only, e.g. btcusdt)",
+                skip_blank=True,
+            )
+            if not symbols:
                 raise ValueError("at least one symbol is required, e.g. btcusdt,ethusdt")
-            return tuple(cleaned)
+            return symbols
         return value
 
     @field_validator("ws_url", "rest_url")

@@ -20,10 +20,11 @@ pass each under its variable's name.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
@@ -97,6 +98,30 @@ def setting(variable: str, default: Any = PydanticUndefined, **constraints: Any)
     docstring ``Port of the page.``.
     """
     return Field(default, validation_alias=env(variable), **constraints)
+
+
+#: A symbol in a ``symbols`` setting, once put in one case: 1 to 30 ASCII letters and digits.
+_SYMBOL = re.compile(r"^[A-Za-z0-9]{1,30}$")
+
+
+def distinct_symbols(
+    items: Iterable[object], *, case: Callable[[str], str], invalid: str, skip_blank: bool = False
+) -> tuple[str, ...]:
+    """The symbols of a ``symbols`` setting, in order and each once: stripped and put in ``case``
+    (``str.upper`` or ``str.lower``), each checked. A bad one raises ``ValueError(invalid)``, formatted
+    with ``item``; a blank one is skipped with ``skip_blank``, and is bad without."""
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("symbols must be strings")
+        symbol = case(item.strip())
+        if skip_blank and not symbol:
+            continue
+        if not _SYMBOL.match(symbol):
+            raise ValueError(invalid.format(item=item))
+        if symbol not in out:
+            out.append(symbol)
+    return tuple(out)
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
