@@ -477,3 +477,45 @@ def test_replay_speed_and_batch_size_do_not_change_the_alerts(
     for name, (alerts, dropped) in results.items():
         assert alerts == expected.alerts, name
         assert dropped == expected.dropped, name
+
+
+def test_spark_real_time_mode_refuses_the_alert_operator(
+    jobs: JobRunner, kafka_settings: KafkaSettings, topic_factory: Any
+) -> None:
+    """The evidence for the express lane: real-time mode does not run the Python stateful operator
+    the lateness rule needs. (Should a Spark release accept it, this fails: then move early alerts
+    into Spark.)"""
+    from pyspark.errors import StreamingQueryException
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from cryptopipe.alerting.job import native_kafka_options
+    from cryptopipe.alerting.plan import _STATE_SCHEMA, WINDOW_SCHEMA, SymbolWindows, native_trades
+    from cryptopipe.schemas import ALERTS
+
+    prices, alerts = topic_factory(PRICES), topic_factory(ALERTS)
+    settings = jobs.settings(_STATEFUL_RULES, source="native")
+    trades = native_trades(jobs.spark, native_kafka_options(kafka_settings, prices, settings))
+    # The operator as the job runs it, but in update mode, the one real-time mode has.
+    windows = trades.groupBy("symbol").applyInPandasWithState(
+        SymbolWindows(settings.rules, settings.watermark_delay_ms),
+        WINDOW_SCHEMA,
+        _STATE_SCHEMA,
+        "update",
+        GroupStateTimeout.NoTimeout,
+    )
+    out = windows.selectExpr("symbol AS key", "to_json(struct(*)) AS value")
+    writer = (
+        out.writeStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_settings.bootstrap_servers)
+        .option("topic", alerts)
+        .option("checkpointLocation", str(jobs.checkpoint_root / "real-time"))
+        .outputMode("update")
+        .trigger(realTime="5 seconds")
+    )
+    query = writer.start()
+    try:
+        with pytest.raises(StreamingQueryException, match=r"REAL_TIME_MODE\.OPERATOR_OR_SINK_NOT_IN") as no:
+            query.awaitTermination(60)
+    finally:
+        query.stop()
+    assert "FlatMapGroupsInPandasWithStateExec" in str(no.value)
