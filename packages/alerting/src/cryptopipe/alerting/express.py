@@ -34,12 +34,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from cryptopipe.alerting.errors import AlertPublishError
+from cryptopipe.alerting.errors import AlertPublishError, SourceUnavailableError
 from cryptopipe.alerting.plan import WINDOW_COLUMNS, SymbolState
 from cryptopipe.alerting.rules import Rule
 from cryptopipe.alerting.sink import AlertPublisher, windows_to_alerts
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import rate_limited_logger
+from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
 from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_trade
 
 logger = logging.getLogger(__name__)
@@ -66,10 +67,7 @@ def express_consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
-        "fetch.min.bytes": 1,
-        "fetch.wait.max.ms": 5,
-        "fetch.queue.backoff.ms": 10,
-        "socket.nagle.disable": True,
+        **LOW_LATENCY_FETCH,
     }
 
 
@@ -155,7 +153,7 @@ class ExpressLane:
     def _assign(self, consumer: Consumer, timeout_s: float) -> None:
         metadata = consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
         if metadata.error is not None:
-            raise AlertPublishError(self.topic, 0, f"express lane cannot read {self.topic}: {metadata.error}")
+            raise SourceUnavailableError(f"express lane cannot read {self.topic}: {metadata.error}")
         since_ms = (time.time_ns() // 1000 - self.lookback_us) // 1000
         wanted = [TopicPartition(self.topic, p, since_ms) for p in sorted(metadata.partitions)]
         starts = consumer.offsets_for_times(wanted, timeout=timeout_s)
