@@ -143,6 +143,7 @@ def test_the_whole_pipeline_on_its_own_servers(
     assert summary["broker"]
     assert summary["redis"]
     assert summary["alerting_source"] == "native", output[-4000:]
+    assert summary["alerting_express"] is True
     assert summary["trades_published"] == summary["trades_received"] > 0
     assert summary["prices_written"] == summary["trades_published"], output[-6000:]
     assert summary["lost"] == 0

@@ -120,8 +120,12 @@ def test_replayed_trades_all_reach_redis(
         "unwritten": 0,
         "surplus": 0,
     }
-    assert books["alerts"]["published"] == books["alerts"]["written"] == 1
-    assert books["alerts"]["unwritten"] == 0
+    # One alert in Redis; published once by Spark and, when the express lane saw the trade that
+    # decided it live, once more by the lane (that copy is stale in the alerts consumer).
+    alerts = books["alerts"]
+    assert alerts["written"] == 1
+    assert alerts["published"] == alerts["written"] + alerts["stale"] <= 2
+    assert alerts["unwritten"] == alerts["surplus"] == 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"cryptopipe up: books balance: {2 * n} trades received"), last
     assert summary["dead_lettered"] == 0

@@ -185,15 +185,17 @@ class AlertingJob:
         """Start (or restart, from the checkpoint) the streaming query; returns once it runs."""
         if self._query is not None and self._query.isActive:
             return self._query
+        prefix = self.kafka.topic_prefix
+        ensure_topics(self.kafka, [PRICES.with_prefix(prefix), ALERTS.with_prefix(prefix)])
+        # The express lane first: it alerts while Spark is still starting (tens of seconds).
+        if self.settings.express and self._express is None:
+            self._express = self._start_express()
         spark = self.spark
         spark.conf.set("spark.sql.shuffle.partitions", str(self.settings.shuffle_partitions))
-        ensure_topics(self.kafka, [ALERTS.with_prefix(self.kafka.topic_prefix)])
         if self._publisher is None:
             self._publisher = AlertPublisher(
                 self.kafka, self.alerts_topic, flush_timeout_s=self.settings.producer_flush_timeout_s
             )
-        if self.settings.express and self._express is None:
-            self._express = self._start_express()
         if not self._listening:
             spark.streams.addListener(self._recorder)
             self._listening = True

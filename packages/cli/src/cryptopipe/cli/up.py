@@ -450,6 +450,8 @@ class Runtime:
     spark: str = "-"
     alerting_source: str = "-"
     """Which Kafka reader the alerting job ran: ``native`` or ``python`` (its ready file says)."""
+    alerting_express: bool | None = None
+    """Whether the alerting job ran its express lane (its ready file says; None without the job)."""
     services: dict[str, Service] = field(default_factory=dict)
     stats_files: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Scrape] = field(default_factory=dict)
@@ -672,7 +674,9 @@ class Pipeline:
         )
         self.runtime.stats_files["alerting"] = stats
         self.runtime.spark = args.spark_master
-        self.runtime.alerting_source = str(json.loads(ready.read_text()).get("source", "-"))
+        ready_figures = json.loads(ready.read_text())
+        self.runtime.alerting_source = str(ready_figures.get("source", "-"))
+        self.runtime.alerting_express = bool(ready_figures.get("express", False))
 
     def start_observability(self) -> None:
         """Our own /metrics (broker and Redis resources), Prometheus when installed, the dashboard."""
@@ -977,6 +981,7 @@ class Pipeline:
             "prices_written": prices.written if prices is not None else 0,
             "prices_stale": prices.stale if prices is not None else 0,
             "alerting_source": self.runtime.alerting_source,
+            "alerting_express": self.runtime.alerting_express,
             "alerts_raised": len(alerts),
             "alerts": alerts,
             "dead_lettered": dead,
