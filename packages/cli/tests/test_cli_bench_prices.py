@@ -25,7 +25,8 @@ def test_bench_prices_writes_its_figures_and_balances_its_books(
         "REDIS_URL": redis_settings.url.get_secret_value(),
     }
     argv = [sys.executable, "-m", "cryptopipe.cli", "bench", "prices", "--rate", "300", "--duration", "4"]
-    argv += ["--ladder", "300", "--step-seconds", "3", "--floor-samples", "30", "--json", str(out)]
+    argv += ["--warmup", "2", "--ladder", "300", "--step-seconds", "3", "--floor-samples", "30"]
+    argv += ["--json", str(out)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     figures = json.loads(out.read_text())
@@ -35,6 +36,8 @@ def test_bench_prices_writes_its_figures_and_balances_its_books(
     assert figures["unwritten"] == 0
     assert figures["lost"] == 0
     assert figures["reconciliation"]["balanced"] is True
+    assert figures["warmup"]["balanced"] is True
+    assert figures["warmup"]["trades_published"] > 0
     for key in ("p50", "p95", "p99"):
         assert figures["system_latency_ms"][key] is not None
     assert set(figures["floor_broker_rtt_ms"]) == {"p50", "p99"}
