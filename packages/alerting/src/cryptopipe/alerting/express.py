@@ -119,9 +119,14 @@ class ExpressLane:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop reading; the consumer is closed once the thread is out of it (a publish to a broker
+        that is gone can hold it for the flush timeout: then it is left to the process's exit)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning("express lane still publishing after %.0f s; leaving it to exit", timeout_s)
+                return
             self._thread = None
         if self._consumer is not None:
             self._consumer.close()
