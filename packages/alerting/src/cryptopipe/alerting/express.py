@@ -15,8 +15,8 @@ micro-batch later; the alerts consumer keeps the first copy and counts the secon
 stays the record: its state is checkpointed and its alerts exactly-once in Redis across
 restarts, and when this lane is stopped, slow or failing, nothing is missed, only later.
 
-On start the lane seeks each partition back by the longest window + the watermark delay + one
-window (by record timestamp), rebuilds its windows from there, and publishes only what trades at
+On start the lane seeks each partition back by twice the longest window + the watermark delay
+(by record timestamp), rebuilds its windows from there, and publishes only what trades at
 or after the partitions' end at start decide: alerts from the backlog are Spark's. (A window
 can differ from Spark's only when a trade older than that look-back had set the newest trade time,
 i.e. a trade time far ahead of its neighbours; then Spark's copy still follows.)
@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +45,6 @@ from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_trade
 
 logger = logging.getLogger(__name__)
 _warn = rate_limited_logger(__name__ + ".warnings")
-
-ExpressCallback = Callable[[Sequence[Alert], Sequence[int]], None]
 
 
 @dataclass(slots=True)
@@ -82,7 +80,6 @@ class ExpressLane:
         delay_ms: int,
         publisher: AlertPublisher,
         *,
-        on_alerts: ExpressCallback | None = None,
         batch_size: int = 500,
     ) -> None:
         self.kafka = kafka
@@ -91,7 +88,6 @@ class ExpressLane:
         self.by_name: Mapping[str, Rule] = {rule.name: rule for rule in self.rules}
         self.delay_us = delay_ms * 1000
         self.publisher = publisher
-        self.on_alerts = on_alerts
         self.batch_size = batch_size
         self.stats = ExpressStats()
         self._symbols: dict[str, SymbolState] = {}
@@ -105,7 +101,7 @@ class ExpressLane:
 
     @property
     def lookback_us(self) -> int:
-        """How far back (trade time) the lane rebuilds its windows on start."""
+        """How far back the lane rebuilds its windows on start (by record timestamp, µs)."""
         longest = max(rule.window_us for rule in self.rules)
         return 2 * longest + self.delay_us
 
@@ -229,8 +225,6 @@ class ExpressLane:
                     max(0.0, (ack_us - alert.trigger_receive_time_us) / 1e6)
                 )
         self.stats.alerts_published += len(alerts)
-        if self.on_alerts is not None:
-            self.on_alerts(alerts, acked)
 
     def _on_message_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
