@@ -128,8 +128,8 @@ class ExpressLane:
             self._consumer.close()
             self._consumer = None
 
-    def handle(self, messages: Sequence[Message], now_us: int | None = None) -> list[Alert]:
-        """Feed one poll's records (in order) and publish the alerts they decide; returns them."""
+    def handle(self, messages: Sequence[Message]) -> None:
+        """Feed one poll's records (in order) and publish the alerts they decide."""
         rows: list[tuple[Any, ...]] = []
         for message in messages:
             if message.error() is not None:
@@ -138,16 +138,11 @@ class ExpressLane:
             live = message.offset() >= self._live_from.get(message.partition(), 0)
             rows.extend(self._feed(message.value() or b"", live))
         if not rows:
-            return []
-        alerts = windows_to_alerts(
-            (dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows),
-            self.by_name,
-            None,
-            time.time_ns() // 1000 if now_us is None else now_us,
-        )
+            return
+        named = (dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows)
+        alerts = windows_to_alerts(named, self.by_name, None, time.time_ns() // 1000)
         if alerts:
             self._publish(alerts)
-        return alerts
 
     # --- internals --------------------------------------------------------------------------
 
@@ -227,7 +222,6 @@ class ExpressLane:
         self.stats.alerts_published += len(alerts)
 
     def _on_message_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
+        # (No partition-EOF events: the consumer is configured without them.)
         m.ERRORS.labels(component="alerting", reason="express_consume").inc()
         _warn.warning("express lane: %s", error.str())
