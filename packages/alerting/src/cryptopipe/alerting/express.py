@@ -37,7 +37,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from cryptopipe.alerting.errors import AlertPublishError, SourceUnavailableError
 from cryptopipe.alerting.plan import WINDOW_COLUMNS, SymbolState
 from cryptopipe.alerting.rules import Rule
-from cryptopipe.alerting.sink import AlertPublisher, windows_to_alerts
+from cryptopipe.alerting.sink import AlertPublisher, count_published, windows_to_alerts
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import rate_limited_logger
 from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
@@ -213,12 +213,7 @@ class ExpressLane:
             m.ERRORS.labels(component="alerting", reason="express_publish").inc(len(alerts))
             _warn.warning("express lane: %s; Spark's copies follow", exc)
             return
-        for alert, ack_us in zip(alerts, acked, strict=True):
-            m.ALERTING_EXPRESS_ALERTS.labels(rule=alert.rule, kind=alert.kind).inc()
-            if alert.trigger_receive_time_us is not None:
-                m.ALERTING_EXPRESS_PUBLISH_LATENCY.labels(kind=alert.kind).observe(
-                    max(0.0, (ack_us - alert.trigger_receive_time_us) / 1e6)
-                )
+        count_published(alerts, acked, m.ALERTING_EXPRESS_ALERTS, m.ALERTING_EXPRESS_PUBLISH_LATENCY)
         self.stats.alerts_published += len(alerts)
 
     def _on_message_error(self, error: KafkaError) -> None:

@@ -26,7 +26,13 @@ from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
 from cryptopipe.alerting.settings import AlertingSettings
-from cryptopipe.alerting.sink import AlertPublisher, TriggerTracker, observation_of, windows_to_alerts
+from cryptopipe.alerting.sink import (
+    AlertPublisher,
+    TriggerTracker,
+    count_published,
+    observation_of,
+    windows_to_alerts,
+)
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import Stop, ensure_topics
 from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings
@@ -388,12 +394,7 @@ class AlertingJob:
         alerts = windows_to_alerts(rows, self.rules, self._tracker, now_us)
         assert self._publisher is not None
         acked = self._publisher.publish(alerts)
-        for alert, ack_us in zip(alerts, acked, strict=False):
-            m.ALERTING_ALERTS.labels(rule=alert.rule, kind=alert.kind).inc()
-            if alert.trigger_receive_time_us is not None:
-                m.ALERTING_PUBLISH_LATENCY.labels(kind=alert.kind).observe(
-                    max(0.0, (ack_us - alert.trigger_receive_time_us) / 1_000_000)
-                )
+        count_published(alerts, acked, m.ALERTING_ALERTS, m.ALERTING_PUBLISH_LATENCY)
         with self._lock:
             self._stats = replace(
                 self._stats,

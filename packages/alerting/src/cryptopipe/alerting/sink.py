@@ -141,6 +141,15 @@ def windows_to_alerts(
     return alerts
 
 
+def count_published(alerts: Sequence[Alert], acked_us: Sequence[int], counter: Any, latency: Any) -> None:
+    """Each acknowledged alert into ``counter`` (by rule and kind), and its trade-to-ack time into
+    ``latency`` (by kind): the Spark query's and the express lane's metrics, counted one way."""
+    for alert, ack_us in zip(alerts, acked_us, strict=False):
+        counter.labels(rule=alert.rule, kind=alert.kind).inc()
+        if alert.trigger_receive_time_us is not None:
+            latency.labels(kind=alert.kind).observe(max(0.0, (ack_us - alert.trigger_receive_time_us) / 1e6))
+
+
 class AlertPublisher:
     """An idempotent producer for the ``alerts`` topic; :meth:`publish` returns once acknowledged."""
 
