@@ -17,8 +17,8 @@ from cryptopipe.alerting.rules import (
     parse_rules,
     validate_rules,
 )
-from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
-from cryptopipe.schemas import settings_of
+from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.schemas import format_validation_error, settings_of
 
 
 def test_default_rule_is_the_seeds() -> None:
@@ -94,7 +94,7 @@ def test_env_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERTING_RULES", "1m:7")
     with pytest.raises(ValidationError) as info:
         AlertingSettings()
-    assert "ALERTING_RULES" in format_validation_error(info.value)
+    assert "ALERTING_RULES" in format_validation_error(AlertingSettings, info.value)
     monkeypatch.setenv("ALERTING_RULES", "1m:0.2%;5m:1%:early")
     monkeypatch.setenv("ALERTING_SPARK_CONF", "spark.a=1, spark.b = x=y")
     settings = AlertingSettings()

@@ -17,14 +17,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
-from cryptopipe.alerting.settings import AlertingSettings, format_validation_error
-from cryptopipe.runtime import Stop, add_run_arguments, required_kafka, run_service, run_settings_from
+from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.runtime import (
+    Stop,
+    add_run_arguments,
+    configured,
+    required_kafka,
+    run_service,
+    run_settings_from,
+)
 from cryptopipe.runtime.jvm import JvmError
-from cryptopipe.schemas import ConfigError, KafkaSettings, load_settings, settings_of
+from cryptopipe.schemas import KafkaSettings, load_settings
 
 if TYPE_CHECKING:
     from cryptopipe.alerting.job import JobStats
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
-    """Environment and ``.env`` with the flags on top; raises ValidationError or RuleError."""
+    """Environment and ``.env`` with the flags on top; raises ConfigError or RuleError."""
     overrides: dict[str, Any] = {}
     if args.rule and args.threshold:
         raise RuleError("give either --rule or --threshold, not both")
@@ -118,7 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> AlertingSettings:
             overrides[name] = value
     if args.conf:
         overrides["spark_conf"] = ",".join(args.conf)
-    settings = settings_of(AlertingSettings, **overrides)
+    settings = load_settings(AlertingSettings, **overrides)
     if args.threshold:
         settings = settings.with_threshold(_threshold(args.threshold))
     return settings
@@ -169,16 +174,14 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        kafka = required_kafka()
-        run_settings = run_settings_from(args)
-    except (RuleError, ConfigError) as exc:
-        print(f"cryptopipe alerting: {exc}", file=sys.stderr)
+    loaded = configured(
+        "alerting",
+        lambda: (settings_from_args(args), required_kafka(), run_settings_from(args)),
+        (RuleError,),
+    )
+    if loaded is None:
         return 2
-    except ValidationError as exc:
-        print(f"cryptopipe alerting: {format_validation_error(exc)}", file=sys.stderr)
-        return 2
+    settings, kafka, run_settings = loaded
     logging.getLogger("py4j").setLevel(logging.WARNING)
     stop = Stop()
     if args.run_for is not None:

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.alerting.rules import Rule, RuleError, default_rule, parse_rules, validate_rules
@@ -126,18 +126,3 @@ class AlertingSettings(BaseSettings):
         (Spark refuses to restart a checkpoint whose state layout or source changed.)
         """
         return self.checkpoint_dir / f"{topic}-{self.fingerprint(topic, source_kind)}"
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the environment variable."""
-    names = {name: _alias(field.validation_alias) for name, field in AlertingSettings.model_fields.items()}
-    lines = []
-    for error in exc.errors():
-        location = str(error["loc"][0]) if error["loc"] else ""
-        lines.append(f"{names.get(location, location)}: {error['msg']}")
-    return "; ".join(lines)
-
-
-def _alias(alias: object) -> str:
-    choices = getattr(alias, "choices", None)
-    return str(choices[0]) if choices else str(alias)

@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from cryptopipe.dashboard.settings import DashboardSettings
-from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from, stop_process
-from cryptopipe.schemas import ConfigError, load_settings
+from cryptopipe.runtime import (
+    Stop,
+    add_run_arguments,
+    configured,
+    run_service,
+    run_settings_from,
+    stop_process,
+)
+from cryptopipe.schemas import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +143,9 @@ def run(settings: DashboardSettings, stop: Stop) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        run_settings = run_settings_from(args)
-    except ConfigError as exc:
-        print(f"cryptopipe dashboard: {exc}", file=sys.stderr)
+    loaded = configured("dashboard", lambda: (settings_from_args(args), run_settings_from(args)))
+    if loaded is None:
         return 2
+    settings, run_settings = loaded
     stats = run_service("dashboard", run, settings, run_settings=run_settings)
     return int(stats["exit_code"] or 0)

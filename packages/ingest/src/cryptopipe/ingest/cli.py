@@ -14,11 +14,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cryptopipe.ingest.errors import ConfigError
 from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
-from cryptopipe.runtime import Stop, add_run_arguments, required_kafka, run_service, run_settings_from
+from cryptopipe.runtime import (
+    Stop,
+    add_run_arguments,
+    configured,
+    required_kafka,
+    run_service,
+    run_settings_from,
+)
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -64,13 +70,12 @@ def run(settings: IngestSettings, stop: Stop, *, kafka: KafkaSettings | None = N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        kafka = required_kafka()
-        run_settings = run_settings_from(args)
-    except ConfigError as exc:
-        print(f"cryptopipe ingest: {exc}", file=sys.stderr)
+    loaded = configured(
+        "ingest", lambda: (settings_from_args(args), required_kafka(), run_settings_from(args))
+    )
+    if loaded is None:
         return 2
+    settings, kafka, run_settings = loaded
     run_service(
         "ingest",
         lambda s, stop: run(s, stop, kafka=kafka),

@@ -23,6 +23,7 @@ from cryptopipe.runtime.process import stop_process
 from cryptopipe.runtime.service import (
     RunSettings,
     add_run_arguments,
+    configured,
     required_kafka,
     run_service,
     run_settings_from,
@@ -41,6 +42,7 @@ __all__ = [
     "Stop",
     "add_run_arguments",
     "configure_logging",
+    "configured",
     "ensure_topics",
     "environ_of",
     "final_scrape",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,20 @@ def required_kafka() -> KafkaSettings:
             "`cryptopipe up` starts a local broker for you"
         )
     return kafka
+
+
+def configured(component: str, load: Callable[[], S], errors: tuple[type[Exception], ...] = ()) -> S | None:
+    """``load()``, or ``None`` once a wrong configuration is said in one line on stderr.
+
+    The line is ``cryptopipe <component>: <why>``, naming the variable or flag; a CLI then exits 2.
+    A :class:`ConfigError` is a wrong configuration, and so is each of ``errors`` (e.g. a rule
+    that does not parse).
+    """
+    try:
+        return load()
+    except (ConfigError, *errors) as exc:
+        print(f"cryptopipe {component}: {exc}", file=sys.stderr)
+        return None
 
 
 def run_service(

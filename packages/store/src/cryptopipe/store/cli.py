@@ -22,7 +22,14 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from cryptopipe import schemas
-from cryptopipe.runtime import Stop, add_run_arguments, ensure_topics, run_service, run_settings_from
+from cryptopipe.runtime import (
+    Stop,
+    add_run_arguments,
+    configured,
+    ensure_topics,
+    run_service,
+    run_settings_from,
+)
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
 from cryptopipe.store.alerts import AlertSink
 from cryptopipe.store.errors import ConfigError, StoreError
@@ -223,14 +230,14 @@ def _main(
     argv: Sequence[str] | None,
 ) -> int:
     args = parser.parse_args(argv)
-    try:
-        flags = {name: getattr(args, name, None) for name in cls.model_fields}
-        settings = schemas.load_settings(cls, **flags)
-        run_settings = run_settings_from(args)
-        kafka, redis_settings = load_servers()
-    except schemas.ConfigError as exc:
-        print(f"cryptopipe {kind}-consumer: {exc}", file=sys.stderr)
+    flags = {name: getattr(args, name, None) for name in cls.model_fields}
+    loaded = configured(
+        f"{kind}-consumer",
+        lambda: (schemas.load_settings(cls, **flags), run_settings_from(args), *load_servers()),
+    )
+    if loaded is None:
         return 2
+    settings, run_settings, kafka, redis_settings = loaded
     books = run_service(
         f"{kind}-consumer",
         lambda s, stop: run(s, stop, kafka=kafka, redis_settings=redis_settings),
