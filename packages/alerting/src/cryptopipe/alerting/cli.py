@@ -17,17 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptopipe import runtime
 from cryptopipe.alerting.errors import AlertingError
 from cryptopipe.alerting.rules import RuleError, parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings
-from cryptopipe.runtime import (
-    Stop,
-    add_run_arguments,
-    configured,
-    required_kafka,
-    run_service,
-    run_settings_from,
-)
 from cryptopipe.runtime.jvm import JvmError
 from cryptopipe.schemas import KafkaSettings, load_settings
 
@@ -92,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="written (JSON: query, source, express, checkpoint, rules) once the query runs "
         "(ALERTING_READY_FILE)",
     )
-    add_run_arguments(service)
+    runtime.add_run_arguments(service)
     return parser
 
 
@@ -138,7 +131,7 @@ def _threshold(text: str) -> Decimal:
 
 def run(
     settings: AlertingSettings,
-    stop: Stop,
+    stop: runtime.Stop,
     *,
     kafka: KafkaSettings | None = None,
 ) -> JobStats:
@@ -174,22 +167,22 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    loaded = configured(
+    loaded = runtime.configured(
         "alerting",
-        lambda: (settings_from_args(args), required_kafka(), run_settings_from(args)),
+        lambda: (settings_from_args(args), runtime.required_kafka(), runtime.run_settings_from(args)),
         (RuleError,),
     )
     if loaded is None:
         return 2
     settings, kafka, run_settings = loaded
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    stop = Stop()
+    stop = runtime.Stop()
     if args.run_for is not None:
         timer = threading.Timer(args.run_for, stop.set, args=("--run-for",))
         timer.daemon = True
         timer.start()
     try:
-        run_service(
+        runtime.run_service(
             "alerting",
             lambda s, stopping: run(s, stopping, kafka=kafka),
             settings,

@@ -14,17 +14,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cryptopipe import runtime
 from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
-from cryptopipe.runtime import (
-    Stop,
-    add_run_arguments,
-    configured,
-    required_kafka,
-    run_service,
-    run_settings_from,
-)
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -44,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus port, 0 = any free (INGEST_METRICS_PORT)"
     )
     parser.add_argument("--metrics-host", help="Prometheus bind address (INGEST_METRICS_HOST)")
-    add_run_arguments(parser)
+    runtime.add_run_arguments(parser)
     return parser
 
 
@@ -57,7 +50,7 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     return load_settings(**{name: getattr(args, name) for name in _FLAGS})
 
 
-def run(settings: IngestSettings, stop: Stop, *, kafka: KafkaSettings | None = None) -> IngestStats:
+def run(settings: IngestSettings, stop: runtime.Stop, *, kafka: KafkaSettings | None = None) -> IngestStats:
     """Stream until ``stop`` is set, flush, and return the final counts."""
     ingest = Ingest(settings, kafka if kafka is not None else load_shared_settings(KafkaSettings))
 
@@ -70,13 +63,14 @@ def run(settings: IngestSettings, stop: Stop, *, kafka: KafkaSettings | None = N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    loaded = configured(
-        "ingest", lambda: (settings_from_args(args), required_kafka(), run_settings_from(args))
+    loaded = runtime.configured(
+        "ingest",
+        lambda: (settings_from_args(args), runtime.required_kafka(), runtime.run_settings_from(args)),
     )
     if loaded is None:
         return 2
     settings, kafka, run_settings = loaded
-    run_service(
+    runtime.run_service(
         "ingest",
         lambda s, stop: run(s, stop, kafka=kafka),
         settings,
