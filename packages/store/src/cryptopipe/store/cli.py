@@ -1,8 +1,8 @@
 """``cryptopipe prices-consumer`` and ``cryptopipe alerts-consumer``: Kafka -> Redis.
 
-Each is a service on the runtime kit: :func:`run_prices` / :func:`run_alerts` take their settings
-(:mod:`cryptopipe.store.settings`, read from ``PRICES_CONSUMER_*`` / ``ALERTS_CONSUMER_*``) and a
-:class:`~cryptopipe.runtime.Stop`, and return the loop's books. Kafka and Redis come from
+Each is a service on the runtime kit: :func:`run` takes its settings (:mod:`cryptopipe.store.settings`,
+read from ``PRICES_CONSUMER_*`` / ``ALERTS_CONSUMER_*``; their type says which consumer) and a
+:class:`~cryptopipe.runtime.Stop`, and returns the loop's books. Kafka and Redis come from
 KAFKA_BOOTSTRAP_SERVERS / REDIS_URL (and the rest of KafkaSettings and RedisSettings); flags
 override the environment. SIGINT/SIGTERM finish the current batch, commit and exit 0; the books
 (``--stats-json`` or CRYPTOPIPE_STATS_JSON) are written atomically at exit, with the final metrics.
@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from cryptopipe.runtime import (
     run_service,
     run_settings_from,
 )
-from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings, TopicSpec
+from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings
 from cryptopipe.store.alerts import AlertSink
 from cryptopipe.store.errors import ConfigError, StoreError
 from cryptopipe.store.latency import LatencyReservoir
@@ -118,55 +118,21 @@ def load_servers() -> tuple[KafkaSettings, RedisSettings]:
     return kafka, redis_settings
 
 
-def run_prices(
-    settings: PricesConsumerSettings,
-    stop: Stop,
-    *,
-    kafka: KafkaSettings | None = None,
-    redis_settings: RedisSettings | None = None,
-) -> dict[str, Any]:
-    """The prices consumer until ``stop``: its books (``topic``, ``consumed``, ``written``, ...)."""
-    return _run(
-        "prices",
-        settings,
-        stop,
-        PRICES,
-        lambda client, prefix: PriceSink(client, key_prefix=prefix, history_cap=settings.history_cap),
-        kafka,
-        redis_settings,
-    )
-
-
-def run_alerts(
-    settings: AlertsConsumerSettings,
-    stop: Stop,
-    *,
-    kafka: KafkaSettings | None = None,
-    redis_settings: RedisSettings | None = None,
-) -> dict[str, Any]:
-    """The alerts consumer until ``stop``: its books."""
-    return _run(
-        "alerts",
-        settings,
-        stop,
-        ALERTS,
-        lambda client, prefix: AlertSink(client, key_prefix=prefix, feed_cap=settings.feed_cap),
-        kafka,
-        redis_settings,
-    )
-
-
-def _run(
-    kind: str,
+def run(
     settings: ConsumerSettings,
     stop: Stop,
-    topic_spec: TopicSpec,
-    make_sink: Callable[[Any, str], Sink[Any]],
-    kafka: KafkaSettings | None,
-    redis_settings: RedisSettings | None,
+    *,
+    kafka: KafkaSettings | None = None,
+    redis_settings: RedisSettings | None = None,
 ) -> dict[str, Any]:
-    """One consumer loop, stopped by ``stop``. A store failure ends it too: the books then carry
-    ``error``, so whoever reads them sees why and what was written before."""
+    """The prices or alerts consumer (by the type of ``settings``) until ``stop``: its books
+    (``topic``, ``consumed``, ``written``, ...).
+
+    A store failure ends it too: the books then carry ``error``, so whoever reads them sees why and
+    what was written before.
+    """
+    prices = isinstance(settings, PricesConsumerSettings)
+    kind, topic_spec = ("prices", PRICES) if prices else ("alerts", ALERTS)
     if kafka is None or redis_settings is None:
         kafka, redis_settings = load_servers()
     topic = topic_spec.with_prefix(kafka.topic_prefix)
@@ -180,7 +146,7 @@ def _run(
     books: dict[str, Any] = {"topic": topic.name}
     try:
         loop = ConsumerLoop(
-            make_sink(client, redis_settings.key_prefix),
+            _sink(settings, client, redis_settings.key_prefix),
             kafka=kafka,
             topic=topic.name,
             group_id=settings.group,
@@ -201,6 +167,12 @@ def _run(
             reservoir.write_json(settings.latency_samples)
             logger.info("wrote %d latency samples to %s", len(reservoir.samples), settings.latency_samples)
     return books
+
+
+def _sink(settings: ConsumerSettings, client: Any, key_prefix: str) -> Sink[Any]:
+    if isinstance(settings, PricesConsumerSettings):
+        return PriceSink(client, key_prefix=key_prefix, history_cap=settings.history_cap)
+    return AlertSink(client, key_prefix=key_prefix, feed_cap=settings.feed_cap)
 
 
 def _run_until(loop: ConsumerLoop[Any], stop: Stop) -> None:
@@ -226,7 +198,6 @@ def _main(
     kind: str,
     parser: argparse.ArgumentParser,
     cls: type[ConsumerSettings],
-    run: Callable[..., dict[str, Any]],
     argv: Sequence[str] | None,
 ) -> int:
     args = parser.parse_args(argv)
@@ -249,7 +220,7 @@ def _main(
 
 def prices_main(argv: Sequence[str] | None = None) -> int:
     """``cryptopipe prices-consumer``."""
-    return _main("prices", build_parser(), PricesConsumerSettings, run_prices, argv)
+    return _main("prices", build_parser(), PricesConsumerSettings, argv)
 
 
 main = prices_main
@@ -257,7 +228,7 @@ main = prices_main
 
 def alerts_main(argv: Sequence[str] | None = None) -> int:
     """``cryptopipe alerts-consumer``."""
-    return _main("alerts", build_alerts_parser(), AlertsConsumerSettings, run_alerts, argv)
+    return _main("alerts", build_alerts_parser(), AlertsConsumerSettings, argv)
 
 
 if __name__ == "__main__":
