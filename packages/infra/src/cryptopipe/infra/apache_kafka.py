@@ -26,6 +26,7 @@ from cryptopipe.infra.errors import InfraError, ServerStartError
 from cryptopipe.infra.kafka import LoopbackBroker, tcp_then_metadata
 from cryptopipe.infra.process import free_port
 from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
+from cryptopipe.runtime.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def start_apache_kafka(
     return broker
 
 
-class KafkaCluster:
+class KafkaCluster(StartStop):
     """``n`` Apache Kafka nodes on loopback forming one KRaft cluster (static controller quorum).
 
     Use as a context manager, or :meth:`start` / :meth:`stop`. ``brokers[i]`` is node ``i + 1``;
@@ -261,6 +262,10 @@ class KafkaCluster:
     @property
     def kind(self) -> str:
         return f"apache-kafka {self.version} ({self.size}-broker cluster)"
+
+    @property
+    def _started(self) -> bool:
+        return bool(self.brokers)
 
     def start(self, ready_timeout: float = 120.0) -> KafkaCluster:
         java = find_java(MIN_JAVA)
@@ -315,11 +320,3 @@ class KafkaCluster:
             if b.node_id == node_id:
                 return b
         raise InfraError(f"no broker with node id {node_id} in {self.bootstrap_servers}")
-
-    def __enter__(self) -> KafkaCluster:
-        if not self.brokers:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -28,10 +28,10 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from cryptopipe.infra.errors import ServerStartError
+from cryptopipe.runtime.lifecycle import StartStop
 from cryptopipe.runtime.process import stop_process
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-class LocalServer:
+class LocalServer(StartStop):
     """One child server process with its own temp dir and log file.
 
     ``ready`` is called repeatedly (with this server) until it returns True or the deadline
@@ -150,6 +150,10 @@ class LocalServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def _started(self) -> bool:
+        return self._proc is not None
 
     @property
     def argv(self) -> list[str]:
@@ -295,16 +299,6 @@ class LocalServer:
     def _cleanup_dir(self) -> None:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self: S) -> S:
-        if self._proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"LocalServer({self.name!r}, pid={self.pid})"

@@ -24,8 +24,9 @@ import struct
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, TypeVar
+
+from cryptopipe.runtime.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-class TcpProxy:
+class TcpProxy(StartStop):
     """Forward ``listen_host:port`` to ``target``, with :meth:`pause` and :meth:`resume`.
 
     ``target`` may be set (or changed) after start; it is read for each new connection. While
@@ -110,6 +111,10 @@ class TcpProxy:
     def active_connections(self) -> int:
         return len(self._links)
 
+    @property
+    def _started(self) -> bool:
+        return self._loop is not None
+
     def start(self) -> TcpProxy:
         if self._loop is not None:
             raise RuntimeError("TcpProxy already started")
@@ -141,14 +146,6 @@ class TcpProxy:
         thread.join(5)
         loop.close()
         self._loop = self._thread = None
-
-    def __enter__(self) -> TcpProxy:
-        return self.start() if self._loop is None else self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         if self._loop is None:

@@ -17,8 +17,9 @@ import socket
 import struct
 import threading
 import time
-from types import TracebackType
 from typing import Literal
+
+from cryptopipe.runtime.lifecycle import StartStop
 
 Behaviour = Literal["answer", "silent", "kiss", "unsynchronised", "stray_first"]
 
@@ -31,7 +32,7 @@ def _to_ntp(unix_ns: int) -> int:
     return ((seconds + _NTP_EPOCH_OFFSET_S) << 32) | ((rest << 32) // 1_000_000_000)
 
 
-class NtpResponder:
+class NtpResponder(StartStop):
     """An NTP server on ``host:port`` (port 0: any free port) whose clock is ``offset_ms`` ahead."""
 
     def __init__(self, offset_ms: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -53,14 +54,6 @@ class NtpResponder:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
-
-    def __enter__(self) -> NtpResponder:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _now(self) -> int:
         return _to_ntp(time.time_ns() + self.offset_ns)
