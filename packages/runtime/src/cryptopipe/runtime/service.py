@@ -81,9 +81,10 @@ def configured(component: str, load: Callable[[], S], errors: tuple[type[Excepti
     A :class:`ConfigError` is a wrong configuration, and so is each of ``errors`` (e.g. a rule
     that does not parse).
     """
+    wrong: tuple[type[Exception], ...] = (ConfigError, *errors)
     try:
         return load()
-    except (ConfigError, *errors) as exc:
+    except wrong as exc:
         print(f"cryptopipe {component}: {exc}", file=sys.stderr)
         return None
 
