@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -137,33 +137,27 @@ class _Produced:
         return self.receives[symbol][index] if index < len(times) else None
 
 
+@dataclass(eq=False, repr=False)
 class _Producer(threading.Thread):
     """Trades at a fixed rate, round-robin over symbols; each window gets a threshold crossing."""
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        topic: str,
-        rate: float,
-        seconds: float,
-        symbols: list[str],
-        window_us: int,
-        move: Decimal,
-    ) -> None:
+    kafka: InitVar[KafkaSettings]
+    topic: str
+    rate: float
+    seconds: float
+    symbols: list[str]
+    window_us: int
+    move: Decimal
+    produced: _Produced = field(default_factory=_Produced, init=False)
+    error: BaseException | None = field(default=None, init=False)
+
+    def __post_init__(self, kafka: KafkaSettings) -> None:
         super().__init__(name="bench-producer", daemon=True)
         from confluent_kafka import Producer
 
         self.producer = Producer(
             {**kafka.client_config(), "linger.ms": 1, "enable.idempotence": True, "partitioner": PARTITIONER}
         )
-        self.topic = topic
-        self.rate = rate
-        self.seconds = seconds
-        self.symbols = symbols
-        self.window_us = window_us
-        self.move = move
-        self.produced = _Produced()
-        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
