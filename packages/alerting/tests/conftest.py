@@ -7,6 +7,7 @@ unique topic prefix) with its own checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -111,18 +112,8 @@ def read_alerts(kafka: KafkaSettings, timeout: float = 5.0) -> list[Alert]:
 
 
 def identity(alert: Alert) -> WindowAlert:
-    """The comparable part of an alert (no timing fields)."""
-    return WindowAlert(
-        rule=alert.rule,
-        symbol=alert.symbol,
-        window_start_us=alert.window_start_us,
-        kind=alert.kind,
-        window_end_us=alert.window_end_us,
-        side=alert.side,
-        open=alert.open,
-        close=alert.close,
-        pct_change=alert.pct_change,
-    )
+    """The comparable part of an alert (no timing fields): its values of WindowAlert's fields."""
+    return WindowAlert(**{f.name: getattr(alert, f.name) for f in dataclasses.fields(WindowAlert)})
 
 
 @pytest.fixture(scope="session")
