@@ -11,6 +11,12 @@ Early-alert latency (``early_alert_latency_ms``): alert in Redis minus the recei
 that crossed the threshold (the job's ``trigger_receive_time_us``).
 The bench knows every trade it produced, so it computes that trigger itself and cross-checks the
 job's own ``trigger_receive_time_us``. Windows that end during ``--warmup`` are left out.
+
+Floors, measured in the same run on the same servers once the job has stopped (the broker warm):
+the raw broker round trip (``floor_broker_rtt_ms``, as ``bench prices`` measures it) and a raw
+Redis ``SET`` (``floor_redis_set_ms``). ``ratio_early_p99_to_floor`` and
+``ratio_final_p99_to_floor`` divide the alert latencies' p99 by the broker floor's p99; an alert's
+path crosses the broker twice (trades in, alerts out) and writes Redis once.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import redis
 from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.cli.bench_prices import floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
@@ -53,6 +60,7 @@ from cryptopipe.schemas import (
 )
 from cryptopipe.schemas.topics import PARTITIONER
 from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
+from cryptopipe.store.bench import measure_redis_set_floor
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting"
     )
     parser.add_argument("--checkpoint-dir", type=Path, help="default: a temporary directory")
+    parser.add_argument(
+        "--floor-samples", type=int, default=500, help="broker round trips and Redis SETs (default 500)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -226,6 +237,8 @@ class _Run:
     rows_read: int
     alerts_published: int
     express_published: int | None
+    floor_broker_ms: list[float]
+    floor_redis_ms: list[float]
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -263,7 +276,7 @@ def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
         # everything and for their alerts.
         closable_until = (producer.produced.last_us or measure_from_us) - args.watermark_delay_ms * 1000
         _await_alerts(job, producer.produced.count, written, window_us, closable_until)
-        return _Run(
+        run = _Run(
             kafka=kafka_endpoint,
             redis=redis_endpoint,
             source_kind=job.source_kind,
@@ -276,7 +289,15 @@ def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
             rows_read=sum(int(p.numInputRows or 0) for p in job.recorder.progress),
             alerts_published=job.stats.alerts_published,
             express_published=job.express.stats.alerts_published if job.express is not None else None,
+            floor_broker_ms=[],
+            floor_redis_ms=[],
         )
+        job.close()  # the floors go alone on the servers the run has warmed up
+        logger.warning("floors: %d broker round trips and Redis SETs", args.floor_samples)
+        run.floor_broker_ms = measure_broker_rtt(kafka_endpoint, args.floor_samples)
+        redis_url = redis_endpoint.url.get_secret_value()
+        run.floor_redis_ms = measure_redis_set_floor(redis_url, args.floor_samples)
+        return run
 
 
 def _start_alerts_consumer(
@@ -432,6 +453,8 @@ def _micro_batches(progress: Sequence[Any]) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[str, Any]:
     produced = run.produced.count
+    latencies = _latencies(args, rules, run)
+    floor = floor_ms(run.floor_broker_ms)
     return {
         "config": {
             "rate": args.rate,
@@ -451,7 +474,11 @@ def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[
         "source": run.source_kind,
         "mode": MODE,
         "express": run.express_published is not None,
-        **_latencies(args, rules, run),
+        **latencies,
+        "floor_broker_rtt_ms": floor,
+        "floor_redis_set_ms": floor_ms(run.floor_redis_ms),
+        "ratio_early_p99_to_floor": ratio(latencies["early_alert_latency_ms"]["p99"], floor["p99"]),
+        "ratio_final_p99_to_floor": ratio(latencies["final_alert_latency_ms"]["p99"], floor["p99"]),
         **_micro_batches(run.progress),
         "input": {
             "produced": produced,
@@ -506,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  source {result['source']}, mode {result['mode']}, express lane {lane}")
     print(f"  early alert latency (crossing trade -> Redis), ms: {result['early_alert_latency_ms']}")
     print(f"  final alert latency (closing trade -> Redis), ms:  {result['final_alert_latency_ms']}")
+    floors = f"broker round trip {result['floor_broker_rtt_ms']}, Redis SET {result['floor_redis_set_ms']}"
+    print(f"  floors, ms: {floors}")
+    print(
+        f"  p99 / broker floor p99: early {result['ratio_early_p99_to_floor']}, "
+        f"final {result['ratio_final_p99_to_floor']}"
+    )
     print(f"  micro-batch, ms: {result['micro_batch_ms']}")
     print(f"  sustained input rate: {result['sustained_input_rate']} trades/s")
     print(f"  alert latency (trigger ingested -> Redis), s: {_fmt(result['alert_latency_s'])}")

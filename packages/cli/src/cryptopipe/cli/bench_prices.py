@@ -101,6 +101,17 @@ def _pct(values_ms: Sequence[float]) -> dict[str, float | None]:
     return exact_percentiles_ms([round(v * 1000) for v in values_ms])
 
 
+def floor_ms(values_ms: Sequence[float]) -> dict[str, float | None]:
+    """``{p50, p99}`` of floor round trips in ms: the fields every bench reports its floors with."""
+    stats = _pct(values_ms)
+    return {"p50": stats["p50"], "p99": stats["p99"]}
+
+
+def ratio(value: float | None, floor: float | None) -> float | None:
+    """``value / floor`` to 2 places, None when either is missing (or the floor is 0)."""
+    return round(value / floor, 2) if value and floor else None
+
+
 def _up_args(rate: float, base: argparse.Namespace) -> argparse.Namespace:
     return up.build_parser().parse_args(
         [
@@ -366,8 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker_rtt = measure_broker_rtt(kafka, args.floor_samples)
         sustained, best = _ladder(args, kafka, redis, Path(tmp))
     result = _result(args, main_run, broker_rtt, redis_set)
-    cold = _pct(cold_rtt)
-    result["floor_broker_rtt_cold_ms"] = {"p50": cold["p50"], "p99": cold["p99"]}
+    result["floor_broker_rtt_cold_ms"] = floor_ms(cold_rtt)
     result["max_sustained_msgs_per_s"] = best
     result["warmup"] = warmup
     result["ladder"] = sustained
@@ -421,8 +431,7 @@ def _result(
     summary = main_run["summary"]
     books: up.Books = main_run["books"]
     system = exact_percentiles_ms(main_run["latency_us"])
-    floor_broker = _pct(broker_rtt)
-    floor_redis = _pct(redis_set)
+    floor_broker = floor_ms(broker_rtt)
     window = main_run["window"]
     return {
         "broker": summary["broker"],
@@ -450,9 +459,7 @@ def _result(
             name: round(seconds / window["published"] * 1e6, 1) if window["published"] else None
             for name, seconds in main_run["cpu_seconds"].items()
         },
-        "floor_broker_rtt_ms": {"p50": floor_broker["p50"], "p99": floor_broker["p99"]},
-        "floor_redis_set_ms": {"p50": floor_redis["p50"], "p99": floor_redis["p99"]},
-        "ratio_p99_to_floor": (
-            round(system["p99"] / floor_broker["p99"], 2) if system["p99"] and floor_broker["p99"] else None
-        ),
+        "floor_broker_rtt_ms": floor_broker,
+        "floor_redis_set_ms": floor_ms(redis_set),
+        "ratio_p99_to_floor": ratio(system["p99"], floor_broker["p99"]),
     }
