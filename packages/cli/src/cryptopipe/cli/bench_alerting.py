@@ -294,7 +294,7 @@ def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
         )
         job.close()  # the floors go alone on the servers the run has warmed up
         logger.warning("floors: %d broker round trips and Redis SETs", args.floor_samples)
-        run.floor_broker_ms = measure_broker_rtt(kafka_endpoint, args.floor_samples)
+        run.floor_broker_ms = measure_broker_rtt(kafka, args.floor_samples)
         redis_url = redis_endpoint.url.get_secret_value()
         run.floor_redis_ms = measure_redis_set_floor(redis_url, args.floor_samples)
         return run

@@ -1,9 +1,11 @@
 """Producer latency benchmark: produce -> delivery report, for a few producer settings.
 
 Runs the ingest producer configuration (idempotent, ``acks=all``) at a fixed message rate and
-reports p50/p99/max of the time from ``produce()`` to the delivery report, per ``linger.ms`` and
-compression. The chosen defaults in :class:`~cryptopipe.ingest.settings.IngestSettings` come
-from this. Usage::
+reports p50/p95/p99/max of the time from ``produce()`` to the delivery report and the delivered
+throughput, per ``linger.ms`` and compression. The chosen defaults in
+:class:`~cryptopipe.ingest.settings.IngestSettings` come from this. The floor is the raw broker
+round trip (``floor_broker_rtt_ms``, as ``bench prices`` measures it), taken after the sweep on the
+same broker; each result's ``ratio_p99_to_floor`` divides its p99 by the floor's. Usage::
 
     cryptopipe bench ingest-producer --bootstrap 127.0.0.1:9092 --rate 2000 --seconds 5 --json out.json
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from cryptopipe.cli.bench_prices import floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
@@ -42,9 +45,11 @@ class LatencyResult:
     sent: int
     delivered: int
     p50_ms: float
+    p95_ms: float
     p99_ms: float
     max_ms: float
     mean_ms: float
+    throughput_msgs_per_s: float
     load_avg_1m: float
 
 
@@ -84,6 +89,7 @@ def measure(
         producer.produce(topic, payload, b"BTCUSDT" if i % 2 else b"ETHUSDT", on_delivery=delivered(now))
         producer.poll(0)
     producer.flush(30)
+    elapsed_s = (time.perf_counter_ns() - start) / 1e9
     values = sorted(latencies)
     return LatencyResult(
         linger_ms=linger_ms,
@@ -92,11 +98,24 @@ def measure(
         sent=total,
         delivered=len(values),
         p50_ms=round(_percentile(values, 0.50), 3),
+        p95_ms=round(_percentile(values, 0.95), 3),
         p99_ms=round(_percentile(values, 0.99), 3),
         max_ms=round(values[-1], 3) if values else float("nan"),
         mean_ms=round(statistics.fmean(values), 3) if values else float("nan"),
+        throughput_msgs_per_s=round(len(values) / elapsed_s, 1),
         load_avg_1m=os.getloadavg()[0],
     )
+
+
+_HEADER = (
+    f"{'linger.ms':>9} {'compression':>11} {'delivered':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    f" {'max ms':>8} {'msg/s':>8} {'load':>5}"
+)
+
+
+def _row(r: LatencyResult) -> str:
+    row = f"{r.linger_ms:>9g} {r.compression:>11} {r.delivered:>9} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f}"
+    return row + f" {r.p99_ms:>8.2f} {r.max_ms:>8.2f} {r.throughput_msgs_per_s:>8.0f} {r.load_avg_1m:>5.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--linger", default="0,1,5,20", help="comma-separated linger.ms values")
     parser.add_argument("--compression", default="none,lz4", help="comma-separated compression types")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all settings (interleaved)")
+    parser.add_argument("--floor-samples", type=int, default=500, help="broker round trips for the floor")
     parser.add_argument("--json", default="", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
@@ -126,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_topics(kafka, [TopicSpec(topic, 3)])
         results = []
         print(f"broker: {broker_kind} at {bootstrap}; {args.rate} msg/s for {args.seconds} s per run")
-        print(
-            f"{'linger.ms':>9} {'compression':>11} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-        )
+        print(_HEADER)
         for round_ in range(args.repeat):
             for compression in args.compression.split(","):
                 for linger in (float(v) for v in args.linger.split(",")):
@@ -141,9 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         seconds=args.seconds,
                     )
                     results.append(r)
-                    row = f"{r.linger_ms:>9g} {r.compression:>11} {r.delivered:>9} {r.p50_ms:>8.2f}"
-                    row += f" {r.p99_ms:>8.2f} {r.max_ms:>8.2f} {r.load_avg_1m:>5.1f}"
-                    print(f"{row}  (round {round_ + 1})", flush=True)
+                    print(f"{_row(r)}  (round {round_ + 1})", flush=True)
         if args.repeat > 1:
             print("median over rounds:")
             keys = dict.fromkeys((r.linger_ms, r.compression) for r in results)
@@ -152,9 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 p50 = statistics.median(r.p50_ms for r in runs)
                 p99 = statistics.median(r.p99_ms for r in runs)
                 print(f"{linger:>9g} {compression:>11} {'':>9} {p50:>8.2f} {p99:>8.2f}")
+        floor = floor_ms(measure_broker_rtt(kafka, args.floor_samples))
+        print(f"floor (raw broker round trip, ms): {floor}")
+        report = {
+            "broker": broker_kind,
+            "floor_broker_rtt_ms": floor,
+            "results": [asdict(r) | {"ratio_p99_to_floor": ratio(r.p99_ms, floor["p99"])} for r in results],
+        }
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump({"broker": broker_kind, "results": [asdict(r) for r in results]}, fh, indent=2)
+                json.dump(report, fh, indent=2)
     return 0
 
 

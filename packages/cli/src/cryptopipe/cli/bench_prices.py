@@ -57,10 +57,10 @@ def _progress(text: str) -> None:
     print(f"bench prices: {text}", file=sys.stderr, flush=True)
 
 
-def measure_broker_rtt(kafka: KafkaEndpoint, samples: int) -> list[float]:
+def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
     """Produce one record and consume it back, ``samples`` times; round trips in ms."""
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    config = kafka.settings.client_config()
+    config = kafka.client_config()
     producer = Producer({**config, "linger.ms": 0, "acks": "all", "enable.idempotence": True})
     consumer = Consumer(
         {
@@ -71,7 +71,7 @@ def measure_broker_rtt(kafka: KafkaEndpoint, samples: int) -> list[float]:
             "enable.auto.commit": False,
         }
     )
-    ensure_topics(kafka.settings, [TopicSpec(topic, partitions=1)])
+    ensure_topics(kafka, [TopicSpec(topic, partitions=1)])
     try:
         producer.produce(topic, b"warm-up", partition=0)
         producer.flush(30)
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis = resolve_redis(RedisSettings(), stack=stack)
         _progress(f"broker {kafka}; redis {redis}")
         _progress(f"floors: {args.floor_samples} broker round trips and Redis SETs")
-        cold_rtt = measure_broker_rtt(kafka, args.floor_samples)
+        cold_rtt = measure_broker_rtt(kafka.settings, args.floor_samples)
         redis_set = measure_redis_set_floor(redis.url.get_secret_value(), args.floor_samples)
         warmup = _warm_up(args, kafka, redis, Path(tmp))
         _progress(
@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # compiled its request path (measured: p99 12-18 ms cold, about 1 ms warm), and a ratio to
         # a cold floor would flatter the pipeline.
         _progress(f"floor again on the warm broker: {args.floor_samples} round trips")
-        broker_rtt = measure_broker_rtt(kafka, args.floor_samples)
+        broker_rtt = measure_broker_rtt(kafka.settings, args.floor_samples)
         sustained, best = _ladder(args, kafka, redis, Path(tmp))
     result = _result(args, main_run, broker_rtt, redis_set)
     result["floor_broker_rtt_cold_ms"] = floor_ms(cold_rtt)
