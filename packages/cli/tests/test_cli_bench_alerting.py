@@ -3,35 +3,19 @@ scripts depend on (latencies, floors and their ratios) are there and consistent.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 pytestmark = pytest.mark.slow
 
 
-def test_bench_alerting_measures_every_window_and_reports_its_floors(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings
-) -> None:
-    out = tmp_path / "bench.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-    }
-    argv = [sys.executable, "-m", "cryptopipe.cli", "bench", "alerting", "--rate", "300", "--duration", "6"]
-    argv += ["--warmup", "2", "--symbols", "2", "--rule", "2s:0.2%;2s:0.2%:early:name=2s-early"]
-    argv += ["--floor-samples", "30", "--json", str(out)]
+def test_bench_alerting_measures_every_window_and_reports_its_floors(tmp_path: Path, run_bench: Any) -> None:
+    argv = ["alerting", "--rate", "300", "--duration", "6", "--warmup", "2", "--symbols", "2"]
+    argv += ["--rule", "2s:0.2%;2s:0.2%:early:name=2s-early", "--floor-samples", "30"]
     argv += ["--checkpoint-dir", str(tmp_path / "checkpoint")]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(out.read_text())
+    result, figures = run_bench(*argv, timeout=300)
 
     assert figures["mode"] == "micro-batch"
     assert figures["express"] is True

@@ -3,10 +3,7 @@ depend on (percentiles, throughput, the floor and each setting's ratio to it).""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,15 +13,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_ingest_producer_reports_each_setting_against_the_floor(
-    tmp_path: Path, kafka_settings: KafkaSettings
+    kafka_settings: KafkaSettings, run_bench: Any
 ) -> None:
-    out = tmp_path / "bench.json"
-    argv = [sys.executable, "-m", "cryptopipe.cli", "bench", "ingest-producer"]
-    argv += ["--bootstrap", kafka_settings.bootstrap_servers, "--rate", "400", "--seconds", "1"]
-    argv += ["--linger", "0,3", "--compression", "none", "--floor-samples", "30", "--json", str(out)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(out.read_text())
+    argv = ["ingest-producer", "--bootstrap", kafka_settings.bootstrap_servers, "--rate", "400"]
+    argv += ["--seconds", "1", "--linger", "0,3", "--compression", "none", "--floor-samples", "30"]
+    result, report = run_bench(*argv, timeout=120)
 
     floor = report["floor_broker_rtt_ms"]
     assert set(floor) == {"p50", "p99"}

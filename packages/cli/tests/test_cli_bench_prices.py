@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
-
-from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 pytestmark = pytest.mark.slow
 
 
-def test_bench_prices_writes_its_figures_and_balances_its_books(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings
-) -> None:
-    out = tmp_path / "bench.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "REDIS_URL": redis_settings.url.get_secret_value(),
-    }
-    argv = [sys.executable, "-m", "cryptopipe.cli", "bench", "prices", "--rate", "300", "--duration", "4"]
-    argv += ["--warmup", "2", "--ladder", "300", "--step-seconds", "3", "--floor-samples", "30"]
-    argv += ["--json", str(out)]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(out.read_text())
+def test_bench_prices_writes_its_figures_and_balances_its_books(run_bench: Any) -> None:
+    argv = ["prices", "--rate", "300", "--duration", "4", "--warmup", "2", "--ladder", "300"]
+    argv += ["--step-seconds", "3", "--floor-samples", "30"]
+    result, figures = run_bench(*argv, timeout=240)
     assert figures["with_alerting"] is False
     assert figures["trades_published"] > 0
     assert figures["prices_written"] == figures["trades_published"]
