@@ -75,9 +75,9 @@ def required_kafka() -> KafkaSettings:
 
 
 def configured(component: str, load: Callable[[], S], errors: tuple[type[Exception], ...] = ()) -> S | None:
-    """``load()``, or ``None`` once a wrong configuration is said in one line on stderr.
+    """``load()``, or ``None`` once a wrong configuration is said on stderr.
 
-    The line is ``cryptopipe <component>: <why>``, naming the variable or flag; a CLI then exits 2.
+    It says ``cryptopipe <component>: <why>``, naming each wrong variable or flag; a CLI then exits 2.
     A :class:`ConfigError` is a wrong configuration, and so is each of ``errors`` (e.g. a rule
     that does not parse).
     """
