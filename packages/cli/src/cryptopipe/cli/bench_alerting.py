@@ -44,7 +44,7 @@ import redis
 from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
-from cryptopipe.cli.bench_prices import floor_ms, measure_broker_rtt, ratio
+from cryptopipe.cli.bench import floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (

@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from cryptopipe.cli.bench_prices import floor_ms, measure_broker_rtt, ratio
+from cryptopipe.cli.bench import floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings

@@ -41,75 +41,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.cli import up
-from cryptopipe.cli.bench import bench_parser
+from cryptopipe.cli.bench import bench_parser, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.observability import Scrape, exact_percentiles_ms
 from cryptopipe.observability import metrics as m
-from cryptopipe.runtime import ensure_topics
-from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, TopicSpec
+from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings
 from cryptopipe.store.bench import measure_redis_set_floor
 
 
 def _progress(text: str) -> None:
     print(f"bench prices: {text}", file=sys.stderr, flush=True)
-
-
-def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
-    """Produce one record and consume it back, ``samples`` times; round trips in ms."""
-    topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    config = kafka.client_config()
-    producer = Producer({**config, "linger.ms": 0, "acks": "all", "enable.idempotence": True})
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": topic,
-            "fetch.wait.max.ms": 1,
-            "fetch.min.bytes": 1,
-            "enable.auto.commit": False,
-        }
-    )
-    ensure_topics(kafka, [TopicSpec(topic, partitions=1)])
-    try:
-        producer.produce(topic, b"warm-up", partition=0)
-        producer.flush(30)
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + 30
-        while consumer.poll(0.5) is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError("broker floor: the warm-up record never came back")
-        rtts = []
-        for i in range(samples):
-            start = time.perf_counter_ns()
-            producer.produce(topic, str(i).encode(), partition=0)
-            producer.poll(0)
-            message = None
-            while message is None or message.error() is not None:
-                message = consumer.poll(5.0)
-                if message is None:
-                    raise RuntimeError("broker floor: a record did not come back within 5 s")
-            rtts.append((time.perf_counter_ns() - start) / 1e6)
-        return rtts
-    finally:
-        consumer.close()
-        producer.flush(5)
-
-
-def _pct(values_ms: Sequence[float]) -> dict[str, float | None]:
-    return exact_percentiles_ms([round(v * 1000) for v in values_ms])
-
-
-def floor_ms(values_ms: Sequence[float]) -> dict[str, float | None]:
-    """``{p50, p99}`` of floor round trips in ms: the fields every bench reports its floors with."""
-    stats = _pct(values_ms)
-    return {"p50": stats["p50"], "p99": stats["p99"]}
-
-
-def ratio(value: float | None, floor: float | None) -> float | None:
-    """``value / floor`` to 2 places, None when either is missing (or the floor is 0)."""
-    return round(value / floor, 2) if value and floor else None
 
 
 def _up_args(rate: float, base: argparse.Namespace) -> argparse.Namespace:
