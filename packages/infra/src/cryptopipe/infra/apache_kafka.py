@@ -38,6 +38,15 @@ LOG4J_VERSION = "2.24.3"
 MIN_JAVA = 17
 DEFAULT_HEAP = "512m"
 _LOOPBACK = "127.0.0.1"
+GC_OPTIONS = ("-XX:+UseZGC",)
+"""The broker's garbage collector: ZGC, whose pauses stay under a millisecond.
+
+Measured with ``bench prices --rate 2000`` (ingest ``linger.ms`` 0, 40 s after a 20 s warm-up): G1
+(``MaxGCPauseMillis=20``) paused the broker 8-20 times in 42 s for 16-18 ms each, and every pause
+held up the ~35 trades that arrived in it: system latency p99 11.1-15.6 ms. ZGC, same runs: p99
+5.9-8.0 ms at the same broker CPU per trade (208 against 208-224 µs). The heap is committed at
+start (``-Xms`` = ``-Xmx``) so that the collector never resizes it under load.
+"""
 
 _LOG4J2 = """\
 status = warn
@@ -112,7 +121,7 @@ class ApacheKafkaBroker(LoopbackBroker):
         self._overrides = dict(overrides or {})
         classpath = f"{libs}/*"
         argv = [
-            java.executable, f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java.executable, f"-Xmx{heap}", f"-Xms{heap}", *GC_OPTIONS,
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
             "-Dlog4j2.configurationFile={workdir}/log4j2.properties",
             "-cp", classpath, "kafka.Kafka", "{workdir}/server.properties",
