@@ -4,11 +4,13 @@ writes JSON with ``--json PATH``. Figures are reported next to a floor measured 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -35,8 +37,10 @@ def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     )
 
 
-def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
-    """Produce one record and consume it back, ``samples`` times; round trips in ms."""
+@contextlib.contextmanager
+def _round_trip_clients(kafka: KafkaSettings) -> Iterator[tuple[str, Producer, Consumer]]:
+    """A fresh one-partition topic with a raw producer (linger 0, idempotent, ``acks=all``) and a
+    consumer at its start, once a first record has gone round: the floors' bare clients."""
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
     config = kafka.client_config()
     producer = Producer({**config, "linger.ms": 0, "acks": "all", "enable.idempotence": True})
@@ -51,13 +55,22 @@ def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
     )
     ensure_topics(kafka, [TopicSpec(topic, partitions=1)])
     try:
-        producer.produce(topic, b"warm-up", partition=0)
+        producer.produce(topic, b"0", partition=0)
         producer.flush(30)
         consumer.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 30
         while consumer.poll(0.5) is None:
             if time.monotonic() > deadline:
                 raise RuntimeError("broker floor: the warm-up record never came back")
+        yield topic, producer, consumer
+    finally:
+        consumer.close()
+        producer.flush(5)
+
+
+def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
+    """Produce one record and consume it back, ``samples`` times; round trips in ms."""
+    with _round_trip_clients(kafka) as (topic, producer, consumer):
         rtts = []
         for i in range(samples):
             start = time.perf_counter_ns()
@@ -70,9 +83,48 @@ def measure_broker_rtt(kafka: KafkaSettings, samples: int) -> list[float]:
                     raise RuntimeError("broker floor: a record did not come back within 5 s")
             rtts.append((time.perf_counter_ns() - start) / 1e6)
         return rtts
-    finally:
-        consumer.close()
-        producer.flush(5)
+
+
+def measure_broker_rtt_at_rate(kafka: KafkaSettings, rate: float, seconds: float) -> list[float]:
+    """The same raw round trip under load: ``rate`` records/s for ``seconds``, produced on a steady
+    clock while a thread consumes them; each record's time from ``produce()`` to consumed, in ms.
+
+    This is what the broker alone gives at the pipeline's rate on this machine, with no pipeline
+    code on the path: no figure of the pipeline's at that rate can be below it.
+    """
+    count = max(1, round(rate * seconds))
+    rtts: list[float] = []
+    failure: list[BaseException] = []
+
+    def consume(consumer: Consumer) -> None:
+        try:
+            while len(rtts) < count:
+                first = consumer.poll(5.0)
+                if first is None:
+                    return  # said below, once the producer is done
+                now = time.perf_counter_ns()
+                for message in [first, *consumer.consume(num_messages=10_000, timeout=0)]:
+                    if message.error() is None:
+                        rtts.append((now - int(message.value() or b"")) / 1e6)
+        except BaseException as exc:  # raised again in the producing thread
+            failure.append(exc)
+
+    with _round_trip_clients(kafka) as (topic, producer, consumer):
+        reader = threading.Thread(target=consume, args=(consumer,), name="floor-at-rate", daemon=True)
+        reader.start()
+        start = time.perf_counter()
+        for i in range(count):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            producer.produce(topic, str(time.perf_counter_ns()).encode(), partition=0)
+            producer.poll(0)
+        reader.join(timeout=seconds + 30)
+    if failure:
+        raise failure[0]
+    if len(rtts) < count:
+        raise RuntimeError(f"broker floor at rate: {count - len(rtts)} of {count} records did not come back")
+    return rtts
 
 
 def floor_ms(values_ms: Sequence[float]) -> dict[str, float | None]:

@@ -6,6 +6,10 @@ samples, not histogram buckets. Floors are measured in the same run on the same 
 broker round trip (produce one record, consume it) and a raw Redis ``SET``. The broker floor that
 ``ratio_p99_to_floor`` divides by is taken after the main run, on the warmed-up broker;
 ``floor_broker_rtt_cold_ms`` is the same measurement before it, on a broker that may have just started.
+``floor_broker_rtt_at_rate_ms`` is the raw round trip under the run's own load: bare clients produce
+at ``--rate`` for ``--floor-at-rate-seconds`` and consume it back, with no pipeline code on the path
+(``ratio_p99_to_floor_at_rate`` divides by it). It shows how much of the pipeline's tail is the
+broker's own at that rate on this machine.
 The measured run follows an unmeasured warm-up at the same rate (``--warmup``, 30 s) for the same
 reason: a fresh broker JVM spends the first minute of traffic compiling its request path.
 
@@ -43,7 +47,7 @@ from typing import Any
 import psutil
 
 from cryptopipe.cli import up
-from cryptopipe.cli.bench import bench_parser, floor_ms, measure_broker_rtt, ratio
+from cryptopipe.cli.bench import bench_parser, floor_ms, measure_broker_rtt, measure_broker_rtt_at_rate, ratio
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.observability import Scrape, exact_percentiles_ms
 from cryptopipe.observability import metrics as m
@@ -266,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-seconds", type=float, default=6.0)
     parser.add_argument("--floor-samples", type=int, default=500)
     parser.add_argument(
+        "--floor-at-rate-seconds",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="measure the raw broker round trip at --rate this long after the run (default 10; 0 skips it)",
+    )
+    parser.add_argument(
         "--with-alerting",
         action="store_true",
         help="run the Spark alert job beside the prices path (the whole pipeline's figure)",
@@ -318,9 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a cold floor would flatter the pipeline.
         _progress(f"floor again on the warm broker: {args.floor_samples} round trips")
         broker_rtt = measure_broker_rtt(kafka.settings, args.floor_samples)
+        at_rate_rtt: list[float] = []
+        if args.floor_at_rate_seconds > 0:
+            _progress(f"floor at {args.rate:.0f} msg/s: bare clients for {args.floor_at_rate_seconds:.0f} s")
+            at_rate_rtt = measure_broker_rtt_at_rate(kafka.settings, args.rate, args.floor_at_rate_seconds)
         sustained, best = _ladder(args, kafka, redis, Path(tmp))
     result = _result(args, main_run, broker_rtt, redis_set)
     result["floor_broker_rtt_cold_ms"] = floor_ms(cold_rtt)
+    at_rate = floor_ms(at_rate_rtt) if at_rate_rtt else {"p50": None, "p99": None}
+    result["floor_broker_rtt_at_rate_ms"] = at_rate
+    result["ratio_p99_to_floor_at_rate"] = ratio(result["system_latency_ms"]["p99"], at_rate["p99"])
     result["max_sustained_msgs_per_s"] = best
     result["warmup"] = warmup
     result["ladder"] = sustained
@@ -331,8 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_sustained_msgs_per_s",
         "floor_broker_rtt_ms",
         "floor_broker_rtt_cold_ms",
+        "floor_broker_rtt_at_rate_ms",
         "floor_redis_set_ms",
         "ratio_p99_to_floor",
+        "ratio_p99_to_floor_at_rate",
         "unwritten",
         "lost",
         "cpu_seconds",
