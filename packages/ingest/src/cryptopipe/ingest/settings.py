@@ -53,12 +53,13 @@ class IngestSettings(BaseSettings):
     logged at ERROR."""
     delivery_timeout_ms: int = setting("INGEST_DELIVERY_TIMEOUT_MS", 0, ge=0)
     """`message.timeout.ms`; 0 = buffered trades never expire (only the buffer bound limits an outage)."""
-    linger_ms: float = setting("INGEST_LINGER_MS", 3.0, ge=0, le=1000)
+    linger_ms: float = setting("INGEST_LINGER_MS", 1.0, ge=0, le=1000)
     """Producer `linger.ms`: records go in batches instead of one request each, so the broker, the
-    consumer and ingest spend less CPU per trade, and on 2 cores the latency tail is CPU queueing.
-    `bench prices --rate 2000` on Apache Kafka, system latency p50/p99 (ms): 1 ms 4.0/55 and
-    4.8/116, 3 ms 4.5/22.6 and 4.7/25.6, 5 ms 6.2/25.3, 10 ms 9.8/37.0; broker CPU per trade
-    366 µs at 1 ms, 278 µs at 3 ms. At a live rate a trade waits up to this long; 0 sends each at once."""
+    consumer and ingest spend less CPU per trade. `bench prices --rate 2000` on Apache Kafka with
+    ZGC, system latency p50/p95/p99 (ms): 0 ms 1.1-1.3/2.8-3.6/5.9-8.3, 1 ms 2.2-2.4/3.5-4.2/5.5-6.6,
+    3 ms 3.8-4.1/5.5-5.8/6.8-7.4; CPU per trade, all five processes, about 600, 515 and 430 µs.
+    At 20,000 msg/s (2 shards, 2 consumers) 1 ms keeps up with the broker at 17 µs per trade. At
+    a live rate a trade waits up to this long; 0 sends each at once."""
     compression: Compression = setting("INGEST_COMPRESSION", "none")
     """Producer `compression.type`: none, lz4, zstd, snappy, gzip."""
     flush_timeout_s: float = setting("INGEST_FLUSH_TIMEOUT_S", 10.0, ge=0)
