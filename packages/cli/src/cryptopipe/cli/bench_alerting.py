@@ -44,7 +44,7 @@ import redis
 from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
-from cryptopipe.cli.bench import floor_ms, measure_broker_rtt, ratio
+from cryptopipe.cli.bench import FLOOR_SAMPLES, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint-dir", type=Path, help="default: a temporary directory")
     parser.add_argument(
-        "--floor-samples", type=int, default=500, help="broker round trips and Redis SETs (default 500)"
+        "--floor-samples",
+        type=int,
+        default=FLOOR_SAMPLES,
+        help=f"broker round trips and Redis SETs (default {FLOOR_SAMPLES})",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from cryptopipe.cli.bench import floor_ms, measure_broker_rtt, ratio
+from cryptopipe.cli.bench import FLOOR_SAMPLES, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
@@ -130,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--linger", default="0,1,5,20", help="comma-separated linger.ms values")
     parser.add_argument("--compression", default="none,lz4", help="comma-separated compression types")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all settings (interleaved)")
-    parser.add_argument("--floor-samples", type=int, default=500, help="broker round trips for the floor")
+    parser.add_argument(
+        "--floor-samples",
+        type=int,
+        default=FLOOR_SAMPLES,
+        help=f"broker round trips for the floor (default {FLOOR_SAMPLES})",
+    )
     parser.add_argument("--json", default="", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:

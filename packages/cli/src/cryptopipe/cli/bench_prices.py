@@ -47,7 +47,14 @@ from typing import Any
 import psutil
 
 from cryptopipe.cli import up
-from cryptopipe.cli.bench import bench_parser, floor_ms, measure_broker_rtt, measure_broker_rtt_at_rate, ratio
+from cryptopipe.cli.bench import (
+    FLOOR_SAMPLES,
+    bench_parser,
+    floor_ms,
+    measure_broker_rtt,
+    measure_broker_rtt_at_rate,
+    ratio,
+)
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.observability import Scrape, exact_percentiles_ms
 from cryptopipe.observability import metrics as m
@@ -268,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="offered rates for max_sustained_msgs_per_s; empty string skips it",
     )
     parser.add_argument("--step-seconds", type=float, default=6.0)
-    parser.add_argument("--floor-samples", type=int, default=500)
+    parser.add_argument(
+        "--floor-samples",
+        type=int,
+        default=FLOOR_SAMPLES,
+        help=f"broker round trips and Redis SETs per idle floor (default {FLOOR_SAMPLES})",
+    )
     parser.add_argument(
         "--floor-at-rate-seconds",
         type=float,
