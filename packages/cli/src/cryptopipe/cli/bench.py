@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.observability import exact_percentiles_ms
 from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 BENCHES = {
@@ -42,22 +44,21 @@ def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     )
 
 
+_PING_PONG_FETCH: Mapping[str, Any] = {"fetch.wait.max.ms": 1, "fetch.min.bytes": 1}
+"""The idle floor's consumer: one record at a time, so an empty fetch is answered within 1 ms."""
+
+
 @contextlib.contextmanager
-def _round_trip_clients(kafka: KafkaSettings) -> Iterator[tuple[str, Producer, Consumer]]:
+def _round_trip_clients(
+    kafka: KafkaSettings, fetch: Mapping[str, Any] = _PING_PONG_FETCH
+) -> Iterator[tuple[str, Producer, Consumer]]:
     """A fresh one-partition topic with a raw producer (linger 0, idempotent, ``acks=all``) and a
-    consumer at its start, once a first record has gone round: the floors' bare clients."""
+    consumer at its start (``fetch`` settings), once a first record has gone round: the floors'
+    bare clients."""
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
     config = kafka.client_config()
     producer = Producer({**config, "linger.ms": 0, "acks": "all", "enable.idempotence": True})
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": topic,
-            "fetch.wait.max.ms": 1,
-            "fetch.min.bytes": 1,
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer({**config, **fetch, "group.id": topic, "enable.auto.commit": False})
     ensure_topics(kafka, [TopicSpec(topic, partitions=1)])
     try:
         producer.produce(topic, b"0", partition=0)
@@ -95,7 +96,9 @@ def measure_broker_rtt_at_rate(kafka: KafkaSettings, rate: float, seconds: float
     clock while a thread consumes them; each record's time from ``produce()`` to consumed, in ms.
 
     This is what the broker alone gives at the pipeline's rate on this machine, with no pipeline
-    code on the path: no figure of the pipeline's at that rate can be below it.
+    code on the path. The consumer fetches as the prices consumer does (``LOW_LATENCY_FETCH``):
+    the idle floor's 1 ms fetch wait would add a thousand empty fetches a second to the broker's
+    load and so make this floor, and every ratio to it, look better than the broker is.
     """
     count = max(1, round(rate * seconds))
     rtts: list[float] = []
@@ -114,7 +117,7 @@ def measure_broker_rtt_at_rate(kafka: KafkaSettings, rate: float, seconds: float
         except BaseException as exc:  # raised again in the producing thread
             failure.append(exc)
 
-    with _round_trip_clients(kafka) as (topic, producer, consumer):
+    with _round_trip_clients(kafka, LOW_LATENCY_FETCH) as (topic, producer, consumer):
         reader = threading.Thread(target=consume, args=(consumer,), name="floor-at-rate", daemon=True)
         reader.start()
         start = time.perf_counter()
