@@ -53,3 +53,11 @@ def test_the_floor_at_rate_times_every_record_it_paced(kafka_settings: KafkaSett
     assert max(rtts) < elapsed * 1000  # no record is timed from before the run began
     # Paced, not sent in one burst: the last record left about a second after the first.
     assert elapsed >= 0.99
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(0, 1.0), (-5, 1.0), (500, 0)])
+def test_the_floor_at_rate_refuses_a_rate_or_time_of_zero(
+    kafka_settings: KafkaSettings, rate: float, seconds: float
+) -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        measure_broker_rtt_at_rate(kafka_settings, rate=rate, seconds=seconds)

@@ -100,14 +100,17 @@ def measure_broker_rtt_at_rate(kafka: KafkaSettings, rate: float, seconds: float
     the idle floor's 1 ms fetch wait would add a thousand empty fetches a second to the broker's
     load and so make this floor, and every ratio to it, look better than the broker is.
     """
+    if rate <= 0 or seconds <= 0:
+        raise ValueError(f"the floor at rate needs a rate and a time above 0, got {rate}/s for {seconds} s")
     count = max(1, round(rate * seconds))
+    quiet_s = max(5.0, 2.0 / rate)  # longer than any gap the producer leaves on purpose
     rtts: list[float] = []
     failure: list[BaseException] = []
 
     def consume(consumer: Consumer) -> None:
         try:
             while len(rtts) < count:
-                first = consumer.poll(5.0)
+                first = consumer.poll(quiet_s)
                 if first is None:
                     return  # said below, once the producer is done
                 now = time.perf_counter_ns()
