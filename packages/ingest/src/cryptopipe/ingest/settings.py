@@ -56,10 +56,10 @@ class IngestSettings(BaseSettings):
     linger_ms: float = setting("INGEST_LINGER_MS", 1.0, ge=0, le=1000)
     """Producer `linger.ms`: records go in batches instead of one request each, so the broker, the
     consumer and ingest spend less CPU per trade. `bench prices --rate 2000` on Apache Kafka with
-    ZGC, system latency p50/p95/p99 (ms): 0 ms 1.1-1.3/2.8-3.6/5.9-8.3, 1 ms 2.2-2.4/3.5-4.2/5.5-6.6,
-    3 ms 3.8-4.1/5.5-5.8/6.8-7.4; CPU per trade, all five processes, about 600, 515 and 430 µs.
-    At 20,000 msg/s (2 shards, 2 consumers) 1 ms keeps up with the broker at 17 µs per trade. At
-    a live rate a trade waits up to this long; 0 sends each at once."""
+    ZGC, system latency p50/p95/p99 (ms): 0 ms 0.8/1.9-2.0/3.6-4.2 at 500-520 µs of CPU per trade
+    (all processes), 1 ms 1.9/2.8/4.3 at 430 µs; in a busier hour 1 ms 2.2/3.6/5.9 and 3 ms
+    4.0/5.7/7.1. At 20,000 msg/s (2 shards, 2 consumers) 1 ms kept up (lag at most 722 trades) and
+    0 ms did not (13,831). At a live rate a trade waits up to this long; 0 sends each at once."""
     compression: Compression = setting("INGEST_COMPRESSION", "none")
     """Producer `compression.type`: none, lz4, zstd, snappy, gzip."""
     flush_timeout_s: float = setting("INGEST_FLUSH_TIMEOUT_S", 10.0, ge=0)
