@@ -27,6 +27,12 @@ def test_bench_prices_writes_its_figures_and_balances_its_books(run_bench: Any) 
     assert figures["warmup"]["trades_published"] > 0
     for key in ("p50", "p95", "p99"):
         assert figures["system_latency_ms"][key] is not None
+    stages = figures["system_latency_stages_ms"]
+    assert set(stages) == {"receive_to_fetch", "fetch_to_written", "p99_tail_mean_ms"}
+    for stage in ("receive_to_fetch", "fetch_to_written"):
+        assert (
+            0 <= stages[stage]["p50"] <= stages[stage]["p99"] <= figures["system_latency_ms"]["p99"] * 1.0001
+        )
     assert set(figures["floor_broker_rtt_ms"]) == {"p50", "p99"}
     assert set(figures["floor_broker_rtt_cold_ms"]) == {"p50", "p99"}
     assert set(figures["floor_redis_set_ms"]) == {"p50", "p99"}

@@ -175,13 +175,41 @@ def test_latency_reservoir_keeps_system_and_e2e_samples_paired_when_it_replaces(
         paired.add(values, [v + 1_000_000 for v in values])
     assert len(paired.e2e_samples) == len(paired.samples) == 10
     assert [e - s for s, e in zip(paired.samples, paired.e2e_samples, strict=True)] == [1_000_000] * 10
-    with pytest.raises(ValueError, match="E2E"):
+    with pytest.raises(ValueError, match="2 system samples but 1 e2e samples"):
         paired.add([1, 2], [1])
     unpaired = LatencyReservoir(capacity=10)
     unpaired.add([1, 2], [3, 4])
     unpaired.add([5])  # a batch without E2E: the E2E samples could no longer be paired
     assert unpaired.e2e_samples == []
     assert unpaired.samples == [1, 2, 5]
+
+
+def test_latency_reservoir_keeps_the_fetch_to_written_part_paired_and_writes_it() -> None:
+    """Three figures per trade survive replacement together: system, E2E and the consumer's part."""
+    reservoir = LatencyReservoir(capacity=10, seed=3)
+    for start in range(0, 1000, 100):
+        values = list(range(start, start + 100))
+        reservoir.add(values, [v + 1_000_000 for v in values], [v // 2 for v in values])
+    assert len(reservoir.fetch_to_written_samples) == len(reservoir.samples) == 10
+    assert [s // 2 for s in reservoir.samples] == reservoir.fetch_to_written_samples
+    assert [s + 1_000_000 for s in reservoir.samples] == reservoir.e2e_samples
+    with pytest.raises(ValueError, match="1 system samples but 2 fetch_to_written samples"):
+        reservoir.add([1], [1], [1, 2])
+    # A batch without the split drops it, and only it.
+    reservoir.add([7], [8])
+    assert reservoir.fetch_to_written_samples == []
+    assert len(reservoir.e2e_samples) == len(reservoir.samples)
+
+
+def test_latency_reservoir_json_carries_every_paired_figure(tmp_path: Path) -> None:
+    reservoir = LatencyReservoir()
+    reservoir.add([300, 500], [900, 1200], [100, 100])
+    reservoir.write_json(tmp_path / "samples.json")
+    body = json.loads((tmp_path / "samples.json").read_text())
+    assert body["seen"] == 2
+    assert body["samples_us"] == [300, 500]
+    assert body["e2e_samples_us"] == [900, 1200]
+    assert body["fetch_to_written_samples_us"] == [100, 100]
 
 
 def test_redis_set_floor(redis_settings: RedisSettings) -> None:

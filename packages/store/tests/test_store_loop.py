@@ -80,6 +80,10 @@ def test_trades_reach_redis_and_lag_returns_to_zero(kafka: KafkaEndpoint, rig: P
     # (the sink writes a batch grouped by symbol, so compare as multisets).
     differences = [e2e - system for system, e2e in zip(reservoir.samples, reservoir.e2e_samples, strict=True)]
     assert sorted(differences) == sorted(t.receive_time_us - t.trade_time_us for t in trades)
+    # The consumer's own part (poll returned -> Redis answered) is a part of each system latency.
+    in_consumer = reservoir.fetch_to_written_samples
+    assert len(in_consumer) == len(trades)
+    assert all(0 <= part <= system for system, part in zip(reservoir.samples, in_consumer, strict=True))
     # Caught up: lag reads 0 even though Tansu's ListOffsets lags behind the real end.
     eventually(lambda: lag_is(loop, 0), message="lag did not return to 0")
     for partition in loop.lag():

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -60,6 +60,8 @@ from cryptopipe.observability import Scrape, exact_percentiles_ms
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings
 from cryptopipe.store.bench import measure_redis_set_floor
+
+S = TypeVar("S")
 
 
 def _progress(text: str) -> None:
@@ -118,7 +120,7 @@ def component_cpu(before: Mapping[str, float], after: Mapping[str, float]) -> di
     return {name: round(value, 3) for name, value in out.items()}
 
 
-def merge_samples(parts: Sequence[tuple[int, list[int]]], seed: int = 0) -> list[int]:
+def merge_samples(parts: Sequence[tuple[int, list[S]]], seed: int = 0) -> list[S]:
     """Several consumers' latency samples as one uniform sample: ``(seen, samples)`` each. Below
     the reservoirs' capacity every sample is kept (exact); otherwise each part is thinned to the
     smallest kept fraction, so a busy consumer weighs as much as its share of the trades."""
@@ -126,21 +128,44 @@ def merge_samples(parts: Sequence[tuple[int, list[int]]], seed: int = 0) -> list
     if fraction >= 1.0:
         return [value for _, samples in parts for value in samples]
     rng = random.Random(seed)
-    merged: list[int] = []
+    merged: list[S] = []
     for seen, samples in parts:
         merged += rng.sample(samples, min(len(samples), round(seen * fraction)))
     return merged
 
 
-def _read_samples(path: Path) -> tuple[int, list[int]]:
-    """``(seen, samples)`` from one consumer's ``--latency-samples`` file (none when it is missing)."""
+def _read_samples(path: Path) -> tuple[int, list[tuple[int, int | None]]]:
+    """``(seen, [(system latency, fetch-to-written part or None), ...])`` from one consumer's
+    ``--latency-samples`` file (none when it is missing)."""
     if not path.exists():
         return 0, []
     data = json.loads(path.read_text())
-    if isinstance(data, list):
-        return len(data), data
-    samples = data.get("samples_us", [])
-    return int(data.get("seen", len(samples))), samples
+    samples: list[int] = data.get("samples_us", [])
+    in_consumer: list[int] = data.get("fetch_to_written_samples_us") or []
+    if len(in_consumer) != len(samples):
+        return int(data.get("seen", len(samples))), [(value, None) for value in samples]
+    return int(data.get("seen", len(samples))), list(zip(samples, in_consumer, strict=True))
+
+
+def latency_stages(rows: Sequence[tuple[int, int | None]]) -> dict[str, Any] | None:
+    """System latency split where the consumer's poll returned each trade: ``receive_to_fetch``
+    (ingest, its producer, the broker and the fetch) and ``fetch_to_written`` (decode and the
+    Redis write), as percentiles in ms; ``p99_tail_mean_ms`` is each part's mean over the trades
+    at or above the system p99, so it says which stage the tail is made of. None when the
+    consumers did not write the split."""
+    paired = [(system, part) for system, part in rows if part is not None]
+    if not paired:
+        return None
+    system = exact_percentiles_ms(value for value, _ in paired)
+    tail = [(value, part) for value, part in paired if value / 1000 >= (system["p99"] or 0.0)]
+    return {
+        "receive_to_fetch": exact_percentiles_ms(value - part for value, part in paired),
+        "fetch_to_written": exact_percentiles_ms(part for _, part in paired),
+        "p99_tail_mean_ms": {
+            "receive_to_fetch": round(sum(v - p for v, p in tail) / len(tail) / 1000, 3),
+            "fetch_to_written": round(sum(p for _, p in tail) / len(tail) / 1000, 3),
+        },
+    }
 
 
 def _pids(pipeline: up.Pipeline, kafka: KafkaEndpoint, redis: RedisEndpoint) -> dict[str, int]:
@@ -204,7 +229,7 @@ def run_pipeline(
         "books": books,
         "elapsed_s": elapsed,
         "max_lag": max_lag,
-        "latency_us": merge_samples([_read_samples(path) for path in samples.values()]),
+        "latency_rows": merge_samples([_read_samples(path) for path in samples.values()]),
         "cpu_seconds": cpu,
         "window": {key: int(counts[key] - counts_before[key]) for key in counts},
     }
@@ -356,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["ladder"] = sustained
     for key in (
         "system_latency_ms",
+        "system_latency_stages_ms",
         "received_msgs_per_s",
         "throughput_msgs_per_s",
         "max_sustained_msgs_per_s",
@@ -405,7 +431,8 @@ def _result(
     """The main run's figures, as the JSON carries them."""
     summary = main_run["summary"]
     books: up.Books = main_run["books"]
-    system = exact_percentiles_ms(main_run["latency_us"])
+    rows = main_run["latency_rows"]
+    system = exact_percentiles_ms(value for value, _ in rows)
     floor_broker = floor_ms(broker_rtt)
     window = main_run["window"]
     return {
@@ -424,7 +451,8 @@ def _result(
         "lost": books.lost,
         "reconciliation": books.as_dict(),
         "system_latency_ms": system,
-        "system_latency_samples": len(main_run["latency_us"]),
+        "system_latency_samples": len(rows),
+        "system_latency_stages_ms": latency_stages(rows),
         "e2e_latency_ms": summary["e2e_latency_ms"],
         "received_msgs_per_s": round(summary["trades_received"] / main_run["elapsed_s"], 1),
         "throughput_msgs_per_s": round(summary["prices_written"] / main_run["elapsed_s"], 1),

@@ -155,8 +155,10 @@ class ConsumerLoop(Generic[T]):
     """Consumes ``topic`` in ``group_id`` and writes each batch through ``sink``.
 
     Run it with :meth:`run` (until :meth:`stop`, callable from any thread or a signal
-    handler), or drive it step by step with :meth:`run_once`. ``latency_sink`` receives the
-    system-latency samples (µs) of every written batch, for exact benchmark percentiles.
+    handler), or drive it step by step with :meth:`run_once`. ``latency_sink`` receives, for
+    every written batch and trade by trade, the system latency, the E2E latency and the
+    fetch-to-written part (µs; the last is the same for a whole batch: from the moment the poll
+    returned it to Redis' answer), for exact benchmark percentiles split by stage.
     ``stall_timeout_s``: records waiting and none written for this long is a stall (see the
     module docstring for how the loop recovers from one).
     """
@@ -171,7 +173,7 @@ class ConsumerLoop(Generic[T]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         from_beginning: bool = False,
         dead_letter_topic: str | None = None,
-        latency_sink: Callable[[list[int], list[int]], None] | None = None,
+        latency_sink: Callable[[list[int], list[int], list[int]], None] | None = None,
         poll_timeout_s: float = 0.2,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
@@ -322,6 +324,7 @@ class ConsumerLoop(Generic[T]):
         """Consume and write at most one batch; returns the number of records taken from Kafka."""
         self._subscribe()
         messages = self._fetch(self.poll_timeout_s if timeout_s is None else timeout_s)
+        fetched_us = time.time_ns() // 1000
         if not messages:
             now = time.monotonic()
             self._maybe_commit(now)
@@ -376,7 +379,12 @@ class ConsumerLoop(Generic[T]):
             self._consumed.inc(len(records))
             self._redis_write.observe(result.redis_seconds)
             if self.latency_sink is not None and result.latencies_us:
-                self.latency_sink(list(result.latencies_us), list(result.e2e_latencies_us))
+                in_consumer = result.written_time_us - fetched_us
+                self.latency_sink(
+                    list(result.latencies_us),
+                    list(result.e2e_latencies_us),
+                    [in_consumer] * len(result.latencies_us),
+                )
         self._batch_seconds.observe(elapsed)
         self._batch_size.observe(consumed)
         now = time.monotonic()
