@@ -107,6 +107,10 @@ def session_conf(settings: AlertingSettings) -> dict[str, str]:
         "spark.sql.streaming.stateStore.maintenanceInterval": "30s",
         "spark.log.level": settings.spark_log_level,
     }
+    if settings.master.startswith("local"):
+        # Our worker daemon: quiet when a stopped query closes a running task's socket (see the
+        # module). Local mode only: a cluster's executors need not have cryptopipe installed.
+        conf["spark.python.daemon.module"] = "cryptopipe.alerting.pyspark_daemon"
     conf.update(settings.spark_conf)
     return conf
 
