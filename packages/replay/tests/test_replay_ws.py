@@ -274,6 +274,27 @@ def test_drop_after_cuts_each_connection_after_n_frames() -> None:
     run(with_client(synthetic(drop_after=7), body))
 
 
+def test_a_dropped_client_misses_a_trade_even_if_it_reconnects_at_once() -> None:
+    """The drop is a loss: the link is aborted only once a trade it will never get was played.
+
+    At 50 trades/s an immediate reconnect beats the next trade (~20 ms away) nearly every time, so a
+    drop at the limit itself would usually lose nothing.
+    """
+
+    async def body(ex: ReplayExchange, session: aiohttp.ClientSession) -> None:
+        url = f"{ex.ws_url}/ws/btcusdt@trade"
+        for _ in range(3):
+            async with session.ws_connect(url) as ws:
+                before = await recv_until_closed(ws)
+            assert len(before) == 5
+            async with session.ws_connect(url) as ws:
+                after = await recv_json(ws)
+            assert after["t"] > before[-1]["t"] + 1, "the trades played while it was away are missed"
+        assert ex.stats.close_reasons["drop_after"] >= 3
+
+    run(with_client(synthetic(symbols=("BTCUSDT",), rate=50.0, drop_after=5), body))
+
+
 def _stalled_client(port: int, path: str) -> socket.socket:
     """A WebSocket client that completes the handshake and then never reads."""
     sock = socket.socket()

@@ -104,6 +104,9 @@ class Connection:
         self.opened = self.loop.time()
         self.sent = 0
         self.closed_reason: str | None = None
+        #: ``drop_after`` was reached: nothing more is sent, and the link is aborted once it has
+        #: missed a data frame (see :meth:`_cut_off`).
+        self.dark = False
         self.ping_outstanding_since: float | None = None
         self._incoming: deque[float] = deque()
         self._wakeup = asyncio.Event()
@@ -112,6 +115,10 @@ class Connection:
     # --- what the tape calls -------------------------------------------------------------------
     def enqueue(self, payload: bytes, data: bool = True) -> bool:
         if self.closed_reason is not None:
+            return True
+        if self.dark:
+            if data:  # played for this client, which will never get it: now the drop is a loss
+                self.drop("drop_after", abort=True)
             return True
         if len(self.queue) >= self.cap:
             return False
@@ -245,11 +252,25 @@ class Connection:
             self.sent += data_frames
             stats.frames_sent += data_frames
             if limit_hit:
-                self.drop("drop_after", abort=True)
+                await self._cut_off()
                 return
             # backpressure: a slow reader's frames pile up in our bounded queue, not in the transport
             await self.request.writer.drain()
             await asyncio.sleep(0)
+
+    async def _cut_off(self) -> None:
+        """``drop_after``: the link goes dark and is aborted once the client has missed a data frame.
+
+        Aborting at once let a client that reconnects at once (a fully jittered backoff can draw ~0)
+        subscribe again before the tape played its next trade: it missed nothing, and the fault was
+        no fault. Dark, the link sends nothing more (no frame, reply or ping); :meth:`enqueue` aborts
+        it when the next data frame is played for it, or now if one is already queued behind the
+        limit (it is discarded). At the tape's end there is nothing left to miss: aborted then.
+        """
+        self.dark = True
+        if not any(data for _, _, data in self.queue):
+            await self.exchange.tape.finished_event.wait()
+        self.drop("drop_after", abort=True)
 
     async def _watchdog(self) -> None:
         cfg = self.config
@@ -276,14 +297,18 @@ class Connection:
             elif now >= end_of_life:
                 self.drop("lifetime")
             elif now >= next_ping:
-                await self.ws.ping(str(self.exchange.now_us() // 1000).encode())
-                if self.ping_outstanding_since is None:
-                    self.ping_outstanding_since = now
+                if not self.dark:
+                    await self.ws.ping(str(self.exchange.now_us() // 1000).encode())
+                    if self.ping_outstanding_since is None:
+                        self.ping_outstanding_since = now
                 next_ping = now + cfg.ping_interval_s
 
     async def server_shutdown(self) -> None:
         """Send ``serverShutdown`` now (bypassing the queue and any delay), then close."""
         if self.closed_reason is not None:
+            return
+        if self.dark:  # a dead link carries no goodbye
+            self.drop("drop_after", abort=True)
             return
         now = self.exchange.now_us()
         event = b'{"e":"serverShutdown","E":%d}' % (now if self.micros else now // 1000)
