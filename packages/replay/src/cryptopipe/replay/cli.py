@@ -123,7 +123,11 @@ def _network_arguments(net: argparse._ArgumentGroup) -> None:
     net.add_argument("--host", help="bind address (127.0.0.1)")
     net.add_argument("--port", type=int, help="0 = a free port (default)")
     net.add_argument("--delay-ms", type=int, help="delay each WS frame, and each REST direction")
-    net.add_argument("--drop-after", type=int, help="drop each connection after N frames")
+    net.add_argument(
+        "--drop-after",
+        type=int,
+        help="drop each connection after N frames (it misses at least the next trade)",
+    )
     net.add_argument(
         "--ping-interval", dest="ping_interval_s", type=float, help="seconds between server pings (20)"
     )

@@ -182,7 +182,7 @@ class ReplaySettings(BaseSettings):
     delay_ms: int = setting("REPLAY_DELAY_MS", _DEFAULT.delay_ms, ge=0)
     """Delay each WebSocket frame, and each REST direction, by this much."""
     drop_after: int | None = setting("REPLAY_DROP_AFTER", _DEFAULT.drop_after, ge=1)
-    """Drop each connection after N frames."""
+    """Drop each connection after N frames; the client always misses at least the next trade."""
     ping_interval_s: float = setting("REPLAY_PING_INTERVAL_S", _DEFAULT.ping_interval_s, gt=0)
     """Seconds between server pings."""
     pong_timeout_s: float = setting("REPLAY_PONG_TIMEOUT_S", _DEFAULT.pong_timeout_s, gt=0)
