@@ -22,7 +22,7 @@ from cryptopipe.infra.testing import eventually
 from cryptopipe.ingest import Ingest, IngestSettings
 from cryptopipe.ingest.publisher import IngestStats, Publisher, producer_config
 from cryptopipe.observability import metrics as m
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import RateLimitedLog, ensure_topics
 from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, Trade, encode_key, settings_of
 from cryptopipe.schemas.topics import PARTITIONER, java_partition, murmur2
 
@@ -361,3 +361,85 @@ def test_cli_streams_until_sigterm(
     assert process.returncode == 0, err
     assert "200 published" in err
     assert [t.trade_id for t in reader.trades()] == [a.a for a in exchange.history("BTCUSDT")]
+
+
+def _producer_latency(broker: str, stage: str, quantile: str) -> float | None:
+    labels = {"broker": broker, "stage": stage, "quantile": quantile}
+    return m.REGISTRY.get_sample_value("cryptopipe_kafka_producer_latency_seconds", labels)
+
+
+def test_librdkafka_statistics_become_the_producer_latency_gauges(kafka_settings: KafkaSettings) -> None:
+    """A real producer at a 100 ms statistics interval: its request round trip and queue time show."""
+    settings = settings_of(IngestSettings, statistics_interval_ms=100)
+    topic = PRICES.with_prefix(kafka_settings.topic_prefix).name
+    ensure_topics(kafka_settings, [PRICES.with_prefix(kafka_settings.topic_prefix)])
+    publisher = Publisher(
+        kafka_settings,
+        settings,
+        IngestStats(),
+        prices_topic=topic,
+        dead_letter_topic=DEAD_LETTERS.with_prefix(kafka_settings.topic_prefix).name,
+    )
+    broker = kafka_settings.bootstrap_servers.split(",")[0].strip()
+    now = time.time_ns() // 1000
+    try:
+
+        def both_seen() -> bool:
+            for i in range(20):
+                trade = Trade(
+                    symbol="BTCUSDT",
+                    trade_id=i,
+                    price=Decimal("1.5"),
+                    quantity=Decimal("2"),
+                    buyer_is_maker=False,
+                    trade_time_us=now,
+                    event_time_us=now,
+                    receive_time_us=now,
+                )
+                assert publisher.publish(trade)
+            publisher.flush(10)  # serves the delivery reports and the statistics
+            queued = _producer_latency(broker, "queue", "p50")
+            return queued is not None and (_producer_latency(broker, "rtt", "p50") or 0) > 0
+
+        eventually(both_seen, timeout=30, message="no queue time or round trip from librdkafka's statistics")
+    finally:
+        publisher.close()
+    for stage in ("queue", "outbuf", "rtt"):
+        p50, p99, top = (_producer_latency(broker, stage, q) for q in ("p50", "p99", "max"))
+        assert p50 is not None, stage
+        assert p99 is not None, stage
+        assert top is not None, stage
+        # librdkafka's percentiles come from an HDR histogram (about 1 % buckets), its max is
+        # exact: a percentile may pass the max by a bucket, so only percentiles are ordered.
+        assert 0 <= p50 <= p99, stage
+        assert top >= 0, stage
+
+
+def test_unreadable_or_empty_statistics_change_no_gauge() -> None:
+    publisher = Publisher.__new__(Publisher)  # only the statistics callback, no producer
+    publisher._log = RateLimitedLog(5.0)
+    errors = m.ERRORS.labels(component="ingest", reason="producer_stats_unreadable")
+    before = errors._value.get()
+    publisher._on_stats("{not json")
+    publisher._on_stats('{"brokers": 3}')
+    assert errors._value.get() - before == 2
+    window = {"cnt": 4, "p50": 1500, "p99": 9000, "max": 12000}
+    stats = {
+        "brokers": {
+            # The bootstrap broker has no node id; a window without samples says nothing.
+            "h:1/bootstrap": {"nodeid": -1, "nodename": "boot:1", "rtt": window},
+            "h:1/1": {
+                "nodeid": 1,
+                "nodename": "stats-test:9092",
+                "rtt": window,
+                "int_latency": {"cnt": 0, "p50": 0, "p99": 0, "max": 0},
+                "outbuf_latency": window,
+            },
+        }
+    }
+    publisher._on_stats(json.dumps(stats))
+    assert _producer_latency("stats-test:9092", "rtt", "p50") == 0.0015
+    assert _producer_latency("stats-test:9092", "rtt", "p99") == 0.009
+    assert _producer_latency("stats-test:9092", "outbuf", "max") == 0.012
+    assert _producer_latency("stats-test:9092", "queue", "p50") is None
+    assert _producer_latency("boot:1", "rtt", "p50") is None

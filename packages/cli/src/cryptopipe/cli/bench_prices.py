@@ -220,7 +220,8 @@ def run_pipeline(
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
         cpu = component_cpu(cpu_before, cpu_seconds(pids))
-        counts = _ingest_counts(pipeline.scrape(*shards))
+        ingest_scrape = pipeline.scrape(*shards)
+        counts = _ingest_counts(ingest_scrape)
         pipeline.drain()
         books = pipeline.books()
         summary = pipeline.summary(elapsed, books)
@@ -232,7 +233,21 @@ def run_pipeline(
         "latency_rows": merge_samples([_read_samples(path) for path in samples.values()]),
         "cpu_seconds": cpu,
         "window": {key: int(counts[key] - counts_before[key]) for key in counts},
+        "producer_latency_ms": producer_latency_ms(ingest_scrape),
     }
+
+
+def producer_latency_ms(scrape: Scrape) -> dict[str, dict[str, float | None]]:
+    """The ingest producers' own latency in librdkafka's last statistics window before the run
+    ended (``cryptopipe_kafka_producer_latency_seconds``), in ms: per stage, p50 and p99, the
+    highest over brokers and shards. None where no window had a sample."""
+    out: dict[str, dict[str, float | None]] = {}
+    for stage in ("queue", "outbuf", "rtt"):
+        out[stage] = {}
+        for quantile in ("p50", "p99"):
+            values = [s.value for s in scrape.samples(m.PRODUCER_LATENCY, stage=stage, quantile=quantile)]
+            out[stage][quantile] = round(max(values) * 1000, 3) if values else None
+    return out
 
 
 def _ingest_counts(scrape: Scrape) -> dict[str, float]:
@@ -382,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in (
         "system_latency_ms",
         "system_latency_stages_ms",
+        "ingest_producer_latency_ms",
         "received_msgs_per_s",
         "throughput_msgs_per_s",
         "max_sustained_msgs_per_s",
@@ -453,6 +469,7 @@ def _result(
         "system_latency_ms": system,
         "system_latency_samples": len(rows),
         "system_latency_stages_ms": latency_stages(rows),
+        "ingest_producer_latency_ms": main_run["producer_latency_ms"],
         "e2e_latency_ms": summary["e2e_latency_ms"],
         "received_msgs_per_s": round(summary["trades_received"] / main_run["elapsed_s"], 1),
         "throughput_msgs_per_s": round(summary["prices_written"] / main_run["elapsed_s"], 1),

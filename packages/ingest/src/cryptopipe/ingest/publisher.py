@@ -21,6 +21,7 @@ Delivery guarantees, chosen deliberately:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,8 +77,13 @@ def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str,
         "compression.type": settings.compression,
         "queue.buffering.max.messages": settings.buffer_max_messages,
         "message.timeout.ms": settings.delivery_timeout_ms,
+        "statistics.interval.ms": settings.statistics_interval_ms,
         "logger": rate_limited_logger("cryptopipe.ingest.librdkafka"),
     }
+
+
+#: (stage label, librdkafka's window in a broker's statistics; µs).
+_LATENCY_WINDOWS = (("queue", "int_latency"), ("outbuf", "outbuf_latency"), ("rtt", "rtt"))
 
 
 def _symbol_of(key: bytes | str | None) -> str:
@@ -111,6 +117,8 @@ class Publisher:
         self._published_by_key: dict[bytes, Any] = {}
         config = producer_config(kafka, settings)
         config["error_cb"] = self._on_error
+        if settings.statistics_interval_ms > 0:
+            config["stats_cb"] = self._on_stats
         self._producer = producer_factory(config)
 
     @property
@@ -203,6 +211,31 @@ class Publisher:
         if error is not None:
             m.ERRORS.labels(component="ingest", reason="dead_letter_lost").inc()
             self._warn("dead_letter_lost", "dead letter not delivered: %s", error.str())
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics: each broker's latency windows become gauges (see
+        ``cryptopipe_kafka_producer_latency_seconds``). A window with no sample leaves its gauges
+        as they were; bootstrap and internal brokers (no node id) are skipped."""
+        try:
+            stats = json.loads(stats_json)
+            brokers = stats["brokers"].values()
+        except (ValueError, KeyError, AttributeError) as exc:
+            m.ERRORS.labels(component="ingest", reason="producer_stats_unreadable").inc()
+            self._warn("stats", "unreadable librdkafka statistics: %s", exc)
+            return
+        for broker in brokers:
+            if not isinstance(broker, dict) or broker.get("nodeid", -1) < 0:
+                continue
+            name = str(broker.get("nodename") or broker.get("name"))
+            for stage, key in _LATENCY_WINDOWS:
+                window = broker.get(key)
+                if not isinstance(window, dict) or not window.get("cnt"):
+                    continue
+                for quantile in ("p50", "p99", "max"):
+                    value = window.get(quantile)
+                    if isinstance(value, int | float):
+                        gauge = m.PRODUCER_LATENCY.labels(broker=name, stage=stage, quantile=quantile)
+                        gauge.set(value / 1e6)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():

@@ -60,6 +60,9 @@ class IngestSettings(BaseSettings):
     (all processes), 1 ms 1.9/2.8/4.3 at 430 µs; in a busier hour 1 ms 2.2/3.6/5.9 and 3 ms
     4.0/5.7/7.1. At 20,000 msg/s (2 shards, 2 consumers) 1 ms kept up (lag at most 722 trades) and
     0 ms did not (13,831). At a live rate a trade waits up to this long; 0 sends each at once."""
+    statistics_interval_ms: int = setting("INGEST_STATISTICS_INTERVAL_MS", 5000, ge=0, le=3_600_000)
+    """Producer `statistics.interval.ms`: how often librdkafka's latency windows (queue, request
+    round trip) become `cryptopipe_kafka_producer_latency_seconds`; 0 turns them off."""
     compression: Compression = setting("INGEST_COMPRESSION", "none")
     """Producer `compression.type`: none, lz4, zstd, snappy, gzip."""
     flush_timeout_s: float = setting("INGEST_FLUSH_TIMEOUT_S", 10.0, ge=0)

@@ -75,6 +75,7 @@ E2E = "cryptopipe_e2e_latency_seconds"
 SYSTEM = "cryptopipe_system_latency_seconds"
 NETWORK = "cryptopipe_network_latency_seconds"
 NETWORK_CORRECTED = "cryptopipe_network_latency_corrected_seconds"
+PRODUCER_LATENCY = "cryptopipe_kafka_producer_latency_seconds"
 
 #: On both branches' dashboards: the prices and the alerts consumers run the same loop.
 _CONSUMER_BATCH = latency(
@@ -97,6 +98,21 @@ PRICES = Dashboard(
                     E2E, "End-to-end latency", "Redis written minus exchange trade time (not skew-corrected)."
                 ),
                 latency(SYSTEM, "System latency", "Redis written minus local receive time: our own share."),
+                Panel(
+                    "Kafka producer: queue and broker round trip",
+                    tuple(
+                        Query(
+                            f'max by (stage) ({PRODUCER_LATENCY}{{quantile="{quantile}"}})',
+                            f"{{{{stage}}}} {quantile}",
+                        )
+                        for quantile in ("p50", "p99")
+                    ),
+                    unit="s",
+                    description="librdkafka's own windows in ingest's trade producer "
+                    "(INGEST_STATISTICS_INTERVAL_MS): queue = produce() until the record is in a request "
+                    "(the linger), outbuf = a request waiting to be sent, rtt = a produce request until "
+                    "the broker's answer. Where the system latency's broker leg goes.",
+                ),
                 latency(NETWORK, "Network latency", "Local receive time minus exchange trade time (raw)."),
                 latency(
                     NETWORK_CORRECTED,

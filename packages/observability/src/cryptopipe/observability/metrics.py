@@ -172,6 +172,15 @@ PRODUCER_BUFFERED = _gauge(
     (),
     "ingest",
 )
+PRODUCER_LATENCY = _gauge(
+    "cryptopipe_kafka_producer_latency_seconds",
+    "The trade producer's own latency, per broker, from librdkafka's statistics (one window each "
+    "INGEST_STATISTICS_INTERVAL_MS): stage=queue is produce() until the record is in a request "
+    "(the linger, batching), stage=outbuf a request waiting to be sent, stage=rtt a produce "
+    "request until the broker's answer (the log append with acks=all); quantile p50, p99, max.",
+    ("broker", "stage", "quantile"),
+    "ingest",
+)
 CONNECTIONS = _gauge(
     "cryptopipe_ingest_connections",
     "Open WebSocket connections to the exchange.",
