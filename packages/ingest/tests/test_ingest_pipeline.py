@@ -165,17 +165,7 @@ def test_published_trades_land_where_java_would_put_them(
     now = time.time_ns() // 1000
     try:
         for i, symbol in enumerate(symbols * 2):
-            trade = Trade(
-                symbol=symbol,
-                trade_id=i,
-                price=Decimal("1.5"),
-                quantity=Decimal("2"),
-                buyer_is_maker=False,
-                trade_time_us=now,
-                event_time_us=now,
-                receive_time_us=now,
-            )
-            assert publisher.publish(trade)
+            assert publisher.publish(_trade_now(symbol, i, now))
         assert publisher.flush(30) == 0
     finally:
         publisher.close()
@@ -363,6 +353,20 @@ def test_cli_streams_until_sigterm(
     assert [t.trade_id for t in reader.trades()] == [a.a for a in exchange.history("BTCUSDT")]
 
 
+def _trade_now(symbol: str, trade_id: int, now_us: int) -> Trade:
+    """A trade made, received and sent at ``now_us``."""
+    return Trade(
+        symbol=symbol,
+        trade_id=trade_id,
+        price=Decimal("1.5"),
+        quantity=Decimal("2"),
+        buyer_is_maker=False,
+        trade_time_us=now_us,
+        event_time_us=now_us,
+        receive_time_us=now_us,
+    )
+
+
 def _producer_latency(broker: str, stage: str, quantile: str) -> float | None:
     labels = {"broker": broker, "stage": stage, "quantile": quantile}
     return m.REGISTRY.get_sample_value("cryptopipe_kafka_producer_latency_seconds", labels)
@@ -386,17 +390,7 @@ def test_librdkafka_statistics_become_the_producer_latency_gauges(kafka_settings
 
         def both_seen() -> bool:
             for i in range(20):
-                trade = Trade(
-                    symbol="BTCUSDT",
-                    trade_id=i,
-                    price=Decimal("1.5"),
-                    quantity=Decimal("2"),
-                    buyer_is_maker=False,
-                    trade_time_us=now,
-                    event_time_us=now,
-                    receive_time_us=now,
-                )
-                assert publisher.publish(trade)
+                assert publisher.publish(_trade_now("BTCUSDT", i, now))
             publisher.flush(10)  # serves the delivery reports and the statistics
             queued = _producer_latency(broker, "queue", "p50")
             return queued is not None and (_producer_latency(broker, "rtt", "p50") or 0) > 0
