@@ -194,7 +194,8 @@ def test_latency_reservoir_keeps_the_fetch_to_written_part_paired_and_writes_it(
     assert [s // 2 for s in reservoir.samples] == reservoir.fetch_to_written_samples
     assert [s + 1_000_000 for s in reservoir.samples] == reservoir.e2e_samples
     with pytest.raises(ValueError, match="1 system samples but 2 fetch_to_written samples"):
-        reservoir.add([1], [1], [1, 2])
+        reservoir.add([1], None, [1, 2])
+    assert len(reservoir.e2e_samples) == 10  # a refused call changes nothing
     # A batch without the split drops it, and only it.
     reservoir.add([7], [8])
     assert reservoir.fetch_to_written_samples == []

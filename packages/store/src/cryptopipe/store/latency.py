@@ -50,10 +50,11 @@ class LatencyReservoir:
         unpair it).
         """
         offered = {"e2e": e2e, "fetch_to_written": fetch_to_written}
-        columns: dict[str, list[int]] = {}
-        for name, column in offered.items():
+        for name, column in offered.items():  # refuse before changing anything
             if column is not None and len(column) != len(values):
                 raise ValueError(f"{len(values)} system samples but {len(column)} {name} samples")
+        columns: dict[str, list[int]] = {}
+        for name, column in offered.items():
             if column is not None and len(self.paired[name]) == len(self.samples):
                 columns[name] = column
             else:

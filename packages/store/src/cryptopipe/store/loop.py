@@ -324,12 +324,12 @@ class ConsumerLoop(Generic[T]):
         """Consume and write at most one batch; returns the number of records taken from Kafka."""
         self._subscribe()
         messages = self._fetch(self.poll_timeout_s if timeout_s is None else timeout_s)
-        fetched_us = time.time_ns() // 1000
         if not messages:
             now = time.monotonic()
             self._maybe_commit(now)
             self._refresh_and_watch(now, [])
             return 0
+        fetched_us = time.time_ns() // 1000
         started = time.perf_counter()
         records: list[T] = []
         offsets: dict[int, int] = {}
