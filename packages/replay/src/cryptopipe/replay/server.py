@@ -263,7 +263,8 @@ class Connection:
 
         Aborting at once let a client that reconnects at once (a fully jittered backoff can draw ~0)
         subscribe again before the tape played its next trade: it missed nothing, and the fault was
-        no fault. Dark, the link sends nothing more (no frame, reply or ping); :meth:`enqueue` aborts
+        no fault. Dark, the link sends nothing more of its own (no frame, control reply or server
+        ping; only a client's ping is still answered, by :meth:`run`); :meth:`enqueue` aborts
         it when the next data frame is played for it, or now if one is already queued behind the
         limit (it is discarded). At the tape's end there is nothing left to miss: aborted then.
         """
