@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, generate_latest
 
-from cryptopipe.alerting.listener import ProgressRecorder
+from cryptopipe.alerting.listener import ProgressRecorder, read_offsets
 from cryptopipe.alerting.plan import OBSERVATION
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import Scrape
@@ -27,9 +27,15 @@ class Progress:
     processedRowsPerSecond: float = 200.0
     stateOperators: list[Any] = field(default_factory=list)
     eventTime: dict[str, str] = field(default_factory=lambda: {"watermark": "1970-01-01T00:00:00.000Z"})
+    sources: list[Any] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+
+@dataclass
+class Source:
+    endOffset: str | None
 
 
 def _watermark_delay() -> float:
@@ -57,3 +63,32 @@ def test_an_empty_batch_leaves_no_watermark_until_a_trade_arrives() -> None:
     recorder._record(Progress(batchId=0, observedMetrics={OBSERVATION: empty}, numInputRows=0))
     assert recorder.newest_trade_us is None
     assert recorder.event_time_watermark_us(Progress(batchId=0, observedMetrics={})) is None
+
+
+def test_read_offsets_come_from_either_kafka_source_and_junk_reads_as_nothing() -> None:
+    native = Source('{"t-prices": {"0": 12, "1": 7, "2": 0}}')
+    python = Source('{"topic": "t-other", "partitions": {"0": 3, "1": 4}}')
+    junk = [Source(None), Source("not json"), Source("[1, 2]"), Source('{"t-x": {"0": "12", "a": 1}}')]
+    progress = Progress(batchId=0, observedMetrics={}, sources=[native, python, *junk])
+    assert read_offsets(progress) == {
+        ("t-prices", 0): 12,
+        ("t-prices", 1): 7,
+        ("t-prices", 2): 0,
+        ("t-other", 0): 3,
+        ("t-other", 1): 4,
+    }
+
+
+def test_each_batch_sets_the_read_offsets_and_a_partition_missing_from_it_keeps_its_own() -> None:
+    recorder = ProgressRecorder("q")
+    first = Progress(batchId=0, observedMetrics={}, sources=[Source('{"t-read": {"0": 5, "1": 9}}')])
+    recorder._record(first)
+    # A later batch that names only partition 0 (a source may leave out an idle partition).
+    recorder._record(Progress(batchId=1, observedMetrics={}, sources=[Source('{"t-read": {"0": 8}}')]))
+    assert recorder.offsets == {("t-read", 0): 8, ("t-read", 1): 9}
+    scrape = Scrape.from_text(generate_latest(REGISTRY).decode())
+    assert scrape.total(m.ALERTING_READ_OFFSET, topic="t-read", partition="0") == 8
+    assert scrape.total(m.ALERTING_READ_OFFSET, topic="t-read", partition="1") == 9
+    # A repeated progress of an old batch changes nothing.
+    recorder._record(Progress(batchId=0, observedMetrics={}, sources=[Source('{"t-read": {"0": 1}}')]))
+    assert recorder.offsets[("t-read", 0)] == 8

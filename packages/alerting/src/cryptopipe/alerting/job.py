@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptopipe.alerting.errors import SourceUnavailableError
 from cryptopipe.alerting.express import ExpressLane
+from cryptopipe.alerting.lag import LagProbe
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
 from cryptopipe.alerting.settings import AlertingSettings
@@ -136,6 +137,7 @@ class AlertingJob:
         self._recorder = ProgressRecorder(
             self.query_name, on_progress=self._absorb, delay_ms=settings.watermark_delay_ms
         )
+        self._lag = LagProbe(kafka, self.prices_topic, lambda: self._recorder.offsets)
         self._listening = False
         self._run_first_batch: int | None = None
         self._stats = JobStats()
@@ -218,6 +220,7 @@ class AlertingJob:
             writer = writer.trigger(processingTime=f"{self.settings.trigger_interval_ms} milliseconds")
         self._run_first_batch = None
         self._query = writer.start()
+        self._lag.start()
         logger.info(
             "alerting query %s: %s -> %s, alerting_source=%s, express lane %s, checkpoint %s, rules: %s",
             self.query_name,
@@ -269,6 +272,7 @@ class AlertingJob:
     def close(self) -> None:
         """Stop the query, detach from Spark and flush the producer; stops a session it built."""
         self.stop()
+        self._lag.stop()
         if self._express is not None:
             self._express.stop()
             self._express.publisher.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,6 +32,32 @@ def watermark_us(progress: Any) -> int | None:
     return int(parsed.timestamp() * 1_000_000)
 
 
+def read_offsets(progress: Any) -> dict[tuple[str, int], int]:
+    """``(topic, partition) -> next offset`` the query reads, from its sources' end offsets.
+
+    Spark's Kafka source writes ``{"<topic>": {"<partition>": offset}}``; the Python Data
+    Source (:mod:`cryptopipe.alerting.kafka_source`) ``{"topic": ..., "partitions": {...}}``.
+    Anything else (no offset yet, another source) reads as nothing.
+    """
+    found: dict[tuple[str, int], int] = {}
+    for source in progress.sources or ():
+        try:
+            offset = json.loads(source.endOffset or "null")
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(offset, dict):
+            continue
+        if isinstance(offset.get("topic"), str) and isinstance(offset.get("partitions"), dict):
+            offset = {offset["topic"]: offset["partitions"]}
+        for topic, partitions in offset.items():
+            if not isinstance(partitions, dict):
+                continue
+            for partition, position in partitions.items():
+                if isinstance(position, int) and str(partition).isdigit():
+                    found[(topic, int(partition))] = position
+    return found
+
+
 class ProgressRecorder(StreamingQueryListener):
     """Updates the alerting metrics from each progress event of one query (by name).
 
@@ -53,6 +80,8 @@ class ProgressRecorder(StreamingQueryListener):
         #: Newest trade time any batch observed: the job's lateness runs ``delay_ms`` behind it.
         self.newest_trade_us: int | None = None
         self.progress: deque[Any] = deque(maxlen=keep)
+        #: ``(topic, partition) -> next offset`` after the last micro-batch (see :func:`read_offsets`).
+        self.offsets: dict[tuple[str, int], int] = {}
         self._last_batch = -1
         self._changed = threading.Condition()
 
@@ -103,6 +132,10 @@ class ProgressRecorder(StreamingQueryListener):
             newest = observed["max_trade_time_us"] if observed is not None else None
             if newest is not None and (self.newest_trade_us is None or int(newest) > self.newest_trade_us):
                 self.newest_trade_us = int(newest)
+            offsets = read_offsets(progress)
+            for (topic, partition), position in offsets.items():
+                m.ALERTING_READ_OFFSET.labels(topic=topic, partition=str(partition)).set(position)
+            self.offsets = {**self.offsets, **offsets}
         m.ALERTING_INPUT_RATE.set(float(progress.inputRowsPerSecond or 0.0))
         m.ALERTING_PROCESSED_RATE.set(float(progress.processedRowsPerSecond or 0.0))
         m.ALERTING_STATE_ROWS.set(sum(int(op.numRowsTotal or 0) for op in progress.stateOperators))

@@ -767,6 +767,27 @@ class Pipeline:
             return DEFAULT_PARTITIONS
         return len(found.partitions)
 
+    def _prices_ends(self) -> dict[int, int] | None:
+        """Each non-empty prices partition's end offset (None where the broker's ListOffsets
+        cannot be trusted, or does not answer)."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        if self.kafka is None or self.kafka.quirks.list_offsets_unreliable:
+            return None
+        settings = self.kafka.settings
+        topic = PRICES.with_prefix(self.env.get("KAFKA_TOPIC_PREFIX", settings.topic_prefix)).name
+        consumer = Consumer({**settings.client_config(), "group.id": "cryptopipe-up-ends"})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+            }
+        except (KafkaException, KeyError):
+            return None
+        finally:
+            consumer.close()
+        return {p: end for p, end in ends.items() if end > 0}
+
     def scrape(self, *names: str) -> Scrape:
         urls = [
             s.metrics_url
@@ -809,26 +830,44 @@ class Pipeline:
         self._drain_consumers(self.members("prices-consumer"), published)
         alerting = services.get("alerting")
         if alerting is not None and alerting.running():
-            # Let Spark read every trade ingest published. A window closes in the micro-batch
-            # that reads the trade taking its symbol past the window's end + delay (the plan's
-            # own lateness, not Spark's watermark), and the batch's alerts are published before
-            # its progress is counted: so once the rows are in, every alert is out. Spark runs
-            # no batch without new data here (the plan has no Spark watermark), so waiting for
-            # "one more" batch would only time out.
-            if published is not None:
-                self._wait_until(
-                    "alerting",
-                    lambda s: s.total(m.ALERTING_INPUT_ROWS) >= published,
-                    progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
-                )
-            else:  # a shard left no figures: give a batch in flight the time to finish
-                batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
-                self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=5.0)
+            self._drain_alerting(published)
             self._read_and_stop(["alerting"], "alerting")
         alerts_published = None
         if "alerting" in self.runtime.final:
             alerts_published = alerts_published_by(self.runtime.final["alerting"])
         self._drain_consumers(self.members("alerts-consumer"), alerts_published)
+
+    def _drain_alerting(self, published: int | None) -> None:
+        """Wait until the Spark job has read every prices record, as long as it makes progress.
+
+        Every record: its read offsets (``cryptopipe_alerting_read_offset``) reach the partitions'
+        ends, asked of the broker now that ingest has stopped (old records of a reused topic
+        count too); on a broker whose ends cannot be trusted (Tansu), the rows it read reach what
+        ingest ``published``. That is all it takes: a window closes in the micro-batch that reads
+        the trade taking its symbol past the window's end + delay (the plan's own lateness, not
+        Spark's watermark), and a batch's alerts are published before its progress is counted.
+        Spark runs no batch without new data here, so waiting for "one more" would only time out.
+        """
+        ends = self._prices_ends()
+        if ends:
+
+            def read(s: Scrape) -> dict[str, float]:
+                return {x.labels.get("partition", ""): x.value for x in s.samples(m.ALERTING_READ_OFFSET)}
+
+            self._wait_until(
+                "alerting",
+                lambda s: all(read(s).get(str(p), -1) >= end for p, end in ends.items()),
+                progress=lambda s: sum(read(s).values()),
+            )
+        elif published is not None:
+            self._wait_until(
+                "alerting",
+                lambda s: s.total(m.ALERTING_INPUT_ROWS) >= published,
+                progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
+            )
+        else:  # neither figure: give a batch in flight the time to finish
+            batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
+            self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=5.0)
 
     def _published(self) -> int | None:
         """What every ingest shard published, from their final stats files (None while one of

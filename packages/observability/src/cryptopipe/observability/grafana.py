@@ -276,6 +276,13 @@ ALERTS = Dashboard(
                     "wall clock - watermark",
                     unit="s",
                 ),
+                single(
+                    "Spark query lag (records)",
+                    "cryptopipe_alerting_lag",
+                    "{{topic}} partition {{partition}}",
+                    description="Prices records the alerting query has not read: each partition's high "
+                    "watermark (asked every second) minus the end offset of the query's last micro-batch.",
+                ),
                 Panel(
                     "State and restarts",
                     (

@@ -483,6 +483,21 @@ ALERTING_WATERMARK_DELAY = _gauge(
     (),
     "alerting",
 )
+ALERTING_READ_OFFSET = _gauge(
+    "cryptopipe_alerting_read_offset",
+    "Next offset of each prices partition the alerting query reads: the end offset of its last "
+    "micro-batch (what a restart resumes from).",
+    ("topic", "partition"),
+    "alerting",
+)
+ALERTING_LAG = _gauge(
+    "cryptopipe_alerting_lag",
+    "Records of each prices partition the alerting query has not read yet: the partition's high "
+    "watermark (asked of the broker every second) minus cryptopipe_alerting_read_offset. Exported "
+    "from the query's first micro-batch on.",
+    ("topic", "partition"),
+    "alerting",
+)
 ALERTING_STATE_ROWS = _gauge(
     "cryptopipe_alerting_state_rows",
     "Rows held in the job's state stores (open windows).",

@@ -210,7 +210,9 @@ INFRASTRUCTURE_SERIES: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 #: Consumer lag per consumer and topic from both sides: ``source="consumer"`` (our consumers,
-#: everywhere) and ``source="broker"`` (kafka-exporter's view of the consumer group, compose).
+#: everywhere, and the Spark alerting query as ``consumer="alerting"``) and ``source="broker"``
+#: (kafka-exporter's view of the consumer groups, compose; Spark keeps its offsets in its
+#: checkpoint, not in a group, so only its own figure exists).
 LAG_SERIES = "consumer_topic:kafka_consumer_lag:sum"
 
 
@@ -219,6 +221,12 @@ def _lag_rules() -> list[dict[str, Any]]:
         {
             "record": LAG_SERIES,
             "expr": "sum by (consumer, topic) (cryptopipe_consumer_lag)",
+            "labels": {"source": "consumer"},
+        },
+        {
+            "record": LAG_SERIES,
+            "expr": "sum by (consumer, topic) "
+            '(label_replace(cryptopipe_alerting_lag, "consumer", "alerting", "topic", ".*"))',
             "labels": {"source": "consumer"},
         },
         {
