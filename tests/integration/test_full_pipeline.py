@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import pytest
 
-from cryptopipe.dashboard.testing import body_text, card_value, feed_text, screenshot
+from cryptopipe.dashboard.testing import body_text, card_value, feed_text, metric_value, screenshot
 from cryptopipe.infra import free_port
 from cryptopipe.infra.testing import eventually
 from cryptopipe.observability import Scrape
@@ -125,6 +125,11 @@ def test_the_whole_pipeline_on_its_own_servers(
                 lambda: re.search(r"E2E.*\d", body_text(page), re.S),
                 timeout=60,
                 message="no latency figures in the health panel",
+            )
+            eventually(
+                lambda: re.fullmatch(r"[\d,]+ records", metric_value(page, "Spark query lag") or ""),
+                timeout=60,
+                message="no Spark query lag in the health panel",
             )
         except AssertionError as exc:
             shot = screenshot(page, "dashboard-pipeline-failure.png")

@@ -148,6 +148,23 @@ def test_health_reads_the_services_endpoint(market: Market, metrics_url: str) ->
     assert set(health.latency_ms) == {"E2E", "System", "Network", "Network (skew-corrected)", "Alert"}
 
 
+def test_health_shows_the_spark_query_lag_once_it_is_exported(metrics_url: str) -> None:
+    def spark_lag() -> float | None:
+        return data.load_health(
+            prometheus_url="", metrics_urls=[metrics_url], window="1m", timeout=5, runtime={}
+        ).spark_lag
+
+    if not Scrape.from_urls(metrics_url).samples(data.SPARK_LAG):  # no alerting test ran in this process
+        assert spark_lag() is None
+    metrics.ALERTING_LAG.labels(topic="t-dashboard-prices", partition="0").set(7)
+    metrics.ALERTING_LAG.labels(topic="t-dashboard-prices", partition="1").set(5)
+    # Every partition of every query this process exports, summed (other tests' series included).
+    lag = spark_lag()
+    assert lag == Scrape.from_urls(metrics_url).total(data.SPARK_LAG)
+    assert lag is not None
+    assert lag >= 12
+
+
 @pytest.fixture
 def prometheus(metrics_url: str, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus scraping this process's /metrics every 200 ms."""

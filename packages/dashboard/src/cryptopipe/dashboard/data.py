@@ -46,6 +46,7 @@ CONSUMER_LAG = series_name(m.CONSUMER_LAG)
 SINCE_PROGRESS = series_name(m.CONSUMER_SECONDS_SINCE_PROGRESS)
 CLOCK_OFFSET = series_name(m.CLOCK_OFFSET)
 SPARK_BATCH = series_name(m.ALERTING_BATCH_DURATION)
+SPARK_LAG = series_name(m.ALERTING_LAG)
 #: Rows of the latency table: label -> seconds histogram.
 LATENCIES: tuple[tuple[str, str], ...] = (
     ("E2E", E2E),
@@ -294,6 +295,8 @@ class Health:
     latency_ms: dict[str, dict[str, float | None]]
     throughput: float | None = None
     lag: float | None = None
+    #: Prices records the Spark alerting query has not read yet (all partitions).
+    spark_lag: float | None = None
     spark_batch_ms: dict[str, float | None] = field(default_factory=dict)
     #: reference (e.g. "binance") -> offset in milliseconds (reference clock minus local).
     clock_offset_ms: dict[str, float] = field(default_factory=dict)
@@ -317,6 +320,7 @@ def _health(
     *,
     throughput: float | None,
     lag: float | None,
+    spark_lag: float | None,
     offsets: dict[str, float],
     consumers: tuple[ConsumerProgress, ...],
     runtime: dict[str, str],
@@ -329,6 +333,7 @@ def _health(
         latency_ms={label: percentiles(name) for label, name in LATENCIES},
         throughput=throughput,
         lag=lag,
+        spark_lag=spark_lag,
         spark_batch_ms={} if all(v is None for v in spark.values()) else spark,
         clock_offset_ms=offsets,
         runtime=dict(runtime),
@@ -349,6 +354,7 @@ def health_from_scrape(
         scrape.percentiles_ms,
         throughput=throughput,
         lag=scrape.total(CONSUMER_LAG) if _present(scrape, CONSUMER_LAG) else None,
+        spark_lag=scrape.total(SPARK_LAG) if _present(scrape, SPARK_LAG) else None,
         offsets={
             s.labels.get("reference", "?"): round(s.value * 1000, 3)
             for s in scrape.samples(CLOCK_OFFSET)
@@ -412,6 +418,7 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
         percentiles,
         throughput=_number(instant_query(base_url, f'sum({THROUGHPUT}{{consumer="prices"}})', timeout)),
         lag=_number(instant_query(base_url, f"sum({CONSUMER_LAG})", timeout)),
+        spark_lag=_number(instant_query(base_url, f"sum({SPARK_LAG})", timeout)),
         offsets={
             labels.get("reference", "?"): round(value * 1000, 3)
             for labels, value in instant_query(base_url, CLOCK_OFFSET, timeout)

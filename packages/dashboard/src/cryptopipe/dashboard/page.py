@@ -258,6 +258,7 @@ def health_section(settings: DashboardSettings) -> None:
         )
         skew = ", ".join(f"{ref}: {ms:+,.1f} ms" for ref, ms in sorted(health.clock_offset_ms.items()))
         b.metric("Clock skew (reference - local)", skew or "n/a")
+        a.metric("Spark query lag", "n/a" if health.spark_lag is None else f"{health.spark_lag:,.0f} records")
     for consumer in health.stalled:
         st.warning(consumer.warning(), icon="⏸️")
     if health.consumers:
