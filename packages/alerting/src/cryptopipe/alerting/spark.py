@@ -41,6 +41,12 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{{HH:mm:ss.SSS}} %p spark %c{{1}}: %m%n%ex
+# Spark 4.3 warns this on every start of a stateful query, even with AQE already off (session_conf
+# turns it off); one message, not its logger, so MicroBatchExecution's other warnings still show.
+appender.console.filter.aqe.type = RegexFilter
+appender.console.filter.aqe.regex = .*Disabling AQE since AQE is not supported in stateful workloads.*
+appender.console.filter.aqe.onMatch = DENY
+appender.console.filter.aqe.onMismatch = NEUTRAL
 # Expected on every start of a stateful streaming query; not actionable.
 logger.aqe1.name = org.apache.spark.sql.execution.streaming.runtime.ResolveWriteToStream
 logger.aqe1.level = ERROR
