@@ -28,13 +28,31 @@ def _produce(bootstrap: str, topic: str, values: list[bytes], **config: object) 
     assert producer.flush(60) == 0
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_local_apache_kafka_binds_loopback_and_keeps_data_across_a_restart() -> None:
     with start_apache_kafka(heap="256m") as broker:
         assert broker.kind == f"apache-kafka {KAFKA_VERSION}"
         assert broker.pid is not None
         assert listening_ips(broker.pid) == {"127.0.0.1"}
         values = [f"m{i}".encode() for i in range(50)]
-        _produce(broker.bootstrap_servers, "durable", values)
+        # The first idempotent producer on the fresh broker gets its id at once: librdkafka logs
+        # no "Coordinator load in progress" retry (the start took that answer: warm_producer_ids).
+        said = _Collect()
+        client_log = logging.getLogger("test.first-producer")
+        client_log.addHandler(said)
+        try:
+            _produce(broker.bootstrap_servers, "durable", values, logger=client_log)
+        finally:
+            client_log.removeHandler(said)
+        assert not [line for line in said.lines if "Coordinator load in progress" in line], said.lines
         data_dir = broker.workdir
         broker.kill()  # as a crash would: no clean shutdown
         broker.restart()

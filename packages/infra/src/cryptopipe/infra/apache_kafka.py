@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.infra.kafka import LoopbackBroker, tcp_then_metadata
+from cryptopipe.infra.kafka import LoopbackBroker, tcp_then_metadata, warm_producer_ids
 from cryptopipe.infra.process import free_port
 from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
 from cryptopipe.runtime.lifecycle import StartStop
@@ -226,6 +226,7 @@ def start_apache_kafka(
         ready_timeout=ready_timeout,
         overrides=overrides,
     ).start()
+    warm_producer_ids(broker.bootstrap_servers)
     log.info(
         "started Apache Kafka %s on %s (pid %s, ready in %.1f s, data in %s)",
         version,

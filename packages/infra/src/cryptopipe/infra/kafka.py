@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -98,6 +99,41 @@ def kafka_metadata_ready(bootstrap_servers: str, timeout: float = 5.0, **config:
         log.debug("metadata request to %s failed: %s", bootstrap_servers, exc)
         return False
     return bool(metadata.brokers)
+
+
+def warm_producer_ids(bootstrap_servers: str, timeout: float = 10.0) -> bool:
+    """Have a fresh broker hand out its first producer id, so the first idempotent producer of a
+    run gets one at once; True once an id was assigned.
+
+    A KRaft broker asks its controller for a block of producer ids on the first InitProducerId
+    it receives, and answers that one COORDINATOR_LOAD_IN_PROGRESS. librdkafka retries, but logs
+    a WARNING ("Failed to acquire idempotence PID ... Coordinator load in progress"), which
+    ingest relayed on every ``cryptopipe up``. This throwaway producer takes that answer instead,
+    quietly; nothing is produced.
+    """
+    import json
+
+    from confluent_kafka import Producer
+
+    state: dict[str, Any] = {}
+    quiet = logging.getLogger("cryptopipe.infra.librdkafka.warmup")
+    quiet.setLevel(logging.ERROR)
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "statistics.interval.ms": 50,
+            "stats_cb": lambda text: state.update(json.loads(text).get("eos", {})),
+            "logger": quiet,
+        }
+    )
+    deadline = time.monotonic() + timeout
+    while state.get("idemp_state") != "Assigned" and time.monotonic() < deadline:
+        producer.poll(0.05)
+    assigned = state.get("idemp_state") == "Assigned"
+    if not assigned:
+        log.debug("no producer id from %s within %.0f s (state %s)", bootstrap_servers, timeout, state)
+    return assigned
 
 
 def tcp_then_metadata(host: str, port: int) -> Callable[[LocalServer], bool]:
