@@ -226,7 +226,8 @@ def start_apache_kafka(
         ready_timeout=ready_timeout,
         overrides=overrides,
     ).start()
-    warm_producer_ids(broker.bootstrap_servers)
+    if advertised_port is None:  # behind a proxy, clients reach it once the proxy has its target
+        warm_producer_ids(broker.bootstrap_servers)
     log.info(
         "started Apache Kafka %s on %s (pid %s, ready in %.1f s, data in %s)",
         version,
