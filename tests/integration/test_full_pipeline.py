@@ -148,6 +148,9 @@ def test_the_whole_pipeline_on_its_own_servers(
     assert "did not catch up" not in output, output[-6000:]
     # Nothing alarming that is not actionable: AQE is off on purpose (Spark warns regardless).
     assert "Disabling AQE" not in output, output[-6000:]
+    assert "Coordinator load in progress" not in output, output[-6000:]
+    # The progress lines say how far behind the Spark query is, once it runs.
+    assert re.search(r"cryptopipe up: .* spark lag \d+ ", output), output[-6000:]
     summary = json.loads(summary_path.read_text())
     assert summary["broker"]
     assert summary["redis"]

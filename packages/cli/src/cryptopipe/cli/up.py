@@ -814,7 +814,8 @@ class Pipeline:
             f"  published {scrape.total(m.TRADES_PUBLISHED):.0f}"
             f"  written {scrape.total(m.PRICES_WRITTEN):.0f}"
             f"  lag {scrape.total(m.CONSUMER_LAG):.0f}"
-            f"  e2e p99 {e2e['p99'] if e2e['p99'] is not None else '-'} ms"
+            + (f"  spark lag {scrape.total(m.ALERTING_LAG):.0f}" if scrape.samples(m.ALERTING_LAG) else "")
+            + f"  e2e p99 {e2e['p99'] if e2e['p99'] is not None else '-'} ms"
         )
 
     def drain(self) -> None:
