@@ -111,6 +111,16 @@ def read_alerts(kafka: KafkaSettings, timeout: float = 5.0) -> list[Alert]:
         consumer.close()
 
 
+def exported(metric: Any, **labels: str) -> float | None:
+    """A series' value in this process's registry, or None when nobody set it (unlike
+    ``metric.labels(...)``, which would create it at 0)."""
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
 def identity(alert: Alert) -> WindowAlert:
     """The comparable part of an alert (no timing fields): its values of WindowAlert's fields."""
     return WindowAlert(**{f.name: getattr(alert, f.name) for f in dataclasses.fields(WindowAlert)})

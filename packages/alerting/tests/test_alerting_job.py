@@ -27,6 +27,7 @@ from .conftest import (
     AlertsConsumer,
     JobRunner,
     closers,
+    exported,
     identity,
     produce_trades,
     read_alerts,
@@ -122,21 +123,12 @@ def test_threshold_crossing_raises_exactly_one_alert(
     ends = _ends(kafka_settings, job.prices_topic)
     assert sum(ends.values()) == len(trades)
     labels = [{"topic": job.prices_topic, "partition": str(p)} for p in ends]
-    assert [_exported(m.ALERTING_READ_OFFSET, **x) for x in labels] == list(ends.values())
+    assert [exported(m.ALERTING_READ_OFFSET, **x) for x in labels] == list(ends.values())
     eventually(
-        lambda: [_exported(m.ALERTING_LAG, **x) for x in labels] == [0] * len(ends),
+        lambda: [exported(m.ALERTING_LAG, **x) for x in labels] == [0] * len(ends),
         timeout=10,
         message="the alerting lag did not read 0",
     )
-
-
-def _exported(metric: Any, **labels: str) -> float | None:
-    """The series' value, or None when nobody set it (``labels()`` would create it at 0)."""
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.labels == labels:
-                return float(sample.value)
-    return None
 
 
 def _ends(kafka: KafkaSettings, topic: str) -> dict[int, int]:

@@ -12,14 +12,7 @@ from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import KafkaSettings
 
-
-def _gauge(metric: Any, **labels: str) -> float | None:
-    """The sample's value, or None when the series does not exist."""
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.labels == labels:
-                return float(sample.value)
-    return None
+from .conftest import exported
 
 
 def test_lag_is_the_high_watermark_minus_what_the_query_read(
@@ -38,9 +31,9 @@ def test_lag_is_the_high_watermark_minus_what_the_query_read(
         read[(topic, busy)] = first[busy] - 1  # one record of that partition still to read
         read[(topic, other)] = first[other]
         assert probe.measure() == {busy: 1, other: 0}
-        assert _gauge(m.ALERTING_LAG, topic=topic, partition=str(busy)) == 1
-        assert _gauge(m.ALERTING_LAG, topic=topic, partition=str(other)) == 0
-        assert _gauge(m.ALERTING_LAG, topic="another-topic", partition="0") is None
+        assert exported(m.ALERTING_LAG, topic=topic, partition=str(busy)) == 1
+        assert exported(m.ALERTING_LAG, topic=topic, partition=str(other)) == 0
+        assert exported(m.ALERTING_LAG, topic="another-topic", partition="0") is None
         # Read past the end (the query's offset is ahead of a stale ListOffsets): 0, never below.
         read[(topic, busy)] = first[busy] + 5
         assert probe.measure()[busy] == 0
@@ -53,7 +46,7 @@ def test_a_partition_not_read_yet_has_no_series(kafka_settings: KafkaSettings, t
     probe = LagProbe(kafka_settings, topic, dict)
     try:
         assert probe.measure() == {}
-        assert _gauge(m.ALERTING_LAG, topic=topic, partition="0") is None
+        assert exported(m.ALERTING_LAG, topic=topic, partition="0") is None
     finally:
         probe.stop()
 
@@ -68,11 +61,11 @@ def test_the_thread_follows_the_query_and_an_unreachable_broker_is_counted(
     probe.start()
     try:
         eventually(
-            lambda: _gauge(m.ALERTING_LAG, topic=topic, partition="0") == 3, timeout=10, message="lag 3"
+            lambda: exported(m.ALERTING_LAG, topic=topic, partition="0") == 3, timeout=10, message="lag 3"
         )
         read = {(topic, 0): 4}
         eventually(
-            lambda: _gauge(m.ALERTING_LAG, topic=topic, partition="0") == 0, timeout=10, message="lag 0"
+            lambda: exported(m.ALERTING_LAG, topic=topic, partition="0") == 0, timeout=10, message="lag 0"
         )
     finally:
         probe.stop()
