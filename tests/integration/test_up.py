@@ -231,6 +231,9 @@ def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     assert result.returncode == 0, result.stderr[-4000:]
     summary = run.summary()
     assert (summary["ingest_shards"], summary["consumers"]) == (2, 2)
+    # Both consumers' lag, as the progress lines saw it; no Spark job in this run.
+    assert isinstance(summary["consumer_lag_max"], float)
+    assert summary["alerting_lag_max"] is None
     books = summary["reconciliation"]
     assert books["balanced"] is True
     assert summary["unwritten"] == 0

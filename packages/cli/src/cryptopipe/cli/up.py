@@ -539,6 +539,8 @@ class Pipeline:
         self.java: str | None = None if args.no_alerting else _find_java()
         self.prometheus: PrometheusServer | None = None
         self.kafka: KafkaEndpoint | None = None
+        #: The highest lag the progress lines saw (every 5 s): the consumers' and the Spark query's.
+        self.lag_max: dict[str, float | None] = {"consumer": None, "alerting": None}
 
     def use_servers(self, kafka: KafkaEndpoint, redis: RedisEndpoint) -> None:
         self.kafka = kafka
@@ -809,14 +811,25 @@ class Pipeline:
         scrape = self.scrape()
         e2e = scrape.percentiles_ms(m.E2E_LATENCY)
         received = scrape.total(m.TRADES_RECEIVED)
+        lag = self._lag(scrape, "consumer", m.CONSUMER_LAG)
+        spark_lag = self._lag(scrape, "alerting", m.ALERTING_LAG)
         return (
             f"cryptopipe up: {elapsed:6.1f} s  received {received:.0f}"
             f"  published {scrape.total(m.TRADES_PUBLISHED):.0f}"
             f"  written {scrape.total(m.PRICES_WRITTEN):.0f}"
-            f"  lag {scrape.total(m.CONSUMER_LAG):.0f}"
-            + (f"  spark lag {scrape.total(m.ALERTING_LAG):.0f}" if scrape.samples(m.ALERTING_LAG) else "")
+            f"  lag {lag or 0:.0f}"
+            + (f"  spark lag {spark_lag:.0f}" if spark_lag is not None else "")
             + f"  e2e p99 {e2e['p99'] if e2e['p99'] is not None else '-'} ms"
         )
+
+    def _lag(self, scrape: Scrape, reader: str, gauge: Any) -> float | None:
+        """One reader's lag in ``scrape`` (None when not exported), kept in :attr:`lag_max`."""
+        if not scrape.samples(gauge):
+            return None
+        lag = scrape.total(gauge)
+        seen = self.lag_max[reader]
+        self.lag_max[reader] = lag if seen is None else max(seen, lag)
+        return lag
 
     def drain(self) -> None:
         """Stop front to back so nothing in flight is lost, reading final figures on the way:
@@ -1038,6 +1051,8 @@ class Pipeline:
                 _count(_read_stats(self.runtime.stats_files.get(n)), "reconnects") for n in shards
             ),
             "consumer_lag_final": consumer.total(m.CONSUMER_LAG),
+            "consumer_lag_max": self.lag_max["consumer"],
+            "alerting_lag_max": self.lag_max["alerting"],
             "network_latency_ms": ingest.percentiles_ms(m.NETWORK_LATENCY),
             "network_latency_corrected_ms": ingest.percentiles_ms(m.NETWORK_LATENCY_CORRECTED),
             "clock_offset_ms": _clock_offset_ms(ingest),
