@@ -13,7 +13,10 @@ import pytest
 
 from cryptopipe.cli import docs, up
 from cryptopipe.cli.main import COMMANDS, main
+from cryptopipe.infra import KafkaEndpoint
+from cryptopipe.infra.kafka import TANSU_QUIRKS, KafkaQuirks
 from cryptopipe.observability import Scrape
+from cryptopipe.schemas import KafkaSettings, settings_of
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -527,3 +530,30 @@ def test_bench_splits_system_latency_where_the_consumer_fetched(tmp_path: Path) 
     path.write_text(json.dumps({"seen": 2, "samples_us": [5, 6], "fetch_to_written_samples_us": []}))
     assert bench_prices._read_samples(path) == (2, [(5, None), (6, None)])
     assert bench_prices._read_samples(tmp_path / "missing.json") == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("quirks", "env", "expected"),
+    [
+        (TANSU_QUIRKS, None, "python"),  # ListOffsets short of the log: Spark's connector would miss the tail
+        (KafkaQuirks(), None, "auto"),  # Apache Kafka: the job picks its connector itself
+        (TANSU_QUIRKS, "native", "native"),  # told which: done as told
+    ],
+)
+def test_up_reads_prices_with_the_python_source_where_list_offsets_falls_short(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    quirks: KafkaQuirks,
+    env: str | None,
+    expected: str,
+) -> None:
+    monkeypatch.delenv("ALERTING_SOURCE", raising=False)
+    if env is not None:
+        monkeypatch.setenv("ALERTING_SOURCE", env)
+    args = up.build_parser().parse_args(["--source", "replay", "--no-dashboard"])
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    pipeline.kafka = KafkaEndpoint("127.0.0.1:9", "some broker", quirks, settings_of(KafkaSettings))
+    assert pipeline.alerting_settings().source == expected
+    said = capsys.readouterr().err
+    assert ("reads with the Python Data Source" in said) is (expected == "python")

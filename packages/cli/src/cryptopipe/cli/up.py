@@ -650,6 +650,26 @@ class Pipeline:
     def alerting_enabled(self) -> bool:
         return not self.args.no_alerting and self.java is not None
 
+    def alerting_settings(self, **overrides: Any) -> AlertingSettings:
+        """The job's settings (see :func:`alerting_settings`), fitted to the broker found.
+
+        Spark's Kafka connector plans each micro-batch up to the partitions' ends as ListOffsets
+        answers them. A broker whose answer falls short of the log (Tansu: the last record
+        batch's base offset + 1) hides the newest records from it until more arrive, and for good
+        once the stream stops (`up` then waits for Spark in vain). So there, unless told which
+        source to use, the job reads with the Python Data Source, whose ends are offsets it
+        fetched (see cryptopipe.alerting.kafka_source).
+        """
+        settings = alerting_settings(self.args, **overrides)
+        if settings.source == "auto" and self.kafka is not None and self.kafka.quirks.list_offsets_unreliable:
+            _stderr(
+                f"cryptopipe up: {self.kafka.kind} answers ListOffsets short of the log, which Spark's "
+                "Kafka connector plans its micro-batches by; the alerting job reads with the Python "
+                "Data Source (ALERTING_SOURCE=native overrides)"
+            )
+            settings = settings.model_copy(update={"source": "python"})
+        return settings
+
     def _start_alerting(self) -> None:
         """The Spark job, reading prices from the start of the topic; its checkpoint lives with this run."""
         args = self.args
@@ -664,7 +684,7 @@ class Pipeline:
         if "ALERTING_CHECKPOINT_DIR" not in os.environ:
             # The local broker keeps nothing between runs, so neither may the checkpoint.
             overrides["checkpoint_dir"] = self.workdir / "checkpoints"
-        settings = alerting_settings(args, **overrides)
+        settings = self.alerting_settings(**overrides)
         stats = self.workdir / "alerting-stats.json"
         self._start(
             "alerting",
