@@ -130,6 +130,7 @@ def test_replayed_trades_all_reach_redis(
     assert last.startswith(f"cryptopipe up: books balance: {2 * n} trades received"), last
     assert summary["dead_lettered"] == 0
     assert summary["consumer_lag_final"] == 0
+    assert summary["alerting_unread"] == 0  # Spark read every trade before it was stopped
     assert summary["symbols"] == ["btcusdt", "ethusdt"]
     assert summary["clock_offset_ms"] is not None
     assert abs(summary["clock_offset_ms"]) < 50  # the replay exchange shares this machine's clock
@@ -234,6 +235,7 @@ def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     # Both consumers' lag, as the progress lines saw it; no Spark job in this run.
     assert isinstance(summary["consumer_lag_max"], float)
     assert summary["alerting_lag_max"] is None
+    assert summary["alerting_unread"] is None
     books = summary["reconciliation"]
     assert books["balanced"] is True
     assert summary["unwritten"] == 0

@@ -557,3 +557,40 @@ def test_up_reads_prices_with_the_python_source_where_list_offsets_falls_short(
     assert pipeline.alerting_settings().source == expected
     said = capsys.readouterr().err
     assert ("reads with the Python Data Source" in said) is (expected == "python")
+
+
+@pytest.mark.parametrize(
+    ("ends", "published", "expected"),
+    [
+        ({0: 10, 1: 5}, 15, 3),  # the broker's ends against the job's read offsets (7 and 5)
+        ({0: 7, 1: 5}, 15, 0),
+        (None, 100, 10),  # ends unknown (Tansu): ingest's count against the rows the job read (90)
+        (None, None, None),  # neither: unknown, not 0
+    ],
+)
+def test_up_reports_what_the_alerting_job_left_unread(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ends: dict[int, int] | None,
+    published: int | None,
+    expected: int | None,
+) -> None:
+    args = up.build_parser().parse_args(["--source", "replay", "--no-dashboard"])
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    scrape = Scrape.from_text(
+        "# TYPE cryptopipe_alerting_read_offset gauge\n"
+        'cryptopipe_alerting_read_offset{topic="prices",partition="0"} 7\n'
+        'cryptopipe_alerting_read_offset{topic="prices",partition="1"} 5\n'
+        "# TYPE cryptopipe_alerting_input_rows counter\n"
+        "cryptopipe_alerting_input_rows_total 90\n"
+    )
+    monkeypatch.setattr(pipeline, "_prices_ends", lambda: ends)
+    monkeypatch.setattr(pipeline, "scrape", lambda *names: scrape)
+    monkeypatch.setattr(pipeline, "_wait_until", lambda *a, **k: expected == 0)  # the job stopped there
+    pipeline._drain_alerting(published)
+    assert pipeline.runtime.alerting_unread == expected
+    said = capsys.readouterr().err
+    assert ("records unread" in said) is bool(expected), said
+    if expected:
+        assert f"stops with {expected} prices records unread" in said

@@ -452,6 +452,9 @@ class Runtime:
     """Which Kafka reader the alerting job ran: ``native`` or ``python`` (its ready file says)."""
     alerting_express: bool | None = None
     """Whether the alerting job ran its express lane (its ready file says; None without the job)."""
+    alerting_unread: int | None = None
+    """Prices records the alerting job had not read when the drain stopped it (None without the
+    job, or when neither the broker's ends nor ingest's count were known)."""
     services: dict[str, Service] = field(default_factory=dict)
     stats_files: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Scrape] = field(default_factory=dict)
@@ -883,25 +886,37 @@ class Pipeline:
         Spark runs no batch without new data here, so waiting for "one more" would only time out.
         """
         ends = self._prices_ends()
+
+        def read(s: Scrape) -> dict[str, float]:
+            return {x.labels.get("partition", ""): x.value for x in s.samples(m.ALERTING_READ_OFFSET)}
+
+        def unread(s: Scrape) -> int | None:
+            if ends:
+                return int(sum(max(0.0, end - read(s).get(str(p), 0.0)) for p, end in ends.items()))
+            return None if published is None else int(max(0.0, published - s.total(m.ALERTING_INPUT_ROWS)))
+
         if ends:
-
-            def read(s: Scrape) -> dict[str, float]:
-                return {x.labels.get("partition", ""): x.value for x in s.samples(m.ALERTING_READ_OFFSET)}
-
             self._wait_until(
                 "alerting",
-                lambda s: all(read(s).get(str(p), -1) >= end for p, end in ends.items()),
+                lambda s: unread(s) == 0,
                 progress=lambda s: sum(read(s).values()),
             )
         elif published is not None:
             self._wait_until(
                 "alerting",
-                lambda s: s.total(m.ALERTING_INPUT_ROWS) >= published,
+                lambda s: unread(s) == 0,
                 progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
             )
         else:  # neither figure: give a batch in flight the time to finish
             batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
             self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=5.0)
+        left = unread(self.scrape("alerting"))
+        self.runtime.alerting_unread = left
+        if left:
+            _stderr(
+                f"cryptopipe up: the alerting job stops with {left} prices records unread: "
+                "no alert comes from them in this run"
+            )
 
     def _published(self) -> int | None:
         """What every ingest shard published, from their final stats files (None while one of
@@ -1061,6 +1076,7 @@ class Pipeline:
             "prices_stale": prices.stale if prices is not None else 0,
             "alerting_source": self.runtime.alerting_source,
             "alerting_express": self.runtime.alerting_express,
+            "alerting_unread": self.runtime.alerting_unread,
             "alerts_raised": len(alerts),
             "alerts": alerts,
             "dead_lettered": dead,
