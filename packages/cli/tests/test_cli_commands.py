@@ -594,3 +594,26 @@ def test_up_reports_what_the_alerting_job_left_unread(
     assert ("records unread" in said) is bool(expected), said
     if expected:
         assert f"stops with {expected} prices records unread" in said
+
+
+def test_a_long_drain_wait_says_what_is_left_every_5_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = up.build_parser().parse_args(["--source", "replay", "--no-dashboard"])
+    pipeline = up.Pipeline(args, contextlib.ExitStack(), tmp_path)
+    now = [1000.0]
+    monkeypatch.setattr(up.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(up.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    monkeypatch.setattr(pipeline, "scrape", lambda *names: Scrape([]))
+    left = iter(range(100, 0, -1))
+    done = pipeline._wait_until(
+        "alerting", lambda s: False, timeout=12.0, left=lambda s: f"{next(left)} to read"
+    )
+    assert done is False
+    lines = capsys.readouterr().err.splitlines()
+    waiting = [line for line in lines if line.startswith("cryptopipe up: waiting for alerting: ")]
+    assert waiting == [
+        "cryptopipe up: waiting for alerting: 100 to read",
+        "cryptopipe up: waiting for alerting: 99 to read",
+    ]
+    assert lines[-1].startswith("cryptopipe up: alerting did not catch up within 12 s")

@@ -895,17 +895,19 @@ class Pipeline:
                 return int(sum(max(0.0, end - read(s).get(str(p), 0.0)) for p, end in ends.items()))
             return None if published is None else int(max(0.0, published - s.total(m.ALERTING_INPUT_ROWS)))
 
+        def left(s: Scrape) -> str:
+            return f"{unread(s)} prices records to read"
+
         if ends:
             self._wait_until(
-                "alerting",
-                lambda s: unread(s) == 0,
-                progress=lambda s: sum(read(s).values()),
+                "alerting", lambda s: unread(s) == 0, progress=lambda s: sum(read(s).values()), left=left
             )
         elif published is not None:
             self._wait_until(
                 "alerting",
                 lambda s: unread(s) == 0,
                 progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
+                left=left,
             )
         else:  # neither figure: give a batch in flight the time to finish
             batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
@@ -956,13 +958,15 @@ class Pipeline:
         *,
         progress: Callable[[Scrape], float] | None = None,
         limit: float = 600.0,
+        left: Callable[[Scrape], str] | None = None,
     ) -> bool:
         """Wait until ``done`` (on one scrape of ``names``); give up after ``timeout`` s, or after
         ``timeout`` s without ``progress`` growing (never beyond ``limit`` s), so a slow but busy
-        service is waited for."""
+        service is waited for. A wait past 5 s says every 5 s what is ``left``."""
         names = (names,) if isinstance(names, str) else tuple(names)
         started = time.monotonic()
         deadline = started + timeout
+        next_line = started + 5.0
         last: float | None = None
         while time.monotonic() < deadline:
             scrape = self.scrape(*names)
@@ -973,6 +977,9 @@ class Pipeline:
                 if last is not None and value > last:
                     deadline = min(max(deadline, time.monotonic() + timeout), started + limit)
                 last = value if last is None else max(last, value)
+            if left is not None and time.monotonic() >= next_line:
+                _stderr(f"cryptopipe up: waiting for {', '.join(names)}: {left(scrape)}")
+                next_line += 5.0
             time.sleep(0.2)
         waited = time.monotonic() - started
         _stderr(f"cryptopipe up: {', '.join(names)} did not catch up within {waited:.0f} s; stopping anyway")
@@ -990,10 +997,15 @@ class Pipeline:
         def handled(s: Scrape) -> float:
             return s.total(m.CONSUMED) + s.total(m.DEAD_LETTERS, component=component)
 
+        def left(s: Scrape) -> str:
+            of = "" if expected is None else f" of {expected}"
+            return f"{handled(s):.0f}{of} records handled, lag {s.total(m.CONSUMER_LAG):.0f}"
+
         self._wait_until(
             running,
             lambda s: s.total(m.CONSUMER_LAG) == 0 and (expected is None or handled(s) >= expected),
             progress=handled,
+            left=left,
         )
         self._read_and_stop(running, component)
 
