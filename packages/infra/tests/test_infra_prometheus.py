@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cryptopipe.infra.prometheus import start_embedded_prometheus, start_prometheus
 from cryptopipe.infra.testing import eventually, require_prometheus_tool
@@ -32,6 +32,9 @@ class Endpoint:
         )
         self.trades = Counter(
             "cryptopipe_ingest_trades_received", "trades", ("symbol",), registry=self.registry
+        )
+        self.spark_lag = Gauge(
+            "cryptopipe_alerting_lag", "lag", ("topic", "partition"), registry=self.registry
         )
         self.symbol = symbol
         self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
@@ -103,6 +106,14 @@ def test_real_prometheus_scrapes_every_component_and_answers_p99(
             lambda: len(server.query(by_symbol)) == 2, timeout=30, message=f"{by_symbol} not per symbol"
         )
         assert prom.all_rules_healthy(server.url) == []
+
+        # The Spark query's lag joins the consumers' in the lag series, as consumer="alerting".
+        endpoints[1].spark_lag.labels(topic="prices", partition="0").set(5)
+        endpoints[1].spark_lag.labels(topic="prices", partition="1").set(7)
+        lag = f'{prom.LAG_SERIES}{{consumer="alerting",topic="prices",source="consumer"}}'
+        assert (
+            eventually(lambda: _number(server.query(lag)), timeout=30, message=f"{lag} never recorded") == 12
+        )
 
         # The orchestrator may learn a port late: rewrite the config and reload.
         prom.write_config_dir(tmp_path, {**targets, "skew-monitor": [endpoints[0].address]}, "1s")
