@@ -111,9 +111,7 @@ def test_real_prometheus_scrapes_every_component_and_answers_p99(
         endpoints[1].spark_lag.labels(topic="prices", partition="0").set(5)
         endpoints[1].spark_lag.labels(topic="prices", partition="1").set(7)
         lag = f'{prom.LAG_SERIES}{{consumer="alerting",topic="prices",source="consumer"}}'
-        assert (
-            eventually(lambda: _number(server.query(lag)), timeout=30, message=f"{lag} never recorded") == 12
-        )
+        eventually(lambda: _number(server.query(lag)) == 12, timeout=30, message=f"{lag} never read 5 + 7")
 
         # The orchestrator may learn a port late: rewrite the config and reload.
         prom.write_config_dir(tmp_path, {**targets, "skew-monitor": [endpoints[0].address]}, "1s")
