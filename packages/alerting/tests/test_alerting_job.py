@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from cryptopipe.alerting.reference import one_per_batch, reference_alerts
 from cryptopipe.alerting.rules import parse_rules
 from cryptopipe.infra.testing import eventually
 from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import end_offsets
 from cryptopipe.schemas import PRICES, KafkaSettings
 
 from .conftest import (
@@ -120,7 +120,7 @@ def test_threshold_crossing_raises_exactly_one_alert(
     assert _histogram_count(m.ALERTING_PUBLISH_LATENCY, kind="final") - before["publish"] == 2
     assert _sample(m.ALERTING_STATE_ROWS) >= 1  # the windows still open (BTC's third minute)
     # It read to each partition's end, and its lag against the broker (the probe) reads 0.
-    ends = _ends(kafka_settings, job.prices_topic)
+    ends = end_offsets(kafka_settings, job.prices_topic)
     assert sum(ends.values()) == len(trades)
     labels = [{"topic": job.prices_topic, "partition": str(p)} for p in ends]
     assert [exported(m.ALERTING_READ_OFFSET, **x) for x in labels] == list(ends.values())
@@ -129,18 +129,6 @@ def test_threshold_crossing_raises_exactly_one_alert(
         timeout=10,
         message="the alerting lag did not read 0",
     )
-
-
-def _ends(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    consumer = Consumer({**kafka.client_config(), "group.id": "test-ends"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in sorted(partitions)
-        }
-    finally:
-        consumer.close()
 
 
 def test_late_trade_within_watermark_counts_and_beyond_is_dropped(

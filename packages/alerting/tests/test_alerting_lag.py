@@ -10,6 +10,7 @@ from cryptopipe.alerting.lag import LagProbe
 from cryptopipe.infra import free_port
 from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import end_offsets
 from cryptopipe.schemas import KafkaSettings
 
 from .conftest import exported
@@ -25,6 +26,8 @@ def test_lag_is_the_high_watermark_minus_what_the_query_read(
     try:
         first = probe.measure()  # nothing read yet: the lag is every record
         assert sum(first.values()) == 10
+        assert first == end_offsets(kafka_settings, topic)
+        assert end_offsets(kafka_settings, topic + "-missing") == {}
         assert set(first) == {0, 1}
         busy = max(first, key=first.__getitem__)
         other = 1 - busy

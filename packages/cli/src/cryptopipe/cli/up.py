@@ -64,7 +64,7 @@ from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.observability.prometheus import DEFAULT_METRICS_PORTS
 from cryptopipe.replay.config import ReplaySettings
 from cryptopipe.replay.errors import ReplayError
-from cryptopipe.runtime import RunSettings, Stop, environ_of, final_scrape, stop_on_signals
+from cryptopipe.runtime import RunSettings, Stop, end_offsets, environ_of, final_scrape, stop_on_signals
 from cryptopipe.schemas import PRICES, ConfigError, KafkaSettings, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store import AlertStore, connect_redis
@@ -795,22 +795,16 @@ class Pipeline:
     def _prices_ends(self) -> dict[int, int] | None:
         """Each non-empty prices partition's end offset (None where the broker's ListOffsets
         cannot be trusted, or does not answer)."""
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
         if self.kafka is None or self.kafka.quirks.list_offsets_unreliable:
             return None
         settings = self.kafka.settings
         topic = PRICES.with_prefix(self.env.get("KAFKA_TOPIC_PREFIX", settings.topic_prefix)).name
-        consumer = Consumer({**settings.client_config(), "group.id": "cryptopipe-up-ends"})
         try:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-            }
-        except (KafkaException, KeyError):
+            ends = end_offsets(settings, topic)
+        except KafkaException:
             return None
-        finally:
-            consumer.close()
         return {p: end for p, end in ends.items() if end > 0}
 
     def scrape(self, *names: str) -> Scrape:

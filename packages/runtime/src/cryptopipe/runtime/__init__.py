@@ -30,7 +30,7 @@ from cryptopipe.runtime.service import (
 )
 from cryptopipe.runtime.stats import final_scrape, read_stats, write_stats
 from cryptopipe.runtime.stop import Interrupted, Stop, stop_on_signals
-from cryptopipe.runtime.topics import ensure_topics
+from cryptopipe.runtime.topics import end_offsets, ensure_topics
 
 __all__ = [
     "Backoff",
@@ -43,6 +43,7 @@ __all__ = [
     "add_run_arguments",
     "configure_logging",
     "configured",
+    "end_offsets",
     "ensure_topics",
     "environ_of",
     "final_scrape",

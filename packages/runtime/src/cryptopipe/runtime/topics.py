@@ -1,4 +1,4 @@
-"""Creating the pipeline's topics when they are missing."""
+"""Creating the pipeline's topics when they are missing, and reading where their partitions end."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cryptopipe.schemas import KafkaSettings, TopicSpec
@@ -109,3 +109,19 @@ def _create(
         )
         return False
     return True
+
+
+def end_offsets(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """Each partition of ``topic`` -> its high watermark, as the broker's ListOffsets answers it
+    (short of the log on Tansu: ``KafkaQuirks.list_offsets_unreliable``); ``{}`` for a topic that
+    does not exist. Raises :class:`KafkaException` when the broker does not answer."""
+    consumer = Consumer({**kafka.client_config(), "group.id": "cryptopipe-end-offsets"})  # never joins
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        partitions = sorted(metadata.partitions) if metadata is not None else []
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
