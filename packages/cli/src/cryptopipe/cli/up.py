@@ -892,25 +892,19 @@ class Pipeline:
         def left(s: Scrape) -> str:
             return f"{unread(s)} prices records to read"
 
-        if ends:
+        if ends or published is not None:
+            # Progress is fewer records left to read.
             self._wait_until(
-                "alerting", lambda s: unread(s) == 0, progress=lambda s: sum(read(s).values()), left=left
-            )
-        elif published is not None:
-            self._wait_until(
-                "alerting",
-                lambda s: unread(s) == 0,
-                progress=lambda s: s.total(m.ALERTING_INPUT_ROWS),
-                left=left,
+                "alerting", lambda s: unread(s) == 0, progress=lambda s: -(unread(s) or 0), left=left
             )
         else:  # neither figure: give a batch in flight the time to finish
             batches = self.scrape("alerting").total(m.ALERTING_BATCHES)
             self._wait_until("alerting", lambda s: s.total(m.ALERTING_BATCHES) > batches, timeout=5.0)
-        left = unread(self.scrape("alerting"))
-        self.runtime.alerting_unread = left
-        if left:
+        remaining = unread(self.scrape("alerting"))
+        self.runtime.alerting_unread = remaining
+        if remaining:
             _stderr(
-                f"cryptopipe up: the alerting job stops with {left} prices records unread: "
+                f"cryptopipe up: the alerting job stops with {remaining} prices records unread: "
                 "no alert comes from them in this run"
             )
 
