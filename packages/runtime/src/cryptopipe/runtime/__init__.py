@@ -8,10 +8,14 @@
 - :func:`run_service`, :func:`write_stats`, :func:`read_stats`: ``/metrics`` and final stats, one way.
 - :func:`environ_of`: settings handed to a child process as its environment.
 - :func:`stop_process`: a child asked to stop, killed after a grace period.
+- :func:`write_json_atomic`, :func:`read_json_object`, :func:`free_port`, :func:`positive_int`: small
+  jobs every command shares, each with one home.
 """
 
+from cryptopipe.runtime.args import positive_int
 from cryptopipe.runtime.backoff import Backoff
 from cryptopipe.runtime.env import environ_of
+from cryptopipe.runtime.files import read_json_object, write_json_atomic
 from cryptopipe.runtime.logs import (
     RateLimitedLog,
     RateLimiter,
@@ -19,6 +23,7 @@ from cryptopipe.runtime.logs import (
     configure_logging,
     rate_limited_logger,
 )
+from cryptopipe.runtime.net import free_port
 from cryptopipe.runtime.process import stop_process
 from cryptopipe.runtime.service import (
     RunSettings,
@@ -47,12 +52,16 @@ __all__ = [
     "ensure_topics",
     "environ_of",
     "final_scrape",
+    "free_port",
+    "positive_int",
     "rate_limited_logger",
+    "read_json_object",
     "read_stats",
     "required_kafka",
     "run_service",
     "run_settings_from",
     "stop_on_signals",
     "stop_process",
+    "write_json_atomic",
     "write_stats",
 ]

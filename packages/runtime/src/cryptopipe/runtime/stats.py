@@ -11,8 +11,6 @@ it is written beside and renamed.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 
 from cryptopipe.observability import Scrape
+from cryptopipe.runtime.files import read_json_object, write_json_atomic
 
 #: The key of a stats file that holds the service's final metrics (exposition text).
 METRICS_KEY = "metrics"
@@ -45,24 +44,15 @@ def write_stats(path: Path | str, stats: object, *, metrics: bool = False) -> No
 
     ``metrics``: also the process's whole metrics registry as it is now, under ``"metrics"``.
     """
-    path = Path(path)
     data = as_dict(stats)
     if metrics:
         data[METRICS_KEY] = generate_latest(REGISTRY).decode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 def read_stats(path: Path | str | None) -> dict[str, Any]:
     """The stats a service wrote at ``path``; ``{}`` when it wrote none (it died, or never ran)."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path)
 
 
 def final_scrape(stats: Mapping[str, Any]) -> Scrape | None:
