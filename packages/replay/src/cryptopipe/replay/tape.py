@@ -20,7 +20,8 @@ import msgspec
 
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.errors import ReplayError
-from cryptopipe.replay.sources import MergedSource, RawFrame, SourceEvent, TradeRecord
+from cryptopipe.replay.sources.base import RawFrame, SourceEvent, TradeRecord
+from cryptopipe.replay.sources.merged import MergedSource
 from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent, encode_json
 
 log = logging.getLogger(__name__)
