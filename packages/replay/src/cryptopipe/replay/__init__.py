@@ -14,8 +14,9 @@ exactly what the stream sent, so backfill can be checked id for id::
 
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.errors import FetchError, ReplayConfigError, ReplayError, SourceError
-from cryptopipe.replay.server import ReplayExchange, ThreadedExchange, run_in_thread
+from cryptopipe.replay.exchange import ReplayExchange
 from cryptopipe.replay.tape import ReplayStats
+from cryptopipe.replay.threaded import ThreadedExchange, run_in_thread
 
 __all__ = [
     "FetchError",

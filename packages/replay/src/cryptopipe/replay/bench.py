@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from cryptopipe.replay.config import ReplayConfig
-from cryptopipe.replay.server import ReplayExchange
+from cryptopipe.replay.exchange import ReplayExchange
 
 
 async def measure(count: int, symbols: tuple[str, ...], combined: bool) -> dict[str, Any]:

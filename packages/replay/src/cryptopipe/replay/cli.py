@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptopipe.replay.config import ReplayConfig, ReplaySettings, parse_speed
 from cryptopipe.replay.errors import ReplayError
-from cryptopipe.replay.server import ReplayExchange
+from cryptopipe.replay.exchange import ReplayExchange
 from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import ConfigError, load_settings
 

@@ -40,7 +40,7 @@ def parse_speed(value: str | float) -> float:
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """Everything a :class:`~cryptopipe.replay.server.ReplayExchange` needs.
+    """Everything a :class:`~cryptopipe.replay.exchange.ReplayExchange` needs.
 
     Sources: ``replay_files`` (``PATH`` or ``SYMBOL:PATH``; data.binance.vision CSV/zip or recorded
     frames) plus ``fetch`` (``SYMBOL:DATE[:trades|aggTrades]``). With neither, the seeded synthetic

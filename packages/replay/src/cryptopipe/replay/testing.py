@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cryptopipe.replay.config import ReplayConfig
-from cryptopipe.replay.server import ThreadedExchange
+from cryptopipe.replay.threaded import ThreadedExchange
 
 #: Overrides the location of the real recordings (a directory holding the *.gz files).
 DATA_ENV = "CRYPTOPIPE_BINANCE_DATA"
