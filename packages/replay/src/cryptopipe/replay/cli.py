@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 from cryptopipe.replay.config import ReplayConfig, ReplaySettings, parse_speed
 from cryptopipe.replay.errors import ReplayError
 from cryptopipe.replay.exchange import ReplayExchange
-from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
+from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from, write_json_atomic
 from cryptopipe.schemas import ConfigError, load_settings
 
 log = logging.getLogger(__name__)
@@ -153,17 +152,14 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     return settings_from_args(args).config()
 
 
-def _write_ready_file(path: Path, exchange: ReplayExchange) -> None:
-    payload = {
+def _ready_document(exchange: ReplayExchange) -> dict[str, Any]:
+    """What ``--ready-file`` holds: where a client finds the exchange, and who serves it."""
+    return {
         "port": exchange.port,
         "ws_url": exchange.ws_url,
         "rest_url": exchange.rest_url,
         "pid": os.getpid(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(payload))
-    partial.replace(path)
 
 
 async def _serve(settings: ReplaySettings, stop: Stop) -> dict[str, Any]:
@@ -171,7 +167,7 @@ async def _serve(settings: ReplaySettings, stop: Stop) -> dict[str, Any]:
     stopping = stop.asyncio_event()
     async with ReplayExchange(config) as exchange:
         if settings.ready_file is not None:
-            _write_ready_file(settings.ready_file, exchange)
+            write_json_atomic(settings.ready_file, _ready_document(exchange))
         print(f"replay-exchange listening on {exchange.ws_url} (REST {exchange.rest_url})", flush=True)
         stopper = asyncio.create_task(stopping.wait())
         finisher = asyncio.create_task(exchange.tape.finished_event.wait())
@@ -199,7 +195,7 @@ def run(settings: ReplaySettings, stop: Stop) -> dict[str, Any]:
         return asyncio.run(_serve(settings, stop))
     finally:
         if settings.ready_file is not None:
-            settings.ready_file.unlink(missing_ok=True)
+            settings.ready_file.expanduser().unlink(missing_ok=True)  # where write_json_atomic wrote it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
