@@ -25,7 +25,7 @@ def series_name(series: Series) -> str:
     """The sample name that a catalogue metric (or a name) is scraped under."""
     if isinstance(series, str):
         return series
-    family = series.describe()[0]
+    family = next(iter(series.describe()))
     return f"{family.name}_total" if family.type == "counter" else family.name
 
 
