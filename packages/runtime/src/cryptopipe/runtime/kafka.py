@@ -1,9 +1,11 @@
-"""librdkafka consumer settings that every low-latency reader of ours shares."""
+"""What every low-latency Kafka reader of ours shares: the fetch settings and the batching."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from confluent_kafka import Consumer, Message
 
 #: Answer a fetch as soon as one byte is there, and hold an empty fetch only briefly: Tansu answers
 #: a fetch only when the wait expires, so the wait is added latency there. Measured at 200 msg/s
@@ -16,3 +18,20 @@ LOW_LATENCY_FETCH: Mapping[str, Any] = {
     "fetch.queue.backoff.ms": 10,
     "socket.nagle.disable": True,
 }
+
+
+def poll_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_records`` records: wait up to ``timeout_s`` for the first, then take what is fetched.
+
+    A batch never waits for more records than are already there, so latency stays one record's
+    at low rates and batches grow by themselves under load. (``consume(n, timeout)`` alone waits
+    the whole timeout whenever fewer than ``n`` records are queued: at 200 msg/s that measured
+    p50 56 ms against 4 ms for poll-then-drain.) Empty when nothing came within ``timeout_s``.
+    Records carrying an error are returned like the others; exceptions are the caller's.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    if max_records == 1:
+        return [first]
+    return [first, *consumer.consume(num_messages=max_records - 1, timeout=0)]

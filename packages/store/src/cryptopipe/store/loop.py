@@ -71,7 +71,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import RateLimitedLog, rate_limited_logger
-from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
+from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, poll_batch
 from cryptopipe.schemas import DEAD_LETTERS, DeadLetter, DecodeError, KafkaSettings, encode
 from cryptopipe.store.errors import ConsumerFatalError
 from cryptopipe.store.sink import Sink, WriteResult
@@ -323,7 +323,9 @@ class ConsumerLoop(Generic[T]):
     def run_once(self, timeout_s: float | None = None) -> int:
         """Consume and write at most one batch; returns the number of records taken from Kafka."""
         self._subscribe()
-        messages = self._fetch(self.poll_timeout_s if timeout_s is None else timeout_s)
+        messages = poll_batch(
+            self._consumer, self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s
+        )
         if not messages:
             now = time.monotonic()
             self._maybe_commit(now)
@@ -424,14 +426,6 @@ class ConsumerLoop(Generic[T]):
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             self._subscribed = True
-
-    def _fetch(self, timeout_s: float) -> list[Message]:
-        first = self._consumer.poll(timeout_s)
-        if first is None:
-            return []
-        if self.batch_size == 1:
-            return [first]
-        return [first, *self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A new consumer taking over during a stall carries the stall's clock until it writes.
