@@ -4,6 +4,15 @@ The bottom of the dependency graph: every other cryptopipe package imports this 
 one imports none of them.
 """
 
+from cryptopipe.schemas.book import (
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    decode_book_ticker,
+    decode_depth_snapshot,
+    decode_depth_update,
+)
 from cryptopipe.schemas.config import (
     SETTINGS_CONFIG,
     ConfigError,
@@ -43,10 +52,14 @@ __all__ = [
     "WIRE_VERSION",
     "Alert",
     "AlertKind",
+    "BookTicker",
     "ConfigError",
     "DeadLetter",
     "DecodeError",
+    "DepthDiff",
+    "DepthSnapshot",
     "KafkaSettings",
+    "Level",
     "RedisSettings",
     "SchemaError",
     "Side",
@@ -54,7 +67,10 @@ __all__ = [
     "Trade",
     "TradeKind",
     "decode_alert",
+    "decode_book_ticker",
     "decode_dead_letter",
+    "decode_depth_snapshot",
+    "decode_depth_update",
     "decode_trade",
     "encode",
     "encode_key",
