@@ -1,13 +1,14 @@
 """Find or start the servers the pipeline needs: Kafka, Redis, Prometheus.
 
 ``resolve_kafka`` and ``resolve_redis`` serve both ``cryptopipe up`` (embedded mode) and the test
-fixtures in :mod:`cryptopipe.infra.testing`. Order: explicit configuration, then a container when a
-Docker engine answers, then a local server process (for Kafka, Apache Kafka from Maven Central
-jars, else Tansu; for Redis, ``redis-server``). Local servers bind 127.0.0.1 on a free port and stop with the
-``ExitStack`` they were registered on.
+fixtures in :mod:`cryptopipe.infra.testing` (the ``testing`` extra). Order: explicit configuration,
+then a container when a Docker engine answers, then a local server process (for Kafka, Apache
+Kafka from Maven Central jars, else Tansu; for Redis, ``redis-server``). Local servers bind
+127.0.0.1 on a free port and stop with the ``ExitStack`` they were registered on.
 """
 
 from cryptopipe.infra.apache_kafka import ApacheKafkaBroker, KafkaCluster, start_apache_kafka
+from cryptopipe.infra.broker import kafka_metadata_ready
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import (
     START_ERRORS,
@@ -16,17 +17,8 @@ from cryptopipe.infra.errors import (
     ResolutionError,
     ServerStartError,
 )
-from cryptopipe.infra.kafka import (
-    LOCAL_BROKER_ENV,
-    KafkaEndpoint,
-    KafkaQuirks,
-    TansuBroker,
-    find_tansu,
-    kafka_metadata_ready,
-    resolve_kafka,
-    start_tansu,
-)
-from cryptopipe.infra.process import LocalServer, free_port
+from cryptopipe.infra.kafka import LOCAL_BROKER_ENV, KafkaEndpoint, KafkaQuirks, resolve_kafka
+from cryptopipe.infra.process import LocalServer
 from cryptopipe.infra.prometheus import (
     PrometheusServer,
     resolve_prometheus_binary,
@@ -41,6 +33,8 @@ from cryptopipe.infra.redis_server import (
     resolve_redis,
     start_redis,
 )
+from cryptopipe.infra.tansu import TansuBroker, find_tansu, start_tansu
+from cryptopipe.runtime.net import free_port
 
 __all__ = [
     "LOCAL_BROKER_ENV",

@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptopipe.infra.broker import LOOPBACK, LoopbackBroker, tcp_then_metadata, warm_producer_ids
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.infra.kafka import LoopbackBroker, tcp_then_metadata, warm_producer_ids
-from cryptopipe.infra.process import free_port
 from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
 from cryptopipe.runtime.lifecycle import StartStop
+from cryptopipe.runtime.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ LOG4J_VERSION = "2.24.3"
 """Matches the log4j-core that kafka_2.13 4.1.1 depends on."""
 MIN_JAVA = 17
 DEFAULT_HEAP = "512m"
-_LOOPBACK = "127.0.0.1"
 GC_OPTIONS = ("-XX:+UseZGC",)
 """The broker's garbage collector: ZGC, whose pauses stay under a millisecond.
 
@@ -129,7 +128,7 @@ class ApacheKafkaBroker(LoopbackBroker):
         super().__init__(
             f"kafka-{node_id}",
             argv,
-            ready=tcp_then_metadata(_LOOPBACK, port),
+            ready=tcp_then_metadata(LOOPBACK, port),
             ready_timeout=ready_timeout,
             stop_grace=15.0,
             prepare=self._format,
@@ -142,8 +141,8 @@ class ApacheKafkaBroker(LoopbackBroker):
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
-            "listeners": f"PLAINTEXT://{_LOOPBACK}:{self.port},CONTROLLER://{_LOOPBACK}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{_LOOPBACK}:{self.advertised_port}",
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.advertised_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -168,10 +167,10 @@ class ApacheKafkaBroker(LoopbackBroker):
         }
         if self.voters:
             props["controller.quorum.voters"] = ",".join(
-                f"{node}@{_LOOPBACK}:{port}" for node, port in sorted(self.voters.items())
+                f"{node}@{LOOPBACK}:{port}" for node, port in sorted(self.voters.items())
             )
         else:
-            props["controller.quorum.bootstrap.servers"] = f"{_LOOPBACK}:{self.controller_port}"
+            props["controller.quorum.bootstrap.servers"] = f"{LOOPBACK}:{self.controller_port}"
         props.update(self._overrides)
         return props
 
@@ -217,8 +216,8 @@ def start_apache_kafka(
     broker = ApacheKafkaBroker(
         libs,
         java,
-        port=port or free_port(_LOOPBACK),
-        controller_port=free_port(_LOOPBACK),
+        port=port or free_port(LOOPBACK),
+        controller_port=free_port(LOOPBACK),
         cluster_id=new_cluster_id(),
         advertised_port=advertised_port,
         heap=heap,
@@ -282,7 +281,7 @@ class KafkaCluster(StartStop):
         java = find_java(MIN_JAVA)
         libs = kafka_libs(self.version, java=java)
         cluster_id = new_cluster_id()
-        ports = [(free_port(_LOOPBACK), free_port(_LOOPBACK)) for _ in range(self.size)]
+        ports = [(free_port(LOOPBACK), free_port(LOOPBACK)) for _ in range(self.size)]
         voters = {node: ports[node - 1][1] for node in range(1, self.size + 1)}
         self.brokers = [
             ApacheKafkaBroker(

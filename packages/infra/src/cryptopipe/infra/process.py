@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import ctypes
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -27,11 +28,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
 from cryptopipe.infra.errors import ServerStartError
 from cryptopipe.runtime.lifecycle import StartStop
+from cryptopipe.runtime.net import free_port
 from cryptopipe.runtime.process import stop_process
 
 log = logging.getLogger(__name__)
@@ -51,13 +54,6 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the caller retries if it loses the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 #: How often :func:`start_on_free_port` tries a fresh port when the server exits during start-up.
@@ -85,6 +81,18 @@ def start_on_free_port(make: Callable[[int], S], port: int = 0, *, what: str, ho
             continue
         return server
     raise AssertionError("unreachable")
+
+
+@cache
+def program_version(binary: str, pattern: str) -> str:
+    """The first group of ``pattern`` in what ``binary --version`` prints (``"unknown"`` if it
+    does not say)."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(pattern, out.stdout + out.stderr)
+    return match.group(1) if match else "unknown"
 
 
 def listening_on(pid: int, port: int) -> bool:

@@ -16,13 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -32,7 +29,7 @@ from pydantic import SecretStr
 from cryptopipe.infra._resolve import first_available
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
-from cryptopipe.infra.process import LocalServer, listening_on, start_on_free_port
+from cryptopipe.infra.process import LocalServer, listening_on, program_version, start_on_free_port
 from cryptopipe.schemas import RedisSettings, redact_url
 
 log = logging.getLogger(__name__)
@@ -80,15 +77,9 @@ def find_redis_server() -> str:
     return path
 
 
-@cache
 def redis_version(binary: str) -> str:
     """``"7.0.15"`` from ``redis-server --version`` (``"unknown"`` if it does not say)."""
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    match = re.search(r"v=(\S+)", out.stdout)
-    return match.group(1) if match else "unknown"
+    return program_version(binary, r"v=(\S+)")
 
 
 def _ping(host: str, port: int, password: str) -> Callable[[LocalServer], bool]:

@@ -27,20 +27,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from cryptopipe.infra.broker import kafka_metadata_ready
 from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.kafka import (
     LOCAL_BROKER_ENV,
     TANSU_QUIRKS,
     KafkaEndpoint,
     KafkaQuirks,
-    kafka_metadata_ready,
     local_broker_choice,
     resolve_kafka,
-    start_tansu,
 )
 from cryptopipe.infra.process import LocalServer
 from cryptopipe.infra.proxy import TcpProxy
 from cryptopipe.infra.redis_server import RedisEndpoint, resolve_redis
+from cryptopipe.infra.tansu import start_tansu
 from cryptopipe.schemas import KafkaSettings, RedisSettings, TopicSpec, redact_url
 
 if TYPE_CHECKING:
