@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from cryptopipe.experiment import ResultError, read_result
+from cryptopipe.measure.experiment import ResultError, read_result
 from cryptopipe.schemas import KafkaSettings, RedisSettings
 
 pytestmark = pytest.mark.slow

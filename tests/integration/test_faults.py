@@ -1,6 +1,6 @@
 """Faults on the prices path: replay -> ingest -> Kafka -> prices consumer -> Redis, counted by id.
 
-Each test runs one scenario of :mod:`cryptopipe.cli.faults` (the ones ``cryptopipe bench faults``
+Each test runs one scenario of :mod:`cryptopipe.measure.faults` (the ones ``cryptopipe bench faults``
 runs, at a lower rate and a shorter stream) and asserts that every trade the exchange offered is
 in Redis, none is missing and none was published or written twice. The scenario's module
 docstring says how trades are reconciled by id. Times are reported, never asserted.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cryptopipe.cli.faults import (
+from cryptopipe.measure.faults import (
     FaultConfig,
     Progress,
     Sample,

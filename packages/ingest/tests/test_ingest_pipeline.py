@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+from prometheus_client import REGISTRY
 
 from cryptopipe.infra.testing import eventually
 from cryptopipe.ingest import Ingest, IngestSettings
@@ -369,7 +370,7 @@ def _trade_now(symbol: str, trade_id: int, now_us: int) -> Trade:
 
 def _producer_latency(broker: str, stage: str, quantile: str) -> float | None:
     labels = {"broker": broker, "stage": stage, "quantile": quantile}
-    return m.REGISTRY.get_sample_value("cryptopipe_kafka_producer_latency_seconds", labels)
+    return REGISTRY.get_sample_value("cryptopipe_kafka_producer_latency_seconds", labels)
 
 
 def test_librdkafka_statistics_become_the_producer_latency_gauges(kafka_settings: KafkaSettings) -> None:

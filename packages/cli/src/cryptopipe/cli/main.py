@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from cryptopipe.runtime import configure_logging
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +35,9 @@ COMMANDS: dict[str, Command] = {
     "kafka-cluster": Command(
         "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
     ),
-    "bench": Command("cryptopipe.cli.bench:main", "benchmarks: prices, alerting, codec, faults"),
+    "bench": Command("cryptopipe.measure.bench:main", "benchmarks: prices, alerting, codec, faults"),
     "experiment": Command(
-        "cryptopipe.experiment.cli:main", "environment-comparison experiments: run, compare, export"
+        "cryptopipe.measure.experiment.cli:main", "environment-comparison experiments: run, compare, export"
     ),
     "docs": Command("cryptopipe.cli.docs:main", "regenerate docs/metrics.md and docs/configuration.md"),
 }
@@ -47,8 +48,11 @@ def _load(target: str) -> Callable[[Sequence[str]], int]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        hint = (
+            " (pip install 'cryptopipe-cli[measure]')" if module_name.startswith("cryptopipe.measure") else ""
+        )
         raise SystemExit(
-            f"cryptopipe: this command needs {module_name}, which is not installed ({exc})"
+            f"cryptopipe: this command needs {module_name}, which is not installed{hint} ({exc})"
         ) from exc
     return getattr(module, function)  # type: ignore[no-any-return]
 
@@ -65,16 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         sub.add_parser(name, help=command.help, add_help=False)
     return parser
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("py4j", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

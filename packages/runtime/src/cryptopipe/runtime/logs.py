@@ -16,19 +16,24 @@ or an outage can repeat a line without end.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Libraries whose INFO lines say nothing a user of cryptopipe needs: kept at WARNING or above.
+NOISY_LOGGERS = ("py4j", "urllib3", "asyncio")
 
 
 def configure_logging(level: str = "INFO") -> None:
     """Install a stderr handler (unless logging is configured already) and set our loggers' level."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format=LOG_FORMAT)
+        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("cryptopipe").setLevel(level)
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 class RateLimiter:

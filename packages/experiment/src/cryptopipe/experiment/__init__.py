@@ -1,6 +1,0 @@
-"""Environment-comparison experiments: ``cryptopipe experiment run|compare|export``."""
-
-from cryptopipe.experiment.errors import ExperimentError, ResultError
-from cryptopipe.experiment.result import Result, read_result, write_result
-
-__all__ = ["ExperimentError", "Result", "ResultError", "read_result", "write_result"]

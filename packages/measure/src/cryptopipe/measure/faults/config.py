@@ -1,0 +1,111 @@
+"""What a fault scenario is told and what it reports: its settings, the servers it runs on, its result."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptopipe.infra import (
+    KafkaCluster,
+    KafkaEndpoint,
+    RedisEndpoint,
+    TcpProxy,
+)
+
+SCENARIOS: tuple[str, ...] = (
+    "leader-kill",
+    "broker-restart",
+    "network-cut",
+    "redis-restart",
+    "consumer-kill",
+)
+"""Scenario names, in the order the benchmark runs them."""
+
+ROW_FIELDS = ("fault", "offered", "written", "lost", "duplicated", "recovery_s")
+
+CONSUMER = "prices-consumer"
+HISTORY_MARGIN = 1000
+REST_PAGE = 1000
+
+
+class ScenarioError(RuntimeError):
+    """A scenario could not run to the end (a service died, a server is not the right kind)."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """How hard and how long: the offered rate, the stream's length and the fault's length."""
+
+    rate: float = 1000.0
+    """Offered trades per second, all symbols together (steady Poisson arrivals)."""
+    duration: float = 30.0
+    """Seconds of trades the exchange plays; it offers ``rate * duration`` trades in all."""
+    outage: float = 10.0
+    """How long each fault lasts before it is healed (the network cut, the time a process is down)."""
+    fault_at: float = 0.25
+    """When the fault starts, as a fraction of ``duration`` after the first trade (at least 2 s)."""
+    symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
+    seed: int = 1
+    settle_timeout: float = 60.0
+    """Give up waiting for the pipeline to catch up after this long without any progress."""
+    poll_interval: float = 0.1
+
+    @property
+    def count(self) -> int:
+        return max(1, round(self.rate * self.duration))
+
+    @property
+    def fault_delay(self) -> float:
+        return max(2.0, self.fault_at * self.duration)
+
+
+@dataclass
+class Servers:
+    """What a scenario runs on. ``proxy`` (network-cut) must be what ``kafka`` points at;
+    ``cluster`` is needed by leader-kill; ``kafka.server`` by broker-restart; ``redis.server``
+    (a :class:`RedisServer` with ``appendonly``) by redis-restart."""
+
+    kafka: KafkaEndpoint
+    redis: RedisEndpoint
+    proxy: TcpProxy | None = None
+    cluster: KafkaCluster | None = None
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario's counts; :meth:`row` has the benchmark's fields, the rest is detail."""
+
+    fault: str
+    offered: int
+    written: int
+    lost: int
+    duplicated: int
+    recovery_s: float | None
+    published: int = 0
+    """Distinct offered trades found in the prices topic."""
+    topic_duplicates: int = 0
+    redis_duplicates: int = 0
+    fault_s: float = 0.0
+    """How long the fault lasted, injection to healed (restarts included)."""
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and not self.problems
+
+    def row(self) -> dict[str, Any]:
+        """The benchmark's row: exactly :data:`ROW_FIELDS`."""
+        return {name: getattr(self, name) for name in ROW_FIELDS}
+
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(prefix: str = "faults") -> Progress:
+    def emit(text: str) -> None:
+        print(f"{prefix}: {text}", file=sys.stderr, flush=True)
+
+    return emit

@@ -1,0 +1,75 @@
+"""The five faults: each injects, holds and heals one failure on a running scenario."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cryptopipe.infra import (
+    LocalServer,
+)
+from cryptopipe.measure.faults.config import CONSUMER
+from cryptopipe.measure.faults.kafka import busiest_partition_leader, replication_problems
+from cryptopipe.measure.faults.run import Run
+
+# --- the faults ----------------------------------------------------------------------------------
+
+
+def kill_partition_leader(run: Run) -> str:
+    cluster = run.servers.cluster
+    assert cluster is not None
+    replication = cluster.replication
+    run.problems += replication_problems(
+        run.kafka_settings, run.prices_topic, replication, max(1, replication - 1)
+    )
+    partition, leader = busiest_partition_leader(run.kafka_settings, run.prices_topic)
+    broker = cluster.broker(leader)
+    held = f"killed broker {leader} (pid {broker.pid}, SIGKILL), leader of {run.prices_topic}[{partition}]"
+    took = _down_and_back(run, broker, broker.kill, held)
+    return (
+        f"broker {leader}, leader of {run.prices_topic}[{partition}], killed (SIGKILL) and back "
+        f"after a {took:.1f} s restart on its data"
+    )
+
+
+def _down_and_back(run: Run, server: LocalServer, stop: Callable[[], None], held: str) -> float:
+    """``stop()`` the server, hold the fault (``held`` says what it is), restart the server on its
+    data; returns how long the restart took, in seconds."""
+    stop()
+    run.hold(held)
+    restarted = time.monotonic()
+    server.restart()
+    return time.monotonic() - restarted
+
+
+def restart_broker(run: Run) -> str:
+    broker = run.servers.kafka.server
+    assert broker is not None
+    took = _down_and_back(run, broker, broker.terminate, f"stopped the broker ({broker.name}, graceful)")
+    return f"broker stopped and back after a {took:.1f} s restart on its data"
+
+
+def cut_network(run: Run) -> str:
+    proxy = run.servers.proxy
+    assert proxy is not None
+    proxy.pause()
+    run.hold(f"cut every connection to the broker at {proxy.address}")
+    proxy.resume()
+    return f"broker unreachable for {run.config.outage:g} s (TcpProxy paused), then resumed"
+
+
+def restart_redis(run: Run) -> str:
+    server = run.servers.redis.server
+    assert server is not None
+    took = _down_and_back(run, server, server.kill, f"killed Redis (pid {server.pid}, SIGKILL)")
+    return f"Redis killed (SIGKILL) and back from its AOF after {took:.1f} s"
+
+
+def kill_consumer(run: Run) -> str:
+    consumer = run.pipeline.state.services[CONSUMER]
+    pid = consumer.pid
+    with run.down(CONSUMER):
+        consumer.kill()
+        run.hold(f"killed the prices consumer (pid {pid}, SIGKILL)")
+        consumer.restart()
+    return f"prices consumer killed (SIGKILL), restarted as pid {consumer.pid}"

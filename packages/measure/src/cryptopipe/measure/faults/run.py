@@ -1,0 +1,70 @@
+"""A running scenario as its fault sees it: the pipeline, the servers, the monitor, what may be down."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from cryptopipe.measure.faults.config import FaultConfig, Progress, ScenarioError, Servers
+from cryptopipe.measure.faults.monitor import Monitor
+from cryptopipe.pipeline import (
+    Pipeline,
+)
+from cryptopipe.schemas import (
+    KafkaSettings,
+)
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A running scenario, as its fault sees it."""
+
+    name: str
+    servers: Servers
+    config: FaultConfig
+    pipeline: Pipeline
+    kafka_settings: KafkaSettings
+    prices_topic: str
+    progress: Progress
+    monitor: Monitor
+    expected_down: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+    """What the fault found wrong on its way (merged into the result's problems)."""
+
+    def hold(self, what: str) -> None:
+        """Keep the fault on for ``config.outage`` seconds, with a progress line every 5 s."""
+        self.progress(f"{what}; holding the fault for {self.config.outage:g} s")
+        end = time.monotonic() + self.config.outage
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 5.0))
+            self.report("  during the fault:")
+
+    def report(self, what: str) -> None:
+        offered, written = self.monitor.offered, self.monitor.written
+        self.progress(
+            f"{what} offered {'?' if offered is None else offered}/{self.config.count}, "
+            + ("Redis not answering" if written is None else f"in Redis {written}")
+        )
+
+    @contextlib.contextmanager
+    def down(self, service: str) -> Iterator[None]:
+        self.expected_down.add(service)
+        try:
+            yield
+        finally:
+            self.expected_down.discard(service)
+
+    def check_services(self) -> None:
+        for name, service in self.pipeline.state.services.items():
+            if name not in self.expected_down and not service.running():
+                raise ScenarioError(
+                    f"{name} exited with code {service.returncode()} during {self.name}: {service.log_tail()}"
+                )
+
+
+Fault = Callable[[Run], str]
+"""Injects a fault, holds it, heals it (blocking); returns what it did, for the progress line."""

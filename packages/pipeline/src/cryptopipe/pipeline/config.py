@@ -1,0 +1,158 @@
+"""``PipelineConfig``: one typed object that says how a whole pipeline run is composed.
+
+It holds each service's settings (the exchange, ingest's stream, the consumers, the alerting job,
+the dashboard, observability and the servers) and is built from ``up``'s flags
+(:mod:`cryptopipe.pipeline.flags`), from the environment (:meth:`PipelineConfig.from_env`) or
+from Python. :meth:`PipelineConfig.check` checks it once, before anything starts, and raises
+one :class:`~cryptopipe.schemas.ConfigError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cryptopipe.alerting.rules import parse_rules, parse_threshold
+from cryptopipe.alerting.settings import AlertingSettings
+from cryptopipe.pipeline.names import split_symbols
+from cryptopipe.replay.config import ReplaySettings
+from cryptopipe.replay.errors import ReplayError
+from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, load_settings
+
+DEFAULT_BINANCE_WS = "wss://stream.binance.com:9443"
+DEFAULT_BINANCE_REST = "https://api.binance.com"
+DEFAULT_SYMBOLS = ("btcusdt", "ethusdt")
+
+_FROZEN = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+
+class ExchangeConfig(BaseModel):
+    """Where trades come from: live Binance, or the replay exchange with its own settings."""
+
+    model_config = _FROZEN
+
+    source: Literal["binance", "replay"] = "binance"
+    binance_ws_url: str = DEFAULT_BINANCE_WS
+    binance_rest_url: str = DEFAULT_BINANCE_REST
+    replay: ReplaySettings | None = None
+    """The replay exchange's settings with ``source="replay"`` (None: from the environment); its
+    port and ready file are chosen by the pipeline at start."""
+
+    def replay_settings(self) -> ReplaySettings:
+        return self.replay if self.replay is not None else load_settings(ReplaySettings)
+
+
+class AlertingConfig(BaseModel):
+    """The Spark alerting job (and its express lane): whether it runs, and its settings."""
+
+    model_config = _FROZEN
+
+    enabled: bool = True
+    settings: AlertingSettings | None = None
+    """The job's settings (None: from the environment)."""
+    checkpoint_per_run: bool = True
+    """Keep the checkpoint in the run's temp dir (the local broker keeps nothing between runs, so
+    neither may the checkpoint); False when ALERTING_CHECKPOINT_DIR names one."""
+
+
+class ObservabilityConfig(BaseModel):
+    """The services' ``/metrics`` ports, Prometheus and the dashboard."""
+
+    model_config = _FROZEN
+
+    metrics_base_port: int = Field(9100, ge=0, le=65535)
+    """Ports follow docs/metrics.md from this base; 0 = free ports for every service."""
+    prometheus: bool = True
+    dashboard: bool = True
+    dashboard_port: int = Field(8501, ge=0, le=65535)
+
+
+class ServersConfig(BaseModel):
+    """The broker and Redis (empty addresses: find or start local ones), and the run's namespaces."""
+
+    model_config = _FROZEN
+
+    kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
+    redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline run: every service's settings, composed."""
+
+    model_config = _FROZEN
+
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    symbols: tuple[str, ...] = ()
+    """Symbols to stream; empty: the replay exchange's, or btcusdt,ethusdt live."""
+    mode: Literal["aggTrade", "trade"] = "aggTrade"
+    ingest_shards: int = Field(1, ge=1)
+    consumers: int = Field(1, ge=1)
+    history_cap: int | None = Field(None, ge=1)
+    """Trades kept per symbol in Redis history (None: the prices consumer's default)."""
+    latency_samples: Path | None = None
+    """A directory where each prices consumer writes its latency samples (``<name>.json``)."""
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    servers: ServersConfig = Field(default_factory=ServersConfig)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> PipelineConfig:
+        """The defaults, every service's settings read from the environment, ``overrides`` on top."""
+        return cls(**overrides)
+
+    @property
+    def replay(self) -> bool:
+        return self.exchange.source == "replay"
+
+    def check(self, *, reach_binance: bool = True) -> None:
+        """Raise :class:`ConfigError` (one line) for what makes the run impossible."""
+        if self.symbols or not self.replay:
+            split_symbols(list(self.symbols or DEFAULT_SYMBOLS), self.ingest_shards)
+        if self.replay:
+            try:
+                self.exchange.replay_settings().config()
+            except ReplayError as exc:
+                raise ConfigError(str(exc)) from None
+        elif reach_binance:
+            rest = self.exchange.binance_rest_url
+            reason = check_binance(rest)
+            if reason is not None:
+                raise ConfigError(
+                    f"Binance is unreachable from this machine ({rest}: {reason}). "
+                    "To run offline on the local replay exchange: cryptopipe up --source replay"
+                )
+
+
+def alerting_settings(
+    rules: list[str] | tuple[str, ...] = (), threshold: str | None = None, **overrides: Any
+) -> AlertingSettings:
+    """The Spark job's settings: environment, then ``rules``/``threshold`` (``up``'s ``--rule``
+    and ``--threshold``), then ``overrides``.
+
+    Raises :class:`ConfigError` for a rule or threshold that does not parse or a wrong ALERTING_*.
+    """
+    try:
+        if rules:
+            overrides["rules"] = parse_rules(";".join(rules))
+        settings = load_settings(AlertingSettings, **overrides)
+        if threshold is not None:
+            settings = settings.with_threshold(parse_threshold(threshold))
+    except ValueError as exc:  # RuleError or a threshold outside (0, 1); a ConfigError passes through
+        raise ConfigError(f"--rule/--threshold: {exc}") from None
+    return settings
+
+
+def check_binance(rest_url: str, timeout: float = 5.0) -> str | None:
+    """None when Binance's REST API answers; otherwise the reason, for one clear line."""
+    try:
+        with urllib.request.urlopen(f"{rest_url}/api/v3/time", timeout=timeout) as response:
+            json.loads(response.read())
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason

@@ -1,0 +1,66 @@
+"""The run's own observability: the orchestrator's ``/metrics`` (the broker's and Redis' resources),
+Prometheus when installed, and the dashboard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cryptopipe.dashboard.settings import DashboardSettings
+from cryptopipe.infra.prometheus import start_embedded_prometheus
+from cryptopipe.observability import serve_metrics
+from cryptopipe.observability.process import ProcessMonitor
+from cryptopipe.pipeline.names import component_of
+from cryptopipe.pipeline.say import say
+from cryptopipe.runtime import free_port
+from cryptopipe.schemas import load_settings
+
+if TYPE_CHECKING:
+    from cryptopipe.pipeline.pipeline import Pipeline
+
+
+def scrape_targets(pipeline: Pipeline, orchestrator_port: int) -> dict[str, list[str]]:
+    """Every service's /metrics address by component, ours included."""
+    targets: dict[str, list[str]] = {}
+    for name, service in pipeline.state.services.items():
+        if service.metrics_port is not None:
+            targets.setdefault(component_of(name), []).append(f"127.0.0.1:{service.metrics_port}")
+    targets["orchestrator"] = [f"127.0.0.1:{orchestrator_port}"]
+    return targets
+
+
+def start_observability(pipeline: Pipeline) -> None:
+    """Our own /metrics, Prometheus (unless turned off, and when installed), the dashboard."""
+    options = pipeline.config.observability
+    port = serve_metrics("orchestrator", pipeline.ports.of("orchestrator"), monitor_process=False)
+    monitor = ProcessMonitor(
+        {name: server.pid for name, server in pipeline.servers.items() if server is not None and server.pid},
+        host_network=True,
+    ).start()
+    pipeline.stack.callback(monitor.stop)
+    targets = scrape_targets(pipeline, port)
+    if options.prometheus:
+        pipeline.prometheus = start_embedded_prometheus(targets, directory=pipeline.workdir / "prometheus")
+        if pipeline.prometheus is not None:
+            pipeline.stack.callback(pipeline.prometheus.stop)
+            if pipeline.prometheus.pid:
+                monitor.add("prometheus", pipeline.prometheus.pid)
+            say(f"cryptopipe up: prometheus at {pipeline.prometheus.url}")
+    if not options.dashboard:
+        return
+    dashboard_port = options.dashboard_port or free_port()
+    state = pipeline.state
+    settings = load_settings(
+        DashboardSettings,
+        port=dashboard_port,
+        symbols=",".join(state.symbols),
+        metrics_urls=",".join(
+            f"http://{address}/metrics" for addresses in targets.values() for address in addresses
+        ),
+        prometheus_url=pipeline.prometheus.url if pipeline.prometheus is not None else None,
+        runtime_info={"broker": state.broker, "redis": state.redis, "spark": state.spark},
+    )
+    env = pipeline.service_env(settings, pipeline.workdir / "dashboard-stats.json")
+    dashboard = pipeline.launch("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
+    if dashboard.pid:
+        monitor.add("dashboard", dashboard.pid)
+    say(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")
