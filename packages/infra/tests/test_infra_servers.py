@@ -36,8 +36,8 @@ from cryptopipe.infra import (
 from cryptopipe.infra import docker as infra_docker
 from cryptopipe.infra import redis_server as infra_redis
 from cryptopipe.infra.kafka import KafkaEndpoint
-from cryptopipe.infra.process import free_port
 from cryptopipe.infra.testing import consume_partition, create_topic, eventually, listening_ips
+from cryptopipe.runtime import free_port
 from cryptopipe.schemas import KafkaSettings, RedisSettings, redact_url, settings_of
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _round_trip(endpoint: KafkaEndpoint, topic: str, count: int = 10) -> list[bytes]:
+def _round_trip(endpoint: KafkaEndpoint, topic: str, count: int = 10) -> list[bytes | None]:
     producer = Producer(endpoint.settings.client_config())
     for i in range(count):
         producer.produce(topic, f"m{i}".encode(), partition=0)
