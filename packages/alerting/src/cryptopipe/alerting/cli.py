@@ -8,7 +8,6 @@ A service on the runtime kit: :func:`run` (settings, stop) runs the job and retu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import threading
@@ -144,7 +143,6 @@ def run(
 
     def started() -> None:
         if ready_file is not None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready = {
                 "query": job.query_name,
                 "source": job.source_kind,
@@ -153,9 +151,7 @@ def run(
                 "rules": [rule.describe() for rule in settings.rules],
                 "spark_master": settings.master,
             }
-            tmp = ready_file.with_name(f".{ready_file.name}.tmp")
-            tmp.write_text(json.dumps(ready) + "\n", encoding="utf-8")
-            tmp.replace(ready_file)
+            runtime.write_json_atomic(ready_file, ready)
 
     try:
         stats = job.run(stop, on_started=started)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from cryptopipe.runtime import (
     Stop,
     add_run_arguments,
     configured,
+    free_port,
     run_service,
     run_settings_from,
     stop_process,
@@ -82,12 +82,6 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
     )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def streamlit_argv(settings: DashboardSettings, port: int) -> list[str]:
     """The ``streamlit run`` command line: no secrets, no browser, no telemetry, no file watcher."""
     return [
@@ -123,7 +117,7 @@ def run(settings: DashboardSettings, stop: Stop) -> dict[str, Any]:
     The settings reach the Streamlit process as environment variables; a set ``stop`` terminates
     it (exit code None then: we stopped it, it did not fail).
     """
-    port = settings.port or _free_port(settings.host)
+    port = settings.port or free_port(settings.host)
     env = {**os.environ, **settings.to_env(), "DASHBOARD_PORT": str(port)}
     if not env.get("REDIS_URL"):
         logger.warning("REDIS_URL is not set: the page will say so until it is (cryptopipe up sets it)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import re
@@ -34,8 +33,14 @@ from typing import Any
 
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, MIN_JAVA, KafkaCluster, kafka_libs
 from cryptopipe.infra.errors import InfraError, ServerStartError
-from cryptopipe.runtime import Interrupted, Stop, stop_on_signals
-from cryptopipe.runtime.jvm import ArtifactResolutionError, JavaNotFoundError, cache_root, find_java
+from cryptopipe.runtime import Interrupted, Stop, positive_int, stop_on_signals, write_json_atomic
+from cryptopipe.runtime.jvm import (
+    ArtifactResolutionError,
+    JavaNotFoundError,
+    JavaRuntime,
+    cache_root,
+    find_java,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +49,6 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 DEFAULT_HEAP = "384m"
 _HEAP = re.compile(r"^[1-9]\d*[kKmMgG]?$")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (also used by ``cryptopipe up``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -179,15 +173,6 @@ def _describe(cluster: KafkaCluster) -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically: a reader polling for the file never sees half of it."""
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
-    staging.replace(path)
-
-
 def _stop(cluster: KafkaCluster) -> float:
     """Signal every broker at once, then wait for each; returns the seconds it took.
 
@@ -225,6 +210,32 @@ def _serve(cluster: KafkaCluster, run_for: float | None, stop: Stop) -> int:
     return 0
 
 
+def _java_and_jars(cluster: KafkaCluster) -> JavaRuntime:
+    """Java 17+ and the cluster's jars, resolved (and said so) on the first run; raises
+    JavaNotFoundError or ArtifactResolutionError."""
+    java = find_java(MIN_JAVA)
+    libs = cache_root() / "kafka" / cluster.version / "libs"
+    if not libs.is_dir():
+        _say(
+            f"first run: resolving Apache Kafka {cluster.version} from Maven Central into "
+            f"{libs.parent} (about 45 MB, ~45 s; cached afterwards)"
+        )
+    kafka_libs(cluster.version, java=java)
+    return java
+
+
+def _shut_down(cluster: KafkaCluster, stop: Stop) -> None:
+    """Stop every broker still running (all at once) and remove what the cluster left on disk."""
+    with stop_on_signals(stop):
+        running = [broker for broker in cluster.brokers if broker.running()]
+        if running:
+            _say(f"stopping {len(running)} broker(s)" + (f" ({stop.reason})" if stop.reason else ""))
+            seconds = _stop(cluster)
+            _say(f"stopped every broker in {seconds:.1f} s and removed their data")
+        else:
+            cluster.stop()  # idempotent: removes what a failed start or dead brokers left
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cluster = KafkaCluster(args.brokers, heap=args.heap)
@@ -234,14 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The first signal interrupts a start under way too (it blocks for up to --ready-timeout).
         with stop_on_signals(stop, interrupt=True):
             try:
-                java = find_java(MIN_JAVA)
-                libs = cache_root() / "kafka" / cluster.version / "libs"
-                if not libs.is_dir():
-                    _say(
-                        f"first run: resolving Apache Kafka {cluster.version} from Maven Central into "
-                        f"{libs.parent} (about 45 MB, ~45 s; cached afterwards)"
-                    )
-                kafka_libs(cluster.version, java=java)
+                java = _java_and_jars(cluster)
             except (JavaNotFoundError, ArtifactResolutionError) as exc:
                 _say(_one_line(exc))
                 return EXIT_UNAVAILABLE
@@ -265,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress.done.set()
                 progress.join()
             if args.json is not None:
-                _write_json(args.json, _describe(cluster))
+                write_json_atomic(args.json, _describe(cluster), indent=2)
             elapsed = time.monotonic() - progress.started_at
             print(
                 f"{PROG}: {args.brokers}-broker Apache Kafka {cluster.version} cluster ready at "
@@ -277,12 +281,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted:
         pass
     finally:
-        with stop_on_signals(stop):
-            running = [broker for broker in cluster.brokers if broker.running()]
-            if running:
-                _say(f"stopping {len(running)} broker(s)" + (f" ({stop.reason})" if stop.reason else ""))
-                seconds = _stop(cluster)
-                _say(f"stopped every broker in {seconds:.1f} s and removed their data")
-            else:
-                cluster.stop()  # idempotent: removes what a failed start or dead brokers left
+        _shut_down(cluster, stop)
     return code
