@@ -37,18 +37,18 @@ def test_bench_codec_writes_json(tmp_path: Path) -> None:
 
 
 def test_bench_merges_every_consumers_latency_samples() -> None:
-    from cryptopipe.measure import bench_prices
+    from cryptopipe.measure import bench_prices, samples
 
     # Below the reservoirs' capacity every sample is kept.
-    assert sorted(bench_prices.merge_samples([(3, [1, 2, 3]), (2, [10, 20])])) == [1, 2, 3, 10, 20]
-    assert bench_prices.merge_samples([]) == []
+    assert sorted(samples.merge_samples([(3, [1, 2, 3]), (2, [10, 20])])) == [1, 2, 3, 10, 20]
+    assert samples.merge_samples([]) == []
     # A full reservoir: each part thinned to the smallest kept fraction (here 1/10), so the
     # busier consumer keeps its weight.
-    merged = bench_prices.merge_samples([(1000, list(range(100))), (20, [7] * 20)])
+    merged = samples.merge_samples([(1000, list(range(100))), (20, [7] * 20)])
     assert len(merged) == 100 + 2
     assert merged.count(7) >= 2
     # Rows (system, consumer's part) stay whole when merged.
-    rows = bench_prices.merge_samples([(1000, [(i, i // 2) for i in range(100)]), (20, [(7, 3)] * 20)])
+    rows = samples.merge_samples([(1000, [(i, i // 2) for i in range(100)]), (20, [(7, 3)] * 20)])
     assert all(part == system // 2 for system, part in rows if system != 7)
     cpu = bench_prices.component_cpu(
         {"ingest": 1.0, "ingest-2": 2.0, "broker": 5.0},
@@ -58,24 +58,24 @@ def test_bench_merges_every_consumers_latency_samples() -> None:
 
 
 def test_bench_splits_system_latency_where_the_consumer_fetched(tmp_path: Path) -> None:
-    from cryptopipe.measure import bench_prices
+    from cryptopipe.measure import samples
 
     # 100 trades: 98 spend about 1 ms before the fetch and 0.2 ms after it; the two slowest
     # spend 9 ms before it. The p99 (nearest rank) is the 99th: the tail is those two, and the
     # split says that the first stage made it.
     rows: list[tuple[int, int | None]] = [(1200 + i, 200) for i in range(98)] + [(9200, 200), (9400, 400)]
-    stages = bench_prices.latency_stages(rows)
+    stages = samples.latency_stages(rows)
     assert stages is not None
     assert stages["receive_to_fetch"] == {"p50": 1.049, "p95": 1.094, "p99": 9.0}
     assert stages["fetch_to_written"] == {"p50": 0.2, "p95": 0.2, "p99": 0.2}
     assert stages["p99_tail_mean_ms"] == {"receive_to_fetch": 9.0, "fetch_to_written": 0.3}
     # A consumer that wrote no split: no figures rather than made-up ones.
-    assert bench_prices.latency_stages([(1200, None)]) is None
+    assert samples.latency_stages([(1200, None)]) is None
 
     # A samples file as the consumer writes it, with and without the split.
     path = tmp_path / "latency.json"
     path.write_text(json.dumps({"seen": 3, "samples_us": [5, 6], "fetch_to_written_samples_us": [1, 2]}))
-    assert bench_prices._read_samples(path) == (3, [(5, 1), (6, 2)])
+    assert samples.read_samples(path) == (3, [(5, 1), (6, 2)])
     path.write_text(json.dumps({"seen": 2, "samples_us": [5, 6], "fetch_to_written_samples_us": []}))
-    assert bench_prices._read_samples(path) == (2, [(5, None), (6, None)])
-    assert bench_prices._read_samples(tmp_path / "missing.json") == (0, [])
+    assert samples.read_samples(path) == (2, [(5, None), (6, None)])
+    assert samples.read_samples(tmp_path / "missing.json") == (0, [])

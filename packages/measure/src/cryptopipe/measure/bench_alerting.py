@@ -22,11 +22,9 @@ path crosses the broker twice (trades in, alerts out) and writes Redis once.
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import json
 import logging
-import random
 import statistics
 import sys
 import tempfile
@@ -34,8 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import InitVar, dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +42,7 @@ from cryptopipe.alerting.job import AlertingJob
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
+from cryptopipe.measure.alert_load import Produced, TradeLoad, percentiles
 from cryptopipe.measure.floors import FLOOR_SAMPLES, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
@@ -53,12 +51,8 @@ from cryptopipe.schemas import (
     Alert,
     KafkaSettings,
     RedisSettings,
-    Trade,
-    encode,
-    encode_key,
     settings_of,
 )
-from cryptopipe.schemas.topics import PARTITIONER
 from cryptopipe.store import AlertSink, ConsumerLoop, WriteResult
 from cryptopipe.store.bench import measure_redis_set_floor
 
@@ -110,120 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
-    """p50/p95/p99/max/mean (nearest-rank) of ``values``."""
-    if not values:
-        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))]
-
-    return {
-        "count": len(ordered),
-        "p50": rank(0.50),
-        "p95": rank(0.95),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }
-
-
-@dataclass
-class _Produced:
-    """Per symbol, trade times (µs) in produce order and the matching receive times."""
-
-    times: dict[str, list[int]] = field(default_factory=dict)
-    receives: dict[str, list[int]] = field(default_factory=dict)
-    count: int = 0
-    last_us: int = 0
-
-    def add(self, symbol: str, time_us: int, receive_us: int) -> None:
-        self.times.setdefault(symbol, []).append(time_us)
-        self.receives.setdefault(symbol, []).append(receive_us)
-        self.count += 1
-        self.last_us = time_us
-
-    def trigger(self, symbol: str, window_end_us: int, delay_ms: int) -> int | None:
-        """Receive time of the symbol's first trade at window end + delay or later: it closes the window."""
-        times = self.times.get(symbol, [])
-        index = bisect.bisect_left(times, window_end_us + delay_ms * 1000)
-        return self.receives[symbol][index] if index < len(times) else None
-
-
-@dataclass(eq=False, repr=False)
-class _Producer(threading.Thread):
-    """Trades at a fixed rate, round-robin over symbols; each window gets a threshold crossing."""
-
-    kafka: InitVar[KafkaSettings]
-    topic: str
-    rate: float
-    seconds: float
-    symbols: list[str]
-    window_us: int
-    move: Decimal
-    produced: _Produced = field(default_factory=_Produced, init=False)
-    error: BaseException | None = field(default=None, init=False)
-
-    def __post_init__(self, kafka: KafkaSettings) -> None:
-        super().__init__(name="bench-producer", daemon=True)
-        from confluent_kafka import Producer
-
-        self.producer = Producer(
-            {**kafka.client_config(), "linger.ms": 1, "enable.idempotence": True, "partitioner": PARTITIONER}
-        )
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self.error = exc
-
-    def _run(self) -> None:
-        rng = random.Random(7)
-        base = {symbol: Decimal(100 + 10 * i) for i, symbol in enumerate(self.symbols)}
-        ids = dict.fromkeys(self.symbols, 0)
-        interval = 1.0 / self.rate
-        started = time.perf_counter()
-        n = 0
-        while True:
-            due = started + n * interval
-            now = time.perf_counter()
-            if now - started >= self.seconds:
-                break
-            if due > now:
-                time.sleep(due - now)
-            symbol = self.symbols[n % len(self.symbols)]
-            now_us = time.time_ns() // 1000
-            into = (now_us % self.window_us) / self.window_us
-            # Flat in the first half of each window, then up (or down) by twice the threshold.
-            up = (now_us // self.window_us + self.symbols.index(symbol)) % 2 == 0
-            level = base[symbol] * (1 + (self.move if up else -self.move)) if into >= 0.5 else base[symbol]
-            price = (level * Decimal(1 + rng.uniform(-1e-5, 1e-5))).quantize(Decimal("0.0001"))
-            ids[symbol] += 1
-            item = Trade(
-                symbol=symbol,
-                trade_id=ids[symbol],
-                price=price,
-                quantity=Decimal("0.01"),
-                buyer_is_maker=False,
-                trade_time_us=now_us,
-                event_time_us=now_us,
-                receive_time_us=now_us,
-                kind="trade",
-            )
-            while True:
-                try:
-                    self.producer.produce(self.topic, encode(item), encode_key(symbol))
-                    break
-                except BufferError:
-                    self.producer.poll(0.01)
-            self.producer.poll(0)
-            self.produced.add(symbol, now_us, now_us)
-            n += 1
-        self.producer.flush(30)
-
-
 @dataclass
 class _Run:
     """What one run collected: the alerts written (with their Redis write time) and the job's view."""
@@ -232,7 +112,7 @@ class _Run:
     redis: RedisEndpoint
     source_kind: str
     symbols: list[str]
-    produced: _Produced
+    produced: Produced
     measure_from_us: int
     closable_until_us: int
     written: list[tuple[Alert, int]]
@@ -261,7 +141,7 @@ def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
         _start_alerts_consumer(stack, kafka, redis_endpoint, prefix, written)
         job = _start_job(stack, args, rules, kafka)
         symbols = [f"SYM{i}USDT" for i in range(args.symbols)]
-        producer = _Producer(
+        producer = TradeLoad(
             kafka,
             PRICES.with_prefix(prefix).name,
             args.rate,

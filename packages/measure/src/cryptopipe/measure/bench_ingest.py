@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ from cryptopipe.infra import resolve_kafka
 from cryptopipe.ingest.publisher import producer_config
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.measure.floors import FLOOR_SAMPLES, floor_ms, measure_broker_rtt, ratio
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import ensure_topics, write_json_atomic
 from cryptopipe.schemas import KafkaSettings, TopicSpec, settings_of
 
 
@@ -118,7 +117,18 @@ def _row(r: LatencyResult) -> str:
     return row + f" {r.p99_ms:>8.2f} {r.max_ms:>8.2f} {r.throughput_msgs_per_s:>8.0f} {r.load_avg_1m:>5.1f}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _print_medians(results: Sequence[LatencyResult]) -> None:
+    """Each setting's median p50 and p99 over the rounds."""
+    print("median over rounds:")
+    keys = dict.fromkeys((r.linger_ms, r.compression) for r in results)
+    for linger, compression in keys:
+        runs = [r for r in results if (r.linger_ms, r.compression) == (linger, compression)]
+        p50 = statistics.median(r.p50_ms for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        print(f"{linger:>9g} {compression:>11} {'':>9} {p50:>8.2f} {p99:>8.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptopipe bench ingest-producer", description=__doc__.split("\n")[0]
     )
@@ -137,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"broker round trips for the floor (default {FLOOR_SAMPLES})",
     )
     parser.add_argument("--json", default="", help="write the results to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap
         broker_kind = "configured"
@@ -166,13 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.append(r)
                     print(f"{_row(r)}  (round {round_ + 1})", flush=True)
         if args.repeat > 1:
-            print("median over rounds:")
-            keys = dict.fromkeys((r.linger_ms, r.compression) for r in results)
-            for linger, compression in keys:
-                runs = [r for r in results if (r.linger_ms, r.compression) == (linger, compression)]
-                p50 = statistics.median(r.p50_ms for r in runs)
-                p99 = statistics.median(r.p99_ms for r in runs)
-                print(f"{linger:>9g} {compression:>11} {'':>9} {p50:>8.2f} {p99:>8.2f}")
+            _print_medians(results)
         floor = floor_ms(measure_broker_rtt(kafka, args.floor_samples))
         print(f"floor (raw broker round trip, ms): {floor}")
         report = {
@@ -181,8 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": [asdict(r) | {"ratio_p99_to_floor": ratio(r.p99_ms, floor["p99"])} for r in results],
         }
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(report, fh, indent=2)
+            write_json_atomic(args.json, report, indent=2)
     return 0
 
 

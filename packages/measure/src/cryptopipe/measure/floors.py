@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.observability import exact_percentiles_ms
 from cryptopipe.runtime import ensure_topics
-from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
+from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, poll_batch
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 FLOOR_SAMPLES = 2000
@@ -96,11 +96,11 @@ def measure_broker_rtt_at_rate(kafka: KafkaSettings, rate: float, seconds: float
     def consume(consumer: Consumer) -> None:
         try:
             while len(rtts) < count:
-                first = consumer.poll(quiet_s)
-                if first is None:
+                batch = poll_batch(consumer, 10_000, quiet_s)
+                if not batch:
                     return  # said below, once the producer is done
                 now = time.perf_counter_ns()
-                for message in [first, *consumer.consume(num_messages=10_000, timeout=0)]:
+                for message in batch:
                     if message.error() is None:
                         rtts.append((now - int(message.value() or b"")) / 1e6)
         except BaseException as exc:  # raised again in the producing thread
