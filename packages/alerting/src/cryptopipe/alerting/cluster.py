@@ -1,7 +1,8 @@
 """A Spark standalone cluster on this machine: one master and workers, as separate processes.
 
-Tooling, not the job: it needs the ``cluster`` extra (``cryptopipe-alerting[cluster]``, which
-brings ``cryptopipe-infra``), and nothing the job runs imports this module.
+Tooling, not the job: starting the cluster needs the ``cluster`` extra
+(``cryptopipe-alerting[cluster]``, which brings ``cryptopipe-infra``; imported only when a cluster
+starts), and nothing the job runs imports this module.
 
 What ``--master spark://...`` runs against in the tests, and a quick way to try the job on a
 cluster without installing Spark: pyspark's wheel ships ``spark-class``::
@@ -25,10 +26,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptopipe.alerting.spark import find_java, log4j_config
-from cryptopipe.infra import LocalServer, free_port
-from cryptopipe.infra.process import port_open
+from cryptopipe.runtime import free_port
+
+if TYPE_CHECKING:
+    from cryptopipe.infra import LocalServer
 
 logger = logging.getLogger(__name__)
 
@@ -102,58 +106,49 @@ class StandaloneCluster:
 def start_standalone_cluster(
     *, workers: int = 1, cores: int = 2, memory: str = "1g", ready_timeout: float = 90.0
 ) -> StandaloneCluster:
-    """Start ``spark-class ...Master`` and ``workers`` times ``...Worker`` on 127.0.0.1."""
+    """Start ``spark-class ...Master`` and ``workers`` times ``...Worker`` on 127.0.0.1.
+
+    Raises ImportError, naming the extra to install, without ``cryptopipe-alerting[cluster]``.
+    """
+    try:
+        from cryptopipe.infra import LocalServer
+        from cryptopipe.infra.process import port_open
+    except ImportError as exc:
+        raise ImportError(
+            "a Spark standalone cluster starts its processes with cryptopipe-infra: "
+            "pip install 'cryptopipe-alerting[cluster]'"
+        ) from exc
     env = _environment()
     spark_class = str(spark_home() / "bin" / "spark-class")
     cluster = StandaloneCluster(master_port=free_port(), master_ui_port=free_port())
+
+    def start(name: str, argv: list[str], ready: Callable[[LocalServer], bool]) -> None:
+        server = LocalServer(
+            name, [spark_class, *argv], ready=ready, ready_timeout=ready_timeout, stop_grace=10.0, env=env
+        )
+        cluster.servers.append(server)
+        server.start()
+
+    master_argv = [
+        "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+        "--port", str(cluster.master_port), "--webui-port", str(cluster.master_ui_port),
+    ]  # fmt: skip
     with contextlib.ExitStack() as undo:
         undo.callback(cluster.stop)
-        master = LocalServer(
+        start(
             "spark-master",
-            [
-                spark_class,
-                "org.apache.spark.deploy.master.Master",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(cluster.master_port),
-                "--webui-port",
-                str(cluster.master_ui_port),
-            ],
-            ready=lambda _s: (
+            master_argv,
+            lambda _s: (
                 port_open("127.0.0.1", cluster.master_port) and _alive_workers(cluster.master_ui_port) >= 0
             ),
-            ready_timeout=ready_timeout,
-            stop_grace=10.0,
-            env=env,
         )
-        cluster.servers.append(master)
-        master.start()
         for index in range(workers):
-            worker = LocalServer(
-                f"spark-worker-{index}",
-                [
-                    spark_class,
-                    "org.apache.spark.deploy.worker.Worker",
-                    cluster.master_url,
-                    "--host",
-                    "127.0.0.1",
-                    "--cores",
-                    str(cores),
-                    "--memory",
-                    memory,
-                    "--webui-port",
-                    str(free_port()),
-                    "--work-dir",
-                    "{workdir}",
-                ],
-                ready=_workers_ready(cluster.master_ui_port, index + 1),
-                ready_timeout=ready_timeout,
-                stop_grace=10.0,
-                env=env,
-            )
-            cluster.servers.append(worker)
-            worker.start()
+            worker_argv = [
+                "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host", "127.0.0.1",
+                "--cores", str(cores), "--memory", memory,
+                "--webui-port", str(free_port()), "--work-dir", "{workdir}",
+            ]  # fmt: skip
+            start(f"spark-worker-{index}", worker_argv, _workers_ready(cluster.master_ui_port, index + 1))
         undo.pop_all()
     logger.info("Spark standalone cluster at %s with %d worker(s)", cluster.master_url, workers)
     return cluster
