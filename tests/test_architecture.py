@@ -102,6 +102,8 @@ def test_the_check_sees_test_tooling_where_it_is() -> None:
 
 
 # --- the imports, read from the source --------------------------------------------------------
+#: A module (or subpackage) of this name holds a package's test tooling, behind its `testing` extra.
+TEST_TOOLING_MODULE = "testing"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 #: Modules or functions (``path`` or ``path::name``, relative to ``src/cryptopipe/``) allowed to be longer,
@@ -230,10 +232,13 @@ def _undeclared(item: Import) -> str | None:
     """Why ``item`` is not declared in its package's pyproject, or None when it is."""
     project = _project(item.source.package)
     required = _requirements(project.get("dependencies"))
-    extras = {
-        name for items in project.get("optional-dependencies", {}).values() for name in _requirements(items)
-    }
+    optional = project.get("optional-dependencies", {})
+    extras = {name for items in optional.values() for name in _requirements(items)}
     allowed = required | extras if item.lazy else required
+    if TEST_TOOLING_MODULE in item.source.module.split("."):
+        # Test tooling (pytest fixtures and helpers) is imported only by tests, with the package's
+        # `testing` extra installed: its module-level imports may come from that extra.
+        allowed = allowed | _requirements(optional.get(TEST_TOOLING_MODULE))
     top = item.module.split(".")[0]
     owner = _owner(item.module)
     if owner == item.source.package or (owner is None and top in sys.stdlib_module_names):
