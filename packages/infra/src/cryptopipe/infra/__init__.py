@@ -1,10 +1,10 @@
 """Find or start the servers the pipeline needs: Kafka, Redis, Prometheus.
 
 ``resolve_kafka`` and ``resolve_redis`` serve both ``cryptopipe up`` (embedded mode) and the test
-fixtures in :mod:`cryptopipe.infra.testing`. Order: explicit configuration, then a container
-when a Docker engine answers, then a local server process (for Kafka, Apache Kafka from Maven
-Central jars, else Tansu; for Redis, ``redis-server``). Local servers bind 127.0.0.1 on a free
-port and stop with the ``ExitStack`` they were registered on.
+fixtures in :mod:`cryptopipe.infra.testing` (the ``testing`` extra). Order: explicit
+configuration, then a container when a Docker engine answers, then a local server process (for
+Kafka, Apache Kafka from Maven Central jars, else Tansu; for Redis, ``redis-server``). Local
+servers bind 127.0.0.1 on a free port and stop with the ``ExitStack`` they were registered on.
 """
 
 from cryptopipe.infra.apache_kafka import ApacheKafkaBroker, KafkaCluster, start_apache_kafka

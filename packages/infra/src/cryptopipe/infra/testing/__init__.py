@@ -1,6 +1,7 @@
 """pytest plugin and helpers: real Kafka and Redis for every package's tests.
 
-Test tooling: ``cryptopipe up`` never imports it. Registered in the repository's root
+Test tooling, not what ``cryptopipe up`` runs: it needs the ``testing`` extra
+(``cryptopipe-infra[testing]``, which brings pytest). Registered in the repository's root
 ``conftest.py`` (``pytest_plugins = ["cryptopipe.infra.testing"]``), which loads the fixture
 modules listed in :data:`pytest_plugins` below.
 
