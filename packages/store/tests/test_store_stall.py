@@ -77,7 +77,7 @@ def test_a_consumer_that_stops_receiving_is_detected_and_recreated(rig: PricesRi
     assert since_progress() == 0
 
     # The consumer stops receiving (as on Tansu's tail stall) while records keep arriving.
-    consumer = loop._consumer
+    consumer = loop._group.consumer
     consumer.pause(consumer.assignment())
     produce_trades(rig.kafka, topic, trades[200:])
 

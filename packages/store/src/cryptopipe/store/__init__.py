@@ -6,9 +6,10 @@ alert exactly once. ``PriceStore`` / ``AlertStore`` are the read side for the da
 """
 
 from cryptopipe.store.alerts import AlertSink, AlertStore
+from cryptopipe.store.consumer import consumer_config
 from cryptopipe.store.errors import ConfigError, ConsumerFatalError, StoreError
 from cryptopipe.store.latency import LatencyReservoir
-from cryptopipe.store.loop import ConsumerLoop, LoopStats, consumer_config
+from cryptopipe.store.loop import ConsumerLoop, LoopStats
 from cryptopipe.store.prices import PriceSink, PriceStore, history_member, price_keys
 from cryptopipe.store.sink import Sink, WriteResult, connect_redis, delete_prefixed
 
