@@ -65,11 +65,11 @@ class ObservabilityConfig(BaseModel):
 
     model_config = _FROZEN
 
-    metrics_base_port: int = Field(9100, ge=0, le=65535)
+    metrics_base_port: int = Field(default=9100, ge=0, le=65535)
     """Ports follow docs/metrics.md from this base; 0 = free ports for every service."""
     prometheus: bool = True
     dashboard: bool = True
-    dashboard_port: int = Field(8501, ge=0, le=65535)
+    dashboard_port: int = Field(default=8501, ge=0, le=65535)
 
 
 class ServersConfig(BaseModel):
@@ -90,9 +90,9 @@ class PipelineConfig(BaseModel):
     symbols: tuple[str, ...] = ()
     """Symbols to stream; empty: the replay exchange's, or btcusdt,ethusdt live."""
     mode: Literal["aggTrade", "trade"] = "aggTrade"
-    ingest_shards: int = Field(1, ge=1)
-    consumers: int = Field(1, ge=1)
-    history_cap: int | None = Field(None, ge=1)
+    ingest_shards: int = Field(default=1, ge=1)
+    consumers: int = Field(default=1, ge=1)
+    history_cap: int | None = Field(default=None, ge=1)
     """Trades kept per symbol in Redis history (None: the prices consumer's default)."""
     latency_samples: Path | None = None
     """A directory where each prices consumer writes its latency samples (``<name>.json``)."""
