@@ -169,7 +169,7 @@ def _reason(parse: Callable[[bytes], object], payload: bytes) -> str | None:
     return None
 
 
-DECODERS = [book.decode_depth_update, book.decode_book_ticker, _snapshot_of]
+DECODERS: list[Callable[[bytes], object]] = [book.decode_depth_update, book.decode_book_ticker, _snapshot_of]
 
 
 @given(st.binary(max_size=300))
