@@ -6,7 +6,6 @@ service does the fetching, publishing and counting. :class:`OrderBook` is the bo
 reason labels (``ResyncReason``, ...) live in :mod:`cryptopipe.ingest.book.outputs`.
 """
 
-from cryptopipe.ingest.book.orderbook import OrderBook
 from cryptopipe.ingest.book.outputs import (
     Applied,
     BookReset,
@@ -19,6 +18,7 @@ from cryptopipe.ingest.book.outputs import (
     SyncOutput,
 )
 from cryptopipe.ingest.book.sync import DEFAULT_MAX_BUFFERED, BookSync, WrongSymbolError
+from cryptopipe.schemas.orderbook import OrderBook
 
 __all__ = [
     "DEFAULT_MAX_BUFFERED",

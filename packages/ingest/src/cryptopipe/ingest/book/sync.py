@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from cryptopipe.ingest.book.orderbook import OrderBook
 from cryptopipe.ingest.book.outputs import (
     Applied,
     BookReset,
@@ -38,6 +37,7 @@ from cryptopipe.ingest.book.outputs import (
 )
 from cryptopipe.ingest.errors import IngestError
 from cryptopipe.schemas import DepthDiff, DepthSnapshot
+from cryptopipe.schemas.orderbook import OrderBook
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
 """One symbol's local order book: price → quantity per side, kept sorted so the touch is O(1).
 
-It knows nothing of update ids' continuity; :class:`~cryptopipe.ingest.book.sync.BookSync` decides
-which diffs may be applied. Levels outside the snapshot's depth that never change stay unknown, as
-Binance's documentation warns, so only the top of a book is comparable with the exchange's.
+Shared by everything that holds a book: ingest (kept in sync with the exchange), the consumers
+that rebuild books from Kafka, and the replay exchange. It knows nothing of update ids'
+continuity; :class:`~cryptopipe.ingest.book.sync.BookSync` decides which diffs may be applied.
+Levels outside the snapshot's depth that never change stay unknown, as Binance's documentation
+warns, so only the top of a book is comparable with the exchange's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from cryptopipe.schemas import DepthDiff, DepthSnapshot, Level
+from cryptopipe.schemas.book import DepthDiff, DepthSnapshot, Level
 
 
 class _Side:
