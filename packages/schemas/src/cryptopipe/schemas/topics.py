@@ -21,11 +21,15 @@ the better trade. Scale-out deployments create the topics with more (``INGEST_TO
 8 keeps the five apart). Both topics share the count, so one symbol's trades and alerts have the
 same partition number. An existing topic keeps the count it was created with; adding partitions
 later moves keys to other partitions.
+
+``book-updates`` and ``book-snapshots`` are keyed and partitioned the same way, with the same
+count, so a symbol's checkpoint and its updates have the same partition number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 #: librdkafka's name for the Java client's default partitioner (murmur2 of the key; random when
 #: there is no key). Every producer of keyed ``prices``/``alerts`` records must set it.
@@ -81,14 +85,28 @@ class TopicSpec:
     name: str
     partitions: int = DEFAULT_PARTITIONS
     retention_ms: int = 15 * 60 * 1000
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+    """``compact`` keeps the latest record of each key (``book-snapshots``); ``retention_ms`` then
+    does not apply."""
 
     def with_prefix(self, prefix: str) -> TopicSpec:
         """The same topic under a name prefix (tests and multi-tenant clusters)."""
-        return TopicSpec(prefix + self.name, self.partitions, self.retention_ms)
+        return replace(self, name=prefix + self.name)
+
+    def config(self) -> dict[str, str]:
+        """The topic configs to create it with (``retention.ms``, ``cleanup.policy``)."""
+        if self.cleanup_policy == "compact":
+            return {"cleanup.policy": "compact"}
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
 
 
 PRICES = TopicSpec("prices")
 ALERTS = TopicSpec("alerts")
 DEAD_LETTERS = TopicSpec("dead-letters", partitions=1, retention_ms=7 * 24 * 3600 * 1000)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (PRICES, ALERTS, DEAD_LETTERS)
+#: Per symbol, in order: the order book's resets and updates (:mod:`cryptopipe.schemas.book_messages`).
+BOOK_UPDATES = TopicSpec("book-updates")
+#: Compacted: each symbol's latest book checkpoint, pointing into ``book-updates`` (same partition number).
+BOOK_SNAPSHOTS = TopicSpec("book-snapshots", retention_ms=-1, cleanup_policy="compact")
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (PRICES, ALERTS, DEAD_LETTERS, BOOK_UPDATES, BOOK_SNAPSHOTS)
