@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_arguments(p.add_argument_group("source (default: synthetic)"))
     _pacing_arguments(p.add_argument_group("pacing and clock"))
     _network_arguments(p.add_argument_group("network and faults"))
+    _book_arguments(p.add_argument_group("order book, whole market and their faults"))
     p.add_argument(
         "--ready-file", type=Path, help="write {port, ws_url, rest_url, pid} JSON here (REPLAY_READY_FILE)"
     )
@@ -140,6 +141,30 @@ def _network_arguments(net: argparse._ArgumentGroup) -> None:
         help="send serverShutdown and close each connection after N seconds",
     )
     net.add_argument("--queue-size", type=int, help="frames buffered per slow client (10000)")
+
+
+#: The order-book, market and depth-fault flags: (flag, type, help).
+_BOOK_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--book-changes-per-trade", float, "synthetic: book changes per trade (3)"),
+    ("--market-size", int, "synthetic: a market of N TRADING symbols (+N/100 non-TRADING)"),
+    ("--market-skew", float, "synthetic: Zipf exponent of activity by symbol rank (1)"),
+    ("--rest-weight-limit", int, "REST weight per minute, then 429 (6000; 0 = off)"),
+    ("--depth-drop-every", int, "fault: every Nth depth event is not sent"),
+    ("--depth-drop-update-id", int, "fault: the depth event holding this update id is not sent"),
+    ("--depth-snapshot-delay-ms", int, "fault: /api/v3/depth answers N ms late"),
+    ("--depth-snapshot-fail", int, "fault: the first K depth requests per symbol get HTTP 503"),
+    ("--depth-snapshot-stale", int, "fault: the next K depth requests per symbol get an outdated book"),
+)
+
+
+def _book_arguments(book: argparse._ArgumentGroup) -> None:
+    book.add_argument(
+        "--book",
+        action=argparse.BooleanOptionalAction,
+        help="synthetic: play an order book (depth, bookTicker, REST depth); trades hit its touch (on)",
+    )
+    for flag, kind, text in _BOOK_FLAGS:
+        book.add_argument(flag, type=kind, help=text)
 
 
 def settings_from_args(args: argparse.Namespace) -> ReplaySettings:

@@ -60,6 +60,14 @@ class ReplayConfig:
     skip_bad_lines: bool = False
     #: Recorded depth/bookTicker frames go verbatim to subscribers of those streams.
     passthrough: bool = True
+    #: Synthetic: play an order book (depth diffs, bookTicker, REST depth); trades hit its touch.
+    book: bool = True
+    #: Synthetic: order-book changes (orders added or cancelled) per trade, on average.
+    book_changes_per_trade: float = 3.0
+    #: Synthetic: a whole market of this many TRADING symbols (``symbols`` first), 0 = ``symbols`` only.
+    market_size: int = 0
+    #: Synthetic: Zipf exponent of activity by symbol rank (0 = every symbol equally busy).
+    market_skew: float = 1.0
     # --- pacing and clock ----------------------------------------------------------------------
     speed: float | Literal["max"] = 1.0
     clock: ClockMode = "live"
@@ -84,6 +92,20 @@ class ReplayConfig:
     slow_client_timeout_s: float = 10.0
     #: aggTrades kept per symbol for REST backfill and :meth:`history`.
     history_limit: int = 2_000_000
+    #: REST request weight allowed per minute (Binance's REQUEST_WEIGHT limit); 0 = unlimited.
+    rest_weight_limit: int = 6000
+    # --- order-book faults ---------------------------------------------------------------------
+    #: Per symbol and depth stream, every Nth depth event is not sent (a gap); None = never.
+    depth_drop_every: int | None = None
+    #: The depth event whose U..u holds this update id is not sent (a gap), on every depth stream.
+    depth_drop_update_id: int | None = None
+    #: ``/api/v3/depth`` answers this many ms late (the book is taken when the request arrives).
+    depth_snapshot_delay_ms: int = 0
+    #: The first K ``/api/v3/depth`` requests per symbol fail with HTTP 503.
+    depth_snapshot_fail: int = 0
+    #: The next K requests per symbol get a book older than any depth event sent since a client
+    #: subscribed (``lastUpdateId`` below the first buffered ``U``).
+    depth_snapshot_stale: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -99,10 +121,20 @@ class ReplayConfig:
             raise ReplayConfigError("rate", f"must be > 0, got {self.rate!r}")
         if not self.symbols and not self.replay_files and not self.fetch:
             raise ReplayConfigError("symbols", "the synthetic source needs at least one symbol")
-        for name in ("delay_ms", "port"):
+        for name in (
+            "delay_ms",
+            "port",
+            "market_size",
+            "rest_weight_limit",
+            "depth_snapshot_delay_ms",
+            "depth_snapshot_fail",
+            "depth_snapshot_stale",
+        ):
             if getattr(self, name) < 0:
                 raise ReplayConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
-        for name in ("drop_after", "count"):
+        if not self.book_changes_per_trade >= 0 or not self.market_skew >= 0:
+            raise ReplayConfigError("book_changes_per_trade/market_skew", "must be >= 0")
+        for name in ("drop_after", "count", "depth_drop_every", "depth_drop_update_id"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ReplayConfigError(name, f"must be >= 1 or None, got {value!r}")
@@ -159,6 +191,19 @@ class ReplaySettings(BaseSettings):
     """Synthetic: occasional bursts (false: steady Poisson, for benchmarks)."""
     count: int | None = setting("REPLAY_COUNT", _DEFAULT.count, ge=1)
     """Synthetic: stop after N trades."""
+    book: bool = setting("REPLAY_BOOK", _DEFAULT.book)
+    """Synthetic: play an order book per symbol (depth@100ms and @depth diffs, bookTicker, REST
+    depth); trades happen at its touch and consume the levels they hit."""
+    book_changes_per_trade: float = setting(
+        "REPLAY_BOOK_CHANGES_PER_TRADE", _DEFAULT.book_changes_per_trade, ge=0
+    )
+    """Synthetic: order-book changes (orders added or cancelled) per trade, on average."""
+    market_size: int = setting("REPLAY_MARKET_SIZE", _DEFAULT.market_size, ge=0)
+    """Synthetic: a whole market of N TRADING symbols (REPLAY_SYMBOLS first, then made-up names),
+    plus N/100 (at least 1) non-TRADING ones in exchangeInfo; 0 = REPLAY_SYMBOLS only."""
+    market_skew: float = setting("REPLAY_MARKET_SKEW", _DEFAULT.market_skew, ge=0)
+    """Synthetic: Zipf exponent of activity by symbol rank (1: the busiest symbol has N times the
+    Nth one's rate; 0: all equally busy)."""
     skip_bad_lines: bool = setting("REPLAY_SKIP_BAD_LINES", _DEFAULT.skip_bad_lines)
     """Skip and count malformed lines instead of failing with file:line."""
     passthrough: bool = setting("REPLAY_PASSTHROUGH", _DEFAULT.passthrough)
@@ -191,6 +236,25 @@ class ReplaySettings(BaseSettings):
     """Send `serverShutdown` and close each connection after N seconds."""
     queue_size: int = setting("REPLAY_QUEUE_SIZE", _DEFAULT.queue_size, ge=1)
     """Frames buffered per slow client."""
+    rest_weight_limit: int = setting("REPLAY_REST_WEIGHT_LIMIT", _DEFAULT.rest_weight_limit, ge=0)
+    """REST request weight allowed per 60 s (sliding); over it: HTTP 429 with Retry-After. Every
+    answer carries X-MBX-USED-WEIGHT-1M. 0 = unlimited."""
+    depth_drop_every: int | None = setting("REPLAY_DEPTH_DROP_EVERY", _DEFAULT.depth_drop_every, ge=1)
+    """Fault: per symbol and depth stream, every Nth depth event is not sent (a gap for the client;
+    the exchange's book still moves)."""
+    depth_drop_update_id: int | None = setting(
+        "REPLAY_DEPTH_DROP_UPDATE_ID", _DEFAULT.depth_drop_update_id, ge=1
+    )
+    """Fault: the depth event whose U..u holds this update id is not sent, on every depth stream."""
+    depth_snapshot_delay_ms: int = setting(
+        "REPLAY_DEPTH_SNAPSHOT_DELAY_MS", _DEFAULT.depth_snapshot_delay_ms, ge=0
+    )
+    """Fault: /api/v3/depth answers N ms late, with the book as it was when the request arrived."""
+    depth_snapshot_fail: int = setting("REPLAY_DEPTH_SNAPSHOT_FAIL", _DEFAULT.depth_snapshot_fail, ge=0)
+    """Fault: the first K /api/v3/depth requests per symbol fail with HTTP 503 (code -1001)."""
+    depth_snapshot_stale: int = setting("REPLAY_DEPTH_SNAPSHOT_STALE", _DEFAULT.depth_snapshot_stale, ge=0)
+    """Fault: the next K /api/v3/depth requests per symbol (after the failed ones) get a book from
+    before any client subscribed to its depth: lastUpdateId below the first buffered U."""
     ready_file: Path | None = setting("REPLAY_READY_FILE", None)
     """Write `{port, ws_url, rest_url, pid}` JSON here once listening (removed at exit)."""
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.connection import Connection
 from cryptopipe.replay.rest import RestApi
+from cryptopipe.replay.rest_depth import DepthApi
 from cryptopipe.replay.sources.build import build_source
 from cryptopipe.replay.tape import HistoryKind, ReplayStats, Tape, wall_clock_us
 from cryptopipe.replay.ws import WebSocketEndpoint
@@ -96,6 +97,7 @@ class ReplayExchange:
         app = web.Application(middlewares=[rest.delay_middleware])
         self._ws.add_routes(app.router)
         rest.add_routes(app.router)
+        DepthApi(self).add_routes(app.router)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)

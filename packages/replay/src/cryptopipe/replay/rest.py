@@ -2,11 +2,14 @@
 
 Parameters, limits and error codes follow Binance Spot; ``X-MBX-TIME-UNIT: MICROSECOND`` switches
 times to µs. ``aggTrades`` serves exactly what the tape played, so backfill can be checked id for id.
+Every ``/api/`` request is delayed by ``delay_ms`` each way and costs its weight (:mod:`.weights`);
+``/api/v3/depth`` is :mod:`.rest_depth`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +18,7 @@ from aiohttp import web
 
 from cryptopipe.replay.host import Host
 from cryptopipe.replay.symbols import split_symbol, symbol_spec
+from cryptopipe.replay.weights import WeightBudget, request_weight
 from cryptopipe.replay.wire import error_response, json_response, parse_time_unit
 from cryptopipe.schemas.binance import RestAggTrade, ServerTime, encode_json
 
@@ -31,7 +35,7 @@ class RestError(Exception):
         self.status = status
 
 
-def _int_param(request: web.Request, name: str) -> int | None:
+def int_param(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
@@ -53,11 +57,27 @@ def _format8(value: str) -> str:
     return f"{float(value):.8f}"
 
 
+def symbol_param(host: Host, request: web.Request, *, required: bool) -> str | None:
+    """The ``symbol`` parameter, upper-cased: -1102 when missing (and ``required``), -1121 when the
+    exchange does not list it (a listed symbol that is not TRADING is valid)."""
+    symbol = request.query.get("symbol")
+    if not symbol:
+        if required:
+            raise RestError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        return None
+    symbol = symbol.upper()
+    if symbol not in host.tape.symbols and symbol not in host.tape.inactive_symbols:
+        raise RestError(-1121, "Invalid symbol.")
+    return symbol
+
+
 class RestApi:
-    """The REST routes of ``host``, each delayed by ``delay_ms`` on the way in and on the way out."""
+    """The REST routes of ``host``, each delayed by ``delay_ms`` on the way in and on the way out,
+    and each charged its weight against the exchange's budget."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.weights = WeightBudget(host.config.rest_weight_limit, time.monotonic)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/api/v3/ping", self._ping)
@@ -73,10 +93,26 @@ class RestApi:
         delay = self.host.config.delay_ms / 1000 if rest else 0.0
         if delay:
             await asyncio.sleep(delay)
-        try:
-            response = await handler(request)
-        except RestError as exc:
-            response = error_response(exc.code, exc.msg, exc.status)
+        wait_s = (
+            self.weights.spend(request_weight(request.path, request.query.get("limit"))) if rest else None
+        )
+        if wait_s is not None:
+            self.host.stats.rest_weight_refused += 1
+            limit = self.weights.limit
+            response = error_response(
+                -1003,
+                f"Too much request weight used; current limit is {limit} request weight per 1 MINUTE. "
+                "Please use WebSocket Streams for live updates to avoid polling the API.",
+                429,
+            )
+            response.headers["Retry-After"] = str(wait_s)
+        else:
+            try:
+                response = await handler(request)
+            except RestError as exc:
+                response = error_response(exc.code, exc.msg, exc.status)
+        if rest:
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(self.weights.used)
         if delay:
             await asyncio.sleep(delay)
         return response
@@ -90,23 +126,11 @@ class RestApi:
             encode_json(ServerTime(serverTime=now if _rest_micros(request) else now // 1000))
         )
 
-    def _symbol_param(self, request: web.Request, *, required: bool) -> str | None:
-        symbol = request.query.get("symbol")
-        if not symbol:
-            if required:
-                raise RestError(
-                    -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-                )
-            return None
-        symbol = symbol.upper()
-        if symbol not in self.host.tape.symbols:
-            raise RestError(-1121, "Invalid symbol.")
-        return symbol
-
     async def _exchange_info(self, request: web.Request) -> web.Response:
         micros = _rest_micros(request)
-        chosen = sorted(self.host.tape.symbols)
-        one = self._symbol_param(request, required=False)
+        tape = self.host.tape
+        chosen = sorted(tape.symbols | tape.inactive_symbols)
+        one = symbol_param(self.host, request, required=False)
         if one is not None:
             chosen = [one]
         elif "symbols" in request.query:
@@ -114,7 +138,7 @@ class RestApi:
                 listed = msgspec.json.decode(request.query["symbols"], type=list[str])
             except msgspec.MsgspecError:
                 raise RestError(-1100, "Illegal characters found in parameter 'symbols'.") from None
-            unknown = [s for s in listed if s.upper() not in self.host.tape.symbols]
+            unknown = [s for s in listed if s.upper() not in tape.symbols | tape.inactive_symbols]
             if unknown:
                 raise RestError(-1121, "Invalid symbol.")
             chosen = [s.upper() for s in listed]
@@ -123,21 +147,27 @@ class RestApi:
             "timezone": "UTC",
             "serverTime": now if micros else now // 1000,
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.host.config.rest_weight_limit or 6000,
+                },
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
             ],
             "exchangeFilters": [],
-            "symbols": [self._symbol_info(s) for s in chosen],
+            "symbols": [self._symbol_info(s, s in tape.symbols) for s in chosen],
         }
         return json_response(encode_json(body))
 
     @staticmethod
-    def _symbol_info(symbol: str) -> dict[str, Any]:
+    def _symbol_info(symbol: str, trading: bool) -> dict[str, Any]:
+        """One symbol's entry; one that is not TRADING is in a ``BREAK``, as delisted pairs are."""
         base, quote = split_symbol(symbol)
         spec = symbol_spec(symbol)
         return {
             "symbol": symbol,
-            "status": "TRADING",
+            "status": "TRADING" if trading else "BREAK",
             "baseAsset": base,
             "baseAssetPrecision": 8,
             "quoteAsset": quote,
@@ -169,12 +199,12 @@ class RestApi:
     async def _agg_trades(self, request: web.Request) -> web.Response:
         """``GET /api/v3/aggTrades``: Binance's parameters, limits and error codes."""
         micros = _rest_micros(request)
-        symbol = self._symbol_param(request, required=True)
+        symbol = symbol_param(self.host, request, required=True)
         assert symbol is not None
-        from_id = _int_param(request, "fromId")
-        start = _int_param(request, "startTime")
-        end = _int_param(request, "endTime")
-        limit = _int_param(request, "limit")
+        from_id = int_param(request, "fromId")
+        start = int_param(request, "startTime")
+        end = int_param(request, "endTime")
+        limit = int_param(request, "limit")
         if limit is None:
             limit = 500
         if not 1 <= limit <= 1000:

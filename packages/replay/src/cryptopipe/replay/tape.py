@@ -19,8 +19,15 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from cryptopipe.replay.config import ReplayConfig
+from cryptopipe.replay.depth_feed import DepthFeed
 from cryptopipe.replay.errors import ReplayError
-from cryptopipe.replay.sources.base import RawFrame, SourceEvent, TradeRecord
+from cryptopipe.replay.sources.base import (
+    DepthRecord,
+    DepthSnapshotRecord,
+    RawFrame,
+    SourceEvent,
+    TradeRecord,
+)
 from cryptopipe.replay.sources.merged import MergedSource
 from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent, encode_json
 
@@ -38,7 +45,21 @@ class ReplayStats:
     trades_played: int = 0
     """Trades the tape played (each goes to every subscriber of its stream)."""
     passthrough_played: int = 0
-    """Recorded depth/bookTicker frames played verbatim."""
+    """Recorded depth/bookTicker frames played verbatim (synthetic bookTicker frames too)."""
+    depth_events_played: int = 0
+    """Synthetic depth diffs played (both intervals), and recorded REST snapshots."""
+    depth_events_dropped: int = 0
+    """Depth events not sent, per stream, by ``depth_drop_every`` / ``depth_drop_update_id``."""
+    book_gaps: int = 0
+    """Gaps in a played depth stream: the symbol's REST book is unknown until the next snapshot."""
+    depth_snapshots_served: int = 0
+    """``/api/v3/depth`` answers with a book (stale ones included)."""
+    depth_snapshots_failed: int = 0
+    """``/api/v3/depth`` answered 503: ``depth_snapshot_fail``, or no book known yet."""
+    depth_snapshots_stale: int = 0
+    """``/api/v3/depth`` answered with a stale book (``depth_snapshot_stale``)."""
+    rest_weight_refused: int = 0
+    """REST requests refused with 429: over ``rest_weight_limit``."""
     connections: int = 0
     """WebSocket connections accepted since start."""
     open_connections: int = 0
@@ -161,6 +182,7 @@ class Tape:
         self.now_us = now_us
         self.symbols = source.symbols
         self.agg_symbols = source.agg_symbols
+        self.inactive_symbols = source.inactive_symbols
         self.histories: dict[str, SymbolHistory] = {
             s: SymbolHistory(config.history_limit) for s in self.symbols
         }
@@ -171,12 +193,14 @@ class Tape:
         self._last_trade_time: dict[str, tuple[int, int]] = {}
         self.finished_event = asyncio.Event()
         self.on_finished: list[Callable[[], None]] = []
+        self.depth = DepthFeed(config, stats, self._fanout, now_us)
         if not config.start_on_subscribe:
             self.start_event.set()
 
     # --- subscriptions -------------------------------------------------------------------------
     def subscribe(self, sub: Subscriber, stream: str) -> None:
         self.subs.setdefault(stream, set()).add(sub)
+        self.depth.on_subscribe(stream)
         self.start_event.set()
 
     def unsubscribe(self, sub: Subscriber, stream: str) -> None:
@@ -294,7 +318,15 @@ class Tape:
     def _play(self, event: SourceEvent) -> None:
         if isinstance(event, RawFrame):
             self.stats.passthrough_played += 1
-            self._fanout(event.stream, raw=event.data)
+            if not self.depth.play_raw(event):
+                self._fanout(event.stream, raw=event.data)
+            return
+        if isinstance(event, DepthRecord | DepthSnapshotRecord):
+            self.stats.depth_events_played += 1
+            if isinstance(event, DepthRecord):
+                self.depth.play_record(event)
+            else:
+                self.depth.play_snapshot(event)
             return
         self.stats.trades_played += 1
         if self.config.clock == "live":
@@ -327,21 +359,22 @@ class Tape:
         if event.kind == "trade":
             trade = TradeEvent(t=event.id, **common)
             hist.add_trade(trade)
-            self._fanout(lower + "@trade", event=trade)
+            self._fanout(lower + "@trade", render=_renderer(trade))
             if symbol in self.agg_symbols:
                 return
         agg = AggTradeEvent(a=event.id, f=event.first_id, l=event.last_id, **common)
         hist.add_agg(agg)
-        self._fanout(lower + "@aggTrade", event=agg)
+        self._fanout(lower + "@aggTrade", render=_renderer(agg))
 
     def _fanout(
         self,
         stream: str,
         *,
-        event: TradeEvent | AggTradeEvent | None = None,
         raw: bytes | None = None,
+        render: Callable[[bool], bytes] | None = None,
     ) -> None:
-        """Send one event (or a passthrough frame) to the stream's subscribers, if it has any."""
+        """Send one payload to the stream's subscribers, if it has any: ``raw`` as is, or what
+        ``render(micros)`` makes of the event in each subscriber's time unit."""
         subs = self.subs.get(stream)
         if not subs:
             return
@@ -351,11 +384,10 @@ class Tape:
             if raw is not None:
                 data = raw
             else:
-                assert event is not None
+                assert render is not None
                 cached = data_by_unit.get(sub.micros)
                 if cached is None:
-                    shown = event if sub.micros else to_millis(event)
-                    cached = data_by_unit[sub.micros] = encode_json(shown)
+                    cached = data_by_unit[sub.micros] = render(sub.micros)
                 data = cached
             if sub.combined:
                 payload = wrapped.get(sub.micros)
@@ -365,6 +397,13 @@ class Tape:
                 payload = data
             if not sub.enqueue(payload):
                 sub.drop("slow_consumer")
+
+
+def _renderer(event: TradeEvent | AggTradeEvent) -> Callable[[bool], bytes]:
+    def render(micros: bool) -> bytes:
+        return encode_json(event if micros else to_millis(event))
+
+    return render
 
 
 def to_millis(event: TradeEvent | AggTradeEvent) -> TradeEvent | AggTradeEvent:

@@ -49,7 +49,37 @@ class RawFrame:
     pace_ns: int
 
 
-SourceEvent = TradeRecord | RawFrame
+#: One price level as Binance writes it: (price, quantity) decimal strings; quantity "0..." removes it.
+TextLevel = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DepthSnapshotRecord:
+    """A REST depth snapshot found in a recording (``{"lastUpdateId", "bids", "asks"}``)."""
+
+    symbol: str
+    last_update_id: int
+    bids: tuple[TextLevel, ...]
+    asks: tuple[TextLevel, ...]
+    pace_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepthRecord:
+    """A synthetic ``depthUpdate``: the levels updates ``first_id..final_id`` changed, batched over
+    ``interval_ms`` (100 for ``@depth@100ms``, 1000 for ``@depth``) and sent at ``event_time_us``."""
+
+    symbol: str
+    first_id: int
+    final_id: int
+    bids: tuple[TextLevel, ...]
+    asks: tuple[TextLevel, ...]
+    interval_ms: int
+    event_time_us: int
+    pace_ns: int
+
+
+SourceEvent = TradeRecord | RawFrame | DepthSnapshotRecord | DepthRecord
 
 
 class Source(ABC):
@@ -73,6 +103,11 @@ class Source(ABC):
     @property
     def agg_symbols(self) -> frozenset[str]:
         """Symbols with real aggTrades; the others get aggTrades derived 1:1 from their trades."""
+        return frozenset()
+
+    @property
+    def inactive_symbols(self) -> frozenset[str]:
+        """Symbols listed in exchangeInfo but not TRADING (nothing is played for them)."""
         return frozenset()
 
 

@@ -24,6 +24,10 @@ class MergedSource(Source):
     def agg_symbols(self) -> frozenset[str]:
         return frozenset().union(*(s.agg_symbols for s in self.sources))
 
+    @property
+    def inactive_symbols(self) -> frozenset[str]:
+        return frozenset().union(*(s.inactive_symbols for s in self.sources))
+
     def events(self) -> Iterator[SourceEvent]:
         if len(self.sources) == 1:
             yield from self.sources[0].events()

@@ -2,8 +2,10 @@
 
 Trades and aggTrades are parsed; other recorded streams (``depth``, ``bookTicker``) are passed
 through verbatim as :class:`RawFrame` to subscribers of exactly that stream name, and carry no
-history. A line that is valid JSON but no stream frame (the REST depth snapshot in the recordings)
-is skipped and counted in ``skipped_lines``; a malformed line fails with ``path:line`` unless
+history. A line that is valid JSON but no stream frame is not sent and is counted in
+``skipped_lines``; when it is the REST depth snapshot of a one-symbol recording (and passthrough is
+on) it is also yielded as a :class:`DepthSnapshotRecord`, from which the exchange rebuilds the book.
+A malformed line fails with ``path:line`` unless
 ``skip_bad_lines`` is set, then it is skipped and counted in ``bad_lines``.
 """
 
@@ -16,13 +18,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import msgspec
+
 from cryptopipe.replay.errors import SourceError
-from cryptopipe.replay.sources.base import RawFrame, Source, SourceEvent, TradeKind, TradeRecord, to_us
+from cryptopipe.replay.sources.base import (
+    DepthSnapshotRecord,
+    RawFrame,
+    Source,
+    SourceEvent,
+    TextLevel,
+    TradeKind,
+    TradeRecord,
+    to_us,
+)
 from cryptopipe.schemas import DecodeError
 from cryptopipe.schemas.binance import AggTradeEvent, StreamEvent, parse_event, split_frame
 
 log = logging.getLogger(__name__)
 
+
+class _SnapshotWire(msgspec.Struct, frozen=True):
+    lastUpdateId: int
+    bids: list[TextLevel]
+    asks: list[TextLevel]
+
+
+_SNAPSHOT = msgspec.json.Decoder(_SnapshotWire)
 _STREAM_FIELD = re.compile(rb'"stream"\s*:\s*"([^"]+)"')
 
 
@@ -102,6 +123,9 @@ class RecordedFramesSource(Source):
                 except DecodeError as exc:
                     if exc.reason == "not_a_stream_frame":
                         self.skipped_lines += 1  # e.g. the REST depth snapshot line
+                        snapshot = self._snapshot(body, pace_ns)
+                        if snapshot is not None:
+                            yield snapshot
                     else:
                         self._bad(lineno, f"malformed JSON: {exc}")
                     continue
@@ -119,6 +143,17 @@ class RecordedFramesSource(Source):
                     self._bad(lineno, f"stream {frame.stream!r} does not carry a {kind} event")
                     continue
                 yield _event_record(event, pace_ns)
+
+    def _snapshot(self, body: bytes, pace_ns: int) -> DepthSnapshotRecord | None:
+        """The REST depth snapshot on this line, if it is one and the file has one symbol to own it."""
+        if not self.passthrough or len(self.symbols) != 1:
+            return None
+        try:
+            wire = _SNAPSHOT.decode(body)
+        except msgspec.MsgspecError:
+            return None
+        (symbol,) = self.symbols
+        return DepthSnapshotRecord(symbol, wire.lastUpdateId, tuple(wire.bids), tuple(wire.asks), pace_ns)
 
 
 def _event_record(event: StreamEvent, pace_ns: int) -> TradeRecord:
