@@ -161,7 +161,7 @@ def _book_arguments(book: argparse._ArgumentGroup) -> None:
     book.add_argument(
         "--book",
         action=argparse.BooleanOptionalAction,
-        help="synthetic: play an order book (depth, bookTicker, REST depth); trades hit its touch (on)",
+        help="synthetic: play an order book (depth, bookTicker, REST depth); trades hit its touch (off)",
     )
     for flag, kind, text in _BOOK_FLAGS:
         book.add_argument(flag, type=kind, help=text)

@@ -61,7 +61,7 @@ class ReplayConfig:
     #: Recorded depth/bookTicker frames go verbatim to subscribers of those streams.
     passthrough: bool = True
     #: Synthetic: play an order book (depth diffs, bookTicker, REST depth); trades hit its touch.
-    book: bool = True
+    book: bool = False
     #: Synthetic: order-book changes (orders added or cancelled) per trade, on average.
     book_changes_per_trade: float = 3.0
     #: Synthetic: a whole market of this many TRADING symbols (``symbols`` first), 0 = ``symbols`` only.
@@ -193,7 +193,8 @@ class ReplaySettings(BaseSettings):
     """Synthetic: stop after N trades."""
     book: bool = setting("REPLAY_BOOK", _DEFAULT.book)
     """Synthetic: play an order book per symbol (depth@100ms and @depth diffs, bookTicker, REST
-    depth); trades happen at its touch and consume the levels they hit."""
+    depth); trades happen at its touch and consume the levels they hit. Off: trades only, priced by
+    a random walk (the cheapest tape, for trade benchmarks)."""
     book_changes_per_trade: float = setting(
         "REPLAY_BOOK_CHANGES_PER_TRADE", _DEFAULT.book_changes_per_trade, ge=0
     )

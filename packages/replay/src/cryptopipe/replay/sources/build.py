@@ -62,7 +62,15 @@ def build_source(config: ReplayConfig) -> MergedSource:
     if not sources:
         sources.append(
             SyntheticSource(
-                config.symbols, rate=config.rate, seed=config.seed, burst=config.burst, count=config.count
+                config.symbols,
+                rate=config.rate,
+                seed=config.seed,
+                burst=config.burst,
+                count=config.count,
+                book=config.book,
+                changes_per_trade=config.book_changes_per_trade,
+                market_size=config.market_size,
+                skew=config.market_skew,
             )
         )
     return MergedSource(sources)
