@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,10 +55,21 @@ class UpProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def log_text(self) -> str:
+        """The run's full log: every service's every line (the terminal shows warnings only)."""
+        return full_log(self.output)
+
     def interrupt(self, timeout: float = 90) -> int:
         """Ctrl-C, as a user would; returns the exit code."""
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout=timeout)
+
+
+def full_log(output: str) -> str:
+    """The text of the log file whose path `up` printed in ``output`` ("" when it printed none)."""
+    match = re.search(r"the full log is in (\S+)", output)
+    return Path(match.group(1)).read_text("utf-8") if match else ""
 
 
 def require_binary(binary: str) -> None:

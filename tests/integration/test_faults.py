@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from cryptopipe.infra import KafkaCluster, KafkaEndpoint, RedisEndpoint, start_redis
+from cryptopipe.infra.testing import ProxiedKafka
 from cryptopipe.measure.faults import (
     FaultConfig,
     Progress,
@@ -29,8 +31,6 @@ from cryptopipe.measure.faults import (
     redis_endpoint,
     redis_restart,
 )
-from cryptopipe.infra import KafkaCluster, KafkaEndpoint, RedisEndpoint, start_redis
-from cryptopipe.infra.testing import ProxiedKafka
 
 # Modest, for two cores: 3,600 trades in 12 s, each fault held for 5 s (the network cut: 10 s).
 CONFIG = FaultConfig(rate=300, duration=12, outage=5)

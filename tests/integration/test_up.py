@@ -219,6 +219,32 @@ def test_bad_configuration_names_the_variable_and_hides_the_secret(clean_env: An
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        ([], {"KAFKA_BOOTSTRAP_SERVERS": "nonsense:1"}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ([], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "REDIS_URL"),
+        (["--replay-file", "nope.gz"], {}, "--replay-file nope.gz"),
+        (["--replay-file", "README.md"], {}, "--replay-file README.md"),
+        (["--run-for", "-1"], {}, "--run-for"),
+        (["--symbols", ""], {}, "--symbols"),
+        (["--threshold", "abc", "--no-alerting"], {}, "--threshold"),
+        (["--rate", "-5"], {}, "--rate"),
+        (["--speed", "fast"], {}, "--speed"),
+    ],
+)
+def test_bad_settings_are_one_line_and_exit_2_before_any_server_starts(
+    args: list[str], env: dict[str, str], names: str, clean_env: Any
+) -> None:
+    argv = ["--source", "replay", "--run-for", "10", *args]
+    result = _up(argv, clean_env() | env, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr  # no librdkafka line, no traceback, no server started
+    assert lines[0].startswith("cryptopipe up: "), lines[0]
+    assert names in lines[0], lines[0]
+
+
 def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     redis_client: redis.Redis,  # deletes this test's keys afterwards
     up_here: UpHere,

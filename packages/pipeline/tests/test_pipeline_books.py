@@ -86,7 +86,8 @@ def test_balanced_books_print_one_line_of_figures() -> None:
     assert (books.unwritten, books.lost) == (0, 0)
     assert books.line() == (
         "books balance: 1200 trades received, 1200 published = 1195 written + 5 stale + 0 dead-lettered, "
-        "0 lost (prices topic); 1 alerts published = 1 written + 0 stale + 0 dead-lettered (alerts topic)"
+        "0 lost (prices topic); 1 alerts published = 1 written + 0 second copies (Spark's and the express "
+        "lane's) + 0 dead-lettered (alerts topic)"
     )
     # Losses ingest counted (with a reason) are in the books, and in `lost`.
     counted = Books(

@@ -90,6 +90,31 @@ def test_flags_build_the_config_each_service_gets(monkeypatch: pytest.MonkeyPatc
         config.consumers = 4  # type: ignore[misc]
 
 
+def test_a_replay_run_gets_the_demo_rules_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptopipe.pipeline.flags import REPLAY_DEMO_RULES
+
+    monkeypatch.delenv("ALERTING_RULES", raising=False)
+
+    def rules(*flags: str) -> list[str]:
+        settings = _config(*flags).alerting.settings
+        assert settings is not None
+        return [str(rule).split(":name=")[0] for rule in settings.rules]
+
+    assert rules("--source", "replay") == list(REPLAY_DEMO_RULES)
+    assert rules("--source", "replay", "--rule", "5m:1%") == ["5m:1%"]
+    assert rules("--source", "replay", "--threshold", "2%") == ["1m:2%"]
+    assert rules("--binance-rest-url", "http://127.0.0.1:9") == ["1m:0.5%"]  # live: the seed's rule
+    monkeypatch.setenv("ALERTING_RULES", "30s:0.3%")
+    assert rules("--source", "replay") == ["30s:0.3%"]
+
+
+def test_empty_symbols_are_an_error_not_the_defaults() -> None:
+    with pytest.raises(ConfigError, match="--symbols: no symbol"):
+        _config("--source", "replay", "--symbols", "")
+    with pytest.raises(ConfigError, match="--symbols: no symbol"):
+        _config("--source", "replay", "--symbols", " , ")
+
+
 def test_no_alerting_reads_no_alerting_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERTING_RULES", "1m:lots")
     with pytest.raises(ConfigError):
@@ -112,7 +137,9 @@ def test_the_alert_job_gets_its_rules_as_settings(monkeypatch: pytest.MonkeyPatc
 def test_a_bad_rule_is_one_config_error_naming_the_flags(flags: list[str]) -> None:
     with pytest.raises(ConfigError, match="--rule/--threshold"):
         _config("--source", "replay", *flags)
-    _config("--source", "replay", "--no-alerting", *flags)  # not read without the job
+    # A typo is a typo, with the job or without it.
+    with pytest.raises(ConfigError, match="--rule/--threshold"):
+        _config("--source", "replay", "--no-alerting", *flags)
 
 
 def test_check_finds_what_makes_the_run_impossible(tmp_path: Path) -> None:
@@ -124,7 +151,7 @@ def test_check_finds_what_makes_the_run_impossible(tmp_path: Path) -> None:
     config = _config("--binance-rest-url", "http://127.0.0.1:9", "--no-alerting")
     with pytest.raises(ConfigError, match=r"unreachable.*cryptopipe up --source replay"):
         config.check()
-    config.check(reach_binance=False)
+    config.check(reach=False)
 
 
 def test_a_pipeline_is_built_from_python_alone(tmp_path: Path) -> None:

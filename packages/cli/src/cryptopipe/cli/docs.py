@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 
 from cryptopipe import schemas
 from cryptopipe.observability import catalogue
+from cryptopipe.runtime import plain_text
 
 #: Every settings class, in the order the configuration page lists them.
 SETTINGS: tuple[tuple[str, str], ...] = (
@@ -160,7 +161,7 @@ def pages(root: Path) -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cryptopipe docs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cryptopipe docs", description=plain_text(__doc__))
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: .)")
     parser.add_argument("--check", action="store_true", help="fail if a page is out of date; write nothing")
     args = parser.parse_args(argv)

@@ -29,13 +29,19 @@ COMMANDS: dict[str, Command] = {
     "ingest": Command("cryptopipe.ingest.cli:main", "stream exchange trades into Kafka"),
     "prices-consumer": Command("cryptopipe.store.cli:prices_main", "write the prices topic to Redis"),
     "alerts-consumer": Command("cryptopipe.store.cli:alerts_main", "write the alerts topic to Redis"),
+    "books-consumer": Command(
+        "cryptopipe.store.cli:books_main", "write the book-updates topic to Redis (the top of each book)"
+    ),
+    "book": Command("cryptopipe.store.book_cli:main", "print the order book the pipeline holds in Redis"),
     "alerting": Command("cryptopipe.alerting.cli:main", "run the Spark alerting job"),
     "dashboard": Command("cryptopipe.dashboard.cli:main", "serve the live dashboard (Streamlit)"),
     "skew-monitor": Command("cryptopipe.skew.cli:main", "estimate the clock offset against Binance / NTP"),
     "kafka-cluster": Command(
         "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
     ),
-    "bench": Command("cryptopipe.measure.bench:main", "benchmarks: prices, alerting, codec, faults"),
+    "bench": Command(
+        "cryptopipe.measure.bench:main", "benchmarks: prices, alerting, ingest-producer, codec, faults"
+    ),
     "experiment": Command(
         "cryptopipe.measure.experiment.cli:main", "environment-comparison experiments: run, compare, export"
     ),

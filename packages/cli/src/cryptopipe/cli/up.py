@@ -1,7 +1,8 @@
 """``cryptopipe up``: the whole pipeline on this machine, in one command.
 
 A thin command over :mod:`cryptopipe.pipeline`: flags become a :class:`PipelineConfig`, checked
-before anything starts; the pipeline starts, runs until a signal or ``--run-for``, drains front
+before anything starts (servers that do not answer, replay files that are not recordings, bad
+values: one line, exit 2); the pipeline starts, runs until a signal or ``--run-for``, drains front
 to back, and balances its books. The last line says whether they balance.
 
 Exit status: 0 the run went well and the books balance; 1 a server or service failed;
@@ -19,15 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptopipe.infra.errors import START_ERRORS
-from cryptopipe.pipeline import (
-    EXIT_UNBALANCED,
-    Pipeline,
-    PipelineConfig,
-    books_of,
-    progress_line,
-)
+from cryptopipe.pipeline import EXIT_UNBALANCED, Pipeline, PipelineConfig, books_of, progress_line
 from cryptopipe.pipeline.drain import drain
-from cryptopipe.pipeline.flags import add_pipeline_arguments, config_from_args
+from cryptopipe.pipeline.flags import add_pipeline_arguments, config_from_args, defaults_formatter
+from cryptopipe.pipeline.runlog import RunLog
 from cryptopipe.pipeline.say import say
 from cryptopipe.pipeline.summary import summary
 from cryptopipe.runtime import Stop, stop_on_signals, write_json_atomic
@@ -41,18 +37,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"exit status: 0 the run went well and its books balance; 1 a server or service "
         f"failed; 2 bad configuration or Binance unreachable; {EXIT_UNBALANCED} the books do not "
         "balance (published trades or alerts never written to Redis)",
+        formatter_class=defaults_formatter,
     )
-    parser.add_argument("--run-for", type=float, metavar="SECONDS", help="stop cleanly after this long")
+    parser.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly after this long, counted once every service is up (start-up and the "
+        "drain come on top; the last line says how long each took); unset: until Ctrl-C",
+    )
     parser.add_argument(
         "--summary-json", type=Path, metavar="PATH", help="write the run's figures here at exit"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show every service's log lines, not only warnings"
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="the run's full log (unset: a new file per run, path printed)",
     )
     add_pipeline_arguments(parser)
     return parser
 
 
-def _run(pipeline: Pipeline, stop: Stop, run_for: float | None) -> tuple[int, float]:
+def _watch(pipeline: Pipeline, stop: Stop, run_for: float | None) -> tuple[int, float]:
     """Watch the running pipeline until a signal, ``run_for`` or a service dies; returns the exit
-    status so far and when the run started (``--run-for`` counts from the moment all is up)."""
+    status so far and how long it ran."""
     say(f"cryptopipe up: running ({', '.join(pipeline.state.services)}); Ctrl-C stops cleanly")
     started = time.monotonic()
     next_progress = started + 5
@@ -63,35 +75,52 @@ def _run(pipeline: Pipeline, stop: Stop, run_for: float | None) -> tuple[int, fl
         dead = pipeline.dead_service()
         if dead is not None:
             say(f"cryptopipe up: {dead.name} exited with code {dead.returncode()}; stopping")
-            return 1, started
+            return 1, time.monotonic() - started
         if time.monotonic() >= next_progress:
             say(progress_line(pipeline, elapsed))
             next_progress += 5
-    return 0, started
+    return 0, time.monotonic() - started
 
 
-def run(config: PipelineConfig, *, run_for: float | None = None, summary_json: Path | None = None) -> int:
+def _rules_line(config: PipelineConfig) -> str | None:
+    settings = config.alerting.settings
+    if not config.alerting.enabled or settings is None:
+        return None
+    rules = ", ".join(str(rule) for rule in settings.rules)
+    return f"cryptopipe up: alert rules in force: {rules} (--rule or ALERTING_RULES sets others)"
+
+
+def run(
+    config: PipelineConfig, log: RunLog, *, run_for: float | None = None, summary_json: Path | None = None
+) -> int:
     """Start, run, drain and reconcile one pipeline; returns ``up``'s exit status."""
     stop = Stop()
+    began = time.monotonic()
     with (
         stop_on_signals(stop),
         tempfile.TemporaryDirectory(prefix="cryptopipe-up-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        pipeline = Pipeline(config, stack, Path(tmp))
+        pipeline = Pipeline(config, stack, Path(tmp), log=log.child)
         try:
             pipeline.start()
         except ConfigError as exc:
-            say(f"cryptopipe up: {exc}")
+            say(f"cryptopipe up: {'; '.join(exc.problems)}")
             return 2
         except START_ERRORS as exc:
             say(f"cryptopipe up: {exc}")
             return 1
-        exit_code, started = _run(pipeline, stop, run_for)
+        startup = time.monotonic() - began
+        exit_code, ran = _watch(pipeline, stop, run_for)
         say("cryptopipe up: draining")
+        drained = time.monotonic()
         drain(pipeline)
         books = books_of(pipeline)
-        figures = summary(pipeline, time.monotonic() - started, books)
+        figures = summary(pipeline, ran, books)
+    say(
+        f"cryptopipe up: ran {ran:.0f} s; start-up took {startup:.0f} s, the drain and stop "
+        f"{time.monotonic() - drained:.0f} s"
+    )
     if summary_json is not None:
         write_json_atomic(summary_json, figures, indent=2)
         say(f"cryptopipe up: summary written to {summary_json}")
@@ -105,9 +134,16 @@ def run(config: PipelineConfig, *, run_for: float | None = None, summary_json: P
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.run_for is not None and args.run_for < 0:
+            raise ConfigError(f"--run-for must be 0 seconds or more, got {args.run_for:g}")
         config = config_from_args(args)
         config.check()
     except ConfigError as exc:
-        say(f"cryptopipe up: {exc}")
+        say(f"cryptopipe up: {'; '.join(exc.problems)}")
         return 2
-    return run(config, run_for=args.run_for, summary_json=args.summary_json)
+    with RunLog(args.log_file, verbose=args.verbose) as log:
+        say(f"cryptopipe up: the full log is in {log.path}" + ("" if args.verbose else " (-v shows it here)"))
+        rules = _rules_line(config)
+        if rules is not None:
+            say(rules)
+        return run(config, log, run_for=args.run_for, summary_json=args.summary_json)

@@ -6,7 +6,6 @@ the encoded payload, so the ratio says what the codec costs beyond moving the by
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from cryptopipe.measure.floors import bench_parser
 from cryptopipe.schemas import Trade, decode_trade, encode
 
 
@@ -54,7 +54,7 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cryptopipe bench codec", description=__doc__)
+    parser = bench_parser("codec", __doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", type=Path, dest="json_path")

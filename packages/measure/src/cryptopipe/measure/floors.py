@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cryptopipe.observability import exact_percentiles_ms
-from cryptopipe.runtime import ensure_topics
+from cryptopipe.runtime import ensure_topics, plain_text
 from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, poll_batch
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
@@ -26,7 +26,9 @@ broker's p99 moved 0.5-3.7 ms between runs on the 2-core machine, and every rati
 def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """The parser of ``cryptopipe bench <name>``, whose ``--help`` shows ``doc`` as it is laid out."""
     return argparse.ArgumentParser(
-        prog=f"cryptopipe bench {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"cryptopipe bench {name}",
+        description=plain_text(doc),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 

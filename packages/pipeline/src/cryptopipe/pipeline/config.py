@@ -9,9 +9,6 @@ one :class:`~cryptopipe.schemas.ConfigError` naming what is wrong.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cryptopipe.alerting.rules import parse_rules, parse_threshold
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.pipeline.names import split_symbols
+from cryptopipe.pipeline.preflight import check_binance, check_kafka, check_redis, check_replay_files
 from cryptopipe.replay.config import ReplaySettings
 from cryptopipe.replay.errors import ReplayError
 from cryptopipe.schemas import ConfigError, KafkaSettings, RedisSettings, load_settings
@@ -109,22 +107,29 @@ class PipelineConfig(BaseModel):
     def replay(self) -> bool:
         return self.exchange.source == "replay"
 
-    def check(self, *, reach_binance: bool = True) -> None:
-        """Raise :class:`ConfigError` (one line) for what makes the run impossible."""
+    def check(self, *, reach: bool = True) -> None:
+        """Raise :class:`ConfigError` (one line) for what makes the run impossible; with ``reach``,
+        that includes a configured broker or Redis that does not answer and Binance unreachable."""
         if self.symbols or not self.replay:
             split_symbols(list(self.symbols or DEFAULT_SYMBOLS), self.ingest_shards)
         if self.replay:
+            replay = self.exchange.replay_settings()
             try:
-                self.exchange.replay_settings().config()
+                replay.config()
             except ReplayError as exc:
                 raise ConfigError(str(exc)) from None
-        elif reach_binance:
+            check_replay_files(replay.replay_files)
+        if not reach:
+            return
+        check_kafka(self.servers.kafka)
+        check_redis(self.servers.redis)
+        if not self.replay:
             rest = self.exchange.binance_rest_url
             reason = check_binance(rest)
             if reason is not None:
                 raise ConfigError(
                     f"Binance is unreachable from this machine ({rest}: {reason}). "
-                    "To run offline on the local replay exchange: cryptopipe up --source replay"
+                    "To run offline on the local replay exchange: uv run cryptopipe up --source replay"
                 )
 
 
@@ -145,14 +150,3 @@ def alerting_settings(
     except ValueError as exc:  # RuleError or a threshold outside (0, 1); a ConfigError passes through
         raise ConfigError(f"--rule/--threshold: {exc}") from None
     return settings
-
-
-def check_binance(rest_url: str, timeout: float = 5.0) -> str | None:
-    """None when Binance's REST API answers; otherwise the reason, for one clear line."""
-    try:
-        with urllib.request.urlopen(f"{rest_url}/api/v3/time", timeout=timeout) as response:
-            json.loads(response.read())
-        return None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason

@@ -24,6 +24,8 @@ def scrape_targets(pipeline: Pipeline, orchestrator_port: int) -> dict[str, list
     for name, service in pipeline.state.services.items():
         if service.metrics_port is not None:
             targets.setdefault(component_of(name), []).append(f"127.0.0.1:{service.metrics_port}")
+    for name, port in pipeline.planned_ports.items():  # ingest: started last
+        targets.setdefault(component_of(name), []).append(f"127.0.0.1:{port}")
     targets["orchestrator"] = [f"127.0.0.1:{orchestrator_port}"]
     return targets
 

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,8 +102,16 @@ class Pipeline:
     """One pipeline run: started by :meth:`start`, watched through :meth:`scrape`, stopped by
     :func:`cryptopipe.pipeline.drain.drain`. Everything it starts is registered on ``stack``."""
 
-    def __init__(self, config: PipelineConfig, stack: contextlib.ExitStack, workdir: Path) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        stack: contextlib.ExitStack,
+        workdir: Path,
+        *,
+        log: Callable[[str], None] = say,
+    ) -> None:
         self.config = config
+        self.log = log
         self.stack = stack
         self.workdir = workdir
         self.state = RunState(source=config.exchange.source)
@@ -114,6 +122,9 @@ class Pipeline:
         self.redis: RedisEndpoint | None = None
         self.prometheus: PrometheusServer | None = None
         self.java: str | None = None
+        self.shards: list[list[str]] = []
+        #: Metrics ports of services planned but not started yet (ingest starts last).
+        self.planned_ports: dict[str, int] = {}
         if config.alerting.enabled:
             self.java = find_java()
 
@@ -122,8 +133,10 @@ class Pipeline:
     def start(
         self, servers: tuple[KafkaEndpoint, RedisEndpoint] | None = None, *, observability: bool = True
     ) -> None:
-        """Servers (``servers`` when given, else found or started), the exchange, the services,
-        then (``observability``) our /metrics, Prometheus and the dashboard."""
+        """Servers (``servers`` when given, else found or started), the exchange, the readers (the
+        consumers and the Spark job), then (``observability``) our /metrics, Prometheus and the
+        dashboard, and ingest last: a replayed tape starts when ingest subscribes, so it plays to a
+        pipeline that is all up."""
         if servers is None:
             settings = self.config.servers
             kafka = resolve_kafka(settings.kafka, stack=self.stack)
@@ -132,9 +145,10 @@ class Pipeline:
             servers = (kafka, redis)
         self.use_servers(*servers)
         ws_url, rest_url = self.start_exchange()
-        self.start_services(ws_url, rest_url)
+        self.start_readers(rest_url)
         if observability:
             start_observability(self)
+        self.start_ingest(ws_url, rest_url)
 
     def use_servers(self, kafka: KafkaEndpoint, redis: RedisEndpoint) -> None:
         self.kafka, self.redis = kafka, redis
@@ -169,8 +183,14 @@ class Pipeline:
         return str(ready["ws_url"]), str(ready["rest_url"])
 
     def start_services(self, ws_url: str, rest_url: str) -> None:
-        """The prices consumers (once they own partitions), the alerts consumer, every ingest
-        shard, then the Spark job. Raises :class:`ConfigError` for more shards than symbols."""
+        """The readers, then every ingest shard (without observability)."""
+        self.start_readers(rest_url)
+        self.start_ingest(ws_url, rest_url)
+
+    def start_readers(self, rest_url: str) -> None:
+        """The prices consumers (once they own partitions), the alerts consumer and the Spark job;
+        deals the symbols to the ingest shards. Raises :class:`ConfigError` for more shards than
+        symbols."""
         config = self.config
         if config.symbols:
             symbols = list(config.symbols)
@@ -178,8 +198,9 @@ class Pipeline:
             symbols = _served_symbols(rest_url)
         else:
             symbols = list(DEFAULT_SYMBOLS)
-        shards = split_symbols(parse_symbols(",".join(symbols)), config.ingest_shards)
+        self.shards = split_symbols(parse_symbols(",".join(symbols)), config.ingest_shards)
         self.state.symbols = symbols
+        self.planned_ports = {name: self.ports.of(name) for name in member_names("ingest", len(self.shards))}
         consumers = member_names("prices-consumer", config.consumers)
         for name in consumers:
             self._start_consumer(name)
@@ -187,10 +208,12 @@ class Pipeline:
         if self.alerting_enabled:
             self._start_consumer("alerts-consumer")
             self.wait_assigned("alerts-consumer")
-        for name, share in zip(member_names("ingest", len(shards)), shards, strict=True):
-            self._start_ingest(name, share, ws_url, rest_url)
-        if self.alerting_enabled:
             start_alerting(self)
+
+    def start_ingest(self, ws_url: str, rest_url: str) -> None:
+        """Every ingest shard, each on its share of the symbols."""
+        for name, share in zip(list(self.planned_ports), self.shards, strict=True):
+            self._start_ingest(name, share, ws_url, rest_url)
 
     # --- services --------------------------------------------------------------------------
 
@@ -199,7 +222,7 @@ class Pipeline:
         service = Service(name, command, **kwargs)
         self.stack.callback(service.stop)
         service.start()
-        service.follow_log(say)
+        service.follow_log(self.log)
         self.state.services[service.name] = service
         return service
 
@@ -220,7 +243,7 @@ class Pipeline:
 
     def _start_ingest(self, name: str, symbols: Sequence[str], ws_url: str, rest_url: str) -> None:
         """One ingest process (a shard: its own symbols, stats file and /metrics port)."""
-        port = self.ports.of(name)
+        port = self.planned_ports.pop(name)
         settings = load_ingest_settings(
             symbols=",".join(symbols),
             mode=self.config.mode,

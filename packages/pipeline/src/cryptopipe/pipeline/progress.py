@@ -8,23 +8,28 @@ from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import Series
 
+#: Alerts the alerts consumer wrote to Redis, each once (the histogram of their latency counts them).
+ALERTS_WRITTEN = "cryptopipe_alert_latency_seconds_count"
+
 if TYPE_CHECKING:
     from cryptopipe.pipeline.pipeline import Pipeline
 
 
 def progress_line(pipeline: Pipeline, elapsed: float) -> str:
-    """Trades received, published and written so far, both lags and the E2E p99."""
+    """Trades received, published and written so far, alerts in Redis, both lags and the E2E p99."""
     scrape = pipeline.scrape()
-    e2e = scrape.percentiles_ms(m.E2E_LATENCY)
+    e2e = scrape.percentiles_ms(m.E2E_LATENCY)["p99"]
     lag = record_lag(pipeline, scrape, "consumer", m.CONSUMER_LAG)
     spark_lag = record_lag(pipeline, scrape, "alerting", m.ALERTING_LAG)
+    alerts = scrape.total(ALERTS_WRITTEN) if "alerts-consumer" in pipeline.state.services else None
     return (
         f"cryptopipe up: {elapsed:6.1f} s  received {scrape.total(m.TRADES_RECEIVED):.0f}"
         f"  published {scrape.total(m.TRADES_PUBLISHED):.0f}"
         f"  written {scrape.total(m.PRICES_WRITTEN):.0f}"
-        f"  lag {lag or 0:.0f}"
+        + (f"  alerts {alerts:.0f}" if alerts is not None else "")
+        + f"  lag {lag or 0:.0f}"
         + (f"  spark lag {spark_lag:.0f}" if spark_lag is not None else "")
-        + f"  e2e p99 {e2e['p99'] if e2e['p99'] is not None else '-'} ms"
+        + f"  e2e p99 {f'{e2e:.1f}' if e2e is not None else '-'} ms"
     )
 
 

@@ -12,7 +12,7 @@
   jobs every command shares, each with one home.
 """
 
-from cryptopipe.runtime.args import positive_int
+from cryptopipe.runtime.args import plain_text, positive_int
 from cryptopipe.runtime.backoff import Backoff
 from cryptopipe.runtime.env import environ_of
 from cryptopipe.runtime.files import read_json_object, write_json_atomic
@@ -53,6 +53,7 @@ __all__ = [
     "environ_of",
     "final_scrape",
     "free_port",
+    "plain_text",
     "positive_int",
     "rate_limited_logger",
     "read_json_object",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def positive_int(text: str) -> int:
@@ -14,3 +15,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(doc: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: reST roles and literals as plain words
+    (``:class:`~a.b.Books``` -> ``Books``, ````--rate```` -> ``--rate``)."""
+    if doc is None:
+        return None
+    text = _ROLE.sub(lambda match: match.group(1).rsplit(".", 1)[-1], doc)
+    return _LITERAL.sub(r"\1", text)

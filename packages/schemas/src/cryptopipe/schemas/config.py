@@ -166,6 +166,7 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
         variable = names.get(field, field) if field else "settings"
         message = str(error.get("msg", "invalid value"))
         message = message.removeprefix("Value error, ").removeprefix(f"{variable}: ")
+        message = message.removeprefix(f"{field}: ") if field else message
         if len(loc) > 1:  # an item of a list-like setting
             message = f"item {'.'.join(loc[1:])}: {message}"
         line = f"{variable}: {message}"
@@ -178,7 +179,8 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
                 quoted = repr(error["input"])
                 if len(quoted) > _MAX_QUOTED:
                     quoted = quoted[: _MAX_QUOTED - 3] + "..."
-                line += f" (got {quoted})"
+                if " got " not in f" {message}":  # a validator may have said what it got already
+                    line += f" (got {quoted})"
         lines.append(line)
     return lines
 
