@@ -9,6 +9,7 @@ from itertools import count
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, start_http_server
 
 from cryptopipe.observability import serve_metrics
 from cryptopipe.schemas import Alert, RedisSettings, Side, Trade
@@ -117,3 +118,24 @@ def metrics_url() -> str:
     """A live /metrics endpoint of this test process: the sinks used by the tests update its metrics."""
     port = serve_metrics("dashboard-tests", 0)
     return f"http://127.0.0.1:{port}/metrics"
+
+
+class ServiceEndpoint:
+    """A /metrics endpoint with a registry of its own, like one service's; add metrics to ``registry``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def service_metrics() -> Iterator[ServiceEndpoint]:
+    endpoint = ServiceEndpoint()
+    yield endpoint
+    endpoint.close()

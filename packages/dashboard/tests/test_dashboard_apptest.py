@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import Gauge
 from streamlit.testing.v1 import AppTest
 
 from cryptopipe.dashboard.cli import APP
 from cryptopipe.dashboard.data import SINCE_PROGRESS
 
-from .conftest import Market, now_us
+from .conftest import Market, ServiceEndpoint, now_us
 
 Configure = Callable[..., None]
 
@@ -74,11 +74,12 @@ def test_cards_in_configured_order_with_change_stale_marks_and_missing_symbols(
     cards = [m for m in at.metric if m.label.split(" ")[0] in {"BTCUSDT", "ETHUSDT", "SOLUSDT"}]
     assert [m.label for m in cards] == ["ETHUSDT · STALE", "BTCUSDT", "SOLUSDT"]
     eth, btc, sol = cards
-    assert (btc.value, btc.delta) == ("61,200", "+2.000% (30 s)")
+    assert btc.value == "61,200"
     assert eth.value == "2,450"
-    assert eth.delta is not None
-    assert eth.delta.startswith("-2.004%")
     assert sol.value == "—"
+    changes = [m.value for m in at.markdown if m.value.startswith("1m ")]
+    # ETH: 5 s of trades, no window covered; BTC: 30 s kept, 61,200 against 60,000 is not a minute.
+    assert changes == ["1m — · 5m — · 1h — (5 s kept)", "1m — · 5m — · 1h — (30 s kept)"]
     (stale,) = at.warning
     assert stale.value.startswith("Stale: no trade received for 4")
     assert "threshold 20 s" in stale.value
@@ -101,22 +102,66 @@ def test_alert_feed_newest_first_with_counts_and_colours(configure: Configure, m
         "Raised",
         "Symbol",
         "Side",
+        "Move",
         "Rule",
         "Window",
         "Open → Close",
-        "Change %",
         "Kind",
     ]
     assert list(frame["Symbol"]) == ["ETHUSDT", "BTCUSDT", "BTCUSDT"]
     assert list(frame["Side"]) == ["BUY", "BUY", "SELL"]
     assert list(frame["Kind"]) == ["early", "early", "final"]
     assert frame["Open → Close"].iloc[2] == "60,000 → 60,750"
-    # Alert.pct_change is a fraction ((close - open) / open); the column shows percent.
-    assert list(frame["Change %"]) == [-2.5, -1.0, 1.25]
+    # Alert.pct_change is a fraction ((close - open) / open); the column shows percent and direction.
+    assert list(frame["Move"]) == ["▼ -2.500%", "▼ -1.000%", "▲ +1.250%"]
     assert frame["Window"].iloc[0].endswith("(1 min)")
     counts = metrics_by_label(at)
     assert counts["BTCUSDT alerts"][0] == "2"
     assert counts["ETHUSDT alerts"][0] == "1"
+
+
+def test_changes_over_fixed_windows_with_direction_marks(configure: Configure, market: Market) -> None:
+    # 100 five minutes back, 120 a minute back, 108 now.
+    market.series("BTCUSDT", ["100", "110", "110", "110", "120", "108"], spacing_s=60.0)
+    configure(DASHBOARD_SYMBOLS="BTCUSDT")
+    at = run_page()
+    (line,) = [m.value for m in at.markdown if m.value.startswith("1m ")]
+    assert line == "1m :red[▼ -10.000%] · 5m :green[▲ +8.000%] · 1h — (5 min kept)"
+
+
+@pytest.mark.parametrize(
+    ("env", "title", "says"),
+    [
+        (
+            {"DASHBOARD_SOURCE": "replay", "DASHBOARD_REPLAY_CLOCK": "live", "DASHBOARD_REPLAY_DATA": "b.gz"},
+            "cryptopipe — replay",
+            "**Replay of b.gz** on the local replay exchange (not the live market) · clock **live**: trade "
+            "times are re-stamped to now, so recorded data shows today's date.",
+        ),
+        (
+            {"DASHBOARD_SOURCE": "replay", "DASHBOARD_REPLAY_CLOCK": "original"},
+            "cryptopipe — replay",
+            "**Replay** on the local replay exchange (not the live market) · clock **original**: trade "
+            "times are the recorded ones.",
+        ),
+        (
+            {"DASHBOARD_SOURCE": "binance"},
+            "cryptopipe — live",
+            "**Live Binance market**: trade times are the exchange's.",
+        ),
+        ({}, "cryptopipe — live", "Source not reported (DASHBOARD_SOURCE is set by `cryptopipe up`)."),
+    ],
+)
+def test_the_page_says_what_is_replayed(
+    configure: Configure, market: Market, env: dict[str, str], title: str, says: str
+) -> None:
+    market.trade("BTCUSDT", "1")
+    configure(**{"DASHBOARD_SOURCE": "", "DASHBOARD_REPLAY_CLOCK": "", "DASHBOARD_REPLAY_DATA": "", **env})
+    at = run_page()
+    assert at.title[0].value == title
+    assert says in [m.value for m in at.markdown]
+    replayed = env.get("DASHBOARD_SOURCE") == "replay"
+    assert any(("(replay, " in c.value) == replayed and "last trade" in c.value for c in at.caption)
 
 
 def test_filters_narrow_the_feed_and_the_counts(configure: Configure, market: Market) -> None:
@@ -163,38 +208,17 @@ def test_health_panel_shows_latency_numbers_and_what_runs(configure: Configure, 
     assert any(c.value.startswith("Source: 1 metrics endpoint") for c in at.caption)
 
 
-class ConsumersEndpoint:
-    """A /metrics endpoint of the consumers' stall clocks (a registry of its own, like one service)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.since = Gauge(SINCE_PROGRESS, "since progress", ["consumer"], registry=self.registry)
-        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def consumers() -> Iterator[ConsumersEndpoint]:
-    endpoint = ConsumersEndpoint()
-    yield endpoint
-    endpoint.close()
-
-
 def consumer_warnings(at: AppTest) -> list[str]:
     return [w.value for w in at.warning if " consumer " in w.value]
 
 
 def test_health_panel_says_which_consumer_is_stalled_and_for_how_long(
-    configure: Configure, metrics_url: str, consumers: ConsumersEndpoint
+    configure: Configure, metrics_url: str, service_metrics: ServiceEndpoint
 ) -> None:
-    consumers.since.labels(consumer="prices").set(0)
-    consumers.since.labels(consumer="alerts").set(17.2)
-    configure(DASHBOARD_METRICS_URLS=f"{metrics_url},{consumers.url}")
+    since = Gauge(SINCE_PROGRESS, "since progress", ["consumer"], registry=service_metrics.registry)
+    since.labels(consumer="prices").set(0)
+    since.labels(consumer="alerts").set(17.2)
+    configure(DASHBOARD_METRICS_URLS=f"{metrics_url},{service_metrics.url}")
 
     at = run_page()
 
@@ -202,7 +226,7 @@ def test_health_panel_says_which_consumer_is_stalled_and_for_how_long(
     assert stalled.startswith("**alerts consumer stalled for 17 s**")
     assert "**Consumers** — alerts: stalled for 17 s · prices: OK" in [m.value for m in at.markdown]
 
-    consumers.since.labels(consumer="alerts").set(0)  # it recovered
+    since.labels(consumer="alerts").set(0)  # it recovered
     at.run()
     assert consumer_warnings(at) == []
     assert "**Consumers** — alerts: OK · prices: OK" in [m.value for m in at.markdown]

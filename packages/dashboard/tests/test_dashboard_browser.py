@@ -212,7 +212,7 @@ def test_live_prices_alert_and_health_in_the_browser(
 
         def alert_row() -> bool:
             text = feed_text(page)
-            assert re.search(r"BTCUSDT\s*SELL\s*pct_1m.*60,000 → 61,500\s*\+?2\.50*\s*final", text), text
+            assert re.search(r"BTCUSDT\s*SELL\s*▲ \+2\.500%\s*pct_1m.*60,000 → 61,500\s*final", text), text
             return True
 
         eventually(alert_row, timeout=10, message="the alert's row is not on the page")

@@ -6,13 +6,10 @@ import math
 import socket
 import urllib.request
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from cryptopipe.dashboard import data
@@ -28,85 +25,6 @@ from .conftest import Market, now_us
 
 def _store(market: Market) -> PriceStore:
     return PriceStore(market.client, market.settings.key_prefix)
-
-
-def test_cards_follow_the_configured_order_and_mark_stale_symbols(market: Market) -> None:
-    market.series("BTCUSDT", ["60000", "60100", "60200"], spacing_s=1.0)
-    market.series("ETHUSDT", ["2500", "2490"], spacing_s=1.0, last_age_s=30.0)
-
-    cards = data.load_prices(
-        _store(market),
-        ["ETHUSDT", "SOLUSDT", "BTCUSDT"],
-        now_us=now_us(),
-        stale_seconds=10,
-        history_points=100,
-    )
-
-    assert [c.symbol for c in cards] == ["ETHUSDT", "SOLUSDT", "BTCUSDT"]
-    eth, sol, btc = cards
-    assert btc.price == Decimal("60200")
-    assert not btc.stale
-    assert [p for _, p in btc.history] == [60000.0, 60100.0, 60200.0]
-    assert eth.price == Decimal("2490")
-    assert eth.stale
-    assert eth.age_s is not None
-    assert eth.age_s >= 30
-    assert sol.price is None
-    assert sol.stale
-    assert sol.history == ()
-
-
-def test_no_configured_symbols_means_every_symbol_in_redis(market: Market) -> None:
-    market.trade("XRPUSDT", "0.5")
-    market.trade("ADAUSDT", "0.3")
-    cards = data.load_prices(_store(market), [], now_us=now_us(), stale_seconds=10, history_points=10)
-    assert [c.symbol for c in cards] == ["ADAUSDT", "XRPUSDT"]
-
-
-def test_one_minute_change_uses_the_last_price_at_or_before_the_window_start(market: Market) -> None:
-    # Trades 90, 60, 30 and 0 s back: "1 min" compares the last one with the one 60 s earlier.
-    market.series("BTCUSDT", ["100", "110", "120", "132"], spacing_s=30.0, last_age_s=0.0)
-    (card,) = data.load_prices(
-        _store(market), ["BTCUSDT"], now_us=now_us(), stale_seconds=10, history_points=100
-    )
-    assert card.change_1m is not None
-    assert card.change_1m.complete
-    assert card.change_1m.pct == pytest.approx(20.0)  # 132 vs 110
-    assert card.change_24h is None  # 90 s of history say nothing about 24 h
-
-
-def test_short_history_gives_a_partial_change_with_its_span(market: Market) -> None:
-    market.series("BTCUSDT", ["200", "190"], spacing_s=20.0)
-    (card,) = data.load_prices(
-        _store(market), ["BTCUSDT"], now_us=now_us(), stale_seconds=10, history_points=100
-    )
-    assert card.change_1m == data.Change(pct=-5.0, span_s=20.0, complete=False)
-
-
-@given(
-    points=st.lists(
-        st.tuples(st.integers(0, 10**9), st.integers(1, 10**6)),
-        min_size=1,
-        max_size=40,
-        unique_by=lambda p: p[0],
-    ),
-    last=st.integers(1, 10**6),
-    window=st.integers(1, 10**9),
-)
-def test_change_over_picks_the_newest_point_not_after_the_window_start(
-    points: list[tuple[int, int]], last: int, window: int
-) -> None:
-    history = sorted((t, Decimal(p)) for t, p in points)
-    last_time = history[-1][0]
-    change = data.change_over(history, Decimal(last), last_time, window, allow_partial=False)
-    before = [p for p in history if p[0] <= last_time - window]
-    if not before:
-        assert change is None
-    else:
-        reference = before[-1][1]
-        assert change is not None
-        assert change.complete
-        assert change.pct == pytest.approx(float((Decimal(last) - reference) / reference * 100))
 
 
 def test_alert_feed_is_newest_first_filters_and_counts(market: Market) -> None:

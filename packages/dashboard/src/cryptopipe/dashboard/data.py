@@ -2,7 +2,7 @@
 
 Every function here returns plain dataclasses, so the figures can be tested against a real Redis
 and a real metrics endpoint without a browser; ``cryptopipe.dashboard.page`` only draws them.
-Prices and alerts come through the store package's read API (``PriceStore``, ``AlertStore``);
+Alerts come through the store package's read API (``AlertStore``; prices: ``cryptopipe.dashboard.prices``);
 health figures come from where they live: the services' /metrics endpoints, read with
 :class:`cryptopipe.observability.Scrape`, or Prometheus' HTTP API when ``PROMETHEUS_URL`` is set.
 """
@@ -17,7 +17,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import redis
 
@@ -28,12 +27,8 @@ from cryptopipe.observability.query import series_name
 from cryptopipe.schemas import Alert, redact_url
 from cryptopipe.store.alerts import AlertStore
 from cryptopipe.store.loop import DEFAULT_STALL_TIMEOUT_S
-from cryptopipe.store.prices import PriceStore
 
 logger = logging.getLogger(__name__)
-
-ONE_MINUTE_US = 60_000_000
-ONE_DAY_US = 24 * 3600 * 1_000_000
 
 # --- metrics read by the health panel: names taken from the catalogue, never typed again ---
 E2E = series_name(m.E2E_LATENCY)
@@ -98,110 +93,6 @@ NO_REDIS_URL = Problem(
     "the dashboard does not know which Redis holds the prices and alerts.",
     "Start it with `cryptopipe up` (which passes the URL), or set REDIS_URL=redis://host:port/0.",
 )
-
-
-# --- prices ----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Change:
-    """Price change over a window: ``pct`` from the last price at or before the window start.
-
-    ``complete`` is False when the stored history is shorter than the window; then ``pct`` is
-    the change since the oldest stored trade, ``span_s`` seconds back.
-    """
-
-    pct: float
-    span_s: float
-    complete: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PriceCard:
-    symbol: str
-    price: Decimal | None = None
-    trade_time_us: int | None = None
-    receive_time_us: int | None = None
-    age_s: float | None = None
-    stale: bool = True
-    change_1m: Change | None = None
-    change_24h: Change | None = None
-    #: (trade_time_us, price), oldest first.
-    history: tuple[tuple[int, float], ...] = ()
-
-
-def change_over(
-    history: Sequence[tuple[int, Decimal]],
-    last: Decimal,
-    last_time_us: int,
-    window_us: int,
-    *,
-    allow_partial: bool,
-) -> Change | None:
-    """The change of ``last`` against the newest history point at or before ``last_time_us - window_us``."""
-    if not history:
-        return None
-    start = last_time_us - window_us
-    reference: tuple[int, Decimal] | None = None
-    for point in history:
-        if point[0] <= start:
-            reference = point
-        else:
-            break
-    complete = reference is not None
-    if reference is None:
-        if not allow_partial:
-            return None
-        reference = history[0]
-        if reference[0] >= last_time_us:
-            return None
-    ref_time, ref_price = reference
-    if ref_price == 0:
-        return None
-    pct = float((last - ref_price) / ref_price * 100)
-    span_s = window_us / 1e6 if complete else (last_time_us - ref_time) / 1e6
-    return Change(pct=pct, span_s=span_s, complete=complete)
-
-
-def load_prices(
-    store: PriceStore,
-    symbols: Sequence[str],
-    *,
-    now_us: int,
-    stale_seconds: float,
-    history_points: int,
-) -> list[PriceCard]:
-    """One card per symbol, in the order given (every symbol in Redis, sorted, when none is given).
-
-    Staleness is judged on the local receive time, not the exchange's trade time, so a skewed
-    exchange clock or a replay of old recordings does not make a live stream look stale.
-    Raises ``redis.RedisError`` when Redis cannot be read.
-    """
-    wanted = list(symbols) or store.symbols()
-    cards: list[PriceCard] = []
-    for symbol in wanted:
-        latest = store.latest(symbol)
-        if latest is None:
-            cards.append(PriceCard(symbol=symbol))
-            continue
-        rows = store.history(symbol, history_points)
-        points = [(int(r["trade_time_us"]), r["price"]) for r in rows]
-        price: Decimal = latest["price"]
-        trade_time_us = int(latest["trade_time_us"])
-        receive_time_us = int(latest.get("receive_time_us") or 0) or None
-        age_s = (now_us - receive_time_us) / 1e6 if receive_time_us else None
-        cards.append(
-            PriceCard(
-                symbol=symbol,
-                price=price,
-                trade_time_us=trade_time_us,
-                receive_time_us=receive_time_us,
-                age_s=age_s,
-                stale=age_s is None or age_s > stale_seconds,
-                change_1m=change_over(points, price, trade_time_us, ONE_MINUTE_US, allow_partial=True),
-                change_24h=change_over(points, price, trade_time_us, ONE_DAY_US, allow_partial=False),
-                history=tuple((t, float(p)) for t, p in points),
-            )
-        )
-    return cards
 
 
 # --- alerts ----------------------------------------------------------------------------------

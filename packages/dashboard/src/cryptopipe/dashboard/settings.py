@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
@@ -42,8 +42,8 @@ class DashboardSettings(BaseSettings):
     stale_seconds: float = setting("DASHBOARD_STALE_SECONDS", 10.0, gt=0)
     """A symbol with no trade received for this many seconds is marked stale."""
     history_points: int = setting("DASHBOARD_HISTORY_POINTS", 1000, ge=2, le=100_000)
-    """Recent trades per symbol read for the chart and the 1 min / 24 h change (the store keeps 1000
-    by default)."""
+    """Newest trades per symbol read from Redis on each refresh (the store keeps 1000 by default); the
+    page folds them into its own history: the last price per second over the last 2 h of market time."""
     alerts_limit: int = setting("DASHBOARD_ALERTS_LIMIT", 200, ge=1, le=10_000)
     """Newest alerts read from Redis for the feed and the per-symbol counts."""
     metrics_urls: Annotated[tuple[str, ...], NoDecode] = setting("DASHBOARD_METRICS_URLS", ())
@@ -61,6 +61,13 @@ class DashboardSettings(BaseSettings):
         "CRYPTOPIPE_RUNTIME_INFO", default_factory=dict
     )
     """JSON object naming what runs, set by `cryptopipe up`: {"broker": ..., "redis": ..., "spark": ...}."""
+
+    source: Literal["", "binance", "replay"] = setting("DASHBOARD_SOURCE", "")
+    """Where the trades come from, set by `cryptopipe up`: binance or replay (empty: not said)."""
+    replay_clock: Literal["", "live", "original"] = setting("DASHBOARD_REPLAY_CLOCK", "")
+    """With the replay exchange: live (trade times re-stamped to now) or original (recorded times)."""
+    replay_data: str = setting("DASHBOARD_REPLAY_DATA", "")
+    """With the replay exchange: what it plays, e.g. `btcusdt_20240808.gz at 20x` or `synthetic, 20 msg/s`."""
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -128,4 +135,7 @@ class DashboardSettings(BaseSettings):
             "DASHBOARD_METRICS_TIMEOUT_SECONDS": repr(self.metrics_timeout_seconds),
             "DASHBOARD_REDIS_TIMEOUT_SECONDS": repr(self.redis_timeout_seconds),
             "CRYPTOPIPE_RUNTIME_INFO": json.dumps(self.runtime_info) if self.runtime_info else "",
+            "DASHBOARD_SOURCE": self.source,
+            "DASHBOARD_REPLAY_CLOCK": self.replay_clock,
+            "DASHBOARD_REPLAY_DATA": self.replay_data,
         }

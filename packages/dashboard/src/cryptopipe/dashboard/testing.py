@@ -80,6 +80,29 @@ def feed_text(page: Any) -> str:
     return str(grid.text_content()) if grid.count() == 1 else ""
 
 
+#: Every element of a tile (label, value) whose content is wider than its box, i.e. cut off or
+#: ellipsised: the tile's text for each.
+_CLIPPED_JS = """
+(selector) => Array.from(document.querySelectorAll(selector)).flatMap(tile =>
+  [tile, ...tile.querySelectorAll('*')]
+    .filter(el => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+    .map(() => tile.innerText.replace(/\\n/g, ' | ')))
+"""
+
+
+def clipped(page: Any, selector: str = "[data-testid=stMetric]") -> list[str]:
+    """The tiles (``selector``) whose text does not fit: scrollWidth beyond clientWidth anywhere inside."""
+    return sorted(set(page.evaluate(_CLIPPED_JS, selector)))
+
+
+def width_share(page: Any, symbol: str) -> float:
+    """The share of the page's content width that ``symbol``'s price card takes."""
+    label = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(rf"^{symbol}( · STALE)?$"))
+    column = page.locator("[data-testid=stColumn]").filter(has=label).last
+    main = page.get_by_test_id("stMainBlockContainer")
+    return float(column.bounding_box()["width"]) / float(main.bounding_box()["width"])
+
+
 def body_text(page: Any) -> str:
     return str(page.inner_text("body"))
 
