@@ -65,6 +65,7 @@ def express_consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
+        "logger": rate_limited_logger("cryptopipe.alerting.librdkafka"),
         **LOW_LATENCY_FETCH,
     }
 

@@ -37,6 +37,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import StructType
 
+from cryptopipe.runtime import rate_limited_logger
 from cryptopipe.schemas import DecodeError, decode_trade
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def _assigned_consumer(config: Mapping[str, str], group_id: str, *, queued_kbyte
             "fetch.wait.max.ms": 10,
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": queued_kbytes,
+            "logger": rate_limited_logger("cryptopipe.alerting.librdkafka"),
         }
     )
 

@@ -88,6 +88,7 @@ class LagProbe:
                     "group.id": f"cryptopipe-alerting-lag-{uuid.uuid4().hex[:8]}",  # never joins
                     "client.id": "cryptopipe-alerting-lag",
                     "enable.auto.commit": False,
+                    "logger": rate_limited_logger("cryptopipe.alerting.librdkafka"),
                 }
             )
         return self._consumer

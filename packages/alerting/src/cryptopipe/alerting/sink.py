@@ -23,6 +23,7 @@ from cryptopipe.alerting.listener import watermark_us
 from cryptopipe.alerting.plan import OBSERVATION, trigger_column
 from cryptopipe.alerting.reference import make_alert
 from cryptopipe.alerting.rules import Rule
+from cryptopipe.runtime import rate_limited_logger
 from cryptopipe.schemas import Alert, KafkaSettings, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
 
@@ -165,6 +166,7 @@ class AlertPublisher:
                 "acks": "all",
                 "linger.ms": 0,
                 "socket.nagle.disable": True,
+                "logger": rate_limited_logger("cryptopipe.alerting.librdkafka"),
             }
         )
 

@@ -42,12 +42,13 @@ from cryptopipe.pipeline.observe import start_observability
 from cryptopipe.pipeline.say import say
 from cryptopipe.pipeline.service import Service
 from cryptopipe.pipeline.spark import start_alerting
-from cryptopipe.runtime import RunSettings, environ_of, free_port
+from cryptopipe.runtime import RunSettings, environ_of, free_port, rate_limited_logger
 from cryptopipe.schemas import PRICES, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
 
 logger = logging.getLogger(__name__)
+_LIBRDKAFKA = rate_limited_logger("cryptopipe.pipeline.librdkafka")
 
 
 @dataclass
@@ -359,7 +360,9 @@ class Pipeline:
             return DEFAULT_PARTITIONS
         config: dict[str, str | int | float | bool] = {**self.kafka.settings.client_config()}
         try:
-            metadata = AdminClient(config).list_topics(self.prices_topic, timeout=10)
+            metadata = AdminClient({**config, "logger": _LIBRDKAFKA}).list_topics(
+                self.prices_topic, timeout=10
+            )
         except KafkaException:
             return DEFAULT_PARTITIONS
         found = metadata.topics.get(self.prices_topic)

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from cryptopipe.runtime.logs import rate_limited_logger
 from cryptopipe.schemas import KafkaSettings, TopicSpec
 
 logger = logging.getLogger(__name__)
+#: librdkafka's own lines (one per failed connection attempt while a broker is down), rate limited.
+_LIBRDKAFKA = rate_limited_logger("cryptopipe.runtime.librdkafka")
 
 #: Errors that mean "this broker does not take that config", not "the topic cannot exist".
 _CONFIG_REJECTED = {
@@ -37,7 +40,7 @@ def ensure_topics(
     auto-creation. Raises :class:`KafkaException` when the broker cannot be
     reached within ``timeout_s``.
     """
-    admin = AdminClient(kafka.client_config())
+    admin = AdminClient({**kafka.client_config(), "logger": _LIBRDKAFKA})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     created: list[str] = []
     for spec in specs:
@@ -115,7 +118,8 @@ def end_offsets(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> di
     """Each partition of ``topic`` -> its high watermark, as the broker's ListOffsets answers it
     (short of the log on Tansu: ``KafkaQuirks.list_offsets_unreliable``); ``{}`` for a topic that
     does not exist. Raises :class:`KafkaException` when the broker does not answer."""
-    consumer = Consumer({**kafka.client_config(), "group.id": "cryptopipe-end-offsets"})  # never joins
+    config = {**kafka.client_config(), "group.id": "cryptopipe-end-offsets", "logger": _LIBRDKAFKA}
+    consumer = Consumer(config)  # never joins
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         partitions = sorted(metadata.partitions) if metadata is not None else []
