@@ -1,7 +1,8 @@
-"""``cryptopipe prices-consumer`` and ``cryptopipe alerts-consumer``: Kafka -> Redis.
+"""``cryptopipe prices-consumer``, ``alerts-consumer`` and ``books-consumer``: Kafka -> Redis.
 
 Each is a service on the runtime kit: :func:`run` takes its settings (:mod:`cryptopipe.store.settings`,
-read from ``PRICES_CONSUMER_*`` / ``ALERTS_CONSUMER_*``; their type says which consumer) and a
+read from ``PRICES_CONSUMER_*`` / ``ALERTS_CONSUMER_*`` / ``BOOKS_CONSUMER_*``; their type says which
+consumer) and a
 :class:`~cryptopipe.runtime.Stop`, and returns the loop's books. Kafka and Redis come from
 KAFKA_BOOTSTRAP_SERVERS / REDIS_URL (and the rest of KafkaSettings and RedisSettings); flags
 override the environment. SIGINT/SIGTERM finish the current batch, commit and exit 0; the books
@@ -30,18 +31,38 @@ from cryptopipe.runtime import (
     run_service,
     run_settings_from,
 )
-from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, KafkaSettings, RedisSettings
+from cryptopipe.schemas import (
+    ALERTS,
+    BOOK_SNAPSHOTS,
+    BOOK_UPDATES,
+    DEAD_LETTERS,
+    PRICES,
+    KafkaSettings,
+    RedisSettings,
+    TopicSpec,
+)
 from cryptopipe.store.alerts import AlertSink
+from cryptopipe.store.book_rebuild import WarmStart
+from cryptopipe.store.books import BookSink
 from cryptopipe.store.errors import ConfigError, StoreError
 from cryptopipe.store.latency import LatencyReservoir
 from cryptopipe.store.loop import ConsumerLoop
 from cryptopipe.store.prices import PriceSink
-from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
+from cryptopipe.store.settings import AlertsConsumerSettings, BooksConsumerSettings, PricesConsumerSettings
 from cryptopipe.store.sink import Sink, connect_redis
 
 logger = logging.getLogger(__name__)
 
-ConsumerSettings = PricesConsumerSettings | AlertsConsumerSettings
+ConsumerSettings = PricesConsumerSettings | AlertsConsumerSettings | BooksConsumerSettings
+
+
+def _kind(settings: ConsumerSettings) -> tuple[str, TopicSpec]:
+    """The consumer's name and the topic it reads."""
+    if isinstance(settings, PricesConsumerSettings):
+        return "prices", PRICES
+    if isinstance(settings, BooksConsumerSettings):
+        return "books", BOOK_UPDATES
+    return "alerts", ALERTS
 
 
 def _common_parser(kind: str, prog: str, description: str) -> argparse.ArgumentParser:
@@ -101,6 +122,23 @@ def build_alerts_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_books_parser() -> argparse.ArgumentParser:
+    """Flags of ``cryptopipe books-consumer``."""
+    parser = _common_parser(
+        "books",
+        "cryptopipe books-consumer",
+        "Consume order-book records from the book-updates topic into Redis: the top of each symbol's book.",
+    )
+    parser.add_argument("--levels", type=int, help="levels per side kept in Redis (BOOKS_CONSUMER_LEVELS)")
+    parser.add_argument(
+        "--warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rebuild a symbol met mid-epoch from its checkpoint (BOOKS_CONSUMER_WARM_START)",
+    )
+    return parser
+
+
 def load_servers() -> tuple[KafkaSettings, RedisSettings]:
     """Kafka and Redis settings from the environment; both servers must be configured here.
 
@@ -125,14 +163,13 @@ def run(
     kafka: KafkaSettings | None = None,
     redis_settings: RedisSettings | None = None,
 ) -> dict[str, Any]:
-    """The prices or alerts consumer (by the type of ``settings``) until ``stop``: its books
-    (``topic``, ``consumed``, ``written``, ...).
+    """The prices, alerts or books consumer (by the type of ``settings``) until ``stop``: its books
+    (``topic``, ``consumed``, ``written``, ...; the books consumer adds ``book_records``).
 
     A store failure ends it too: the books then carry ``error``, so whoever reads them sees why and
     what was written before.
     """
-    prices = isinstance(settings, PricesConsumerSettings)
-    kind, topic_spec = ("prices", PRICES) if prices else ("alerts", ALERTS)
+    kind, topic_spec = _kind(settings)
     if kafka is None or redis_settings is None:
         kafka, redis_settings = load_servers()
     topic = topic_spec.with_prefix(kafka.topic_prefix)
@@ -144,9 +181,10 @@ def run(
     client = connect_redis(redis_settings.url.get_secret_value())
     loop: ConsumerLoop[Any] | None = None
     books: dict[str, Any] = {"topic": topic.name}
+    sink = _sink(settings, client, redis_settings.key_prefix, kafka)
     try:
         loop = ConsumerLoop(
-            _sink(settings, client, redis_settings.key_prefix),
+            sink,
             kafka=kafka,
             topic=topic.name,
             group_id=settings.group,
@@ -163,15 +201,29 @@ def run(
         client.close()
         if loop is not None:
             books.update(dataclasses.asdict(loop.stats))
+        if isinstance(sink, BookSink):
+            books["book_records"] = dataclasses.asdict(sink.counts())
         if reservoir is not None and settings.latency_samples is not None:
             reservoir.write_json(settings.latency_samples)
             logger.info("wrote %d latency samples to %s", len(reservoir.samples), settings.latency_samples)
     return books
 
 
-def _sink(settings: ConsumerSettings, client: Any, key_prefix: str) -> Sink[Any]:
+def _sink(settings: ConsumerSettings, client: Any, key_prefix: str, kafka: KafkaSettings) -> Sink[Any]:
     if isinstance(settings, PricesConsumerSettings):
         return PriceSink(client, key_prefix=key_prefix, history_cap=settings.history_cap)
+    if isinstance(settings, BooksConsumerSettings):
+        warm = WarmStart(
+            kafka,
+            updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
+            snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
+        )
+        return BookSink(
+            client,
+            key_prefix=key_prefix,
+            levels=settings.levels,
+            warm_start=warm if settings.warm_start else None,
+        )
     return AlertSink(client, key_prefix=key_prefix, feed_cap=settings.feed_cap)
 
 
@@ -229,6 +281,11 @@ main = prices_main
 def alerts_main(argv: Sequence[str] | None = None) -> int:
     """``cryptopipe alerts-consumer``."""
     return _main("alerts", build_alerts_parser(), AlertsConsumerSettings, argv)
+
+
+def books_main(argv: Sequence[str] | None = None) -> int:
+    """``cryptopipe books-consumer``."""
+    return _main("books", build_books_parser(), BooksConsumerSettings, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Settings of ``cryptopipe prices-consumer`` and ``cryptopipe alerts-consumer``.
+"""Settings of ``cryptopipe prices-consumer``, ``alerts-consumer`` and ``books-consumer``.
 
-Precedence: CLI flag > environment variable > ``.env`` file > default. The two consumers share one
-definition of their common fields and differ in their variables' prefix (``PRICES_CONSUMER_`` and
-``ALERTS_CONSUMER_``), their defaults (group, metrics port) and one cap each. Kafka and Redis come
-from ``KafkaSettings`` and ``RedisSettings``, as for every service.
+Precedence: CLI flag > environment variable > ``.env`` file > default. The consumers share one
+definition of their common fields and differ in their variables' prefix (``PRICES_CONSUMER_``,
+``ALERTS_CONSUMER_``, ``BOOKS_CONSUMER_``), their defaults (group, metrics port) and a setting or
+two each. Kafka and Redis come from ``KafkaSettings`` and ``RedisSettings``, as for every service.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pydantic_settings import BaseSettings
 
 from cryptopipe.schemas import SETTINGS_CONFIG, setting
 from cryptopipe.store.alerts import DEFAULT_FEED_CAP
+from cryptopipe.store.book_store import DEFAULT_BOOK_LEVELS
 from cryptopipe.store.latency import DEFAULT_CAPACITY
 from cryptopipe.store.loop import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT_S
 from cryptopipe.store.prices import DEFAULT_HISTORY_CAP
 
 PRICES_METRICS_PORT = 9102
 ALERTS_METRICS_PORT = 9103
+BOOKS_METRICS_PORT = 9107
 
 
 def _consumer_settings(kind: str, port: int) -> type[BaseSettings]:
@@ -62,3 +64,12 @@ class AlertsConsumerSettings(_consumer_settings("alerts", ALERTS_METRICS_PORT)):
 
     feed_cap: int = setting("ALERTS_CONSUMER_FEED_CAP", DEFAULT_FEED_CAP, ge=1)
     """Alerts kept in the feed list."""
+
+
+class BooksConsumerSettings(_consumer_settings("books", BOOKS_METRICS_PORT)):  # type: ignore[misc]
+    """``cryptopipe books-consumer``: order-book records -> the top of each symbol's book, never backwards."""
+
+    levels: int = setting("BOOKS_CONSUMER_LEVELS", DEFAULT_BOOK_LEVELS, ge=1, le=5000)
+    """Levels per side kept in Redis (the whole book is held in memory)."""
+    warm_start: bool = setting("BOOKS_CONSUMER_WARM_START", True)
+    """Rebuild a symbol met mid-epoch (after a restart) from its book-snapshots checkpoint."""

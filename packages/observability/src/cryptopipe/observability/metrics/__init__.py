@@ -6,7 +6,7 @@ Prometheus rules and the Grafana dashboards. All names start with ``cryptopipe_`
 are in seconds, as Prometheus convention asks, even though messages carry microseconds.
 
 One module per area defines its metrics (``common``, ``ingest``, ``consumer``, ``skew``,
-``infrastructure``, ``alerting``); this package re-exports them all, so callers write
+``infrastructure``, ``alerting``, ``books``); this package re-exports them all, so callers write
 ``from cryptopipe.observability import metrics as m`` and ``m.TRADES_RECEIVED``.
 """
 
@@ -97,5 +97,14 @@ from cryptopipe.observability.metrics.alerting import (
     ALERTING_EXPRESS_ALERTS as ALERTING_EXPRESS_ALERTS,
     ALERTING_EXPRESS_PUBLISH_LATENCY as ALERTING_EXPRESS_PUBLISH_LATENCY,
     ALERT_LATENCY as ALERT_LATENCY,
+)
+from cryptopipe.observability.metrics.books import (
+    BOOK_RECORDS as BOOK_RECORDS,
+    BOOK_BREAKS as BOOK_BREAKS,
+    BOOK_RESETS as BOOK_RESETS,
+    BOOK_WARM_STARTS as BOOK_WARM_STARTS,
+    BOOK_WRITES as BOOK_WRITES,
+    BOOK_STALENESS as BOOK_STALENESS,
+    BOOK_LATENCY as BOOK_LATENCY,
 )
 # isort: on

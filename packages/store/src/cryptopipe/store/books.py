@@ -1,0 +1,194 @@
+"""The books consumer's sink: ``book-updates`` records into each symbol's book, its top N into Redis.
+
+:class:`BookSink` is a :class:`~cryptopipe.store.sink.Sink` for the one
+:class:`~cryptopipe.store.loop.ConsumerLoop`. It keeps every symbol's whole book in memory (a
+:class:`~cryptopipe.store.book_follow.BookFollower` each), applies a batch's records in order, then
+writes each changed symbol's top N once per batch through :data:`~cryptopipe.store.book_store.BOOK_SCRIPT`,
+which refuses to move a book back. A symbol met mid-epoch with no book (the consumer restarted) is
+rebuilt from its checkpoint (:class:`~cryptopipe.store.book_rebuild.WarmStart`); without one it waits
+for the next reset. Every record is counted once: applied, stale or waiting for a reset (the loop
+counts the dead letters).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+import redis
+from confluent_kafka import KafkaException
+
+from cryptopipe.observability import metrics as m
+from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, decode_book_record
+from cryptopipe.store.book_follow import BookFollower, FollowCounts
+from cryptopipe.store.book_rebuild import Rebuilt
+from cryptopipe.store.book_store import BOOK_SCRIPT, DEFAULT_BOOK_LEVELS, book_fields, book_keys
+from cryptopipe.store.errors import StoreError
+from cryptopipe.store.sink import WriteResult, execute_with_scripts
+
+logger = logging.getLogger(__name__)
+
+
+class WarmStarter(Protocol):
+    """Rebuilds a symbol's book up to just before ``update`` (None when it cannot)."""
+
+    def __call__(self, update: BookUpdateRecord) -> Rebuilt | None: ...
+
+
+@dataclass(slots=True)
+class _Symbol:
+    """One symbol's follower, its pending Redis state and its metric children."""
+
+    follower: BookFollower
+    receive_time_us: int = 0
+    dirty: bool = False
+    last_written: float | None = None
+    warm_tried: bool = False
+
+    def age_s(self) -> float:
+        """Seconds since the book was last written to Redis (0 before that)."""
+        return 0.0 if self.last_written is None else time.monotonic() - self.last_written
+
+
+class BookSink:
+    """Writes ``book-updates`` into Redis: per symbol the top ``levels`` per side, never backwards."""
+
+    name = "books"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str = "cryptopipe:",
+        levels: int = DEFAULT_BOOK_LEVELS,
+        warm_start: WarmStarter | None = None,
+    ) -> None:
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        self.client = client
+        self.key_prefix = key_prefix
+        self.levels = levels
+        self.warm_start = warm_start
+        self._symbols: dict[str, _Symbol] = {}
+        self._taken: list[BookRecord] | None = None
+        self._taken_result = (0, 0)
+
+    def decode(self, value: bytes) -> BookRecord:
+        return decode_book_record(value)
+
+    def counts(self) -> FollowCounts:
+        """Every record taken so far, summed over the symbols."""
+        total = FollowCounts()
+        for state in self._symbols.values():
+            for f in fields(FollowCounts):
+                setattr(total, f.name, getattr(total, f.name) + getattr(state.follower.counts, f.name))
+        return total
+
+    def book(self, symbol: str) -> BookFollower | None:
+        """The follower of ``symbol`` (its live book, epoch and counts), if the sink has met it."""
+        state = self._symbols.get(symbol)
+        return None if state is None else state.follower
+
+    def write(self, batch: list[BookRecord]) -> WriteResult:
+        # The loop retries the very same batch while Redis fails: take its records only once.
+        if batch is not self._taken:
+            self._taken_result = self._take(batch)
+            self._taken = batch
+        applied, not_applied = self._taken_result
+        pending = [(s, state) for s, state in self._symbols.items() if state.dirty and state.follower.book]
+        pipe = self.client.pipeline(transaction=False)
+        for symbol, state in pending:
+            book, epoch = state.follower.book, state.follower.epoch
+            assert book is not None
+            values = book_fields(book, self.levels, state.receive_time_us)
+            BOOK_SCRIPT.queue(
+                pipe, book_keys(self.key_prefix, symbol), [symbol, epoch, book.update_id, *values]
+            )
+        started = time.perf_counter()
+        results = execute_with_scripts(self.client, pipe, [BOOK_SCRIPT]) if pending else []
+        redis_seconds = time.perf_counter() - started
+        written_us = time.time_ns() // 1000
+        self._taken = None
+        now = time.monotonic()
+        latencies: list[int] = []
+        for state in self._symbols.values():
+            state.dirty = False
+        for (symbol, state), written in zip(pending, results, strict=True):
+            m.BOOK_WRITES.labels(symbol=symbol, result="written" if written else "stale").inc()
+            if written:
+                if state.last_written is None:
+                    m.BOOK_STALENESS.labels(symbol=symbol).set_function(state.age_s)
+                state.last_written = now
+                latency_us = written_us - state.receive_time_us
+                latencies.append(latency_us)
+                m.BOOK_LATENCY.labels(symbol=symbol).observe(latency_us / 1e6)
+        return WriteResult(
+            written=applied,
+            stale=not_applied,
+            written_time_us=written_us,
+            redis_seconds=redis_seconds,
+            latencies_us=latencies,
+        )
+
+    def _take(self, batch: list[BookRecord]) -> tuple[int, int]:
+        """Apply the batch's records to the books in memory; (applied, stale or waiting) counts."""
+        applied = 0
+        for record in batch:
+            state = self._state(record.symbol)
+            follower = state.follower
+            if follower.epoch is None and isinstance(record, BookUpdateRecord) and not state.warm_tried:
+                self._warm(state, record)
+            breaks = follower.counts.breaks
+            outcome = follower.take(record)
+            m.BOOK_RECORDS.labels(symbol=record.symbol, outcome=outcome).inc()
+            if follower.counts.breaks != breaks and follower.last_break is not None:
+                m.BOOK_BREAKS.labels(symbol=record.symbol, reason=follower.last_break).inc()
+            if outcome != "applied":
+                continue
+            applied += 1
+            if isinstance(record, BookResetRecord):
+                m.BOOK_RESETS.labels(symbol=record.symbol, reason=record.reason).inc()
+            if follower.book is not None:
+                state.dirty = True
+                state.receive_time_us = record.receive_time_us
+        return applied, len(batch) - applied
+
+    def _state(self, symbol: str) -> _Symbol:
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._symbols[symbol] = _Symbol(BookFollower(symbol))
+        return state
+
+    def _warm(self, state: _Symbol, update: BookUpdateRecord) -> None:
+        """Rebuild the book of a symbol met mid-epoch from its checkpoint, once."""
+        state.warm_tried = True
+        if self.warm_start is None:
+            return
+        try:
+            rebuilt = self.warm_start(update)
+        except (StoreError, KafkaException) as exc:
+            m.BOOK_WARM_STARTS.labels(result="failed").inc()
+            logger.error(
+                "%s: could not rebuild the book from its checkpoint (%s); waiting for a reset",
+                update.symbol,
+                exc,
+            )
+            return
+        if rebuilt is None or rebuilt.book is None or rebuilt.epoch is None:
+            m.BOOK_WARM_STARTS.labels(result="no_checkpoint").inc()
+            logger.warning(
+                "%s: met mid-epoch with no checkpoint of epoch %d; waiting for a reset",
+                update.symbol,
+                update.epoch,
+            )
+            return
+        state.follower.adopt(rebuilt.book, rebuilt.epoch)
+        m.BOOK_WARM_STARTS.labels(result="rebuilt").inc()
+        logger.info(
+            "%s: book rebuilt from its checkpoint at update id %d (%d records followed)",
+            update.symbol,
+            rebuilt.book.update_id,
+            rebuilt.counts.taken,
+        )

@@ -1,0 +1,152 @@
+"""Rebuilding exact books from Kafka alone: from a checkpoint, from an earlier reset, at chosen update
+ids; a continuity break is counted and the book recovers at the next reset; the books consumer warms
+a symbol it meets mid-epoch from its checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from cryptopipe.schemas import BOOK_SNAPSHOTS, BOOK_UPDATES, BookRecord, KafkaSettings
+from cryptopipe.store import BookSink, BookStore, WarmStart, read_checkpoints, rebuild_book
+
+from .conftest import LoopFactory
+from .test_store_book_support import SyntheticBook, full_book, produce_book
+
+
+@dataclass
+class Stream:
+    """ETHUSDT's records (SOLUSDT's interleaved on the same partition) on a uuid-named topic pair."""
+
+    kafka: KafkaSettings
+    updates: str
+    snapshots: str
+    eth: SyntheticBook
+    #: (record, partition, offset) of every ETHUSDT record produced, in order.
+    placed: list[tuple[BookRecord, int, int]]
+
+
+def _interleave(eth: list[BookRecord], sol: SyntheticBook) -> list[BookRecord]:
+    out: list[BookRecord] = []
+    for record in eth:
+        out += [record, sol.update()]
+    return out
+
+
+@pytest.fixture
+def stream(kafka_settings: KafkaSettings, topic_factory: Callable[..., str]) -> Stream:
+    """Epoch 1: a reset and 30 updates, a checkpoint after the 20th; epoch 2: a reset after a gap
+    (3 updates the stream never showed) and 10 updates."""
+    updates, snapshots = topic_factory(BOOK_UPDATES), topic_factory(BOOK_SNAPSHOTS)
+    eth, sol = SyntheticBook("ETHUSDT", seed=7), SyntheticBook("SOLUSDT", seed=8)
+    first = [eth.reset(), *(eth.update() for _ in range(20))]
+    records = [sol.reset(), *_interleave(first, sol)]
+    placed = produce_book(kafka_settings, updates, records)
+    partition, last_offset = placed[-2]  # the 20th ETH update (a SOL update follows it)
+    produce_book(kafka_settings, snapshots, [eth.checkpoint(partition, last_offset + 1)])
+    rest = [*(eth.update() for _ in range(10)), eth.reset("gap", skip=3), *(eth.update() for _ in range(10))]
+    placed += produce_book(kafka_settings, updates, _interleave(rest, sol))
+    all_records = records + _interleave(rest, sol)
+    eth_placed = [(r, p, o) for r, (p, o) in zip(all_records, placed, strict=True) if r.symbol == "ETHUSDT"]
+    assert {p for _, p, _ in eth_placed} == {1}  # Java's partitioner: ETHUSDT and SOLUSDT share 1 of 4
+    return Stream(kafka_settings, updates, snapshots, eth, eth_placed)
+
+
+def _final_id(record: BookRecord) -> int:
+    return getattr(record, "final_update_id", None) or record.update_id
+
+
+def test_a_checkpoint_then_the_updates_rebuild_the_exact_book_at_any_id(stream: Stream) -> None:
+    checkpoints = read_checkpoints(stream.kafka, stream.snapshots)
+    assert set(checkpoints) == {"ETHUSDT"}
+    assert checkpoints["ETHUSDT"].epoch == 1
+    rebuilt = rebuild_book(
+        stream.kafka, "ETHUSDT", updates_topic=stream.updates, snapshots_topic=stream.snapshots
+    )
+    assert rebuilt.book is not None
+    assert rebuilt.checkpoint == checkpoints["ETHUSDT"]
+    assert rebuilt.epoch == 2
+    assert full_book(rebuilt.book) == stream.eth.truth[(2, rebuilt.book.update_id)]
+    assert _final_id(stream.placed[-1][0]) == rebuilt.book.update_id
+    # 10 updates of epoch 1 after the checkpoint, the reset, 10 updates of epoch 2: all applied.
+    assert (rebuilt.counts.applied, rebuilt.counts.resets, rebuilt.counts.taken) == (21, 1, 21)
+    # Stopping at ids inside epoch 1 after the checkpoint gives the book exactly at each.
+    for record, _, _ in stream.placed[22:31:4]:
+        target = _final_id(record)
+        at = rebuild_book(
+            stream.kafka,
+            "ETHUSDT",
+            updates_topic=stream.updates,
+            checkpoint=checkpoints["ETHUSDT"],
+            until_update_id=target,
+        )
+        assert at.book is not None
+        assert at.book.update_id == target
+        assert full_book(at.book) == stream.eth.truth[(1, target)]
+
+
+def test_a_rebuild_from_an_earlier_reset_reaches_the_same_books(stream: Stream) -> None:
+    reset, _, offset = stream.placed[0]
+    for record, _, _ in [stream.placed[0], stream.placed[5], stream.placed[17], stream.placed[-1]]:
+        target = _final_id(record)
+        at = rebuild_book(
+            stream.kafka, "ETHUSDT", updates_topic=stream.updates, from_offset=offset, until_update_id=target
+        )
+        assert at.book is not None
+        assert at.book.update_id == target
+        assert full_book(at.book) == stream.eth.truth[(record.epoch, target)]
+        assert at.counts.waiting_for_reset == at.counts.stale == 0
+    before = rebuild_book(
+        stream.kafka,
+        "ETHUSDT",
+        updates_topic=stream.updates,
+        from_offset=offset,
+        until_update_id=_final_id(reset) - 1,
+    )
+    assert before.book is None  # nothing of the stream reaches an id before the first reset
+
+
+def test_a_continuity_break_is_counted_and_recovered_at_the_next_reset(
+    kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
+) -> None:
+    updates = topic_factory(BOOK_UPDATES)
+    eth = SyntheticBook("ETHUSDT", seed=3)
+    records: list[BookRecord] = [eth.reset(), *(eth.update() for _ in range(5))]
+    eth.update()  # lost: never produced
+    records += [eth.update() for _ in range(4)]
+    records += [eth.reset("gap"), *(eth.update() for _ in range(3))]
+    produce_book(kafka_settings, updates, records)
+    rebuilt = rebuild_book(kafka_settings, "ETHUSDT", updates_topic=updates, from_offset=0)
+    counts = rebuilt.counts
+    assert (counts.breaks, counts.waiting_for_reset, counts.resets) == (1, 4, 2)
+    assert (counts.applied, counts.stale, counts.taken) == (10, 0, len(records))
+    assert rebuilt.book is not None
+    assert rebuilt.epoch == 2
+    assert full_book(rebuilt.book) == eth.truth[(2, rebuilt.book.update_id)]
+
+
+def test_the_books_consumer_warms_a_symbol_met_mid_epoch_from_its_checkpoint(
+    stream: Stream, loop_factory: LoopFactory, redis_client: redis.Redis, redis_settings: object
+) -> None:
+    prefix = redis_settings.key_prefix
+    warm = WarmStart(stream.kafka, updates_topic=stream.updates, snapshots_topic=stream.snapshots)
+    sink = BookSink(redis_client, key_prefix=prefix, levels=5, warm_start=warm)
+    # A consumer that restarts at the 25th ETH record (epoch 1, after the checkpoint) never saw the reset.
+    _, _, offset = stream.placed[25]
+    mid_epoch = [r for r, _, o in stream.placed if o >= offset]
+    sink.write(list(mid_epoch))
+    follower = sink.book("ETHUSDT")
+    assert follower is not None
+    assert follower.book is not None
+    assert full_book(follower.book) == stream.eth.truth[(2, follower.book.update_id)]
+    counts = sink.counts()
+    assert (counts.applied, counts.waiting_for_reset, counts.stale) == (len(mid_epoch), 0, 0)
+    view = BookStore(redis_client, prefix).book("ETHUSDT")
+    assert view is not None
+    assert (view.epoch, view.update_id) == (2, follower.book.update_id)
+    bids, asks = stream.eth.truth[(2, view.update_id)]
+    assert (view.bids, view.asks) == (bids[:5], asks[:5])
+    assert loop_factory is not None
