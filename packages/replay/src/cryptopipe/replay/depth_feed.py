@@ -5,7 +5,9 @@ Synthetic :class:`DepthRecord` diffs are rendered here (``E`` by the tape's cloc
 time unit): the 100 ms ones move the book and go to ``<s>@depth@100ms``, the 1 s ones go to
 ``<s>@depth`` and its alias ``<s>@depth@1000ms`` (the name Binance's Python connector subscribes).
 The depth fault knobs play here: a dropped event is not sent, but the book still moves, so the
-client sees a gap.
+client sees a gap. For ``depth_snapshot_stale``, the first subscription to a symbol's depth keeps a
+copy of its book as it is then (or, with no book yet, the empty book before update 1): older than
+any diff a subscriber can have buffered.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 
 import msgspec
 
-from cryptopipe.replay.book import SymbolBook
+from cryptopipe.replay.book import LevelBook, SymbolBook
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.sources.base import DepthRecord, DepthSnapshotRecord, RawFrame, TextLevel
 
@@ -72,8 +74,9 @@ class DepthFeed:
         if kind not in DEPTH_KINDS or not self.config.depth_snapshot_stale:
             return
         state = self.state(symbol.upper())
-        if state.stale is None and state.book is not None and state.requests < self._stale_until():
-            state.stale = state.book.copy()
+        if state.stale is None and state.requests < self._stale_until():
+            # with no book yet, the book before any update (empty, id 0) is older than any diff
+            state.stale = state.book.copy() if state.book is not None else LevelBook(0)
 
     def _stale_until(self) -> int:
         return self.config.depth_snapshot_fail + self.config.depth_snapshot_stale
@@ -118,8 +121,8 @@ class DepthFeed:
         def render(micros: bool) -> bytes:
             return b"%s%d%s" % (head, event_us if micros else event_us // 1000, tail)
 
-        for stream in streams:
-            if not self._dropped(stream, record.first_id, record.final_id):
+        if not self._dropped(streams[0], record.first_id, record.final_id):
+            for stream in streams:  # one event under its two names
                 self.fanout(stream, render=render)
 
     def _move(
