@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
         "cryptopipe.infra.cli:main", "run an N-broker Apache Kafka cluster on 127.0.0.1 (KRaft, no Docker)"
     ),
     "bench": Command(
-        "cryptopipe.measure.bench:main", "benchmarks: prices, alerting, ingest-producer, codec, faults"
+        "cryptopipe.measure.bench:main", "benchmarks: prices, alerting, ingest-producer, soak, codec, faults"
     ),
     "experiment": Command(
         "cryptopipe.measure.experiment.cli:main", "environment-comparison experiments: run, compare, export"

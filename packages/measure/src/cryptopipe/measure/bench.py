@@ -15,6 +15,10 @@ BENCHES = {
         "cryptopipe.measure.bench_ingest:main",
         "produce -> delivery report per linger.ms/compression",
     ),
+    "soak": (
+        "cryptopipe.measure.bench_soak:main",
+        "the whole pipeline for hours: memory per process, latency windows, books",
+    ),
     "codec": ("cryptopipe.measure.bench_codec:main", "wire-format encode/decode: JSON vs MessagePack"),
     "faults": (
         "cryptopipe.measure.bench_faults:main",

@@ -1,0 +1,71 @@
+"""`cryptopipe bench soak`: a short run on the real servers has every field, balanced books and windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cryptopipe.measure.soak import MemoryTrace, slope_per_hour, window_percentiles_ms
+from cryptopipe.observability import Scrape
+
+
+def test_the_slope_is_least_squares_in_mb_per_hour() -> None:
+    assert slope_per_hour([(0.0, 100.0), (1800.0, 105.0), (3600.0, 110.0)]) == 10.0
+    assert slope_per_hour([(0.0, 100.0), (60.0, 100.0)]) == 0.0
+    assert slope_per_hour([(0.0, 100.0)]) is None
+
+
+def test_memory_after_the_warm_up_is_what_the_slope_sees() -> None:
+    trace = MemoryTrace({"ingest": [(0.0, 50.0), (10.0, 90.0), (20.0, 90.0), (30.0, 91.0)]})
+    report = trace.report(warmup_s=10.0)["ingest"]
+    assert (report["rss_start_mb"], report["rss_end_mb"], report["rss_max_mb"]) == (90.0, 91.0, 91.0)
+    assert report["rss_slope_mb_per_h"] == 180.0  # 1 MB over 20 s after the warm-up
+
+
+def test_a_window_is_the_histograms_delta() -> None:
+    def scrape(counts: tuple[int, int, int]) -> Scrape:
+        le = ("0.001", "0.002", "+Inf")
+        return Scrape.from_text(
+            "# TYPE cryptopipe_system_latency_seconds histogram\n"
+            + "".join(
+                f'cryptopipe_system_latency_seconds_bucket{{symbol="X",le="{b}"}} {c}\n'
+                for b, c in zip(le, counts, strict=True)
+            )
+        )
+
+    # 100 fast trades before the window; in it, 100 trades all between 1 and 2 ms.
+    window = window_percentiles_ms(
+        scrape((100, 100, 100)), scrape((100, 200, 200)), "cryptopipe_system_latency_seconds"
+    )
+    assert window["p50"] is not None
+    assert 1.0 <= window["p50"] <= 2.0
+    assert window == {"p50": 1.5, "p95": 1.95, "p99": 1.99}
+    empty = window_percentiles_ms(scrape((5, 5, 5)), scrape((5, 5, 5)), "cryptopipe_system_latency_seconds")
+    assert empty == {"p50": None, "p95": None, "p99": None}
+
+
+@pytest.mark.slow
+def test_a_short_soak_reports_memory_windows_and_balanced_books(run_bench: Any) -> None:
+    _, figures = run_bench(
+        "soak", "--duration", "16", "--window", "5", "--warmup", "4", "--sample-every", "1",
+        "--rate", "200", "--no-alerting", "--no-dashboard", "--no-prometheus",
+        timeout=240,
+    )  # fmt: skip
+    assert figures["lost"] == figures["unwritten"] == 0
+    assert figures["alerting_unread"] is None  # no Spark job in this run
+    assert figures["reconciliation"]["balanced"] is True
+    assert figures["trades_published"] > 0
+    components = figures["components"]
+    assert {"replay-exchange", "ingest", "prices-consumer"} <= set(components)
+    for name, memory in components.items():
+        assert memory["rss_end_mb"] > 0, name
+        assert memory["rss_slope_mb_per_h"] is not None, name
+    windows = figures["windows"]
+    assert len(windows) >= 3
+    starts = [w["start_s"] for w in windows]
+    assert starts == sorted(starts)
+    assert sum(w["trades_written"] for w in windows) > 0
+    busy = [w for w in windows if w["trades_written"]]
+    assert all(w["system_latency_ms"]["p99"] is not None for w in busy)
+    assert all(w["e2e_latency_ms"]["p50"] is not None for w in busy)
