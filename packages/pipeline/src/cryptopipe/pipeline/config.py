@@ -90,6 +90,9 @@ class PipelineConfig(BaseModel):
     mode: Literal["aggTrade", "trade"] = "aggTrade"
     ingest_shards: int = Field(default=1, ge=1)
     consumers: int = Field(default=1, ge=1)
+    background_nice: int = Field(default=10, ge=0, le=19)
+    """CPU niceness of the batch-like processes (the Spark job, the dashboard, Prometheus), so the
+    prices path comes first on a small machine; 0 leaves every process at the same priority."""
     history_cap: int | None = Field(default=None, ge=1)
     """Trades kept per symbol in Redis history (None: the prices consumer's default)."""
     latency_samples: Path | None = None

@@ -81,6 +81,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_alerting(parser)
     parser.add_argument(
+        "--background-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="CPU niceness of the batch-like processes (the Spark job, the dashboard, Prometheus), "
+        "so the prices path comes first; 0 = every process at the same priority",
+    )
+    parser.add_argument(
         "--history-cap", type=positive_int, metavar="N", help="trades kept per symbol in Redis history (1000)"
     )
     _add_replay(parser)
@@ -251,6 +259,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "ingest_shards": args.ingest_shards,
         "consumers": args.consumers,
         "history_cap": args.history_cap,
+        "background_nice": args.background_nice,
         "alerting": _alerting(args),
     }
     try:

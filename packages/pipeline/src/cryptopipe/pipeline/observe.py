@@ -10,6 +10,7 @@ from cryptopipe.infra.prometheus import start_embedded_prometheus
 from cryptopipe.observability import serve_metrics
 from cryptopipe.observability.process import ProcessMonitor
 from cryptopipe.pipeline.names import component_of
+from cryptopipe.pipeline.priority import lower_priority
 from cryptopipe.pipeline.say import say
 from cryptopipe.runtime import free_port
 from cryptopipe.schemas import load_settings
@@ -46,6 +47,7 @@ def start_observability(pipeline: Pipeline) -> None:
             pipeline.stack.callback(pipeline.prometheus.stop)
             if pipeline.prometheus.pid:
                 monitor.add("prometheus", pipeline.prometheus.pid)
+                lower_priority(pipeline.prometheus.pid, pipeline.config.background_nice)
             say(f"cryptopipe up: prometheus at {pipeline.prometheus.url}")
     if not options.dashboard:
         return
@@ -65,4 +67,5 @@ def start_observability(pipeline: Pipeline) -> None:
     dashboard = pipeline.launch("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
     if dashboard.pid:
         monitor.add("dashboard", dashboard.pid)
+        lower_priority(dashboard.pid, pipeline.config.background_nice)
     say(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")

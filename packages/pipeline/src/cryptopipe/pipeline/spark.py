@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from cryptopipe.pipeline.priority import lower_priority
+
 if TYPE_CHECKING:
     from cryptopipe.pipeline.pipeline import Pipeline
 
@@ -19,9 +21,11 @@ def start_alerting(pipeline: Pipeline) -> None:
         overrides["checkpoint_dir"] = pipeline.workdir / "checkpoints"
     settings = pipeline.alerting_settings(**overrides)
     env = pipeline.service_env(settings, pipeline.stats_file("alerting"))
-    pipeline.launch(
+    service = pipeline.launch(
         "alerting", ["alerting"], env=env, metrics_port=port, ready_file=ready, ready_timeout=180.0
     )
+    if service.pid:
+        lower_priority(service.pid, pipeline.config.background_nice)
     state = pipeline.state
     state.spark = settings.master
     figures = json.loads(ready.read_text())
