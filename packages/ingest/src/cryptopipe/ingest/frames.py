@@ -1,11 +1,11 @@
-"""Turning one WebSocket frame into a trade, a control message, or a rejection.
+"""Turning one WebSocket frame into a trade, a depth diff, a book ticker, a control message, or a rejection.
 
 Everything that arrives is hostile until parsed: :meth:`FrameParser.parse` never raises for any
 payload (hypothesis checks this, structural extremes included); what is not a valid trade of a
 stream we subscribed to comes back as a :class:`Rejected` with a short, stable reason (a metric
 label, one of :data:`REJECT_REASONS`) and a sample. Reasons beyond those of
 :mod:`cryptopipe.schemas.binance`'s parsers: ``binary_frame``, ``frame_too_large``,
-``unknown_stream``, ``unexpected_event`` (an event other than the stream's trade kind),
+``unknown_stream``, ``unexpected_event`` (an event other than the stream's kind),
 ``symbol_mismatch`` and, only if the parser itself has a bug, ``internal_error``. Prices and
 quantities sent as JSON numbers are rejected (``price_not_string`` / ``quantity_not_string``),
 never converted: Binance sends decimal strings, and a float must not silently become a price.
@@ -24,12 +24,21 @@ from typing import TypeAlias
 
 import msgspec
 
-from cryptopipe.schemas import DecodeError, Trade
+from cryptopipe.schemas import (
+    BookTicker,
+    DecodeError,
+    DepthDiff,
+    Trade,
+    decode_book_ticker,
+    decode_depth_update,
+)
 from cryptopipe.schemas import binance as bn
 
 #: Timestamps at or above this are microseconds (10**14 µs is 1973; 10**14 ms is year 5138).
 _MICROSECOND_THRESHOLD = 10**14
 SAMPLE_BYTES = 1024
+#: Stream-name endings of the order-book streams (diff depth at 100 ms or 1,000 ms, book ticker).
+_BOOK_STREAMS = ("@depth@100ms", "@depth", "@bookTicker")
 
 #: Every reason :meth:`FrameParser.parse` gives a hostile frame (a metric label each).
 REJECT_REASONS = frozenset(
@@ -47,6 +56,8 @@ REJECT_REASONS = frozenset(
         "unexpected_event",
         "invalid_trade",
         "invalid_aggTrade",
+        "invalid_depthUpdate",
+        "invalid_bookTicker",
         "price_not_string",
         "quantity_not_string",
         "invalid_value",
@@ -79,7 +90,7 @@ class ControlReply:
     error: str | None = None
 
 
-Outcome: TypeAlias = Trade | Rejected | ServerShutdown | ControlReply
+Outcome: TypeAlias = Trade | DepthDiff | BookTicker | Rejected | ServerShutdown | ControlReply
 
 SERVER_SHUTDOWN = ServerShutdown()
 
@@ -170,6 +181,8 @@ class FrameParser:
             raise DecodeError("too_deeply_nested", str(exc), frame.data) from exc
         if tag == "serverShutdown":
             return SERVER_SHUTDOWN
+        if frame.stream.endswith(_BOOK_STREAMS):
+            return self._parse_book(frame.stream, frame.data, symbol, tag, payload)
         event = bn.parse_event(frame.data)
         expected = bn.AggTradeEvent if frame.stream.endswith("@aggTrade") else bn.TradeEvent
         if not isinstance(event, expected):
@@ -181,6 +194,24 @@ class FrameParser:
                 "symbol_mismatch", f"symbol {event.s[:50]!r} on {frame.stream}", payload[:SAMPLE_BYTES]
             )
         return bn.event_to_trade(event, receive_time_us=receive_time_us, unit=time_unit(event.T))
+
+    @staticmethod
+    def _parse_book(stream: str, data: bytes, symbol: str, tag: str, payload: bytes) -> Outcome:
+        """A ``depthUpdate`` (times to µs whichever unit the server used) or a ``bookTicker``."""
+        outcome: DepthDiff | BookTicker
+        if stream.endswith("@bookTicker"):
+            outcome = decode_book_ticker(data)
+        elif tag != "depthUpdate":
+            return Rejected("unexpected_event", f"event {tag[:50]!r} on {stream}", payload[:SAMPLE_BYTES])
+        else:
+            outcome = decode_depth_update(data, unit="MICROSECOND")
+            if outcome.event_time_us < _MICROSECOND_THRESHOLD:
+                outcome = msgspec.structs.replace(outcome, event_time_us=outcome.event_time_us * 1000)
+        if outcome.symbol != symbol:
+            return Rejected(
+                "symbol_mismatch", f"symbol {outcome.symbol[:50]!r} on {stream}", payload[:SAMPLE_BYTES]
+            )
+        return outcome
 
     @staticmethod
     def _parse_envelope(payload: bytes, cause: DecodeError) -> Outcome:

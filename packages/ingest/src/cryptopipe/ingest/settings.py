@@ -11,11 +11,14 @@ from typing import Annotated, Any, Literal
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
+from cryptopipe.ingest.book.weight import depth_weight
 from cryptopipe.schemas import PRICES, SETTINGS_CONFIG, setting
 from cryptopipe.schemas import load_settings as _load_settings
 from cryptopipe.schemas.config import distinct_symbols
 
 IngestMode = Literal["aggTrade", "trade"]
+#: Which diff-depth stream keeps the order books: none, ``@depth@100ms`` or ``@depth`` (1,000 ms).
+DepthSpeed = Literal["off", "100ms", "1000ms"]
 Compression = Literal["none", "lz4", "zstd", "snappy", "gzip"]
 
 
@@ -24,6 +27,10 @@ BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
 BINANCE_MAX_CONTROL_MESSAGES_PER_SECOND = 5
 BINANCE_MAX_CONNECT_ATTEMPTS_PER_5MIN = 300
 BINANCE_MAX_CONNECTION_AGE_S = 24 * 3600
+#: Binance Spot's REQUEST_WEIGHT limit per minute and IP (exchangeInfo's ``rateLimits``).
+BINANCE_MAX_REQUEST_WEIGHT_PER_MINUTE = 6000
+#: ``INGEST_SYMBOLS=all``: every TRADING spot symbol the exchange lists.
+ALL_SYMBOLS = "all"
 
 
 class IngestSettings(BaseSettings):
@@ -37,7 +44,8 @@ class IngestSettings(BaseSettings):
     rest_url: str = setting("BINANCE_REST_URL", "https://api.binance.com")
     """Exchange REST base URL, used for the aggTrades gap backfill."""
     symbols: Annotated[tuple[str, ...], NoDecode] = setting("INGEST_SYMBOLS", ("btcusdt", "ethusdt"))
-    """Comma-separated symbols (case-insensitive, letters and digits; duplicates removed)."""
+    """Comma-separated symbols (case-insensitive, letters and digits; duplicates removed), or `all`:
+    every `TRADING` spot symbol of `GET /api/v3/exchangeInfo`, read at start."""
     mode: IngestMode = setting("INGEST_MODE", "aggTrade")
     """`aggTrade` (gaps are backfilled from REST) or `trade` (gaps can only be counted)."""
 
@@ -120,6 +128,33 @@ class IngestSettings(BaseSettings):
     """Estimate the exchange clock's offset from REST /api/v3/time (NTP-style) and publish the
     skew-corrected network latency next to the raw one."""
 
+    # --- order books ----------------------------------------------------------------------
+    depth: DepthSpeed = setting("INGEST_DEPTH", "off")
+    """Order books: `off` (trades only), `100ms` (`<symbol>@depth@100ms`) or `1000ms` (`<symbol>@depth`).
+    Each symbol's book is kept in sync by Binance's procedure (buffer, REST snapshot, drop older,
+    resync on a gap) and published to `book-updates` and `book-snapshots`."""
+    book_ticker: bool = setting("INGEST_BOOK_TICKER", True)
+    """With INGEST_DEPTH on, also subscribe `<symbol>@bookTicker` and check each book against it:
+    where a ticker's update id equals the book's, best bid and ask must match
+    (`cryptopipe_ingest_book_ticker_checks`). Tickers are not published."""
+    depth_snapshot_limit: int = setting("INGEST_DEPTH_SNAPSHOT_LIMIT", 1000, ge=1, le=5000)
+    """Levels per side of each `GET /api/v3/depth` snapshot; its weight is 5 (<=100), 25 (<=500),
+    50 (<=1000) or 250 (<=5000)."""
+    rest_weight_per_minute: int = setting(
+        "INGEST_REST_WEIGHT_PER_MINUTE", 3000, ge=1, le=BINANCE_MAX_REQUEST_WEIGHT_PER_MINUTE
+    )
+    """REST weight the depth snapshots may spend per minute (Binance allows 6000 per IP, all
+    clients together; `X-MBX-USED-WEIGHT-1M` and 429/418 `Retry-After` are honoured too). At 1000
+    levels (weight 50) 3000 serves 60 snapshots a minute."""
+    depth_snapshot_concurrency: int = setting("INGEST_DEPTH_SNAPSHOT_CONCURRENCY", 4, ge=1, le=64)
+    """Snapshot requests in flight at once."""
+    depth_buffer_max_events: int = setting("INGEST_DEPTH_BUFFER_MAX_EVENTS", 10_000, ge=1)
+    """Diff events one symbol buffers while it waits for a snapshot; older ones are dropped and
+    counted (`in_resync_gap`)."""
+    book_checkpoint_interval_s: float = setting("INGEST_BOOK_CHECKPOINT_INTERVAL_S", 60.0, ge=0)
+    """How often each live book is written whole to the compacted `book-snapshots` (besides at each
+    reset); 0 = only at resets."""
+
     # --- gap backfill ---------------------------------------------------------------------
     backfill_max_ids: int = setting("INGEST_BACKFILL_MAX_IDS", 100_000, ge=0)
     """Most ids one gap backfill fetches (the newest ones); older missing ids count as unfilled."""
@@ -134,6 +169,8 @@ class IngestSettings(BaseSettings):
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list | tuple):
+            if [str(item).strip().lower() for item in value if str(item).strip()] == [ALL_SYMBOLS]:
+                return (ALL_SYMBOLS,)
             symbols = distinct_symbols(
                 value,
                 case=str.lower,
@@ -142,6 +179,8 @@ class IngestSettings(BaseSettings):
             )
             if not symbols:
                 raise ValueError("at least one symbol is required, e.g. btcusdt,ethusdt")
+            if ALL_SYMBOLS in symbols:
+                raise ValueError("'all' stands alone: every TRADING symbol, or a list without it")
             return symbols
         return value
 
@@ -155,10 +194,37 @@ class IngestSettings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> IngestSettings:
+    def _consistent(self) -> IngestSettings:
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("INGEST_BACKOFF_MAX_S must be >= INGEST_BACKOFF_INITIAL_S")
+        if self.rest_weight_per_minute < depth_weight(self.depth_snapshot_limit):
+            raise ValueError(
+                f"INGEST_REST_WEIGHT_PER_MINUTE ({self.rest_weight_per_minute}) is below the weight of one "
+                f"snapshot of INGEST_DEPTH_SNAPSHOT_LIMIT={self.depth_snapshot_limit} levels "
+                f"({depth_weight(self.depth_snapshot_limit)})"
+            )
+        per_symbol = 1 + (1 + self.book_ticker if self.books else 0)
+        if self.streams_per_connection < per_symbol:
+            raise ValueError(
+                f"INGEST_STREAMS_PER_CONNECTION ({self.streams_per_connection}) cannot hold one symbol's "
+                f"{per_symbol} streams (trades, depth, bookTicker)"
+            )
         return self
+
+    @property
+    def all_symbols(self) -> bool:
+        """Whether INGEST_SYMBOLS is `all` (the symbols come from exchangeInfo at start)."""
+        return self.symbols == (ALL_SYMBOLS,)
+
+    @property
+    def books(self) -> bool:
+        """Whether order books are kept (INGEST_DEPTH is not `off`)."""
+        return self.depth != "off"
+
+    @property
+    def depth_interval_ms(self) -> Literal[100, 1000]:
+        """The diff-depth stream's update speed."""
+        return 1000 if self.depth == "1000ms" else 100
 
     @property
     def stream_base_url(self) -> str:
