@@ -19,7 +19,7 @@ def rss_mb(pid: int) -> float | None:
     count with the alerting job), in MB; None once it is gone."""
     try:
         process = psutil.Process(pid)
-        total = process.memory_info().rss
+        total: int = process.memory_info().rss
         for child in process.children(recursive=True):
             try:
                 total += child.memory_info().rss

@@ -358,11 +358,9 @@ class Pipeline:
 
         if self.kafka is None:
             return DEFAULT_PARTITIONS
-        config: dict[str, str | int | float | bool] = {**self.kafka.settings.client_config()}
+        config: dict[str, Any] = {**self.kafka.settings.client_config(), "logger": _LIBRDKAFKA}
         try:
-            metadata = AdminClient({**config, "logger": _LIBRDKAFKA}).list_topics(
-                self.prices_topic, timeout=10
-            )
+            metadata = AdminClient(config).list_topics(self.prices_topic, timeout=10)
         except KafkaException:
             return DEFAULT_PARTITIONS
         found = metadata.topics.get(self.prices_topic)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import redis
 from confluent_kafka import KafkaException
@@ -30,8 +31,8 @@ def check_kafka(settings: KafkaSettings, timeout_s: float = 5.0) -> None:
     """A configured broker (KAFKA_BOOTSTRAP_SERVERS) answers a metadata request within ``timeout_s``."""
     if not settings.bootstrap_servers:
         return
-    config: dict[str, str | int | float | bool] = {**settings.client_config()}
-    admin = AdminClient({**config, "logger": _QUIET})
+    config: dict[str, Any] = {**settings.client_config(), "logger": _QUIET}
+    admin = AdminClient(config)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

