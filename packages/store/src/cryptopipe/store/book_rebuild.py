@@ -158,7 +158,8 @@ def rebuild_book(
     Starts from ``checkpoint``, else from ``from_offset`` with no book (the first reset starts one),
     else from the symbol's latest checkpoint in ``snapshots_topic``. With ``until_update_id`` it stops
     before the first record that would take the book past that id, so the book is the one at the
-    largest update id <= ``until_update_id`` that the stream holds (diffs move books in steps).
+    largest update id <= ``until_update_id`` that the stream holds (diffs move books in steps). A
+    start already past that id is returned as it is: compare ``book.update_id`` with what was asked.
     """
     if checkpoint is None and from_offset is None:
         if snapshots_topic is None:
