@@ -59,6 +59,16 @@ def _write(path: Path, name: str, network_ms: float, seed: int, *, with_samples:
         "labels": {"env": name},
         "start_utc": "2026-01-01T00:00:00+00:00",
         "end_utc": "2026-01-01T00:00:05+00:00",
+        "duration_s": 5.0,
+        "host": f"host-{name}",
+        "cpu_count": 2,
+        "platform": "Linux-6.1-x86_64",
+        "versions": {"python": "3.11.2", "java": "17.0.13 (broker: /usr/bin/java)", "broker": "apache-kafka"},
+        "source": {"kind": "replay", "delay_ms": int(network_ms)},
+        "symbols": ["BTCUSDT"],
+        "run": {"trades_received": 300, "trades_published": 300, "prices_written": 300, "lost": 0},
+        "balanced": True,
+        "books_line": "books balance: 300 trades received, 300 published = 300 written + 0 stale, 0 lost",
     }
     samples = samples if with_samples else []
     tables = {"samples": samples, "metrics": metrics, "summary": summarize(metrics, samples)}
@@ -99,7 +109,7 @@ def test_compare_ranks_and_calls_real_differences(tmp_path: Path) -> None:
     assert network["real"]
     system = next(d for d in data["differences"] if d["metric"] == "system")
     assert not system["real"]  # same distribution: noise
-    assert (tmp_path / "report" / "latency_stacked.svg").exists()
+    assert (tmp_path / "report" / "latency_parts.svg").exists()
     with pytest.raises(ExperimentError, match="both named"):
         compare([dirs[0], dirs[0]], tmp_path / "r2")
 

@@ -1,6 +1,7 @@
 """``cryptopipe experiment compare DIR... --out REPORT_DIR``: one report over several result directories.
 
-The report (``index.html``, ``summary.md``, ``report.json``, charts as PNG and SVG) ranks the
+The report (``index.html`` with real tables and each run's details, ``summary.md``, ``report.json``,
+charts as PNG and SVG from :mod:`~cryptopipe.measure.experiment.charts`) ranks the
 environments by mean E2E latency and gives, for each environment against the fastest, the
 difference in corrected network and system latency (medians) with a bootstrap 95% confidence
 interval: a difference whose interval excludes 0 is called real, otherwise noise.
@@ -9,20 +10,18 @@ interval: a difference whose interval excludes 0 is called real, otherwise noise
 from __future__ import annotations
 
 import argparse
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
+from cryptopipe.measure.experiment.charts import draw_all, has_samples, latency_figure
+from cryptopipe.measure.experiment.details import run_details
 from cryptopipe.measure.experiment.errors import ExperimentError
+from cryptopipe.measure.experiment.report_html import write_html
 from cryptopipe.measure.experiment.result import Result, read_result
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import series_name
@@ -64,24 +63,6 @@ def _e2e_mean(result: Result) -> float:
     return float(value)
 
 
-HISTOGRAMS = {
-    "network": series_name(m.NETWORK_LATENCY),
-    "network_corrected": series_name(m.NETWORK_LATENCY_CORRECTED),
-    "system": series_name(m.SYSTEM_LATENCY),
-}
-
-
-def has_samples(result: Result) -> bool:
-    return bool(result.samples.num_rows > 0)
-
-
-def latency_figure(result: Result, kind: str, stat: str) -> float | None:
-    """A latency figure from the raw samples, or from the histogram for a run without them (export)."""
-    name = f"samples_{kind}" if has_samples(result) else HISTOGRAMS[kind]
-    value: float | None = result.stat(name, stat)
-    return value
-
-
 def rank(results: Sequence[Result]) -> list[Result]:
     return sorted(results, key=_e2e_mean)
 
@@ -99,108 +80,6 @@ def differences(ranked: Sequence[Result]) -> list[Difference]:
             )
             out.append(Difference(result.name, metric, est, low, high))
     return out
-
-
-def _legend(axis: Any) -> None:
-    """A legend where something was drawn; a note where the runs had no such data."""
-    if axis.get_legend_handles_labels()[0]:
-        axis.legend()
-    else:
-        axis.text(0.5, 0.5, "no data in these runs", ha="center", va="center", transform=axis.transAxes)
-
-
-def _save(figure: Any, out: Path, stem: str) -> list[str]:
-    figure.tight_layout()
-    names = []
-    for ext in ("png", "svg"):
-        figure.savefig(out / f"{stem}.{ext}", dpi=110)
-        names.append(f"{stem}.{ext}")
-    plt.close(figure)
-    return names
-
-
-def chart_stacked(ranked: Sequence[Result], out: Path) -> list[str]:
-    figure, axes = plt.subplots(1, 3, figsize=(11, 4), sharey=False)
-    names = [r.name for r in ranked]
-    for axis, stat in zip(axes, ("mean_ms", "p95_ms", "p99_ms"), strict=True):
-        network = [latency_figure(r, "network_corrected", stat) or 0.0 for r in ranked]
-        system = [latency_figure(r, "system", stat) or 0.0 for r in ranked]
-        axis.bar(names, network, label="network (corrected)", color="#4c72b0")
-        axis.bar(names, system, bottom=network, label="system", color="#dd8452")
-        axis.set_title(stat.replace("_ms", ""))
-        axis.set_ylabel("ms")
-    _legend(axes[0])
-    figure.suptitle("Latency per environment: network + system")
-    return _save(figure, out, "latency_stacked")
-
-
-def chart_cdf(ranked: Sequence[Result], out: Path) -> list[str]:
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, metric in zip(axes, ("network_corrected", "system"), strict=True):
-        for result in ranked:
-            values = np.sort(result.sample_values(metric))
-            if values.size:
-                axis.plot(values, np.arange(1, values.size + 1) / values.size, label=result.name)
-        axis.set_xscale("log")
-        axis.set_xlabel(f"{metric} latency (ms, log)")
-        axis.set_ylabel("fraction of trades")
-        axis.grid(alpha=0.3)
-        _legend(axis)
-    figure.suptitle("Latency CDFs")
-    return _save(figure, out, "latency_cdf")
-
-
-def _series(result: Result, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [r for r in result.metrics.to_pylist() if r["metric"] == metric]
-    by_time: dict[float, float] = {}
-    for row in rows:
-        key = round(row["time_s"])
-        by_time[key] = by_time.get(key, 0.0) + row["value"]
-    times = np.array(sorted(by_time), dtype=float)
-    return times, np.array([by_time[t] for t in sorted(by_time)], dtype=float)
-
-
-def chart_over_time(ranked: Sequence[Result], out: Path) -> list[str]:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for result in ranked:
-        times, written = _series(result, series_name(m.CONSUMED))
-        if times.size > 1:
-            left.plot(times[1:], np.diff(written) / np.diff(times), label=result.name)
-        times, lag = _series(result, series_name(m.CONSUMER_LAG))
-        if times.size:
-            right.plot(times, lag, label=result.name)
-    left.set(title="consumer throughput", xlabel="s", ylabel="messages/s")
-    right.set(title="Kafka lag", xlabel="s", ylabel="messages")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        _legend(axis)
-    return _save(figure, out, "throughput_lag")
-
-
-def _per_component(result: Result, metric: str, stat: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for row in result.summary.to_pylist():
-        if row["metric"] == metric and row["stat"] == stat:
-            out[json.loads(row["labels"]).get("component", "?")] = row["value"]
-    return out
-
-
-def chart_resources(ranked: Sequence[Result], out: Path) -> list[str]:
-    figure, (cpu_axis, ram_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, metric, stat, scale, title in (
-        (cpu_axis, series_name(m.PROCESS_CPU), "rate_per_s", 100.0, "CPU (% of one core)"),
-        (ram_axis, series_name(m.PROCESS_MEMORY), "mean", 1 / 2**20, "RAM (MiB, mean)"),
-    ):
-        values = [_per_component(r, metric, stat) for r in ranked]
-        components = sorted({c for v in values for c in v})
-        width = 0.8 / max(1, len(ranked))
-        for i, (result, by_component) in enumerate(zip(ranked, values, strict=True)):
-            xs = np.arange(len(components)) + i * width
-            axis.bar(xs, [by_component.get(c, 0.0) * scale for c in components], width, label=result.name)
-        axis.set_xticks(np.arange(len(components)) + width * (len(ranked) - 1) / 2, components, rotation=30)
-        axis.set_title(title)
-        _legend(axis)
-    return _save(figure, out, "resources")
 
 
 def check_distinct(results: Sequence[Result]) -> None:
@@ -277,19 +156,10 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_html(out: Path, table_md: str, charts: Sequence[str]) -> None:
-    images = "\n".join(
-        f'<figure><img src="{html.escape(c)}" alt="{html.escape(c)}"><figcaption>'
-        f'<a href="{html.escape(c[:-4])}.svg">SVG</a></figcaption></figure>'
-        for c in charts
-        if c.endswith(".png")
-    )
-    (out / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>cryptopipe experiment report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}</style>"
-        "</head><body><h1>Environment comparison</h1>"
-        f"<pre>{html.escape(table_md)}</pre>{images}</body></html>\n"
-    )
+def details_markdown(ranked: Sequence[Result]) -> str:
+    lines = ["| | " + " | ".join(r.name for r in ranked) + " |", "|---" * (len(ranked) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in run_details(ranked)]
+    return "\n".join(lines) + "\n"
 
 
 def compare(directories: Sequence[Path], out: Path) -> dict[str, Any]:
@@ -300,18 +170,14 @@ def compare(directories: Sequence[Path], out: Path) -> dict[str, Any]:
     ranked = rank(results)
     diffs = differences(ranked)
     out.mkdir(parents=True, exist_ok=True)
-    charts = [
-        *chart_stacked(ranked, out),
-        *chart_cdf(ranked, out),
-        *chart_over_time(ranked, out),
-        *chart_resources(ranked, out),
-    ]
+    charts = draw_all(ranked, out)
     data = report_data(ranked, diffs)
     data["charts"] = charts
-    table = markdown(data)
-    (out / "summary.md").write_text("# Environment comparison\n\n" + table)
+    (out / "summary.md").write_text(
+        "# Environment comparison\n\n" + markdown(data) + "\n## Run details\n\n" + details_markdown(ranked)
+    )
     (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-    write_html(out, table, charts)
+    write_html(out, data, ranked, charts)
     return data
 
 

@@ -34,8 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from cryptopipe.infra import InfraError
+from cryptopipe.measure.experiment.details import headline
 from cryptopipe.measure.experiment.errors import ExperimentError
-from cryptopipe.measure.experiment.result import write_result
+from cryptopipe.measure.experiment.result import read_result, write_result
 from cryptopipe.measure.experiment.summarize import summarize
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import series_name
@@ -43,12 +44,15 @@ from cryptopipe.pipeline import Pipeline, PipelineConfig, books_of
 from cryptopipe.pipeline.drain import drain
 from cryptopipe.pipeline.flags import add_pipeline_arguments, config_from_args
 from cryptopipe.pipeline.summary import summary
+from cryptopipe.runtime.jvm import JavaRuntime
 from cryptopipe.schemas import PRICES, ConfigError, decode_trade
 from cryptopipe.schemas.errors import DecodeError
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+#: The progress bar: seconds measured of those asked for (no rate: it would read "1.03s/s").
+PROGRESS = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f} of {total:.0f} s measured"
 
 
 def parse_labels(values: Sequence[str]) -> dict[str, str]:
@@ -181,6 +185,18 @@ def _redis_version(url: str) -> str | None:
         client.close()
 
 
+def java_version(pipeline: Pipeline) -> str | None:
+    """The Java the run used: the broker's, when this run started one on Java, else Spark's; None
+    when no Java ran under this run (a configured broker and alerting off)."""
+    runtime = getattr(pipeline.kafka.server if pipeline.kafka is not None else None, "java", None)
+    if isinstance(runtime, JavaRuntime):
+        return f"{runtime.version} (broker: {runtime.executable})"
+    if pipeline.java:
+        found = _version([pipeline.java, "-version"])
+        return f"{found} (spark: {pipeline.java})" if found else None
+    return None
+
+
 def environment(pipeline: Pipeline) -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
@@ -188,7 +204,7 @@ def environment(pipeline: Pipeline) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "versions": {
             "python": platform.python_version(),
-            "java": _version([pipeline.java, "-version"]) if pipeline.java else None,
+            "java": java_version(pipeline),
             "broker": pipeline.state.broker,
             "redis": _redis_version(pipeline.env["REDIS_URL"]),
         },
@@ -226,7 +242,9 @@ def _measure(
     """Scrape ``urls`` every ``--scrape-interval`` for ``--duration`` s behind a progress bar;
     ``check`` raises when the pipeline broke."""
     rows: list[Row] = []
-    with tqdm(total=round(args.duration), unit="s", desc=f"experiment {args.name}", leave=True) as bar:
+    with tqdm(
+        total=round(args.duration), desc=f"experiment {args.name}", leave=True, bar_format=PROGRESS
+    ) as bar:
         while (elapsed := time.monotonic() - started) < args.duration:
             rows += scrape_rows(urls, started, own_registry=own_registry)
             check()
@@ -338,6 +356,7 @@ def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
             "duration_s": args.duration,
             "run": {k: figures[k] for k in ("trades_received", "trades_published", "prices_written", "lost")},
             "balanced": books.balanced,
+            "books_line": books.line(),
             "tap_undecodable": tap.undecodable,
         }
     rows = {"samples": samples, "metrics": metric_rows, "summary": summarize(metric_rows, samples)}
@@ -351,8 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--attach measures a running pipeline; up's flags do not apply: {' '.join(up_argv)}")
     try:
         out = attach_experiment(args) if args.attach else run_experiment(args, up_argv)
+        result = read_result(out)
     except (ExperimentError, ConfigError, InfraError) as exc:
         print(f"cryptopipe experiment run: {exc}", flush=True)
         return 1
+    for line in headline(result.metadata, result.stat):
+        print(f"cryptopipe experiment run: {line}", flush=True)
     print(f"cryptopipe experiment run: result written to {out}", flush=True)
     return 0
