@@ -1,20 +1,33 @@
 """``cryptopipe book`` prints the book Redis holds (text and JSON), and says so in one line when there
-is none; ``cryptopipe books-consumer``'s settings."""
+is none; ``cryptopipe books-consumer``'s settings, and the service run until stopped."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from cryptopipe import schemas
-from cryptopipe.schemas import RedisSettings
-from cryptopipe.store import BookSink
+from cryptopipe.infra.testing import eventually, produce
+from cryptopipe.runtime import Stop
+from cryptopipe.schemas import (
+    BOOK_UPDATES,
+    DEAD_LETTERS,
+    KafkaSettings,
+    RedisSettings,
+    encode_book,
+    encode_key,
+)
+from cryptopipe.store import BookSink, BookStore
 from cryptopipe.store.book_cli import main
-from cryptopipe.store.cli import books_main, build_books_parser
+from cryptopipe.store.cli import books_main, build_books_parser, run
 from cryptopipe.store.settings import BooksConsumerSettings
 
 from .test_store_book_support import SyntheticBook
@@ -108,3 +121,42 @@ def test_books_consumer_settings_and_commands(
     env.setenv("BOOKS_CONSUMER_LEVELS", "0")
     assert books_main(["--metrics-port", "-1"]) == 2
     assert "BOOKS_CONSUMER_LEVELS" in capsys.readouterr().err
+
+
+def test_the_books_consumer_service_runs_until_stopped_and_returns_its_books(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    topic_factory: Callable[..., str],
+) -> None:
+    topic = topic_factory(BOOK_UPDATES)
+    topic_factory(DEAD_LETTERS)
+    synthetic = SyntheticBook("BTCUSDT", seed=9)
+    records = [synthetic.reset(), *(synthetic.update() for _ in range(20))]
+    produce(kafka_settings, topic, [(encode_key(r.symbol), encode_book(r)) for r in records])
+    settings = schemas.settings_of(
+        BooksConsumerSettings,
+        from_beginning=True,
+        metrics_port=-1,
+        group=f"g-{uuid.uuid4().hex[:8]}",
+        levels=3,
+    )
+    stop = Stop()
+    books: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: books.update(run(settings, stop, kafka=kafka_settings, redis_settings=redis_settings))
+    )
+    thread.start()
+    store = BookStore(redis_client, redis_settings.key_prefix)
+    try:
+        eventually(lambda: (view := store.book("BTCUSDT")) and view.update_id == synthetic.book.update_id)
+    finally:
+        stop.set("test")
+        thread.join(30)
+    assert not thread.is_alive()
+    assert books["topic"] == topic
+    assert (books["consumed"], books["written"], books["stale"], books["dead_lettered"]) == (21, 21, 0, 0)
+    assert books["book_records"]["applied"] == 21
+    view = store.book("BTCUSDT")
+    assert view is not None
+    assert len(view.bids) == len(view.asks) == 3
