@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from cryptopipe.schemas import BOOK_SNAPSHOTS, BOOK_UPDATES, BookRecord, KafkaSettings
+from cryptopipe.schemas import BOOK_SNAPSHOTS, BOOK_UPDATES, BookRecord, KafkaSettings, RedisSettings
 from cryptopipe.store import BookSink, BookStore, WarmStart, read_checkpoints, rebuild_book
 
-from .conftest import LoopFactory
 from .test_store_book_support import SyntheticBook, full_book, produce_book
 
 
@@ -129,7 +128,7 @@ def test_a_continuity_break_is_counted_and_recovered_at_the_next_reset(
 
 
 def test_the_books_consumer_warms_a_symbol_met_mid_epoch_from_its_checkpoint(
-    stream: Stream, loop_factory: LoopFactory, redis_client: redis.Redis, redis_settings: object
+    stream: Stream, redis_client: redis.Redis, redis_settings: RedisSettings
 ) -> None:
     prefix = redis_settings.key_prefix
     warm = WarmStart(stream.kafka, updates_topic=stream.updates, snapshots_topic=stream.snapshots)
@@ -149,4 +148,22 @@ def test_the_books_consumer_warms_a_symbol_met_mid_epoch_from_its_checkpoint(
     assert (view.epoch, view.update_id) == (2, follower.book.update_id)
     bids, asks = stream.eth.truth[(2, view.update_id)]
     assert (view.bids, view.asks) == (bids[:5], asks[:5])
-    assert loop_factory is not None
+
+
+def test_a_consumer_that_skipped_records_rebuilds_instead_of_breaking(
+    stream: Stream, redis_client: redis.Redis, redis_settings: RedisSettings
+) -> None:
+    """A rebalance moved the partition away and back: the updates now skip past the book it holds."""
+    warm = WarmStart(stream.kafka, updates_topic=stream.updates, snapshots_topic=stream.snapshots)
+    sink = BookSink(redis_client, key_prefix=redis_settings.key_prefix, levels=5, warm_start=warm)
+    records = [r for r, _, _ in stream.placed]
+    sink.write(records[:23])
+    sink.write(records[28:])
+    follower = sink.book("ETHUSDT")
+    assert follower is not None
+    assert follower.book is not None
+    assert full_book(follower.book) == stream.eth.truth[(2, follower.book.update_id)]
+    assert _final_id(records[-1]) == follower.book.update_id
+    counts = sink.counts()
+    assert (counts.breaks, counts.waiting_for_reset, counts.stale) == (0, 0, 0)
+    assert counts.applied == 23 + len(records[28:])

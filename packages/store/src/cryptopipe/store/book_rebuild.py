@@ -209,8 +209,9 @@ def _follow(messages: Iterator[Message], follower: BookFollower, rebuilt: Rebuil
 class WarmStart:
     """Rebuilds symbols that the books consumer meets mid-epoch, from their checkpoints.
 
-    The checkpoints are read once, at the first symbol that needs one (one pass over the compacted
-    topic); a symbol without a checkpoint of the update's epoch waits for its next reset.
+    The checkpoints are read in one pass over the compacted topic, at the first symbol that needs
+    one, and again at most every ``refresh_s`` when a symbol needs a newer one; a symbol without a
+    checkpoint of the update's epoch waits for its next reset.
     """
 
     def __init__(
@@ -220,19 +221,29 @@ class WarmStart:
         updates_topic: str,
         snapshots_topic: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        refresh_s: float = 30.0,
     ) -> None:
         self.kafka = kafka
         self.updates_topic = updates_topic
         self.snapshots_topic = snapshots_topic
         self.timeout_s = timeout_s
-        self._checkpoints: dict[str, BookCheckpoint] | None = None
+        self.refresh_s = refresh_s
+        self._checkpoints: dict[str, BookCheckpoint] = {}
+        self._read_at: float | None = None
+
+    def _checkpoint(self, update: BookUpdateRecord) -> BookCheckpoint | None:
+        checkpoint = self._checkpoints.get(update.symbol)
+        fits = checkpoint is not None and checkpoint.epoch == update.epoch
+        if not fits and (self._read_at is None or time.monotonic() - self._read_at >= self.refresh_s):
+            self._checkpoints = read_checkpoints(self.kafka, self.snapshots_topic, timeout_s=self.timeout_s)
+            self._read_at = time.monotonic()
+            checkpoint = self._checkpoints.get(update.symbol)
+        return checkpoint if checkpoint is not None and checkpoint.epoch == update.epoch else None
 
     def __call__(self, update: BookUpdateRecord) -> Rebuilt | None:
         """The symbol's book just before ``update`` (or past it, if the checkpoint is), or None."""
-        if self._checkpoints is None:
-            self._checkpoints = read_checkpoints(self.kafka, self.snapshots_topic, timeout_s=self.timeout_s)
-        checkpoint = self._checkpoints.get(update.symbol)
-        if checkpoint is None or checkpoint.epoch != update.epoch:
+        checkpoint = self._checkpoint(update)
+        if checkpoint is None:
             return None
         return rebuild_book(
             self.kafka,

@@ -3,11 +3,14 @@
 :class:`BookSink` is a :class:`~cryptopipe.store.sink.Sink` for the one
 :class:`~cryptopipe.store.loop.ConsumerLoop`. It keeps every symbol's whole book in memory (a
 :class:`~cryptopipe.store.book_follow.BookFollower` each), applies a batch's records in order, then
-writes each changed symbol's top N once per batch through :data:`~cryptopipe.store.book_store.BOOK_SCRIPT`,
-which refuses to move a book back. A symbol met mid-epoch with no book (the consumer restarted) is
-rebuilt from its checkpoint (:class:`~cryptopipe.store.book_rebuild.WarmStart`); without one it waits
-for the next reset. Every record is counted once: applied, stale or waiting for a reset (the loop
-counts the dead letters).
+writes each changed symbol's top N once per batch through
+:data:`~cryptopipe.store.book_store.BOOK_SCRIPT`, which refuses to move a book back.
+
+A symbol met mid-epoch with no book (the consumer restarted) is rebuilt from its checkpoint
+(:class:`~cryptopipe.store.book_rebuild.WarmStart`), and so is one whose updates skip past its book
+(this consumer missed records: a rebalance moved the partition away and back); without a checkpoint
+of the epoch it waits for the next reset. Every record is counted once: applied, stale or waiting
+for a reset (the loop counts the dead letters).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import redis
 from confluent_kafka import KafkaException
 
 from cryptopipe.observability import metrics as m
-from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, decode_book_record
+from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, continuity, decode_book_record
 from cryptopipe.store.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.book_rebuild import Rebuilt
 from cryptopipe.store.book_store import BOOK_SCRIPT, DEFAULT_BOOK_LEVELS, book_fields, book_keys
@@ -138,7 +141,7 @@ class BookSink:
         for record in batch:
             state = self._state(record.symbol)
             follower = state.follower
-            if follower.epoch is None and isinstance(record, BookUpdateRecord) and not state.warm_tried:
+            if isinstance(record, BookUpdateRecord) and self._needs_warm(state, record):
                 self._warm(state, record)
             breaks = follower.counts.breaks
             outcome = follower.take(record)
@@ -161,11 +164,25 @@ class BookSink:
             state = self._symbols[symbol] = _Symbol(BookFollower(symbol))
         return state
 
-    def _warm(self, state: _Symbol, update: BookUpdateRecord) -> None:
-        """Rebuild the book of a symbol met mid-epoch from its checkpoint, once."""
-        state.warm_tried = True
+    def _needs_warm(self, state: _Symbol, update: BookUpdateRecord) -> bool:
+        """Whether ``update`` finds the symbol mid-epoch without the records before it: never met
+        (a restart), or a live book it does not follow (this consumer skipped records: a rebalance
+        moved the partition away and back, or retention dropped them)."""
+        follower = state.follower
         if self.warm_start is None:
-            return
+            return False
+        if follower.epoch is None:
+            return not state.warm_tried
+        if follower.book is None:
+            return False  # broken: one warm start was tried when it broke
+        return update.epoch > follower.epoch or (
+            update.epoch == follower.epoch and continuity(follower.book.update_id, update) == "gap"
+        )
+
+    def _warm(self, state: _Symbol, update: BookUpdateRecord) -> None:
+        """Rebuild the symbol's book up to just before ``update`` from its checkpoint."""
+        state.warm_tried = True
+        assert self.warm_start is not None
         try:
             rebuilt = self.warm_start(update)
         except (StoreError, KafkaException) as exc:
