@@ -33,10 +33,6 @@ COMMANDS: dict[str, Command] = {
         "cryptopipe.store.cli:books_main", "write the book-updates topic to Redis (the top of each book)"
     ),
     "book": Command("cryptopipe.store.book_cli:main", "print the order book the pipeline holds in Redis"),
-    "books-consumer": Command(
-        "cryptopipe.store.cli:books_main", "write the book-updates topic to Redis (the top of each book)"
-    ),
-    "book": Command("cryptopipe.store.book_cli:main", "print the order book the pipeline holds in Redis"),
     "alerting": Command("cryptopipe.alerting.cli:main", "run the Spark alerting job"),
     "dashboard": Command("cryptopipe.dashboard.cli:main", "serve the live dashboard (Streamlit)"),
     "skew-monitor": Command("cryptopipe.skew.cli:main", "estimate the clock offset against Binance / NTP"),
