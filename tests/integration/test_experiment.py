@@ -1,9 +1,11 @@
 """`cryptopipe experiment run` and `compare` end to end: the replay exchange's --delay-ms stands in
-for three environments (5, 130 and 180 ms away), on the session's real Kafka and Redis."""
+for three environments (5, 130 and 180 ms away). The first run starts its own broker and Redis, as a
+user's would; the others use the session's real Kafka and Redis."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,10 +63,14 @@ def _experiment(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_delays_are_recovered_ranked_and_bad_directories_refused(
-    tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    pipeline_env: Any,
+    clean_env: Any,
 ) -> None:
     base = pipeline_env(kafka_settings, redis_settings)
-    dirs = []
+    dirs, outputs = [], []
     for delay in DELAYS_MS:
         # Each environment gets its own topics and keys: the runs read their topic from the start.
         env = base | {
@@ -72,12 +78,31 @@ def test_delays_are_recovered_ranked_and_bad_directories_refused(
             "REDIS_KEY_PREFIX": f"{redis_settings.key_prefix}d{delay}:",
         }
         out = tmp_path / f"env-{delay}"
-        done = _run(out, f"delay-{delay}ms", delay, env)
+        done = _run(out, f"delay-{delay}ms", delay, clean_env() if delay == DELAYS_MS[0] else env)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "experiment delay-" in done.stderr  # the progress bar
+        assert "10 of 10 s measured" in done.stderr  # the progress bar
+        assert "s/s" not in done.stderr
         dirs.append(out)
+        outputs.append(done.stdout)
+
+    lines = outputs[0].splitlines()
+    first = [
+        i for i, line in enumerate(lines) if line.startswith("cryptopipe experiment run: delay-5ms: measured")
+    ]
+    assert first, outputs[0]
+    closing = lines[first[-1] :]
+    assert closing[1].startswith("cryptopipe experiment run: trades: ")
+    assert re.fullmatch(
+        r"cryptopipe experiment run: E2E latency p50 / p95 / p99: "
+        r"[\d.]+ / [\d.]+ / [\d.]+ ms over [\d,]+ trades",
+        closing[2],
+    ), closing
+    assert closing[-2].startswith("cryptopipe experiment run: books: books balance: ")
+    assert closing[-1] == f"cryptopipe experiment run: result written to {dirs[0]}"
 
     result = read_result(dirs[0])
+    # The run started its own Apache Kafka broker, on Java.
+    assert re.match(r"\d+[.\d]* \(broker: .*java\)$", result.metadata["versions"]["java"])
     assert result.metadata["labels"] == {"delay_ms": "5"}
     assert result.metadata["source"]["delay_ms"] == 5
     assert result.metadata["versions"]["python"]
@@ -102,10 +127,14 @@ def test_delays_are_recovered_ranked_and_bad_directories_refused(
         recovered = DELAYS_MS[0] + diff["estimate_ms"]
         assert abs(recovered - delay) <= 2.0, (diff, recovered)
         assert diff["real"]
-    for chart in ("latency_stacked", "latency_cdf", "throughput_lag", "resources"):
+    for chart in ("latency_parts", "latency_cdf", "throughput_lag", "resources"):
         assert (report / f"{chart}.png").stat().st_size > 0
         assert (report / f"{chart}.svg").read_text().startswith("<?xml")
-    assert "latency_stacked.png" in (report / "index.html").read_text()
+    page = (report / "index.html").read_text()
+    assert "latency_parts.png" in page
+    assert page.count("<table>") == 3
+    assert "<pre>" not in page
+    assert "Run details" in page
     assert "| 1 | delay-5ms |" in (report / "summary.md").read_text()
 
     truncated = tmp_path / "truncated"

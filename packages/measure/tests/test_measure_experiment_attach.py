@@ -40,13 +40,13 @@ def endpoint() -> Iterator[str]:
 
 
 def test_attach_writes_a_result_from_the_running_services(
-    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    out = tmp_path / "attached"
-    argv = ["--name", "remote", "--duration", "3", "--scrape-interval", "0.5", "--out", str(out)]
+    out_dir = tmp_path / "attached"
+    argv = ["--name", "remote", "--duration", "3", "--scrape-interval", "0.5", "--out", str(out_dir)]
     assert main([*argv, "--attach", f"prices-consumer={endpoint}"]) == 0
-    result = read_result(out)
+    result = read_result(out_dir)
     assert result.metadata["source"] == {
         "kind": "attach",
         "metrics": {"prices-consumer": endpoint},
@@ -55,6 +55,15 @@ def test_attach_writes_a_result_from_the_running_services(
     assert result.metadata["raw_samples"] is False
     assert result.stat("cryptopipe_e2e_latency_seconds", "mean_ms") == pytest.approx(25.0)
     assert set(result.metrics["service"].to_pylist()) == {"prices-consumer"}
+    out, err = capsys.readouterr()
+    assert "3 of 3 s measured" in err
+    assert "s/s" not in err
+    lines = out.splitlines()
+    assert lines[0].startswith("cryptopipe experiment run: remote: measured 3 s, ")
+    assert "cryptopipe experiment run: E2E latency p50 / p95 / p99: " in out
+    assert "(from the histogram)" in out  # no tap: no per-trade samples
+    assert "cryptopipe experiment run: books: not kept (no books for this kind of run)" in lines
+    assert lines[-1] == f"cryptopipe experiment run: result written to {out_dir}"
 
 
 def test_attach_refuses_bad_urls_and_up_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
