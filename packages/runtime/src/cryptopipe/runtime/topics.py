@@ -85,7 +85,7 @@ def _await_leaders(admin: AdminClient, names: Sequence[str], timeout_s: float) -
 def _create(
     admin: AdminClient, spec: TopicSpec, replication_factor: int, *, with_config: bool, timeout_s: float
 ) -> bool:
-    config = {"retention.ms": str(spec.retention_ms)} if with_config else {}
+    config = spec.config() if with_config else {}
     topic = NewTopic(
         spec.name, num_partitions=spec.partitions, replication_factor=replication_factor, config=config
     )
@@ -101,9 +101,9 @@ def _create(
             return False
         if with_config and error.code() in _CONFIG_REJECTED:
             logger.warning(
-                "broker refused topic %s with retention.ms=%d (%s); creating it without that config",
+                "broker refused topic %s with %s (%s); creating it without that config",
                 spec.name,
-                spec.retention_ms,
+                spec.config(),
                 error.str(),
             )
             return _create(admin, spec, replication_factor, with_config=False, timeout_s=timeout_s)
