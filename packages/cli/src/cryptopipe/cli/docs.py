@@ -27,6 +27,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("Ingest", "cryptopipe.ingest.settings:IngestSettings"),
     ("Prices consumer", "cryptopipe.store.settings:PricesConsumerSettings"),
     ("Alerts consumer", "cryptopipe.store.settings:AlertsConsumerSettings"),
+    ("Books consumer", "cryptopipe.store.settings:BooksConsumerSettings"),
     ("Clock skew", "cryptopipe.skew.settings:SkewSettings"),
     ("Alerting", "cryptopipe.alerting.settings:AlertingSettings"),
     ("Dashboard", "cryptopipe.dashboard.settings:DashboardSettings"),
