@@ -58,6 +58,8 @@ class TopicReader:
             }
         )
         self.records: list[tuple[bytes | None, bytes, int]] = []
+        #: Each record's offset in its partition (same order as ``records``).
+        self.offsets: list[int] = []
         self._assigned = False
 
     def _assign(self) -> bool:
@@ -82,6 +84,7 @@ class TopicReader:
             value = message.value()
             assert value is not None
             self.records.append((message.key(), value, message.partition() or 0))
+            self.offsets.append(message.offset() or 0)
         return len(self.records)
 
     def trades(self) -> list[Trade]:

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 _SHUTDOWN_ERRORS = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
+#: A delivery report callback: (error or None, the message).
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
 
 @dataclass
 class IngestStats:
@@ -63,6 +66,28 @@ class IngestStats:
     """Trades received again (id at or below the last published one) and dropped."""
     gaps: int = 0
     """Gaps seen in a symbol's trade ids."""
+    book_events: int = 0
+    """Diff-depth events taken off the streams; each ends applied, skipped, in a resync gap or buffered."""
+    book_events_applied: int = 0
+    """Diff events applied to a live book (each published as an ``update`` record)."""
+    book_events_skipped: int = 0
+    """Diff events already in the book (``u`` at or below its id): skipped as older than the snapshot."""
+    book_events_in_resync_gap: int = 0
+    """Diff events dropped inside a counted resync (covered by the next snapshot, or before a gap)."""
+    book_events_buffered: int = 0
+    """Diff events still waiting for a snapshot (at exit: their symbol never got one)."""
+    book_resyncs: int = 0
+    """Live books discarded (gap, stale snapshot, crossed), each followed by a new ``reset``."""
+    book_snapshots_used: int = 0
+    """REST depth snapshots a book was built from (one ``reset`` record each)."""
+    book_records_published: int = 0
+    """Book records (reset, update, checkpoint) the broker acknowledged."""
+    book_records_lost: int = 0
+    """Book records given up (``book_records_lost{kind,reason}``)."""
+    book_ticker_checks: int = 0
+    """bookTicker frames compared with the book at the same update id."""
+    book_ticker_mismatches: int = 0
+    """Of those, the ones whose best bid or ask differed from the book's."""
 
 
 def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str, Any]:
@@ -90,7 +115,8 @@ def _symbol_of(key: bytes | str | None) -> str:
     return key.decode("ascii", "replace") if isinstance(key, bytes) else "?"
 
 
-def _reason(error: KafkaError) -> str:
+def loss_reason(error: KafkaError) -> str:
+    """A delivery error as a loss reason label (``shutdown`` for records purged at exit)."""
     if error.code() in _SHUTDOWN_ERRORS:
         return "shutdown"
     return str(error.name()).strip("_").lower() or "unknown"
@@ -128,27 +154,42 @@ class Publisher:
 
     @property
     def outstanding_trades(self) -> int:
+        """Counted records (trades, and book records when books are on) not yet reported."""
         return self._outstanding
 
     def publish(self, trade: Trade) -> bool:
         """Hand one trade to the producer; ``False`` (counted, logged) if it had to be dropped."""
-        value = encode(trade)
-        key = encode_key(trade.symbol)
+        refused = self.produce(
+            self.prices_topic, encode(trade), encode_key(trade.symbol), self._on_trade_delivery
+        )
+        if refused is not None:
+            self._lost(refused, trade)
+            return False
+        return True
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: DeliveryCallback) -> str | None:
+        """Hand one counted record to the producer: None, or why it was refused (a loss reason).
+
+        ``on_delivery`` must call :meth:`settled` first: until then the record is outstanding, and
+        :meth:`flush` purges what is still outstanding at shutdown (reported as ``shutdown``).
+        """
         for attempt in (1, 2):
             try:
-                self._producer.produce(self.prices_topic, value, key, on_delivery=self._on_trade_delivery)
+                self._producer.produce(topic, value, key, on_delivery=on_delivery)
             except BufferError:
                 if attempt == 1:
                     self._producer.poll(0)
                     continue
-                self._lost("buffer_full", trade)
-                return False
+                return "buffer_full"
             except KafkaException as exc:
-                self._lost(_reason(exc.args[0]), trade)
-                return False
+                return loss_reason(exc.args[0])
             self._outstanding += 1
-            return True
-        return False  # pragma: no cover - the loop always returns
+            return None
+        return None  # pragma: no cover - the loop always returns
+
+    def settled(self) -> None:
+        """One record handed to :meth:`produce` got its delivery report."""
+        self._outstanding -= 1
 
     def dead_letter(self, letter: DeadLetter) -> None:
         """Send a dead letter; failures are counted as errors (the letter is already counted)."""
@@ -176,7 +217,9 @@ class Publisher:
         remaining = self._outstanding
         if remaining:
             logger.error(
-                "shutdown: %d trades still unacknowledged after %.1f s; counted as lost", remaining, timeout_s
+                "shutdown: %d records still unacknowledged after %.1f s; counted as lost",
+                remaining,
+                timeout_s,
             )
             self._producer.purge(in_queue=True, in_flight=True)
             self._producer.flush(min(timeout_s, 1.0))
@@ -202,7 +245,7 @@ class Publisher:
             counter.inc()
             return
         symbol = _symbol_of(key)
-        reason = _reason(error)
+        reason = loss_reason(error)
         self.stats.lost += 1
         m.TRADES_LOST.labels(reason=reason).inc()
         self._error(f"lost:{reason}", "trade of %s lost for good: %s", symbol, error.str())
@@ -242,9 +285,9 @@ class Publisher:
             m.ERRORS.labels(component="ingest", reason="producer_fatal").inc()
             logger.error("Kafka producer fatal error: %s", error.str())
             return
-        m.ERRORS.labels(component="ingest", reason="kafka_" + _reason(error)).inc()
+        m.ERRORS.labels(component="ingest", reason="kafka_" + loss_reason(error)).inc()
         self._warn(
-            "kafka:" + _reason(error),
+            "kafka:" + loss_reason(error),
             "Kafka: %s (%d records waiting for the broker)",
             error.str(),
             len(self._producer),

@@ -16,20 +16,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
 from cryptopipe.ingest.backfill import PAGE_LIMIT, RestClient
-from cryptopipe.ingest.connection import StreamConnection, plan_shards
+from cryptopipe.ingest.books import Books, log_summary, start_books
+from cryptopipe.ingest.connection import StreamConnection
 from cryptopipe.ingest.errors import BackfillError
 from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown, time_unit
+from cryptopipe.ingest.market import plan_streams, trading_symbols
 from cryptopipe.ingest.pacing import AttemptWindow
 from cryptopipe.ingest.publisher import IngestStats, Publisher
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import Backoff, RateLimitedLog, ensure_topics
-from cryptopipe.schemas import ALERTS, DEAD_LETTERS, PRICES, DeadLetter, KafkaSettings, TopicSpec, Trade
+from cryptopipe.schemas import (
+    ALERTS,
+    BOOK_SNAPSHOTS,
+    BOOK_UPDATES,
+    DEAD_LETTERS,
+    PRICES,
+    BookTicker,
+    DeadLetter,
+    DepthDiff,
+    KafkaSettings,
+    TopicSpec,
+    Trade,
+)
 from cryptopipe.schemas import binance as bn
 from cryptopipe.skew import BinanceTimeReference, SkewEstimator
 
@@ -75,11 +89,16 @@ class Ingest:
         self.stats = IngestStats()
         self.prices_topic = PRICES.with_prefix(kafka.topic_prefix).name
         self.dead_letter_topic = DEAD_LETTERS.with_prefix(kafka.topic_prefix).name
-        streams = {bn.stream_name(symbol, settings.mode): symbol.upper() for symbol in settings.symbols}
-        self.shards = plan_shards(list(streams), settings.streams_per_connection)
-        self.parser = FrameParser(streams, max_frame_bytes=settings.max_frame_bytes)
+        self.updates_topic = BOOK_UPDATES.with_prefix(kafka.topic_prefix).name
+        self.snapshots_topic = BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name
+        self.symbols: tuple[str, ...] = ()
+        self.shards: list[tuple[str, ...]] = []
+        self.parser = FrameParser({}, max_frame_bytes=settings.max_frame_bytes)
+        if not settings.all_symbols:
+            self._plan(settings.symbols)
         self._symbols: dict[str, _SymbolState] = {}
         self._publisher: Publisher | None = None
+        self.books: Books | None = None
         self._rest: RestClient | None = None
         self._skew: SkewEstimator | None = None
         self._stopping = False
@@ -87,22 +106,35 @@ class Ingest:
         # Per-trade histograms are observed in batches (one lock per bucket, not two per trade).
         self._processing = m.HistogramBatch(m.INGEST_PROCESSING)
 
+    def _plan(self, symbols: tuple[str, ...]) -> None:
+        """Streams and connections for ``symbols`` (given, or every TRADING symbol)."""
+        plan = plan_streams(symbols, self.settings)
+        self.symbols = tuple(s.upper() for s in symbols)
+        self.shards = plan.shards
+        self.parser = FrameParser(plan.symbols, max_frame_bytes=self.settings.max_frame_bytes)
+
     def topic_specs(self) -> list[TopicSpec]:
-        """The topics ingest creates when missing: prices, alerts (for the alerting job), dead letters."""
+        """The topics ingest creates when missing: prices, alerts (for the alerting job), dead letters;
+        with books on, book-updates and the compacted book-snapshots (same partition count)."""
         prefix = self.kafka.topic_prefix
-        sized = [
-            TopicSpec(
-                spec.with_prefix(prefix).name,
-                self.settings.topic_partitions,
-                self.settings.topic_retention_ms,
+        sized = [PRICES, ALERTS, BOOK_UPDATES] if self.settings.books else [PRICES, ALERTS]
+        specs = [
+            replace(
+                spec.with_prefix(prefix),
+                partitions=self.settings.topic_partitions,
+                retention_ms=self.settings.topic_retention_ms,
             )
-            for spec in (PRICES, ALERTS)
+            for spec in sized
         ]
-        return [*sized, DEAD_LETTERS.with_prefix(prefix)]
+        if self.settings.books:
+            specs.append(
+                replace(BOOK_SNAPSHOTS.with_prefix(prefix), partitions=self.settings.topic_partitions)
+            )
+        return [*specs, DEAD_LETTERS.with_prefix(prefix)]
 
     def _prime_metrics(self) -> None:
         """Series for events that may never happen in a run, so they read 0 rather than no data."""
-        per_symbol = [{"symbol": s.upper()} for s in self.settings.symbols]
+        per_symbol = [{"symbol": s} for s in self.symbols]
         for metric in (m.TRADES_RECEIVED, m.TRADES_PUBLISHED, m.GAPS, m.BACKFILLED, m.UNFILLED, m.DUPLICATES):
             m.prime(metric, *per_symbol)
         m.prime(m.TRADES_LOST, *({"reason": r} for r in ("buffer_full", "shutdown")))
@@ -115,11 +147,12 @@ class Ingest:
         )
         m.prime(m.DEAD_LETTERS, {"component": "ingest", "reason": "malformed_json"})
         m.prime(m.ERRORS, *({"component": "ingest", "reason": r} for r in ("backfill", "create_topics")))
+        if self.books is not None:
+            self.books.prime_metrics()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then flush the producer (bounded) and return."""
         self._stopping = False
-        self._prime_metrics()
         self._publisher = Publisher(
             self.kafka,
             self.settings,
@@ -132,6 +165,8 @@ class Ingest:
                 await self._stream(stop)
         finally:
             self._stopping = True
+            if self.books is not None:
+                self.books.stopping = True
             await self._finish_backfills()
             lost = await asyncio.to_thread(self._publisher.flush, self.settings.flush_timeout_s)
             self._flush_histograms()
@@ -148,6 +183,8 @@ class Ingest:
                 self.stats.unfilled,
                 self.stats.reconnects,
             )
+            if self.books is not None:
+                log_summary(self.stats)
 
     async def _ensure_topics(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
@@ -178,7 +215,6 @@ class Ingest:
     async def _stream(self, stop: asyncio.Event) -> None:
         assert self._publisher is not None
         timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_s)
-        attempts = AttemptWindow(self.settings.connect_attempts_per_5min, 300.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self._rest = RestClient(
                 session,
@@ -186,6 +222,14 @@ class Ingest:
                 retries=self.settings.rest_retries,
                 timeout_s=self.settings.rest_timeout_s,
             )
+            if self.settings.all_symbols:
+                symbols = await trading_symbols(session, self.settings.rest_url, self.settings, stop)
+                if symbols is None:
+                    return
+                self._plan(symbols)
+            tasks = self._start_books(session)
+            self._prime_metrics()
+            attempts = AttemptWindow(self.settings.connect_attempts_per_5min, 300.0)
             connections = [
                 StreamConnection(
                     index,
@@ -199,37 +243,61 @@ class Ingest:
                 for index, shard in enumerate(self.shards)
             ]
             logger.info(
-                "ingesting %d %s streams over %d connection(s) from %s into %s",
+                "ingesting %d streams (%s, depth %s) of %d symbols over %d connection(s) from %s into %s",
                 sum(len(s) for s in self.shards),
                 self.settings.mode,
+                self.settings.depth,
+                len(self.symbols),
                 len(connections),
                 self.settings.stream_base_url,
                 self.prices_topic,
             )
-            if self.settings.clock_skew:
-                # The exchange clock's offset, estimated against the same REST API, corrects the
-                # network latency (published next to the raw figure). A first estimate before the
-                # streams open, so the first trades are corrected too, but never wait long for it.
-                self._skew = SkewEstimator(BinanceTimeReference(self.settings.rest_url, session=session))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._skew.update(), FIRST_SKEW_ESTIMATE_WAIT_S)
-            tasks = [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
+            await self._first_skew_estimate(session)
+            tasks += [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
             tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
             tasks.append(asyncio.create_task(self._flush_histograms_forever(), name="ingest-histograms"))
             if self._skew is not None:
                 tasks.append(asyncio.create_task(self._skew.run(stop), name="ingest-clock-skew"))
-            stopper = asyncio.create_task(stop.wait())
-            try:
-                done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not stopper:
-                        task.result()  # a connection loop only ends by raising: surface it
-            finally:
-                for task in [stopper, *tasks]:
-                    task.cancel()
-                await asyncio.gather(stopper, *tasks, return_exceptions=True)
-                self._stopping = True
-                await self._finish_backfills()
+            await self._until_stopped(stop, tasks)
+
+    def _start_books(self, session: aiohttp.ClientSession) -> list[asyncio.Task[None]]:
+        """With books on: the books, and the task of the snapshot queue that serves them."""
+        if not self.settings.books:
+            return []
+        assert self._publisher is not None
+        self.books, queue = start_books(
+            self.settings,
+            session,
+            self.symbols,
+            self.stats,
+            self._publisher,
+            updates_topic=self.updates_topic,
+            snapshots_topic=self.snapshots_topic,
+        )
+        return [asyncio.create_task(queue.run(), name="ingest-snapshots")]
+
+    async def _first_skew_estimate(self, session: aiohttp.ClientSession) -> None:
+        """The exchange clock's offset, estimated against the same REST API, corrects the network
+        latency (published next to the raw figure). A first estimate before the streams open, so
+        the first trades are corrected too, but never wait long for it."""
+        if self.settings.clock_skew:
+            self._skew = SkewEstimator(BinanceTimeReference(self.settings.rest_url, session=session))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._skew.update(), FIRST_SKEW_ESTIMATE_WAIT_S)
+
+    async def _until_stopped(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper:
+                    task.result()  # a connection loop only ends by raising: surface it
+        finally:
+            for task in [stopper, *tasks]:
+                task.cancel()
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            self._stopping = True
+            await self._finish_backfills()
 
     def _flush_histograms(self) -> None:
         self._processing.flush()
@@ -249,6 +317,12 @@ class Ingest:
             outcome = self.parser.parse(payload, receive_time_us, binary=binary)
             if isinstance(outcome, Trade):
                 self._on_live_trade(outcome, started)
+            elif isinstance(outcome, DepthDiff):
+                assert self.books is not None
+                self.books.on_diff(outcome, receive_time_us)
+            elif isinstance(outcome, BookTicker):
+                assert self.books is not None
+                self.books.on_ticker(outcome)
             elif isinstance(outcome, Rejected):
                 self._reject(outcome, receive_time_us)
             elif isinstance(outcome, ServerShutdown):
