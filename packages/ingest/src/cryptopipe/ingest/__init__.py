@@ -1,7 +1,10 @@
-"""Binance WebSocket trades into Kafka, with gap backfill and dead letters.
+"""Binance WebSocket trades and order books into Kafka, with gap backfill, book resyncs and dead letters.
 
 ``Ingest(settings, kafka).run(stop)`` streams ``settings.symbols`` from the exchange's combined
-streams into the ``prices`` topic, keyed by symbol, in trade-id order per symbol.
+streams into the ``prices`` topic, keyed by symbol, in trade-id order per symbol. With
+``INGEST_DEPTH`` on it also keeps each symbol's order book in sync (Binance's procedure, REST
+snapshots within the weight budget) and publishes it to ``book-updates`` and ``book-snapshots``
+(docs/order-books.md).
 """
 
 from cryptopipe.ingest.errors import BackfillError, ConfigError, IngestError

@@ -205,7 +205,9 @@ class Books:
             elif isinstance(output, SnapshotIgnored | Buffered):
                 pass
         self._account_buffer(state)
-        if (state.sync.book is not None) != was_live or any(isinstance(o, BookReset) for o in outputs):
+        is_live = state.sync.book is not None
+        if is_live != was_live:
+            self._live += 1 if is_live else -1
             self._gauges()
         book = state.sync.book
         if book is not None and state.tickers:
@@ -287,9 +289,8 @@ class Books:
             m.BOOK_GAPS.labels(where="live").inc()
 
     def _gauges(self) -> None:
-        live = sum(1 for s in self._symbols.values() if s.sync.book is not None)
-        m.BOOKS.labels(state="live").set(live)
-        m.BOOKS.labels(state="syncing").set(len(self._symbols) - live)
+        m.BOOKS.labels(state="live").set(self._live)
+        m.BOOKS.labels(state="syncing").set(len(self._symbols) - self._live)
 
     # --- the bookTicker check ----------------------------------------------------------------
     def _check_pending(self, state: _Symbol, book: OrderBook) -> None:

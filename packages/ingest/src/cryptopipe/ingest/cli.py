@@ -29,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cryptopipe ingest",
         description="Binance trades into the Kafka prices topic. Flags override environment variables.",
     )
-    parser.add_argument("--symbols", help="comma-separated symbols, e.g. btcusdt,ethusdt (INGEST_SYMBOLS)")
+    parser.add_argument(
+        "--symbols", help="comma-separated symbols, e.g. btcusdt,ethusdt, or all (INGEST_SYMBOLS)"
+    )
     parser.add_argument("--mode", choices=["aggTrade", "trade"], help="stream kind (INGEST_MODE)")
+    parser.add_argument(
+        "--depth",
+        choices=["off", "100ms", "1000ms"],
+        help="order books from this depth stream (INGEST_DEPTH)",
+    )
     parser.add_argument("--ws-url", help="exchange WebSocket base URL (BINANCE_WS_URL)")
     parser.add_argument("--rest-url", help="exchange REST base URL (BINANCE_REST_URL)")
     parser.add_argument(
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The settings the command line can set, by field name (each flag is the name with dashes).
-_FLAGS = ("symbols", "mode", "ws_url", "rest_url", "metrics_port", "metrics_host")
+_FLAGS = ("symbols", "mode", "depth", "ws_url", "rest_url", "metrics_port", "metrics_host")
 
 
 def settings_from_args(args: argparse.Namespace) -> IngestSettings:

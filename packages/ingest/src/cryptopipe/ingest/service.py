@@ -1,4 +1,5 @@
-"""The ingest service: exchange WebSocket streams in, one Kafka record per trade out.
+"""The ingest service: exchange WebSocket streams in, one Kafka record per trade out (and, with
+``INGEST_DEPTH`` on, each symbol's order book kept in sync and published by :mod:`cryptopipe.ingest.books`).
 
 Per symbol, trade ids are consecutive; :class:`Ingest` publishes them to the ``prices`` topic in
 id order, exactly once each as far as it can tell:
