@@ -148,9 +148,11 @@ class IngestSettings(BaseSettings):
     levels (weight 50) 3000 serves 60 snapshots a minute."""
     depth_snapshot_concurrency: int = setting("INGEST_DEPTH_SNAPSHOT_CONCURRENCY", 4, ge=1, le=64)
     """Snapshot requests in flight at once."""
-    depth_buffer_max_events: int = setting("INGEST_DEPTH_BUFFER_MAX_EVENTS", 10_000, ge=1)
+    depth_buffer_max_events: int = setting("INGEST_DEPTH_BUFFER_MAX_EVENTS", 1000, ge=1)
     """Diff events one symbol buffers while it waits for a snapshot; older ones are dropped and
-    counted (`in_resync_gap`)."""
+    counted (`in_resync_gap`). Only events from just before the snapshot was taken are needed
+    (older ones are in it), so 1,000 (100 s of `@depth@100ms`) bounds memory in a resync storm of
+    1,500 symbols without costing a refetch."""
     book_checkpoint_interval_s: float = setting("INGEST_BOOK_CHECKPOINT_INTERVAL_S", 60.0, ge=0)
     """How often each live book is written whole to the compacted `book-snapshots` (besides at each
     reset); 0 = only at resets."""
