@@ -10,10 +10,24 @@ warns, so only the top of a book is comparable with the exchange's.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import Protocol
 
-from cryptopipe.schemas.book import DepthDiff, DepthSnapshot, Level
+from cryptopipe.schemas.book import DepthSnapshot, Level
+
+
+class Diff(Protocol):
+    """What a book can be moved by: Binance's :class:`DepthDiff`, or the contract's update record."""
+
+    @property
+    def final_update_id(self) -> int: ...
+    @property
+    def event_time_us(self) -> int | None: ...
+    @property
+    def bids(self) -> Sequence[Level]: ...
+    @property
+    def asks(self) -> Sequence[Level]: ...
 
 
 class _Side:
@@ -67,7 +81,7 @@ class OrderBook:
         """The book a REST depth snapshot describes, at its ``lastUpdateId``."""
         return cls(snapshot.symbol, snapshot.last_update_id, snapshot.bids, snapshot.asks)
 
-    def apply(self, diff: DepthDiff) -> None:
+    def apply(self, diff: Diff) -> None:
         """Set the diff's levels and move the book to its final update id."""
         self._bids.set(diff.bids)
         self._asks.set(diff.asks)

@@ -7,8 +7,8 @@ book (never backwards). ``PriceStore`` / ``AlertStore`` / ``BookStore`` are the 
 dashboard; ``rebuild_book`` rebuilds an exact book from Kafka alone.
 """
 
+from cryptopipe.schemas.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.alerts import AlertSink, AlertStore
-from cryptopipe.store.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.book_rebuild import RebuildError, Rebuilt, WarmStart, read_checkpoints, rebuild_book
 from cryptopipe.store.book_store import BookStore, BookView, book_keys
 from cryptopipe.store.books import BookSink

@@ -2,7 +2,7 @@
 
 Read the symbol's latest checkpoint from ``book-snapshots`` (:func:`read_checkpoints`), seek
 ``book-updates`` to its ``updates_offset`` and follow the records from there
-(:class:`~cryptopipe.store.book_follow.BookFollower`); or start at any offset and wait for a reset.
+(:class:`~cryptopipe.schemas.book_follow.BookFollower`); or start at any offset and wait for a reset.
 :func:`rebuild_book` can stop at a requested update id, so it gives the exact book at that id for as
 long as the topics retain it. The books consumer uses the same functions to warm-start a symbol it
 meets mid-epoch.
@@ -28,8 +28,8 @@ from cryptopipe.schemas import (
     decode_book_record,
     encode_key,
 )
+from cryptopipe.schemas.book_follow import BookFollower, FollowCounts
 from cryptopipe.schemas.topics import java_partition
-from cryptopipe.store.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.errors import StoreError
 
 logger = logging.getLogger(__name__)

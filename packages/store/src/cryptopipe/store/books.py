@@ -2,7 +2,7 @@
 
 :class:`BookSink` is a :class:`~cryptopipe.store.sink.Sink` for the one
 :class:`~cryptopipe.store.loop.ConsumerLoop`. It keeps every symbol's whole book in memory (a
-:class:`~cryptopipe.store.book_follow.BookFollower` each), applies a batch's records in order, then
+:class:`~cryptopipe.schemas.book_follow.BookFollower` each), applies a batch's records in order, then
 writes each changed symbol's top N once per batch through
 :data:`~cryptopipe.store.book_store.BOOK_SCRIPT`, which refuses to move a book back.
 
@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, continuity, decode_book_record
-from cryptopipe.store.book_follow import BookFollower, FollowCounts
+from cryptopipe.schemas.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.book_rebuild import Rebuilt
 from cryptopipe.store.book_store import BOOK_SCRIPT, DEFAULT_BOOK_LEVELS, book_fields, book_keys
 from cryptopipe.store.errors import StoreError

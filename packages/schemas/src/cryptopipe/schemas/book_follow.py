@@ -3,9 +3,9 @@
 :class:`BookFollower` holds the book that ``book-updates`` describes so far and decides, for each
 record, what it is: a reset replaces the book; an update of the book's epoch is applied when it
 follows the book's id (:func:`cryptopipe.schemas.continuity`), skipped when it is older, and breaks
-the book when updates are missing. A broken book stays broken until the next reset. The books
-consumer (:mod:`cryptopipe.store.books`) and the rebuild from Kafka alone
-(:mod:`cryptopipe.store.book_rebuild`) both follow books with it, so they agree record for record.
+the book when updates are missing. A broken book stays broken until the next reset. Every reader
+of the contract follows books with it (the books consumer and the rebuild from Kafka alone in
+:mod:`cryptopipe.store`, the alerting job's book rules), so they agree record for record.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptopipe.schemas import (
+from cryptopipe.schemas.book_messages import (
     BookCheckpoint,
     BookRecord,
     BookResetRecord,
     BookUpdateRecord,
-    DepthDiff,
-    OrderBook,
     continuity,
 )
+from cryptopipe.schemas.orderbook import OrderBook
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +51,6 @@ class FollowCounts:
     @property
     def taken(self) -> int:
         return self.applied + self.stale + self.waiting_for_reset
-
-
-def as_diff(update: BookUpdateRecord) -> DepthDiff:
-    """The update as the diff :meth:`OrderBook.apply` takes (the same fields)."""
-    return DepthDiff(
-        symbol=update.symbol,
-        first_update_id=update.first_update_id,
-        final_update_id=update.final_update_id,
-        event_time_us=update.event_time_us,
-        bids=update.bids,
-        asks=update.asks,
-    )
 
 
 class BookFollower:
@@ -141,7 +128,7 @@ class BookFollower:
             return "stale"
         if step == "gap":
             return self._break("gap", record)
-        book.apply(as_diff(record))
+        book.apply(record)
         if book.is_crossed():
             self._break("crossed", record)
         return "applied"
