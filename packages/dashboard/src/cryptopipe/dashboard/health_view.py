@@ -56,7 +56,7 @@ def _latency_table(health: data.Health) -> pd.DataFrame:
 def _runs_on(runtime: dict[str, str]) -> str:
     if not runtime:
         return "**Runs on** — not reported (CRYPTOPIPE_RUNTIME_INFO is set by `cryptopipe up`)."
-    order = [name for name in ("broker", "redis", "spark") if name in runtime]
+    order: list[str] = [name for name in ("broker", "redis", "spark") if name in runtime]
     order += [name for name in runtime if name not in order]
     return "**Runs on** — " + " · ".join(f"{name}: `{runtime[name]}`" for name in order)
 

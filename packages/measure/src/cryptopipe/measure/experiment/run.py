@@ -112,10 +112,11 @@ class Tap(threading.Thread):
         try:
             while not self._halt.is_set():
                 for message in consumer.consume(500, timeout=0.2):
-                    if message.error() is not None or message.value() is None:
+                    value = message.value()
+                    if message.error() is not None or value is None:
                         continue
                     try:
-                        trade = decode_trade(message.value())
+                        trade = decode_trade(value)
                     except DecodeError:
                         self.undecodable += 1
                         continue

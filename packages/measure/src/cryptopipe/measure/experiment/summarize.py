@@ -53,9 +53,9 @@ def _histogram_rows(name: str, points: dict[tuple[str, str], list[tuple[float, f
     scale, unit = (1000.0, "_ms") if name.endswith("_seconds") else (1.0, "")
     rows = [{"metric": name, "labels": "{}", "stat": "mean" + unit, "value": total / count * scale}]
     for stat, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        value = histogram_quantile(q, ordered)
-        if value is not None:
-            rows.append({"metric": name, "labels": "{}", "stat": stat + unit, "value": value * scale})
+        quantile = histogram_quantile(q, ordered)
+        if quantile is not None:
+            rows.append({"metric": name, "labels": "{}", "stat": stat + unit, "value": quantile * scale})
     rows.append({"metric": name, "labels": "{}", "stat": "count", "value": count})
     return rows
 
