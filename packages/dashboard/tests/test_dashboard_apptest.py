@@ -149,7 +149,7 @@ def test_changes_over_fixed_windows_with_direction_marks(configure: Configure, m
             "cryptopipe — live",
             "**Live Binance market**: trade times are the exchange's.",
         ),
-        ({}, "cryptopipe — live", "Source not reported (DASHBOARD_SOURCE is set by `cryptopipe up`)."),
+        ({}, "cryptopipe", "Source not reported (DASHBOARD_SOURCE is set by `cryptopipe up`)."),
     ],
 )
 def test_the_page_says_what_is_replayed(

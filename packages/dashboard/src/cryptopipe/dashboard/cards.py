@@ -22,9 +22,10 @@ UP_COLOUR = "green"
 DOWN_COLOUR = "red"
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def market_history(url: str, key_prefix: str) -> MarketHistory:
-    """One history per Redis and key prefix for the whole server: every session sees the same."""
+    """One history per Redis and key prefix for the whole server: every session sees the same (the
+    four most recent only, so a long-lived server pointed at run after run stays bounded)."""
     return MarketHistory()
 
 

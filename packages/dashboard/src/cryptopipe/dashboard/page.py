@@ -149,6 +149,10 @@ def source_line(settings: DashboardSettings) -> str:
     return f"**Replay{what}** on the local replay exchange (not the live market) · {clock}."
 
 
+#: The page's title by source (unreported: neither live nor replay is claimed).
+TITLES = {"binance": "cryptopipe — live", "replay": "cryptopipe — replay"}
+
+
 def main() -> None:
     st.set_page_config(page_title="cryptopipe", page_icon="📈", layout="wide")
     loaded = _settings()
@@ -157,7 +161,7 @@ def main() -> None:
     settings, redis_settings = loaded
     every = settings.refresh_seconds
     url = redis_settings.url.get_secret_value()
-    st.title("cryptopipe — replay" if settings.source == "replay" else "cryptopipe — live")
+    st.title(TITLES.get(settings.source, "cryptopipe"))
     st.markdown(source_line(settings))
     st.caption(
         f"Redis {redact_url(url) if url else '(not set)'} · refreshes every {every:g} s · "
@@ -177,7 +181,7 @@ def main() -> None:
     def health() -> None:
         health_section(settings)
 
-    st.header("Live prices" if settings.source != "replay" else "Prices (replay)")
+    st.header({"binance": "Live prices", "replay": "Prices (replay)"}.get(settings.source, "Prices"))
     prices()
     st.header("Alerts")
     alerts()
