@@ -1,0 +1,204 @@
+"""A symbol's live trades into ``prices`` in id order, exactly once each as far as ingest can tell.
+
+- an id at or below the last one published is a duplicate (reconnect overlap) and is dropped;
+- an id above last + 1 is a gap. In aggTrade mode the missing ids are fetched from REST and
+  published (``backfilled=True``) *before* the live trade that revealed the gap; live trades of
+  that symbol wait meanwhile, so the topic stays in id order. What cannot be recovered (trade
+  mode, REST failure, ids REST does not have) is counted as unfilled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cryptopipe.ingest.backfill import PAGE_LIMIT, RestClient
+from cryptopipe.ingest.errors import BackfillError
+from cryptopipe.ingest.frames import time_unit
+from cryptopipe.ingest.publisher import IngestStats, Publisher
+from cryptopipe.ingest.settings import IngestSettings
+from cryptopipe.observability import metrics as m
+from cryptopipe.runtime import RateLimitedLog
+from cryptopipe.schemas import Trade
+from cryptopipe.schemas import binance as bn
+from cryptopipe.skew import SkewEstimator
+
+logger = logging.getLogger(__name__)
+
+
+class _SymbolMetrics:
+    """Metric children of one symbol, looked up once: ``labels()`` costs more than ``inc()``."""
+
+    __slots__ = ("corrected", "network", "received")
+
+    def __init__(self, symbol: str) -> None:
+        self.received = m.TRADES_RECEIVED.labels(symbol=symbol)
+        self.network = m.HistogramBatch(m.NETWORK_LATENCY.labels(symbol=symbol))
+        self.corrected = m.HistogramBatch(m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol))
+
+    def flush(self) -> None:
+        self.network.flush()
+        self.corrected.flush()
+
+
+@dataclass
+class _SymbolState:
+    metrics: _SymbolMetrics
+    last_id: int | None = None
+    backfill: asyncio.Task[None] | None = None
+    next_id: int = 0
+    gap_end: int = 0
+    waiting: list[tuple[Trade, float]] = field(default_factory=list)
+
+
+class TradeSequencer:
+    """Orders, deduplicates and backfills each symbol's live trades, then hands them to ``publisher``.
+
+    The service sets ``publisher``, ``rest`` and ``skew`` once it has them, and ``stopping`` when it
+    stops (no new backfill starts then).
+    """
+
+    def __init__(self, settings: IngestSettings, stats: IngestStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.publisher: Publisher | None = None
+        self.rest: RestClient | None = None
+        self.skew: SkewEstimator | None = None
+        self.stopping = False
+        self._symbols: dict[str, _SymbolState] = {}
+        self._log = RateLimitedLog(5.0)
+        # Per-trade histograms are observed in batches (one lock per bucket, not two per trade).
+        self._processing = m.HistogramBatch(m.INGEST_PROCESSING)
+
+    def flush_histograms(self) -> None:
+        self._processing.flush()
+        for state in self._symbols.values():
+            state.metrics.flush()
+
+    def _state(self, symbol: str) -> _SymbolState:
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._symbols[symbol] = _SymbolState(_SymbolMetrics(symbol))
+        return state
+
+    def on_live_trade(self, trade: Trade, started: float) -> None:
+        self.stats.received += 1
+        metrics = self._state(trade.symbol).metrics
+        metrics.received.inc()
+        metrics.network.add((trade.receive_time_us - trade.trade_time_us) / 1e6)
+        if self.skew is not None:
+            corrected = self.skew.corrected_latency_us(trade.receive_time_us, trade.trade_time_us)
+            if corrected is not None:
+                metrics.corrected.add(corrected / 1e6)
+        self._sequence(trade, started)
+
+    def _sequence(self, trade: Trade, started: float | None) -> None:
+        state = self._state(trade.symbol)
+        if state.backfill is not None:
+            newest = state.waiting[-1][0].trade_id if state.waiting else state.last_id
+            if newest is not None and trade.trade_id <= newest:
+                self._duplicate(trade)
+            else:
+                state.waiting.append((trade, started or time.perf_counter()))
+            return
+        last = state.last_id
+        if last is not None:
+            if trade.trade_id <= last:
+                self._duplicate(trade)
+                return
+            if trade.trade_id > last + 1:
+                self.stats.gaps += 1
+                m.GAPS.labels(symbol=trade.symbol).inc()
+                first, end = last + 1, trade.trade_id - 1
+                logger.info("gap in %s: ids %d..%d missing (%d)", trade.symbol, first, end, end - first + 1)
+                if self.settings.mode == "aggTrade" and not self.stopping and self.rest is not None:
+                    state.waiting.append((trade, started or time.perf_counter()))
+                    state.next_id, state.gap_end = first, end
+                    state.backfill = asyncio.create_task(
+                        self._backfill(trade.symbol, first, end), name=f"ingest-backfill-{trade.symbol}"
+                    )
+                    return
+                self._unfilled(trade.symbol, end - first + 1)
+        self._publish(trade, started)
+        state.last_id = trade.trade_id
+
+    def _publish(self, trade: Trade, started: float | None) -> None:
+        assert self.publisher is not None
+        self.publisher.publish(trade)
+        if started is not None and not trade.backfilled:
+            self._processing.add(time.perf_counter() - started)
+
+    def _duplicate(self, trade: Trade) -> None:
+        self.stats.duplicates += 1
+        m.DUPLICATES.labels(symbol=trade.symbol).inc()
+
+    def _unfilled(self, symbol: str, count: int) -> None:
+        if count <= 0:
+            return
+        self.stats.unfilled += count
+        m.UNFILLED.labels(symbol=symbol).inc(count)
+        self._log.log(
+            logger,
+            logging.WARNING,
+            "unfilled:" + symbol,
+            "%s: %d trade ids could not be backfilled",
+            symbol,
+            count,
+        )
+
+    async def _backfill(self, symbol: str, first: int, end: int) -> None:
+        """Publish ids first..end from REST (the newest ``INGEST_BACKFILL_MAX_IDS`` of them)."""
+        state = self._symbols[symbol]
+        state.next_id = max(first, end - self.settings.backfill_max_ids + 1)
+        self._unfilled(symbol, state.next_id - first)
+        try:
+            assert self.rest is not None
+            while state.next_id <= end:
+                page = await self.rest.agg_trades(
+                    symbol, state.next_id, min(PAGE_LIMIT, end - state.next_id + 1)
+                )
+                progressed = False
+                now_us = time.time_ns() // 1000
+                for item in page:
+                    if item.a < state.next_id:
+                        continue
+                    if item.a > end:
+                        break
+                    self._unfilled(symbol, item.a - state.next_id)
+                    trade = bn.rest_agg_to_trade(
+                        item, symbol=symbol, receive_time_us=now_us, unit=time_unit(item.T)
+                    )
+                    self._publish(trade, None)
+                    self.stats.backfilled += 1
+                    m.BACKFILLED.labels(symbol=symbol).inc()
+                    state.next_id = item.a + 1
+                    progressed = True
+                if not progressed:
+                    break
+        except BackfillError as exc:
+            m.ERRORS.labels(component="ingest", reason="backfill").inc()
+            logger.error("%s", exc)
+        finally:
+            self._end_backfill(symbol)
+
+    def _end_backfill(self, symbol: str) -> None:
+        """Count what was not recovered, then release the live trades that waited, in order."""
+        state = self._symbols[symbol]
+        self._unfilled(symbol, state.gap_end - state.next_id + 1)
+        state.last_id = state.gap_end
+        state.backfill = None
+        waiting, state.waiting = state.waiting, []
+        for trade, started in waiting:
+            self._sequence(trade, started)
+
+    async def finish_backfills(self) -> None:
+        """On shutdown: stop backfilling (the rest is unfilled) and publish the trades that waited."""
+        tasks = [s.backfill for s in self._symbols.values() if s.backfill is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for symbol, state in self._symbols.items():
+            if state.backfill is not None:  # cancelled before it ever ran
+                self._end_backfill(symbol)
