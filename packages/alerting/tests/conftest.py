@@ -268,3 +268,74 @@ def alerts_consumer(
     consumer = AlertsConsumer(kafka, kafka_settings, redis_settings, redis_client)
     yield consumer
     consumer.stop()
+
+
+class FakeGroupState:
+    """GroupState as ``applyInPandasWithState`` hands it to the function (no timeouts)."""
+
+    def __init__(self, value: tuple[Any, ...] | None) -> None:
+        self.value = value
+
+    @property
+    def exists(self) -> bool:
+        return self.value is not None
+
+    @property
+    def get(self) -> tuple[Any, ...]:
+        assert self.value is not None
+        return self.value
+
+    def update(self, value: tuple[Any, ...]) -> None:
+        self.value = value
+
+
+def drive_operator(
+    function: Callable[..., Iterator[Any]],
+    batches: Sequence[Sequence[Any]],
+    row_of: Callable[[Any], dict[str, Any]],
+    rules: Sequence[Rule],
+) -> list[WindowAlert]:
+    """Spark's loop over a stateful operator, without Spark: per micro-batch, one call per symbol
+    with its rows (``row_of(item)`` plus Kafka partition and offset) in shuffled order, as a
+    shuffle hands them; the state kept between calls. Returns the alerts the sink makes of it."""
+    import random
+
+    import pandas as pd
+
+    from cryptopipe.alerting.sink import windows_to_alerts
+
+    states: dict[str, FakeGroupState] = {}
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    shuffle = random.Random(len(batches))
+    for batch in batches:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for item in batch:
+            groups.setdefault(item.symbol, []).append(
+                {**row_of(item), "kafka_partition": 0, "kafka_offset": offset}
+            )
+            offset += 1
+        for symbol, members in groups.items():
+            shuffle.shuffle(members)  # a shuffle does not keep Kafka's order; the offsets do
+            state = states.setdefault(symbol, FakeGroupState(None))
+            out = list(function((symbol,), iter([pd.DataFrame(members)]), state))
+            rows.extend(r for frame in out for r in frame.to_dict("records"))
+    return as_window_alerts(windows_to_alerts(rows, {r.name: r for r in rules}, None, 0))
+
+
+def as_window_alerts(alerts: Iterable[Alert]) -> list[WindowAlert]:
+    """Alerts without their timing fields, sorted: comparable with the reference's."""
+    return sorted(
+        WindowAlert(
+            a.rule,
+            a.symbol,
+            a.window_start_us,
+            a.kind,
+            a.window_end_us,
+            a.side,
+            a.open,
+            a.close,
+            a.pct_change,
+        )
+        for a in alerts
+    )

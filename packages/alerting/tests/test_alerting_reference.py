@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +23,9 @@ from cryptopipe.alerting.reference import (
     side_of,
 )
 from cryptopipe.alerting.rules import Rule, parse_rules
-from cryptopipe.alerting.sink import windows_to_alerts
 from cryptopipe.schemas import Trade
+
+from .conftest import drive_operator
 
 BASE_US = 1_723_161_600_000_000
 RULES = parse_rules("1m:0.5%;2m:1%:name=slow;1m:0.4%:early:name=early")
@@ -170,70 +170,20 @@ def test_late_is_decided_per_symbol_in_arrival_order_not_by_batches() -> None:
 # --- the stateful window operator, replayed the way Spark drives it ---------------------------
 
 
-class _State:
-    """GroupState as ``applyInPandasWithState`` hands it to the function (no timeouts)."""
-
-    def __init__(self, value: tuple[Any, ...] | None) -> None:
-        self.value = value
-
-    @property
-    def exists(self) -> bool:
-        return self.value is not None
-
-    @property
-    def get(self) -> tuple[Any, ...]:
-        assert self.value is not None
-        return self.value
-
-    def update(self, value: tuple[Any, ...]) -> None:
-        self.value = value
-
-
 def _drive(
     batches: Sequence[Sequence[Trade]], rules: Sequence[Rule], delay_ms: int = 1000
 ) -> list[WindowAlert]:
-    """Spark's loop: per micro-batch, one call per symbol with its rows (in shuffled order)."""
-    function = SymbolWindows(rules, delay_ms)
-    states: dict[str, tuple[Any, ...]] = {}
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    shuffle = random.Random(len(batches))
-    for batch in batches:
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for t in batch:
-            groups[t.symbol].append(
-                {
-                    "trade_time_us": t.trade_time_us,
-                    "trade_id": t.trade_id,
-                    "price": str(t.price),
-                    "receive_time_us": t.receive_time_us,
-                    "kafka_partition": 0,
-                    "kafka_offset": offset,
-                }
-            )
-            offset += 1
-        for symbol, members in groups.items():
-            shuffle.shuffle(members)  # a shuffle does not keep Kafka's order; the offsets do
-            state = _State(states.get(symbol))
-            out = list(function((symbol,), iter([pd.DataFrame(members)]), state))
-            rows.extend(r for frame in out for r in frame.to_dict("records"))
-            assert state.value is not None
-            states[symbol] = state.value
-    alerts = windows_to_alerts(rows, {r.name: r for r in rules}, None, 0)
-    return sorted(
-        WindowAlert(
-            a.rule,
-            a.symbol,
-            a.window_start_us,
-            a.kind,
-            a.window_end_us,
-            a.side,
-            a.open,
-            a.close,
-            a.pct_change,
-        )
-        for a in alerts
-    )
+    """Spark's loop over the trades' operator (see :func:`drive_operator`)."""
+
+    def row(t: Trade) -> dict[str, Any]:
+        return {
+            "trade_time_us": t.trade_time_us,
+            "trade_id": t.trade_id,
+            "price": str(t.price),
+            "receive_time_us": t.receive_time_us,
+        }
+
+    return drive_operator(SymbolWindows(rules, delay_ms), batches, row, rules)
 
 
 def _batches(trades: list[Trade], cuts: list[int]) -> Iterator[list[Trade]]:

@@ -122,3 +122,75 @@ def test_checkpoint_follows_the_rules(tmp_path: Path) -> None:
 def test_text_form_round_trips(text: str) -> None:
     rule = parse_rule(text)
     assert parse_rule(str(rule)) == rule
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mid:1m:0.5%",
+        "mid:5m:1%:early:symbols=BTCUSDT:override=BTCUSDT=2%:name=m",
+        "spread>5bps:10s",
+        "spread<0.5bps",
+        "depth10bps<250000",
+        "depth25bps>1000000:30s:symbols=BTCUSDT,ETHUSDT:override=ETHUSDT=400000",
+        "imbalance>0.8:2s",
+        "imbalance<-0.75:override=BTCUSDT=-0.9",
+    ],
+)
+def test_book_rules_round_trip(text: str) -> None:
+    rule = parse_rule(text)
+    assert rule.is_book
+    assert parse_rule(str(rule)) == rule
+
+
+def test_book_rules_read_as_they_are_written() -> None:
+    wide = parse_rule("spread>5bps:10s")
+    assert (wide.metric, wide.op, wide.threshold, wide.hold_us, wide.window_us) == (
+        "spread",
+        ">",
+        Decimal(5),
+        10_000_000,
+        0,
+    )
+    assert wide.name == "spread-gt-5bps-10s"
+    assert wide.beyond("X", Decimal("5.01"))
+    assert not wide.beyond("X", Decimal(5))
+    thin = parse_rule("depth10bps<2.5:override=BTCUSDT=9")
+    assert (thin.metric, thin.band_bps, thin.op, thin.hold_us) == ("depth", 10, "<", 0)
+    assert thin.beyond("BTCUSDT", Decimal(8))
+    assert not thin.beyond("ETHUSDT", Decimal(8))
+    assert thin.window_end_us(5) == 5
+    mid = parse_rule("mid:1m:0.5%:early")
+    assert (mid.metric, mid.window_us, mid.mode, mid.name) == (
+        "mid",
+        60_000_000,
+        "early",
+        "mid-1m-0.5pct-early",
+    )
+    assert mid.crosses("X", Decimal(100), Decimal("100.51"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("spread>5:10s", "basis points"),
+        ("spread>5bps:early", "hold time, not a window or a mode"),
+        ("imbalance>2", "between -1 and 1"),
+        ("depth10bps<-1", "must not be negative"),
+        ("depth10bps<x", "not a number"),
+        ("mid:7m:1%", "divide a day"),
+        ("mid:1m:150%", "between 0 and 1"),
+        ("spread>5bps:10s:sometimes", "unknown part"),
+    ],
+)
+def test_invalid_book_rules_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(RuleError, match=message):
+        parse_rule(text)
+
+
+def test_existing_rules_keep_their_checkpoint_when_book_rules_arrive(tmp_path: Path) -> None:
+    base = settings_of(AlertingSettings, checkpoint_dir=tmp_path, rules="1m:0.5%")
+    more = settings_of(AlertingSettings, checkpoint_dir=tmp_path, rules="1m:0.5%;spread>5bps:10s")
+    assert base.checkpoint_location("prices", "native") == more.checkpoint_location("prices", "native")
+    book = more.checkpoint_location("book-updates", "native", book=True)
+    assert book != more.checkpoint_location("book-updates", "native")

@@ -26,6 +26,7 @@ from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.lag import LagProbe
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
+from cryptopipe.alerting.rules import price_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.sink import (
     AlertPublisher,
@@ -133,7 +134,7 @@ class AlertingJob:
         self._source_kind: SourceKind | None = None
         self._publisher: AlertPublisher | None = None
         self._express: ExpressLane | None = None
-        self._tracker = TriggerTracker(rule.window_us for rule in settings.rules)
+        self._tracker = TriggerTracker(rule.window_us for rule in price_rules(settings.rules))
         self._recorder = ProgressRecorder(
             self.query_name, on_progress=self._absorb, delay_ms=settings.watermark_delay_ms
         )

@@ -25,11 +25,11 @@ way out; ``pct_change`` is computed once, in Decimal, on the driver.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from cryptopipe.alerting.rules import Rule
+from cryptopipe.alerting.rules import Rule, price_rules
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,7 @@ def observe_input(trades: DataFrame, rules: Sequence[Rule], delay_ms: int) -> Da
         F.max("trade_time_us").alias("max_trade_time_us"),
     ]
     passed_us = (F.floor(F.col("trade_time_us") / 1000) - delay_ms) * 1000
-    for window_us in sorted({rule.window_us for rule in rules}):
+    for window_us in sorted({rule.window_us for rule in price_rules(rules)}):
         index = F.floor(passed_us / window_us)
         figures.append(
             F.min(
@@ -172,33 +172,51 @@ class SymbolWindows:
     """
 
     def __init__(self, rules: Sequence[Rule], delay_ms: int) -> None:
-        self.rules = tuple(rules)
+        self.rules = price_rules(rules)
         self.delay_us = delay_ms * 1000
 
     def __call__(
         self, key: tuple[Any, ...], batches: Iterator[pd.DataFrame], state: GroupState
     ) -> Iterator[pd.DataFrame]:
-        import pandas as pd
-
-        frame = pd.concat(list(batches), ignore_index=True)
-        frame = frame.sort_values(["kafka_partition", "kafka_offset"], kind="stable")
         saved = (int(state.get[0]), json.loads(state.get[1])) if state.exists else ()
         symbol = SymbolState(str(key[0]), self.rules, self.delay_us, *saved)
-        out: list[tuple[Any, ...]] = []
-        dropped = 0
         columns = ("trade_time_us", "trade_id", "price", "receive_time_us")
-        for t, i, p, r in zip(*(frame[c].tolist() for c in columns), strict=True):
-            rows = symbol.feed(int(t), int(i), str(p), int(r))
-            if rows is None:
-                dropped += 1
-            else:
-                out.extend(rows)
-        if dropped:
-            out.append(("", symbol.symbol, "late", 0, "", "", 0, dropped))
+        out, dropped = feed_in_order(
+            batches, columns, lambda t, i, p, r: symbol.feed(int(t), int(i), str(p), int(r))
+        )
         if symbol.newest is not None:
             state.update((symbol.newest, symbol.windows_json()))
-        if out:
-            yield pd.DataFrame.from_records(out, columns=WINDOW_COLUMNS)
+        yield from window_frames(symbol.symbol, out, dropped)
+
+
+def feed_in_order(
+    batches: Iterator[pd.DataFrame], columns: Sequence[str], feed: Callable[..., list[tuple[Any, ...]] | None]
+) -> tuple[list[tuple[Any, ...]], int]:
+    """A group's rows in Kafka's order (a shuffle does not keep it; the offsets do), each row's
+    ``columns`` fed to ``feed``: the rows it emits, and how many it found late (None)."""
+    import pandas as pd
+
+    frame = pd.concat(list(batches), ignore_index=True)
+    frame = frame.sort_values(["kafka_partition", "kafka_offset"], kind="stable")
+    out: list[tuple[Any, ...]] = []
+    dropped = 0
+    for values in zip(*(frame[c].tolist() for c in columns), strict=True):
+        rows = feed(*values)
+        if rows is None:
+            dropped += 1
+        else:
+            out.extend(rows)
+    return out, dropped
+
+
+def window_frames(symbol: str, out: list[tuple[Any, ...]], dropped: int) -> Iterator[pd.DataFrame]:
+    """An operator's output for one group: its rows, and a ``late`` row counting what it dropped."""
+    import pandas as pd
+
+    if dropped:
+        out.append(("", symbol, "late", 0, "", "", 0, dropped))
+    if out:
+        yield pd.DataFrame.from_records(out, columns=WINDOW_COLUMNS)
 
 
 WINDOW_COLUMNS = [

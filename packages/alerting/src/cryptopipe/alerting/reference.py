@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from cryptopipe.alerting.rules import Rule
+from cryptopipe.alerting.rules import Rule, price_rules
 from cryptopipe.schemas import AlertKind, Side, Trade
 
 
@@ -59,7 +59,10 @@ def side_of(open_price: Decimal, close_price: Decimal) -> Side:
 
 
 def pct_change(open_price: Decimal, close_price: Decimal) -> float:
-    """``(close - open) / open`` computed in Decimal, then rounded once to a float."""
+    """``(close - open) / open`` computed in Decimal, then rounded once to a float (0 from 0: a
+    book metric such as depth or imbalance can start at 0)."""
+    if not open_price:
+        return 0.0
     return float((close_price - open_price) / open_price)
 
 
@@ -78,7 +81,7 @@ def make_alert(
         symbol=symbol,
         window_start_us=start_us,
         kind=kind,
-        window_end_us=start_us + rule.window_us,
+        window_end_us=rule.window_end_us(start_us),
         side=side_of(open_, close),
         open=plain(open_),
         close=plain(close),
@@ -116,6 +119,7 @@ def reference_alerts(
     early_fired: set[tuple[str, str, int]] = set()
     alerts: list[WindowAlert] = []
     closed: dict[tuple[str, str, int], tuple[Decimal, Decimal]] = {}
+    rules = price_rules(rules)
     by_name = {rule.name: rule for rule in rules}
     for trade in (t for batch in batches for t in batch):
         seen = newest.get(trade.symbol)

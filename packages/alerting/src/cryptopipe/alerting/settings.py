@@ -15,7 +15,15 @@ from typing import Annotated, Literal
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from cryptopipe.alerting.rules import Rule, RuleError, default_rule, parse_rules, validate_rules
+from cryptopipe.alerting.rules import (
+    Rule,
+    RuleError,
+    book_rules,
+    default_rule,
+    parse_rules,
+    price_rules,
+    validate_rules,
+)
 from cryptopipe.schemas import SETTINGS_CONFIG, setting
 
 SourceChoice = Literal["auto", "native", "python"]
@@ -28,7 +36,8 @@ class AlertingSettings(BaseSettings):
     model_config = SETTINGS_CONFIG
 
     rules: Annotated[tuple[Rule, ...], NoDecode] = setting("ALERTING_RULES", (default_rule(),))
-    """Alert rules, ';'-separated, e.g. `1m:0.5%;5m:1%:early` (see cryptopipe.alerting.rules)."""
+    """Alert rules, ';'-separated, e.g. `1m:0.5%;5m:1%:early`, and book rules such as `spread>5bps:10s`
+    (see cryptopipe.alerting.rules and the alerting README)."""
     watermark_delay_ms: int = setting("ALERTING_WATERMARK_DELAY_MS", 1000, ge=0, le=3_600_000)
     """How late (trade time) a trade may arrive and still count; later ones are dropped."""
     checkpoint_dir: Path = setting("ALERTING_CHECKPOINT_DIR", Path(".cryptopipe/alerting"))
@@ -109,20 +118,26 @@ class AlertingSettings(BaseSettings):
         """The default rule (1-minute windows) at another threshold, replacing every rule."""
         return self.model_copy(update={"rules": (default_rule(threshold),)})
 
-    def fingerprint(self, topic: str, source_kind: str) -> str:
-        """Identity of a query's state: rules, watermark and input; names its checkpoint."""
+    def fingerprint(self, topic: str, source_kind: str, *, book: bool = False) -> str:
+        """Identity of a query's state: its rules (the book rules for the ``book-updates`` query,
+        else the price rules), watermark and input; names its checkpoint."""
+        rules = book_rules(self.rules) if book else price_rules(self.rules)
         payload = {
             "topic": topic,
             "source": source_kind,
             "delay": self.watermark_delay_ms,
-            "rules": [rule.model_dump(mode="json") for rule in self.rules],
+            # A price rule dumps the fields it had before book rules came, so its checkpoint stays.
+            "rules": [rule.model_dump(mode="json", exclude=None if book else _BOOK_FIELDS) for rule in rules],
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         return digest[:12]
 
-    def checkpoint_location(self, topic: str, source_kind: str) -> Path:
+    def checkpoint_location(self, topic: str, source_kind: str, *, book: bool = False) -> Path:
         """``<checkpoint_dir>/<topic>-<fingerprint>``: a changed rule set starts a fresh query.
 
         (Spark refuses to restart a checkpoint whose state layout or source changed.)
         """
-        return self.checkpoint_dir / f"{topic}-{self.fingerprint(topic, source_kind)}"
+        return self.checkpoint_dir / f"{topic}-{self.fingerprint(topic, source_kind, book=book)}"
+
+
+_BOOK_FIELDS = {"metric", "op", "band_bps", "hold_us"}

@@ -108,7 +108,10 @@ def observation_of(progress: Any) -> tuple[int, dict[str, Any], int | None] | No
 def windows_to_alerts(
     rows: Iterable[Any], rules: Mapping[str, Rule], tracker: TriggerTracker | None, now_us: int
 ) -> list[Alert]:
-    """Apply the final rules' thresholds (exactly, in Decimal) and build the wire messages."""
+    """Apply the final rules' thresholds (exactly, in Decimal) and build the wire messages.
+
+    (A level rule's rows are decided already: the operator saw the metric stay beyond its bound.)
+    """
     alerts: list[Alert] = []
     for row in rows:
         if row["kind"] == "late":
@@ -117,7 +120,7 @@ def windows_to_alerts(
         symbol = row["symbol"]
         open_price, close_price = Decimal(row["open"]), Decimal(row["close"])
         kind = row["kind"]
-        if kind == "final" and not rule.crosses(symbol, open_price, close_price):
+        if kind == "final" and not rule.is_level and not rule.crosses(symbol, open_price, close_price):
             continue
         start_us = int(row["window_start_us"])
         window = make_alert(rule, symbol, start_us, kind, open_price, close_price)
