@@ -100,6 +100,7 @@ def test_replayed_trades_all_reach_redis(
     eth = _write_agg_trades(eth_file, 5000, n, 1723161255001, Decimal("2550"))
     args = ["--source", "replay", *replay_file_args(btc_file, eth_file)]
     args += ["--speed", "50", "--clock", "original", "--run-for", "12", "--history-cap", str(2 * n)]
+    args += ["--rule", "1m:0.5%"]  # the seed's rule, which this data is made for (not the replay demo rules)
     run = up_here(args)
     result = run.result
     assert result.returncode == 0, result.stderr[-4000:]
