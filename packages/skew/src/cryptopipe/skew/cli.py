@@ -20,9 +20,10 @@ from typing import Any
 
 from cryptopipe.runtime import Stop, add_run_arguments, run_service, run_settings_from
 from cryptopipe.schemas import ConfigError
+from cryptopipe.skew.combine import Consensus, combine
 from cryptopipe.skew.errors import ReferenceUnavailable
 from cryptopipe.skew.estimate import Estimate
-from cryptopipe.skew.estimator import SkewEstimator
+from cryptopipe.skew.estimator import SkewEstimator, publish
 from cryptopipe.skew.references import BinanceTimeReference, NtpReference, TimeReference
 from cryptopipe.skew.settings import SkewSettings, load_settings
 
@@ -33,9 +34,16 @@ EXIT_UNAVAILABLE = 2
 
 #: The numeric flags: (flag, settings field, type, metavar, help). Unset, each comes from the environment.
 _NUMBERS: tuple[tuple[str, str, type[int] | type[float], str, str], ...] = (
-    ("--interval", "interval_s", float, "S", "seconds between estimates (env SKEW_INTERVAL_S; default 30)"),
-    ("--samples", "samples", int, "N", "exchanges per estimate (env SKEW_SAMPLES; default 8)"),
-    ("--window", "window", int, "K", "median over the last K estimates (env SKEW_WINDOW; default 5)"),
+    ("--interval", "interval_s", float, "S", "seconds between estimates (env SKEW_INTERVAL_S; default 10)"),
+    ("--samples", "samples", int, "N", "exchanges per interval (env SKEW_SAMPLES; default 20)"),
+    ("--window", "window", int, "K", "fit over the last K intervals (env SKEW_WINDOW; default 150)"),
+    (
+        "--assumed-asymmetry-ms",
+        "assumed_asymmetry_ms",
+        float,
+        "MS",
+        "path asymmetry the interval allows for (env SKEW_ASSUMED_ASYMMETRY_MS; default 10)",
+    ),
     ("--timeout", "timeout_s", float, "S", "timeout of one exchange (env SKEW_TIMEOUT_S; default 2)"),
     ("--metrics-port", "metrics_port", int, "P", "env SKEW_METRICS_PORT; default 9105"),
 )
@@ -73,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, dest, kind, metavar, text in _NUMBERS:
         parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument(
+        "--no-drift",
+        dest="fit_drift",
+        action="store_false",
+        default=None,
+        help="do not fit the frequency drift (env SKEW_FIT_DRIFT; default: fit it)",
+    )
+    parser.add_argument(
         "--metrics-host", default=None, metavar="HOST", help="env SKEW_METRICS_HOST; default 127.0.0.1"
     )
     add_run_arguments(parser)
@@ -96,6 +111,8 @@ def _estimators(settings: SkewSettings, refs: list[TimeReference]) -> list[SkewE
             samples=settings.samples,
             interval_s=settings.interval_s,
             window=settings.window,
+            assumed_asymmetry_ms=settings.assumed_asymmetry_ms,
+            fit_drift=settings.fit_drift,
         )
         for ref in refs
     ]
@@ -116,11 +133,14 @@ async def _once(estimators: list[SkewEstimator]) -> list[Estimate]:
 
 
 def _once_output(estimates: list[Estimate], as_json: bool) -> str:
+    comparisons = Consensus().check(estimates)
     if as_json:
         primary: dict[str, Any] = estimates[0].to_json()
         for extra in estimates[1:]:
             key = "ntp" if extra.reference.startswith("ntp") else extra.reference
             primary[key] = extra.to_json()
+        if comparisons:
+            primary["disagree"] = any(c.disagree for c in comparisons)
         return json.dumps(primary)
     return "\n".join(
         f"{e.reference}: offset {e.offset_ms:+.3f} ms ± {e.uncertainty_ms:.3f} ms "
@@ -142,6 +162,13 @@ def run(settings: SkewSettings, stop: Stop) -> dict[str, Any]:
 
 async def _monitor(estimators: list[SkewEstimator], stopping: Stop) -> None:
     stop = stopping.asyncio_event()
+    consensus = Consensus()
+
+    def compare() -> None:
+        currents = [e.current for e in estimators if e.current is not None]
+        if len(currents) > 1:
+            consensus.check(currents)
+            publish(combine(currents), sum(c.samples for c in currents))
 
     async def report(estimator: SkewEstimator) -> None:
         last: int | None = None
@@ -150,12 +177,14 @@ async def _monitor(estimators: list[SkewEstimator], stopping: Stop) -> None:
             if current is not None and current.taken_at_us != last:
                 last = current.taken_at_us
                 logger.info(
-                    "%s: offset %+.3f ms ± %.3f ms (rtt %.3f ms)",
+                    "%s: offset %+.3f ms ± %.3f ms (95 %%; drift %+.2f ppm, rtt %.3f ms)",
                     current.reference,
                     current.offset_ms,
                     current.uncertainty_ms,
+                    current.drift_ppm,
                     current.rtt_ms,
                 )
+                compare()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -177,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             interval_s=args.interval_s,
             samples=args.samples,
             window=args.window,
+            assumed_asymmetry_ms=args.assumed_asymmetry_ms,
+            fit_drift=args.fit_drift,
             timeout_s=args.timeout_s,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,

@@ -58,9 +58,11 @@ class Estimate:
     """One clock-offset estimate against one reference.
 
     ``offset_ms`` is reference clock minus local clock: add it to a local time to get the
-    reference's time. ``uncertainty_ms`` bounds the error as long as the network path is
-    symmetric; ``rtt_ms`` is the round trip of the sample the offset came from. ``stale`` marks
-    an estimate kept after its reference stopped answering (or grew too old).
+    reference's time. ``offset_ms ± uncertainty_ms`` is the reported interval: for one interval's
+    estimate, half the round trip plus half the stamp resolution (it bounds the error as long as
+    the path is symmetric); for the filter's (:mod:`cryptopipe.skew.filter`), a 95 % interval
+    whose parts are in ``components``. ``rtt_ms`` is the round trip of the best sample. ``stale``
+    marks an estimate kept after its reference stopped answering (or grew too old).
     """
 
     offset_ms: float
@@ -71,6 +73,11 @@ class Estimate:
     taken_at_us: int
     stale: bool = False
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: Where ``uncertainty_ms`` comes from (ms): statistical, resolution, asymmetry,
+    #: round_trip_bound. Empty for a single interval's estimate (its uncertainty is the bound).
+    components: dict[str, float] = field(default_factory=dict, compare=False)
+    #: Frequency drift of the reference against the local clock (ppm), 0 when not estimated.
+    drift_ppm: float = 0.0
 
     @property
     def offset_us(self) -> int:
@@ -90,6 +97,13 @@ class Estimate:
             "taken_at_us": self.taken_at_us,
             "stale": self.stale,
         }
+        if self.components:
+            out["interval_ms"] = [
+                round(self.offset_ms - self.uncertainty_ms, 3),
+                round(self.offset_ms + self.uncertainty_ms, 3),
+            ]
+            out["uncertainty_components_ms"] = {k: round(v, 3) for k, v in self.components.items()}
+            out["drift_ppm"] = round(self.drift_ppm, 3)
         out.update(self.extras)
         return out
 

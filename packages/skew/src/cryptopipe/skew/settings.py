@@ -26,12 +26,17 @@ class SkewSettings(BaseSettings):
     """Ask Binance (false: NTP only)."""
     ntp_server: str = setting("SKEW_NTP_SERVER", "")
     """NTP server HOST[:PORT] as a second reference (empty: none)."""
-    interval_s: float = setting("SKEW_INTERVAL_S", 30.0, gt=0)
+    interval_s: float = setting("SKEW_INTERVAL_S", 10.0, gt=0)
     """Seconds between estimates."""
-    samples: int = setting("SKEW_SAMPLES", 8, ge=1, le=100)
-    """Exchanges per estimate; the one with the shortest round trip wins."""
-    window: int = setting("SKEW_WINDOW", 5, ge=1, le=1000)
-    """Estimates the published (median) offset is taken over."""
+    samples: int = setting("SKEW_SAMPLES", 20, ge=1, le=100)
+    """Exchanges per interval, spread over it (the first interval's, at most 8, back to back)."""
+    window: int = setting("SKEW_WINDOW", 150, ge=1, le=1000)
+    """Intervals the offset and drift are fitted over."""
+    assumed_asymmetry_ms: float = setting("SKEW_ASSUMED_ASYMMETRY_MS", 10.0, ge=0)
+    """Path asymmetry (out minus back) the interval allows for: it widens by half of it, never
+    by more than half the shortest round trip. 0: a purely statistical interval."""
+    fit_drift: bool = setting("SKEW_FIT_DRIFT", True)
+    """Fit the frequency drift (false: a constant offset over the window)."""
     timeout_s: float = setting("SKEW_TIMEOUT_S", 2.0, gt=0)
     """Timeout of one exchange, seconds."""
     metrics_port: int = setting("SKEW_METRICS_PORT", 9105, ge=0, le=65535)

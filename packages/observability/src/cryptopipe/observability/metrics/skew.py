@@ -9,19 +9,19 @@ from cryptopipe.observability.metrics.define import gauge, histogram
 
 CLOCK_OFFSET = gauge(
     "cryptopipe_clock_offset_seconds",
-    "Estimated reference clock minus local clock (NTP's sign), median of the recent intervals.",
+    "Estimated reference clock minus local clock (NTP's sign), from the line fitted over the recent intervals.",
     ("reference",),
     "skew",
 )
 CLOCK_OFFSET_UNCERTAINTY = gauge(
     "cryptopipe_clock_offset_uncertainty_seconds",
-    "Offset error bound for a symmetric path: half the best round trip plus half the stamp resolution.",
+    "Half-width of the reported offset interval (95 %): statistical + resolution + asymmetry parts.",
     ("reference",),
     "skew",
 )
 CLOCK_RTT = gauge(
     "cryptopipe_clock_rtt_seconds",
-    "Round trip of the sample the offset came from (the interval's shortest).",
+    "Shortest round trip of the last interval (the sample nearest the truth whatever the asymmetry).",
     ("reference",),
     "skew",
 )
