@@ -119,7 +119,7 @@ class ReplayConfig:
             raise ReplayConfigError("clock", f"must be 'live' or 'original', got {self.clock!r}")
         if not self.rate > 0:
             raise ReplayConfigError("rate", f"must be > 0, got {self.rate!r}")
-        if not self.symbols and not self.replay_files and not self.fetch:
+        if not self.symbols and not self.replay_files and not self.fetch and not self.market_size:
             raise ReplayConfigError("symbols", "the synthetic source needs at least one symbol")
         for name in (
             "delay_ms",

@@ -47,6 +47,7 @@ class SyntheticBook:
         "first_ids",
         "log_typical",
         "lot_e8",
+        "prices",
         "symbol",
         "tick_e8",
         "update_id",
@@ -56,6 +57,8 @@ class SyntheticBook:
         self.symbol = symbol
         self.tick_e8 = int(Decimal(spec.tick) * _E8)
         self.lot_e8 = int(Decimal(spec.lot) * _E8)
+        #: tick -> its price text, for the diffs (cleared when it outgrows the book's range).
+        self.prices: dict[int, str] = {}
         self.log_typical = math.log(float(Decimal(spec.typical_qty) / Decimal(spec.lot)))
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
@@ -164,9 +167,14 @@ class SyntheticBook:
             return None
         bids: list[TextLevel] = []
         asks: list[TextLevel] = []
-        tick_e8, lot_e8 = self.tick_e8, self.lot_e8
+        tick_e8, lot_e8, prices = self.tick_e8, self.lot_e8, self.prices
+        if len(prices) > 4 * MAX_LEVELS:
+            prices.clear()
         for (is_bid, tick), lots in changed.items():
-            (bids if is_bid else asks).append((e8_text(tick * tick_e8), e8_text(lots * lot_e8)))
+            price = prices.get(tick)
+            if price is None:
+                price = prices[tick] = e8_text(tick * tick_e8)
+            (bids if is_bid else asks).append((price, e8_text(lots * lot_e8)))
         changed.clear()
         return DepthRecord(
             self.symbol,
