@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
+from cryptopipe.observability.query import Series
 from cryptopipe.pipeline.books import Books
 from cryptopipe.store import AlertStore, connect_redis
 
@@ -45,6 +46,42 @@ def clock_offset_ms(scrape: Scrape) -> float | None:
     """The offset estimate ingest used (reference clock minus local clock), or None if it had none."""
     samples = scrape.samples(m.CLOCK_OFFSET, reference="binance")
     return round(samples[0].value * 1000, 3) if samples else None
+
+
+def _clock_ms(scrape: Scrape, metric: Series, **labels: str) -> float | None:
+    samples = scrape.samples(metric, reference="binance", **labels)
+    return round(samples[0].value * 1000, 3) if samples else None
+
+
+def corrected_latency(scrape: Scrape) -> dict[str, Any]:
+    """The skew-corrected network latency with the offset's error bar (docs/clock-skew.md).
+
+    The offset's 95 % interval (``clock_offset_uncertainty_ms``, ± around ``clock_offset_ms``)
+    moves every percentile of the corrected latency by the same amount, so each percentile gets
+    ``[value - u, value + u]`` in ``network_latency_corrected_interval_ms``. The system part is
+    timed on our clock alone and carries no such error.
+    """
+    corrected = scrape.percentiles_ms(m.NETWORK_LATENCY_CORRECTED)
+    half = _clock_ms(scrape, m.CLOCK_OFFSET_UNCERTAINTY)
+    interval = None
+    if half is not None:
+        interval = {
+            k: None if v is None else [round(v - half, 3), round(v + half, 3)] for k, v in corrected.items()
+        }
+    components = {
+        sample.labels["component"]: round(sample.value * 1000, 3)
+        for sample in scrape.samples(m.CLOCK_UNCERTAINTY_COMPONENT, reference="binance")
+    }
+    drift = scrape.samples(m.CLOCK_DRIFT, reference="binance")
+    return {
+        "network_latency_corrected_ms": corrected,
+        "network_latency_corrected_interval_ms": interval,
+        "clock_offset_ms": clock_offset_ms(scrape),
+        "clock_offset_uncertainty_ms": half,
+        "clock_offset_uncertainty_components_ms": components or None,
+        "clock_drift_ppm": round(drift[0].value, 3) if drift else None,
+        "clock_steps": int(scrape.total(m.CLOCK_STEPS, reference="binance")),
+    }
 
 
 def summary(pipeline: Pipeline, elapsed: float, books: Books) -> dict[str, Any]:
@@ -89,8 +126,7 @@ def _latency_and_lag(pipeline: Pipeline) -> dict[str, Any]:
         "consumer_lag_max": pipeline.state.lag_max["consumer"],
         "alerting_lag_max": pipeline.state.lag_max["alerting"],
         "network_latency_ms": ingest.percentiles_ms(m.NETWORK_LATENCY),
-        "network_latency_corrected_ms": ingest.percentiles_ms(m.NETWORK_LATENCY_CORRECTED),
-        "clock_offset_ms": clock_offset_ms(ingest),
+        **corrected_latency(ingest),
         "system_latency_ms": consumer.percentiles_ms(m.SYSTEM_LATENCY),
         "e2e_latency_ms": consumer.percentiles_ms(m.E2E_LATENCY),
     }
