@@ -92,7 +92,7 @@ def test_streamlit_command_line_is_headless_loopback_and_has_no_secrets(
     settings = settings_from_args(build_parser().parse_args(["--port", "8765"]))
     argv = streamlit_argv(settings, 8765)
     pairs = dict(zip(argv[5::2], argv[6::2], strict=True))
-    assert argv[1:4] == ["-m", "streamlit", "run"]
+    assert argv[1:4] == ["-m", "cryptopipe.dashboard.serve", "run"]  # streamlit's CLI, history kept
     assert argv[4].endswith("app.py")
     assert pairs["--server.address"] == "127.0.0.1"
     assert pairs["--server.port"] == "8765"

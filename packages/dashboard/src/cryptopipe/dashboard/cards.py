@@ -10,6 +10,7 @@ import pandas as pd
 import redis
 import streamlit as st
 
+from cryptopipe.dashboard import sampler
 from cryptopipe.dashboard.fmt import fmt_move, fmt_price, fmt_span, fmt_time
 from cryptopipe.dashboard.history import KEEP_S, WINDOWS, MarketHistory
 from cryptopipe.dashboard.prices import PriceCard, load_prices
@@ -27,6 +28,19 @@ def market_history(url: str, key_prefix: str) -> MarketHistory:
     """One history per Redis and key prefix for the whole server: every session sees the same (the
     four most recent only, so a long-lived server pointed at run after run stays bounded)."""
     return MarketHistory()
+
+
+def page_history(url: str, key_prefix: str) -> tuple[MarketHistory, str]:
+    """The server's history when its sampler runs, else this page's own; and how it is kept."""
+    kept = sampler.running()
+    history = kept if kept is not None else market_history(url, key_prefix)
+    since = fmt_time(history.started_us, date=False)[:8]
+    if kept is not None:
+        return history, f"kept by this dashboard since it started at {since} UTC"
+    return (
+        history,
+        f"kept while a page was open, since {since} UTC (`cryptopipe dashboard` keeps it from its start)",
+    )
 
 
 def changes_line(card: PriceCard) -> str:
@@ -89,11 +103,11 @@ def draw_card(card: PriceCard, settings: DashboardSettings) -> None:
             st.altair_chart(_chart(card))
 
 
-def history_caption(cards: list[PriceCard], settings: DashboardSettings) -> str:
+def history_caption(cards: list[PriceCard], settings: DashboardSettings, kept: str) -> str:
     """What the charts and changes are drawn from, said once under the cards."""
     text = (
-        f"Charts and changes: the last price in each second of trade time, kept by this dashboard since "
-        f"it started watching (up to {KEEP_S // 3600} h; Redis holds only the newest "
+        f"Charts and changes: the last price in each second of trade time, {kept} "
+        f"(up to {KEEP_S // 3600} h; Redis holds only the newest "
         f"{settings.history_points:,} trades per symbol). A change compares the last price with the price "
         "at the window's start; — while less than the window is kept. Charts show the newest hour."
     )
@@ -107,13 +121,14 @@ def history_caption(cards: list[PriceCard], settings: DashboardSettings) -> str:
 
 def prices_section(client: redis.Redis, settings: DashboardSettings, redis_settings: RedisSettings) -> None:
     """Raises ``redis.RedisError`` when Redis cannot be read (the page shows which and why)."""
+    history, kept = page_history(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
     cards = load_prices(
         PriceStore(client, redis_settings.key_prefix),
         settings.symbols,
         now_us=time.time_ns() // 1000,
         stale_seconds=settings.stale_seconds,
         history_points=settings.history_points,
-        history=market_history(redis_settings.url.get_secret_value(), redis_settings.key_prefix),
+        history=history,
     )
     if not cards:
         st.info("No prices in Redis yet. Is the pipeline running (`cryptopipe up`)?")
@@ -124,4 +139,4 @@ def prices_section(client: redis.Redis, settings: DashboardSettings, redis_setti
         for column, card in zip(columns, cards[start : start + per_row], strict=False):
             with column:
                 draw_card(card, settings)
-    st.caption(history_caption(cards, settings))
+    st.caption(history_caption(cards, settings, kept))

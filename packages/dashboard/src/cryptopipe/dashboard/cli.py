@@ -1,7 +1,8 @@
 """``cryptopipe dashboard``: serve the live page with Streamlit.
 
-Runs ``streamlit run`` on :mod:`cryptopipe.dashboard.app` in a child process, bound to
-127.0.0.1 unless told otherwise. Flags override environment variables; the resulting settings
+Runs ``streamlit run`` on :mod:`cryptopipe.dashboard.app` in a child process (through
+:mod:`cryptopipe.dashboard.serve`, which keeps the price history), bound to 127.0.0.1 unless told
+otherwise. Flags override environment variables; the resulting settings
 reach the page as environment variables (never on the command line, so the Redis password in
 ``REDIS_URL`` stays out of ``ps``).
 """
@@ -83,11 +84,12 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
 
 
 def streamlit_argv(settings: DashboardSettings, port: int) -> list[str]:
-    """The ``streamlit run`` command line: no secrets, no browser, no telemetry, no file watcher."""
+    """The ``streamlit run`` command line, through :mod:`cryptopipe.dashboard.serve` (which keeps the
+    price history from the start): no secrets, no browser, no telemetry, no file watcher."""
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "cryptopipe.dashboard.serve",
         "run",
         str(APP),
         "--server.address",

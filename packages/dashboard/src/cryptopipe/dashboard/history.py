@@ -11,6 +11,7 @@ arrived between two refreshes than Redis holds) may have missed some seconds: it
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,6 +121,8 @@ class MarketHistory:
 
     def __init__(self, keep_s: int = KEEP_S) -> None:
         self.keep_s = keep_s
+        #: When this history began (wall clock): it holds nothing older than what Redis held then.
+        self.started_us = time.time_ns() // 1000
         self._symbols: dict[str, SymbolHistory] = {}
         self._lock = threading.Lock()
 
