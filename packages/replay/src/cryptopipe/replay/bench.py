@@ -61,13 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
     result = asyncio.run(measure(args.count, symbols, not args.raw))
-    print(
+    line = (
         f"replay-exchange bench: {result['frames']} frames in {result['seconds']} s = "
         f"{result['frames_per_second']} frames/s ({result['endpoint']} stream, one client); "
         f"{result['frames_per_cpu_second']} frames per CPU second (server and client together)"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return report(line, result, args.json)
+
+
+def report(line: str, result: dict[str, Any], path: Path | None) -> int:
+    """Print a bench's one line and, given a path, write its figures there as JSON."""
+    print(line)
+    if path is not None:
+        path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from cryptopipe.replay.bench import report
+
 STREAMS_PER_CONNECTION = 1000
 
 
@@ -45,7 +47,7 @@ async def _client(url: str, streams: list[str], counts: list[int], done: asyncio
                 break
 
 
-async def _measure(ws_url: str, rest_url: str, symbols: list[str], pid: int) -> dict[str, Any]:
+async def _measure(ws_url: str, symbols: list[str], pid: int) -> dict[str, Any]:
     streams = [f"{s.lower()}@{kind}" for s in symbols for kind in ("trade", "depth@100ms")]
     shards = [streams[i : i + STREAMS_PER_CONNECTION] for i in range(0, len(streams), STREAMS_PER_CONNECTION)]
     counts: list[int] = []
@@ -93,7 +95,7 @@ def run(market_size: int, count: int, rate: float, changes_per_trade: float) -> 
                 where = json.loads(ready.read_text())
                 info = asyncio.run(_exchange_info(where["rest_url"]))
                 symbols = [s["symbol"] for s in info["symbols"] if s["status"] == "TRADING"]
-                result = asyncio.run(_measure(where["ws_url"], where["rest_url"], symbols, server.pid))
+                result = asyncio.run(_measure(where["ws_url"], symbols, server.pid))
             finally:
                 server.terminate()
     result.update(trades=count, rate=rate, changes_per_trade=changes_per_trade)
@@ -114,14 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
     result = run(args.market_size, args.count, args.rate, args.changes_per_trade)
-    print(
+    line = (
         f"replay-exchange market bench: {result['symbols']} symbols, {result['connections']} connections, "
         f"{result['frames']} frames (trade + depth@100ms) in {result['seconds']} s = "
         f"{result['frames_per_second']} frames/s; exchange CPU {result['exchange_cpu_us_per_frame']} µs/frame"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return report(line, result, args.json)
 
 
 if __name__ == "__main__":
