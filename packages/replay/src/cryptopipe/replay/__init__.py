@@ -1,9 +1,11 @@
 """A local exchange that speaks Binance Spot's WebSocket and REST protocol.
 
 The real ingest code runs unchanged against it: it replays data.binance.vision trade files,
-recorded WebSocket frames or a seeded synthetic market, paced like the original, with fault knobs
-(clock offset, delay, dropped connections, serverShutdown) and a REST aggTrades history that is
-exactly what the stream sent, so backfill can be checked id for id::
+recorded WebSocket frames or a seeded synthetic market (with order books, up to a whole market of
+symbols), paced like the original, with fault knobs (clock offset, delay, dropped connections,
+serverShutdown, depth gaps and bad snapshots), a REST aggTrades history that is exactly what the
+stream sent, so backfill can be checked id for id, and a REST depth that is the book the depth
+stream built::
 
     async with ReplayExchange(ReplayConfig(replay_files=("btcusdt_20240808.gz",), speed="max")) as ex:
         ...connect to f"{ex.ws_url}/stream?streams=btcusdt@trade"...

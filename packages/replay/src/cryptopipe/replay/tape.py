@@ -49,7 +49,8 @@ class ReplayStats:
     depth_events_played: int = 0
     """Synthetic depth diffs played (both intervals), and recorded REST snapshots."""
     depth_events_dropped: int = 0
-    """Depth events not sent, per stream, by ``depth_drop_every`` / ``depth_drop_update_id``."""
+    """Depth events not sent by ``depth_drop_every`` / ``depth_drop_update_id`` (once per event; a
+    1 s diff is one event under its two names, ``@depth`` and ``@depth@1000ms``)."""
     book_gaps: int = 0
     """Gaps in a played depth stream: the symbol's REST book is unknown until the next snapshot."""
     depth_snapshots_served: int = 0

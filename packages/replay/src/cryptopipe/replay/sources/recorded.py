@@ -5,8 +5,8 @@ through verbatim as :class:`RawFrame` to subscribers of exactly that stream name
 history. A line that is valid JSON but no stream frame is not sent and is counted in
 ``skipped_lines``; when it is the REST depth snapshot of a one-symbol recording (and passthrough is
 on) it is also yielded as a :class:`DepthSnapshotRecord`, from which the exchange rebuilds the book.
-A malformed line fails with ``path:line`` unless
-``skip_bad_lines`` is set, then it is skipped and counted in ``bad_lines``.
+A malformed line fails with ``path:line`` unless ``skip_bad_lines`` is set, then it is skipped and
+counted in ``bad_lines``.
 """
 
 from __future__ import annotations
