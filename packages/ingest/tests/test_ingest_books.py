@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from cryptopipe.ingest import IngestSettings, IngestStats
 from cryptopipe.ingest.books import Books
 from cryptopipe.ingest.publisher import Publisher
@@ -89,6 +91,7 @@ def make_books(checkpoint_interval_s: float = 0.0) -> tuple[Books, FakeProducer,
         max_buffered=100,
         checkpoint_interval_s=checkpoint_interval_s,
     )
+    books.prime_metrics()
     return books, producers[0], asked
 
 
@@ -106,6 +109,14 @@ def diff(first: int, final: int, bid: str = "10", qty: str = "1") -> DepthDiff:
 SNAPSHOT = DepthSnapshot(
     symbol="BTCUSDT", last_update_id=100, bids=((D("10"), D("2")),), asks=((D("11"), D("3")),)
 )
+
+
+def books_gauge() -> tuple[float | None, float | None]:
+    """``cryptopipe_ingest_books`` (live, syncing)."""
+    value = REGISTRY.get_sample_value
+    return value("cryptopipe_ingest_books", {"state": "live"}), value(
+        "cryptopipe_ingest_books", {"state": "syncing"}
+    )
 
 
 def records(producer: FakeProducer) -> list[BookResetRecord | BookUpdateRecord]:
@@ -159,12 +170,15 @@ def test_a_periodic_checkpoint_points_after_its_update() -> None:
 def test_an_update_that_cannot_be_produced_resyncs_its_book_with_a_requested_reset() -> None:
     books, producer, asked = make_books()
     books.on_diff(diff(101, 101), 1)
+    assert books_gauge() == (0, 1)
     books.on_snapshot(SNAPSHOT, 2)
+    assert books_gauge() == (1, 0)
     producer.poll()  # the reset delivered, its checkpoint produced
     producer.refuse = True
     books.on_diff(diff(102, 102), 3)
     producer.refuse = False
     assert books.book("BTCUSDT") is None, "consumers miss an update: the book starts over"
+    assert books_gauge() == (0, 1)
     assert asked == ["BTCUSDT", "BTCUSDT"]
     assert books.stats.book_records_lost == 1
     books.on_snapshot(

@@ -81,6 +81,8 @@ class _Symbol:
     #: The sync's ``buffered`` and ``buffer_gaps`` counters as last added to the totals.
     counted_buffered: int = 0
     counted_buffer_gaps: int = 0
+    #: Whether the book was live when last counted in the ``books{state}`` gauge.
+    live: bool = False
 
 
 class Books:
@@ -104,6 +106,7 @@ class Books:
         self.updates_topic = updates_topic
         self.snapshots_topic = snapshots_topic
         self.checkpoint_interval_s = checkpoint_interval_s
+        self._max_buffered = max_buffered
         self.stopping = False
         base = epoch_base(_now_us())
         self._symbols = {
@@ -151,9 +154,13 @@ class Books:
         """One diff-depth event, in stream order."""
         state = self._symbols[diff.symbol]
         self.stats.book_events += 1
-        if state.sync.book is None:
-            state.receive_times[diff.final_update_id] = receive_time_us
-        self._handle(state, state.sync.on_diff(diff), None, receive_time_us)
+        outputs = state.sync.on_diff(diff)
+        if state.sync.book is None:  # buffered: its receive time waits with it
+            times = state.receive_times
+            times[diff.final_update_id] = receive_time_us
+            if len(times) > self._max_buffered:  # the buffer dropped its oldest: so do its times
+                del times[next(iter(times))]
+        self._handle(state, outputs, None, receive_time_us)
 
     def on_snapshot(self, snapshot: DepthSnapshot, receive_time_us: int) -> None:
         """A REST snapshot, asked for by the sync machine."""
@@ -189,7 +196,6 @@ class Books:
     def _handle(
         self, state: _Symbol, outputs: list[SyncOutput], snapshot: DepthSnapshot | None, receive_time_us: int
     ) -> None:
-        was_live = state.sync.book is not None
         for output in outputs:
             if isinstance(output, Applied):
                 self._applied(state, output.diff, receive_time_us)
@@ -205,9 +211,10 @@ class Books:
             elif isinstance(output, SnapshotIgnored | Buffered):
                 pass
         self._account_buffer(state)
-        is_live = state.sync.book is not None
-        if is_live != was_live:
-            self._live += 1 if is_live else -1
+        live = state.sync.book is not None
+        if live != state.live:
+            state.live = live
+            self._live += 1 if live else -1
             self._gauges()
         book = state.sync.book
         if book is not None and state.tickers:
@@ -342,7 +349,7 @@ class Books:
                 self._lost(state, kind, loss_reason(error), epoch)
                 return
             self._published(kind)
-            if checkpoint is not None:
+            if checkpoint is not None and not self.stopping:
                 self._checkpoint(
                     state, epoch, checkpoint, message.partition() or 0, (message.offset() or 0) + 1
                 )
