@@ -6,9 +6,10 @@ only when asked for its top levels. It holds at most :data:`MAX_LEVELS` per side
 REST depth): past that the farthest levels go, as they are unknown to any client anyway.
 
 A :class:`SymbolBook` is a symbol's book as the tape has played it, moved by Binance's own rules:
-until a snapshot (or a diff starting at update 1, a book built from nothing) the book is unknown
-and the latest diffs are buffered; then diffs with ``u <= lastUpdateId`` are dropped, and a diff
-with ``U > lastUpdateId + 1`` is a gap, after which the book is unknown again.
+until a snapshot the book is unknown and the latest diffs are buffered (a diff starting at update 1
+is a book built from nothing: it starts one, even over an older book, as a looping tape does); then
+diffs with ``u <= lastUpdateId`` are dropped, and a diff with ``U > lastUpdateId + 1`` is a gap,
+after which the book is unknown again.
 """
 
 from __future__ import annotations
@@ -119,11 +120,11 @@ class SymbolBook:
     ) -> None:
         """Apply one diff by Binance's rules (drop old ones; a gap makes the book unknown)."""
         book = self.book
-        if book is None:
-            if first_id != 1:
-                self.pending.append((first_id, final_id, bids, asks))
-                return
+        if first_id == 1:  # a book built from nothing (a synthetic tape starting, or looping)
             book = self.book = LevelBook(0)
+        elif book is None:
+            self.pending.append((first_id, final_id, bids, asks))
+            return
         if final_id <= book.update_id:
             return
         if first_id > book.update_id + 1:
