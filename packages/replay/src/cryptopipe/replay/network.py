@@ -50,9 +50,7 @@ class Delay:
             return self.base_ms
         if self.distribution == "normal":
             return max(0.0, rng.gauss(self.base_ms, self.jitter_ms))
-        # Lomax with scale (shape - 1) * mean: its mean is jitter_ms.
-        scale = (self.shape - 1) * self.jitter_ms
-        return self.base_ms + scale * ((1.0 - rng.random()) ** (-1.0 / self.shape) - 1.0)
+        return self._lomax(1.0 - rng.random())
 
     def quantile_ms(self, q: float) -> float:
         """The q-quantile of :meth:`draw_ms` (0 < q < 1), for tests and reports."""
@@ -60,8 +58,12 @@ class Delay:
             return self.base_ms
         if self.distribution == "normal":
             return max(0.0, self.base_ms + self.jitter_ms * _normal_quantile(q))
+        return self._lomax(1.0 - q)
+
+    def _lomax(self, survival: float) -> float:
+        """The base plus the Lomax excess whose survival probability is ``survival`` (mean jitter_ms)."""
         scale = (self.shape - 1) * self.jitter_ms
-        return self.base_ms + scale * ((1.0 - q) ** (-1.0 / self.shape) - 1.0)
+        return self.base_ms + scale * (math.pow(survival, -1.0 / self.shape) - 1.0)
 
 
 def _normal_quantile(q: float) -> float:
