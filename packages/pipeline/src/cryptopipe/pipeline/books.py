@@ -170,7 +170,7 @@ def unbalanced_line(books: Books) -> str:
         )
     for name, topic in books.topics.items():
         if topic.unwritten:
-            what = "trades" if name == "prices" else name
+            what = {"prices": "trades", "book-updates": "book records"}.get(name, name)
             missing.append(
                 f"{topic.unwritten} of {topic.published} published {what} were never "
                 f"written to Redis ({name} topic)"
@@ -199,11 +199,29 @@ def balanced_line(books: Books) -> str:
                 f"(Spark's and the express lane's) + {done.dead_lettered} dead-lettered (alerts topic)"
             )
         else:
-            parts.append(f"{topic.published} {name} published = {accounted} ({name} topic)")
+            what = "book records" if name == "book-updates" else name
+            parts.append(f"{topic.published} {what} published = {accounted} ({name} topic)")
     surplus = sum(topic.surplus for topic in books.topics.values())
     if surplus:
         parts.append(f"{surplus} records from before this run also consumed")
     return "books balance: " + "; ".join(parts or ["nothing published"])
+
+
+#: The book record kinds that go to book-updates (checkpoints go to book-snapshots).
+BOOK_KINDS = ("reset", "update")
+
+
+def book_records_published(pipeline: Pipeline) -> int | None:
+    """The book records (resets and updates) every ingest shard got acknowledged on book-updates,
+    from their final figures (None when one of them left none)."""
+    final = pipeline.state.final
+    shards = pipeline.members("ingest")
+    if not shards or any(name not in final for name in shards):
+        return None
+    counts = (
+        final[name].total(m.BOOK_RECORDS_PUBLISHED, kind=kind) for name in shards for kind in BOOK_KINDS
+    )
+    return int(sum(counts))
 
 
 def alerts_published_by(alerting: Scrape) -> int:
@@ -237,6 +255,10 @@ def books_of(pipeline: Pipeline) -> Books:
         topics["prices"] = TopicBooks(
             "prices", ingest.published, summed(LoopStats, consumers["prices"].values())
         )
+    if "books-consumer" in state.services:
+        name = "books-consumer"
+        handled = loop_stats(read_stats(files.get(name)), last(name), name, stale_metric=False)
+        topics["book-updates"] = TopicBooks("book-updates", book_records_published(pipeline) or 0, handled)
     if "alerts-consumer" in state.services and "alerting" in state.services:
         handled = loop_stats(
             read_stats(files.get("alerts-consumer")),

@@ -90,6 +90,9 @@ class PipelineConfig(BaseModel):
     mode: Literal["aggTrade", "trade"] = "aggTrade"
     ingest_shards: int = Field(default=1, ge=1)
     consumers: int = Field(default=1, ge=1)
+    depth: Literal["off", "100ms", "1000ms"] = "off"
+    """Order books: ingest keeps each symbol's book in sync from `<symbol>@depth@100ms` (or the
+    1,000 ms `@depth`) and a books consumer holds the top of each book in Redis; off: trades only."""
     background_nice: int = Field(default=10, ge=0, le=19)
     """CPU niceness of the batch-like processes (the Spark job, the dashboard, Prometheus), so the
     prices path comes first on a small machine; 0 leaves every process at the same priority."""

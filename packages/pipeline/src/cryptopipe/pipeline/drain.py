@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException
 from cryptopipe.ingest import IngestStats
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
-from cryptopipe.pipeline.books import alerts_published_by, stats_from
+from cryptopipe.pipeline.books import alerts_published_by, book_records_published, stats_from
 from cryptopipe.pipeline.names import component_of
 from cryptopipe.pipeline.say import say
 from cryptopipe.pipeline.service import Service
@@ -36,6 +36,7 @@ def drain(pipeline: Pipeline) -> None:
         replay.stop()
     published = ingest_published(pipeline)
     drain_consumers(pipeline, pipeline.members("prices-consumer"), published)
+    drain_consumers(pipeline, pipeline.members("books-consumer"), book_records_published(pipeline))
     alerting = services.get("alerting")
     if alerting is not None and alerting.running():
         drain_alerting(pipeline, published)

@@ -81,6 +81,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_alerting(parser)
     parser.add_argument(
+        "--depth",
+        choices=["off", "100ms", "1000ms"],
+        default="off",
+        help="order books: each symbol's book kept in sync from Binance's diff-depth stream "
+        "(@depth@100ms or @depth), published to Kafka and held in Redis by a books consumer",
+    )
+    parser.add_argument(
         "--background-nice",
         type=int,
         default=10,
@@ -260,6 +267,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "consumers": args.consumers,
         "history_cap": args.history_cap,
         "background_nice": args.background_nice,
+        "depth": args.depth,
         "alerting": _alerting(args),
     }
     try:

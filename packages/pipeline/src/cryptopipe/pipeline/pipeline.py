@@ -45,7 +45,7 @@ from cryptopipe.pipeline.spark import start_alerting
 from cryptopipe.runtime import RunSettings, environ_of, free_port, rate_limited_logger
 from cryptopipe.schemas import PRICES, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
-from cryptopipe.store.settings import AlertsConsumerSettings, PricesConsumerSettings
+from cryptopipe.store.settings import AlertsConsumerSettings, BooksConsumerSettings, PricesConsumerSettings
 
 logger = logging.getLogger(__name__)
 _LIBRDKAFKA = rate_limited_logger("cryptopipe.pipeline.librdkafka")
@@ -177,7 +177,10 @@ class Pipeline:
         if exchange.source == "binance":
             return exchange.binance_ws_url, exchange.binance_rest_url
         ready_file = self.workdir / "replay-ready.json"
-        settings = exchange.replay_settings().model_copy(update={"port": 0, "ready_file": ready_file})
+        update: dict[str, Any] = {"port": 0, "ready_file": ready_file}
+        if self.config.depth != "off":
+            update["book"] = True  # synthetic trades then come with a book (depth, bookTicker, REST)
+        settings = exchange.replay_settings().model_copy(update=update)
         env = self.service_env(settings, self.workdir / "replay-exchange-stats.json")
         self.launch("replay-exchange", ["replay-exchange"], env=env, ready_file=ready_file)
         ready = json.loads(ready_file.read_text())
@@ -206,6 +209,9 @@ class Pipeline:
         for name in consumers:
             self._start_consumer(name)
         self.wait_assigned(*consumers)
+        if config.depth != "off":
+            self._start_consumer("books-consumer")
+            self.wait_assigned("books-consumer")
         if self.alerting_enabled:
             self._start_consumer("alerts-consumer")
             self.wait_assigned("alerts-consumer")
@@ -251,6 +257,7 @@ class Pipeline:
             ws_url=ws_url,
             rest_url=rest_url,
             metrics_port=port,
+            depth=self.config.depth,
         )
         env = self.service_env(settings, self.stats_file(name))
         self.launch(name, ["ingest"], env=env, metrics_port=port)
@@ -268,6 +275,8 @@ class Pipeline:
                 history_cap=self.config.history_cap,
                 latency_samples=self.latency_samples_file(name),
             )
+        elif component_of(name) == "books-consumer":
+            settings = load_settings(BooksConsumerSettings, from_beginning=True, metrics_port=port)
         else:
             settings = load_settings(AlertsConsumerSettings, from_beginning=True, metrics_port=port)
         env = self.service_env(settings, self.stats_file(name))

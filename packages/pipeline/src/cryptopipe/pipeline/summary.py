@@ -114,6 +114,10 @@ def summary(pipeline: Pipeline, elapsed: float, books: Books) -> dict[str, Any]:
         "lost": books.lost,
         "reconciliation": books.as_dict(),
         "reconnects": sum(shard.reconnects for shard in books.shards.values()),
+        "depth": pipeline.config.depth,
+        "book_resyncs": books.ingest.book_resyncs,
+        "book_ticker_checks": books.ingest.book_ticker_checks,
+        "book_ticker_mismatches": books.ingest.book_ticker_mismatches,
         **_latency_and_lag(pipeline),
     }
 

@@ -127,6 +127,9 @@ class BookSink:
                 latency_us = written_us - state.receive_time_us
                 latencies.append(latency_us)
                 m.BOOK_LATENCY.labels(symbol=symbol).observe(latency_us / 1e6)
+                event_us = state.follower.book.event_time_us if state.follower.book else None
+                if event_us is not None:
+                    m.BOOK_E2E_LATENCY.labels(symbol=symbol).observe((written_us - event_us) / 1e6)
         return WriteResult(
             written=applied,
             stale=not_applied,

@@ -106,6 +106,7 @@ from cryptopipe.observability.metrics.books import (
     BOOK_WRITES as BOOK_WRITES,
     BOOK_STALENESS as BOOK_STALENESS,
     BOOK_LATENCY as BOOK_LATENCY,
+    BOOK_E2E_LATENCY as BOOK_E2E_LATENCY,
 )
 from cryptopipe.observability.metrics.book_sync import (
     BOOK_EVENTS as BOOK_EVENTS,
