@@ -37,7 +37,15 @@ def test_a_flag_not_given_leaves_the_default() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("REPLAY_SPEED", "-3"), ("REPLAY_COUNT", "0"), ("REPLAY_CLOCK", "sideways"), ("REPLAY_PORT", "70000")],
+    [
+        ("REPLAY_SPEED", "-3"),
+        ("REPLAY_COUNT", "0"),
+        ("REPLAY_CLOCK", "sideways"),
+        ("REPLAY_PORT", "70000"),
+        ("REPLAY_DEPTH_DROP_EVERY", "0"),
+        ("REPLAY_REST_WEIGHT_LIMIT", "-1"),
+        ("REPLAY_MARKET_SKEW", "-0.5"),
+    ],
 )
 def test_a_bad_variable_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
@@ -58,3 +66,18 @@ def test_settings_handed_over_as_environment_read_back_equal(monkeypatch: pytest
         monkeypatch.setenv(name, value)
     assert ReplaySettings() == settings
     assert ReplaySettings().config() == settings.config()
+
+
+def test_book_market_and_depth_fault_settings_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLAY_DEPTH_SNAPSHOT_FAIL", "2")
+    monkeypatch.setenv("REPLAY_MARKET_SIZE", "1500")
+    args = ["--book", "--depth-drop-every", "3", "--depth-snapshot-stale", "1", "--rest-weight-limit", "0"]
+    config = cli.settings_from_args(cli.build_parser().parse_args(args)).config()
+    assert (config.book, config.market_size, config.market_skew, config.rest_weight_limit) == (
+        True,
+        1500,
+        1.0,
+        0,
+    )
+    assert (config.depth_drop_every, config.depth_snapshot_fail, config.depth_snapshot_stale) == (3, 2, 1)
+    assert (config.depth_drop_update_id, config.depth_snapshot_delay_ms) == (None, 0)
