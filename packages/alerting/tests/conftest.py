@@ -31,6 +31,9 @@ from cryptopipe.schemas import (
     ALERTS,
     PRICES,
     Alert,
+    BookRecord,
+    BookResetRecord,
+    BookUpdateRecord,
     KafkaSettings,
     RedisSettings,
     Trade,
@@ -339,3 +342,52 @@ def as_window_alerts(alerts: Iterable[Alert]) -> list[WindowAlert]:
         )
         for a in alerts
     )
+
+
+def book_update(
+    symbol: str, u: int, time_us: int, bids: Any = (), asks: Any = (), epoch: int = 1
+) -> BookUpdateRecord:
+    """One contiguous diff (``U == u``) of ``symbol``'s book; levels as (price, qty) strings."""
+    return BookUpdateRecord(
+        symbol=symbol,
+        epoch=epoch,
+        first_update_id=u,
+        final_update_id=u,
+        bids=tuple((Decimal(p), Decimal(q)) for p, q in bids),
+        asks=tuple((Decimal(p), Decimal(q)) for p, q in asks),
+        event_time_us=time_us,
+        receive_time_us=time_us + 2_000,
+    )
+
+
+def book_reset(symbol: str, u: int, epoch: int, bid: str, ask: str) -> BookResetRecord:
+    """A reset to a one-level-a-side book (bid and ask of quantity 1)."""
+    return BookResetRecord(
+        symbol=symbol,
+        epoch=epoch,
+        reason="initial",
+        update_id=u,
+        bids=((Decimal(bid), Decimal(1)),),
+        asks=((Decimal(ask), Decimal(1)),),
+        event_time_us=None,
+        receive_time_us=BASE_US,
+    )
+
+
+def book_market() -> list[BookRecord]:
+    """BTCUSDT's book: the spread widens to 7 bps at 1 s and holds (a ``spread>5bps:10s`` alert at
+    11 s); the mid then rises 0.6 % (early mid alerts above 0.5 %); ETHUSDT's book stays quiet."""
+    return [
+        book_reset("BTCUSDT", 10, 1, "99.99", "100.01"),
+        book_reset("ETHUSDT", 10, 1, "9.99", "10.01"),
+        book_update("BTCUSDT", 11, BASE_US + 1_000_000, asks=[("100.01", "0"), ("100.06", "1")]),
+        book_update("BTCUSDT", 12, BASE_US + 11_000_000, bids=[("99.98", "2")]),
+        book_update("ETHUSDT", 11, BASE_US + 11_000_000, bids=[("9.98", "2")]),
+        book_update(
+            "BTCUSDT",
+            13,
+            BASE_US + 20_000_000,
+            bids=[("100.59", "1")],
+            asks=[("100.06", "0"), ("100.61", "1")],
+        ),
+    ]

@@ -23,7 +23,7 @@ from cryptopipe.alerting.rules import Rule, parse_rule, parse_rules
 from cryptopipe.alerting.sink import windows_to_alerts
 from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, OrderBook, encode_book
 
-from .conftest import as_window_alerts, drive_operator
+from .conftest import as_window_alerts, book_reset, book_update, drive_operator
 
 BASE_US = 1_723_161_600_000_000
 TICK = Decimal("0.01")
@@ -210,30 +210,11 @@ def test_metrics_equal_the_whole_book_sorted_afresh(records: list[BookRecord]) -
 
 
 def _update(u: int, time_s: float, bids: Any = (), asks: Any = (), epoch: int = 1) -> BookUpdateRecord:
-    t = BASE_US + int(time_s * 1e6)
-    return BookUpdateRecord(
-        symbol="AUSDT",
-        epoch=epoch,
-        first_update_id=u,
-        final_update_id=u,
-        bids=tuple((Decimal(p), Decimal(q)) for p, q in bids),
-        asks=tuple((Decimal(p), Decimal(q)) for p, q in asks),
-        event_time_us=t,
-        receive_time_us=t,
-    )
+    return book_update("AUSDT", u, BASE_US + int(time_s * 1e6), bids, asks, epoch)
 
 
 def _reset(u: int, epoch: int, bid: str, ask: str) -> BookResetRecord:
-    return BookResetRecord(
-        symbol="AUSDT",
-        epoch=epoch,
-        reason="gap",
-        update_id=u,
-        bids=((Decimal(bid), Decimal(1)),),
-        asks=((Decimal(ask), Decimal(1)),),
-        event_time_us=None,
-        receive_time_us=BASE_US,
-    )
+    return book_reset("AUSDT", u, epoch, bid, ask)
 
 
 def test_spread_held_for_its_hold_time_alerts_once_per_episode() -> None:

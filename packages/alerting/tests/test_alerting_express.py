@@ -9,15 +9,25 @@ from typing import Any
 
 import pytest
 
+from cryptopipe.alerting.book_reference import reference_book_alerts
 from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.reference import reference_alerts
 from cryptopipe.alerting.rules import Rule, parse_rules
 from cryptopipe.alerting.sink import AlertPublisher
-from cryptopipe.infra.testing import eventually
+from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.observability import metrics as m
-from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, Trade
+from cryptopipe.schemas import (
+    ALERTS,
+    BOOK_UPDATES,
+    PRICES,
+    Alert,
+    KafkaSettings,
+    Trade,
+    encode_book,
+    encode_key,
+)
 
-from .conftest import BASE_US, MINUTE_US, identity, produce_trades, read_alerts, trade
+from .conftest import BASE_US, MINUTE_US, book_market, identity, produce_trades, read_alerts, trade
 
 RULES = "1m:1%:early:name=early;1m:0.5%:name=final"
 
@@ -126,3 +136,33 @@ def test_express_lane_rebuilds_windows_from_the_backlog_but_publishes_only_live_
     assert sorted(identity(a) for a in alerts) == decided_live
     assert (alerts[0].open, alerts[0].close) == (Decimal(100), Decimal("101.2"))
     assert lane.stats.dropped_late == 1
+
+
+def test_express_lane_raises_the_reference_book_alerts_beside_the_trade_alerts(
+    kafka_settings: KafkaSettings, topic_factory: Any
+) -> None:
+    topic_factory(PRICES)
+    topic_factory(ALERTS)
+    topic_factory(BOOK_UPDATES)
+    rules = parse_rules(f"{RULES};spread>5bps:10s:name=wide;mid:1m:0.5%:early:name=mid")
+    publisher = AlertPublisher(kafka_settings, ALERTS.with_prefix(kafka_settings.topic_prefix).name)
+    book_topic = BOOK_UPDATES.with_prefix(kafka_settings.topic_prefix).name
+    prices = PRICES.with_prefix(kafka_settings.topic_prefix).name
+    lane = ExpressLane(kafka_settings, prices, rules, 1000, publisher, book_topic=book_topic)
+    lane.start()
+    try:
+        records = book_market()
+        produce(kafka_settings, book_topic, ((encode_key(r.symbol), encode_book(r)) for r in records))
+        produce_trades(kafka_settings, _market())
+        eventually(
+            lambda: lane.stats.book_records >= len(records), timeout=30, message="the lane read the book"
+        )
+        alerts = _read(lane, kafka_settings, len(_market()))
+    finally:
+        lane.stop()
+        publisher.close()
+    expected = sorted(reference_book_alerts(records, rules) + reference_alerts([_market()], rules).alerts)
+    assert sorted(identity(a) for a in alerts) == expected
+    assert {(a.rule, a.kind) for a in expected} >= {("wide", "final"), ("mid", "early")}
+    wide = next(a for a in alerts if a.rule == "wide")
+    assert wide.trigger_receive_time_us == records[3].receive_time_us

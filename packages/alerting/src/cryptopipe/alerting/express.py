@@ -6,20 +6,24 @@ the alerting README). So the job runs Spark in micro-batch mode, where an alert 
 micro-batch or two after its trade, and this lane runs beside it in the same process:
 
     prices (Kafka, every partition assigned, no group) -> decode -> SymbolState per symbol
+    book-updates (when book rules exist)               -> decode -> BookState per symbol
       -> early and final alerts (same rows, same thresholds as the Spark sink) -> alerts topic
 
-It applies exactly the operator's rule (:class:`~cryptopipe.alerting.plan.SymbolState`) to the
-same trades in the same order (a symbol's trades share a partition), so it raises the same
-alerts, with the same idempotency keys. The Spark query publishes each of them again, a
-micro-batch later; the alerts consumer keeps the first copy and counts the second as stale. Spark
-stays the record: its state is checkpointed and its alerts exactly-once in Redis across
-restarts, and when this lane is stopped, slow or failing, nothing is missed, only later.
+It applies exactly the operators' rules (:class:`~cryptopipe.alerting.plan.SymbolState`,
+:class:`~cryptopipe.alerting.book_state.BookState`) to the same records in the same order (a
+symbol's records share a partition), so it raises the same alerts, with the same idempotency keys.
+The Spark query publishes each of them again, a micro-batch later; the alerts consumer keeps the
+first copy and counts the second as stale. Spark stays the record: its state is checkpointed and
+its alerts exactly-once in Redis across restarts, and when this lane is stopped, slow or failing,
+nothing is missed, only later.
 
-On start the lane seeks each partition back by twice the longest window + the watermark delay
+On start the lane seeks each partition back by twice the longest window (or hold) + the delay
 (by record timestamp), rebuilds its windows from there, and publishes only what trades at
 or after the partitions' end at start decide: alerts from the backlog are Spark's. (A window
 can differ from Spark's only when a trade older than that look-back had set the newest trade time,
-i.e. a trade time far ahead of its neighbours; then Spark's copy still follows.)
+i.e. a trade time far ahead of its neighbours; then Spark's copy still follows. A book needs its
+reset: a symbol whose last reset is older than the look-back waits for its next one, and Spark's
+copies of its alerts follow meanwhile.)
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from cryptopipe.alerting.book_state import BookState
 from cryptopipe.alerting.errors import AlertPublishError, SourceUnavailableError
 from cryptopipe.alerting.plan import WINDOW_COLUMNS, SymbolState
-from cryptopipe.alerting.rules import Rule
+from cryptopipe.alerting.rules import Rule, book_rules, price_rules
 from cryptopipe.alerting.sink import AlertPublisher, count_published, windows_to_alerts
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import rate_limited_logger
 from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, poll_batch
-from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_trade
+from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_book_record, decode_trade
 
 logger = logging.getLogger(__name__)
 _warn = rate_limited_logger(__name__ + ".warnings")
@@ -50,6 +55,7 @@ _warn = rate_limited_logger(__name__ + ".warnings")
 @dataclass(slots=True)
 class ExpressStats:
     trades: int = 0
+    book_records: int = 0
     alerts_published: int = 0
     dropped_late: int = 0
     invalid: int = 0
@@ -71,7 +77,8 @@ def express_consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 class ExpressLane:
-    """Reads ``topic`` and publishes alerts through ``publisher`` from a thread of its own."""
+    """Reads ``topic`` (trades) and ``book_topic`` (when there are book rules) and publishes alerts
+    through ``publisher`` from a thread of its own."""
 
     def __init__(
         self,
@@ -81,18 +88,22 @@ class ExpressLane:
         delay_ms: int,
         publisher: AlertPublisher,
         *,
+        book_topic: str | None = None,
         batch_size: int = 500,
     ) -> None:
         self.kafka = kafka
         self.topic = topic
         self.rules = tuple(rules)
+        self.book_topic = book_topic if book_rules(self.rules) else None
+        self.topics = [topic for topic in (topic, self.book_topic) if topic is not None]
         self.by_name: Mapping[str, Rule] = {rule.name: rule for rule in self.rules}
         self.delay_us = delay_ms * 1000
         self.publisher = publisher
         self.batch_size = batch_size
         self.stats = ExpressStats()
         self._symbols: dict[str, SymbolState] = {}
-        self._live_from: dict[int, int] = {}
+        self._books: dict[str, BookState] = {}
+        self._live_from: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -103,7 +114,7 @@ class ExpressLane:
     @property
     def lookback_us(self) -> int:
         """How far back the lane rebuilds its windows on start (by record timestamp, µs)."""
-        longest = max(rule.window_us for rule in self.rules)
+        longest = max(max(rule.window_us, rule.hold_us) for rule in self.rules)
         return 2 * longest + self.delay_us
 
     def start(self, timeout_s: float = 30.0) -> None:
@@ -133,11 +144,13 @@ class ExpressLane:
         """Feed one poll's records (in order) and publish the alerts they decide."""
         rows: list[tuple[Any, ...]] = []
         for message in messages:
-            if message.error() is not None:
-                self._on_message_error(message.error())
+            error = message.error()
+            if error is not None:
+                self._on_message_error(error)
                 continue
-            live = message.offset() >= self._live_from.get(message.partition(), 0)
-            rows.extend(self._feed(message.value() or b"", live))
+            topic, value = message.topic(), message.value() or b""
+            live = (message.offset() or 0) >= self._live_from.get((topic or "", message.partition() or 0), 0)
+            rows.extend(self._feed_book(value, live) if topic == self.book_topic else self._feed(value, live))
         if not rows:
             return
         named = (dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows)
@@ -148,25 +161,25 @@ class ExpressLane:
     # --- internals --------------------------------------------------------------------------
 
     def _assign(self, consumer: Consumer, timeout_s: float) -> None:
-        metadata = consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
-        if metadata.error is not None:
-            raise SourceUnavailableError(f"express lane cannot read {self.topic}: {metadata.error}")
         since_ms = (time.time_ns() // 1000 - self.lookback_us) // 1000
-        wanted = [TopicPartition(self.topic, p, since_ms) for p in sorted(metadata.partitions)]
-        starts = consumer.offsets_for_times(wanted, timeout=timeout_s)
         assignment = []
-        for start in starts:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, start.partition), timeout=timeout_s
-            )
-            self._live_from[start.partition] = high
-            offset = start.offset if start.offset >= 0 else high
-            assignment.append(TopicPartition(self.topic, start.partition, offset))
+        for topic in self.topics:
+            metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+            if metadata.error is not None:
+                raise SourceUnavailableError(f"express lane cannot read {topic}: {metadata.error}")
+            wanted = [TopicPartition(topic, p, since_ms) for p in sorted(metadata.partitions)]
+            for start in consumer.offsets_for_times(wanted, timeout=timeout_s):
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, start.partition), timeout=timeout_s
+                )
+                self._live_from[(topic, start.partition)] = high
+                offset = start.offset if start.offset >= 0 else high
+                assignment.append(TopicPartition(topic, start.partition, offset))
         consumer.assign(assignment)
         logger.info(
             "express lane: %s from %s (live from %s), look-back %.0f s",
-            self.topic,
-            {tp.partition: tp.offset for tp in assignment},
+            ", ".join(self.topics),
+            {f"{tp.topic}/{tp.partition}": tp.offset for tp in assignment},
             self._live_from,
             self.lookback_us / 1e6,
         )
@@ -195,10 +208,29 @@ class ExpressLane:
             return []
         state = self._symbols.get(trade.symbol)
         if state is None:
-            state = self._symbols[trade.symbol] = SymbolState(trade.symbol, self.rules, self.delay_us)
+            state = self._symbols[trade.symbol] = SymbolState(
+                trade.symbol, price_rules(self.rules), self.delay_us
+            )
         rows = state.feed(
             trade.trade_time_us, trade.trade_id, format(trade.price, "f"), trade.receive_time_us
         )
+        if rows is None:
+            if live:
+                self.stats.dropped_late += 1
+            return []
+        return rows if live else []
+
+    def _feed_book(self, value: bytes, live: bool) -> list[tuple[Any, ...]]:
+        self.stats.book_records += 1
+        try:
+            record = decode_book_record(value)
+        except DecodeError:
+            self.stats.invalid += 1  # counted and dead-lettered by the books consumer
+            return []
+        state = self._books.get(record.symbol)
+        if state is None:
+            state = self._books[record.symbol] = BookState(record.symbol, self.rules, self.delay_us)
+        rows = state.take(record)
         if rows is None:
             if live:
                 self.stats.dropped_late += 1

@@ -26,7 +26,7 @@ from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.lag import LagProbe
 from cryptopipe.alerting.listener import PHASES, ProgressRecorder
 from cryptopipe.alerting.plan import alert_windows, native_trades
-from cryptopipe.alerting.rules import price_rules
+from cryptopipe.alerting.rules import book_rules, price_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.alerting.sink import (
     AlertPublisher,
@@ -37,7 +37,7 @@ from cryptopipe.alerting.sink import (
 )
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import Stop, ensure_topics
-from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings
+from cryptopipe.schemas import ALERTS, BOOK_UPDATES, PRICES, Alert, KafkaSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -124,6 +124,8 @@ class AlertingJob:
         self.kafka = kafka
         self.prices_topic = PRICES.with_prefix(kafka.topic_prefix).name
         self.alerts_topic = ALERTS.with_prefix(kafka.topic_prefix).name
+        self.book_topic = BOOK_UPDATES.with_prefix(kafka.topic_prefix).name
+        self.book_rules = book_rules(settings.rules)
         self.rules = {rule.name: rule for rule in settings.rules}
         self._prime_metrics()
         self.query_name = query_name or f"cryptopipe-alerting-{self.prices_topic}"
@@ -131,6 +133,7 @@ class AlertingJob:
         self._spark = spark
         self._owns_spark = spark is None
         self._query: StreamingQuery | None = None
+        self._book_query: StreamingQuery | None = None
         self._source_kind: SourceKind | None = None
         self._publisher: AlertPublisher | None = None
         self._express: ExpressLane | None = None
@@ -193,9 +196,12 @@ class AlertingJob:
     def start(self) -> StreamingQuery:
         """Start (or restart, from the checkpoint) the streaming query; returns once it runs."""
         if self._query is not None and self._query.isActive:
+            if self.book_rules and (self._book_query is None or not self._book_query.isActive):
+                self._book_query = self._start_book_query(self.spark)
             return self._query
         prefix = self.kafka.topic_prefix
-        ensure_topics(self.kafka, [PRICES.with_prefix(prefix), ALERTS.with_prefix(prefix)])
+        topics = [PRICES, ALERTS, *([BOOK_UPDATES] if self.book_rules else [])]
+        ensure_topics(self.kafka, [spec.with_prefix(prefix) for spec in topics])
         # The express lane first: it alerts while Spark is still starting (tens of seconds).
         if self.settings.express and self._express is None:
             self._express = self._start_express()
@@ -221,6 +227,7 @@ class AlertingJob:
             writer = writer.trigger(processingTime=f"{self.settings.trigger_interval_ms} milliseconds")
         self._run_first_batch = None
         self._query = writer.start()
+        self._book_query = self._start_book_query(spark)
         self._lag.start()
         logger.info(
             "alerting query %s: %s -> %s, alerting_source=%s, express lane %s, checkpoint %s, rules: %s",
@@ -235,7 +242,9 @@ class AlertingJob:
         return self._query
 
     def await_termination(self, timeout: float | None = None) -> bool:
-        """True once the query has stopped; re-raises the query's exception if it failed."""
+        """True once the query has stopped; re-raises the query's exception if it (or the book
+        rules' query) failed."""
+        self._check_book_query()
         if self._query is None:
             return True
         if timeout is None:
@@ -244,31 +253,14 @@ class AlertingJob:
         return bool(self._query.awaitTermination(timeout))  # type: ignore[arg-type]  # takes float seconds
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop the query, between two micro-batches if one ends within ``grace_s``.
+        """Stop the queries, each between two micro-batches if one ends within ``grace_s``.
 
         A micro-batch cut short is not lost (it is not committed, so a restart replays it);
         stopping between batches just saves that replay.
         """
-        query = self._query
-        if query is None or not query.isActive:
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            try:
-                if not query.status["isTriggerActive"]:
-                    break
-            except Exception:  # the query died meanwhile: stop() below still cleans up
-                break
-            time.sleep(0.002)
-        # A micro-batch cut short fails its foreachBatch call with an InterruptedException, which
-        # py4j logs with a traceback; it is expected here (the batch is replayed on restart).
-        py4j_log = logging.getLogger("py4j.clientserver")
-        level = py4j_log.level
-        py4j_log.setLevel(logging.CRITICAL)
-        try:
-            query.stop()
-        finally:
-            py4j_log.setLevel(level)
+        for query in (self._query, self._book_query):
+            if query is not None and query.isActive:
+                _stop_query(query, grace_s)
 
     def close(self) -> None:
         """Stop the query, detach from Spark and flush the producer; stops a session it built."""
@@ -304,6 +296,7 @@ class AlertingJob:
                 started = time.monotonic()
                 try:
                     while not stop.is_set():
+                        self._check_book_query()
                         if query.awaitTermination(0.5):  # type: ignore[arg-type]  # takes float seconds
                             logger.warning("alerting query stopped by someone else; not restarting")
                             return self._stats
@@ -332,9 +325,45 @@ class AlertingJob:
             self.settings.rules,
             self.settings.watermark_delay_ms,
             publisher,
+            book_topic=self.book_topic,
         )
         lane.start()
         return lane
+
+    def _check_book_query(self) -> None:
+        """Re-raise the book rules' query's exception if it died (``run`` then restarts it)."""
+        book = self._book_query
+        if book is not None and not book.isActive:
+            book.awaitTermination(0)
+
+    def _start_book_query(self, spark: SparkSession) -> StreamingQuery | None:
+        """The book rules' query (book-updates -> BookWindows -> this job's sink), when there are
+        book rules; Spark's own Kafka source only (the Python Data Source decodes trades)."""
+        if not self.book_rules:
+            return None
+        if self.source_kind != "native":
+            logger.warning(
+                "book rules run in the express lane only: their Spark query needs Spark's own Kafka source "
+                "(alerting_source=%s)",
+                self.source_kind,
+            )
+            return None
+        from cryptopipe.alerting.book_plan import book_windows, native_book_records
+
+        records = native_book_records(spark, native_kafka_options(self.kafka, self.book_topic, self.settings))
+        location = self.settings.checkpoint_location(self.book_topic, self.source_kind, book=True).absolute()
+        location.parent.mkdir(parents=True, exist_ok=True)
+        writer = (
+            book_windows(records, self.book_rules, self.settings.watermark_delay_ms)
+            .writeStream.queryName(f"{self.query_name}-books")
+            .outputMode("append")
+            .foreachBatch(self._process_book_batch)
+            .option("checkpointLocation", str(location))
+        )
+        if self.settings.trigger_interval_ms:
+            writer = writer.trigger(processingTime=f"{self.settings.trigger_interval_ms} milliseconds")
+        logger.info("book rules query: %s -> %s, checkpoint %s", self.book_topic, self.alerts_topic, location)
+        return writer.start()
 
     def _resolve_source(self) -> SourceKind:
         from cryptopipe.alerting.spark import connector_problem
@@ -392,11 +421,20 @@ class AlertingJob:
             last = self._query.lastProgress
             if last is not None:
                 self._absorb(last)
+        self._publish_rows(rows, batch_id, self._tracker)
+
+    def _process_book_batch(self, frame: DataFrame, batch_id: int) -> None:
+        """The book rules' micro-batch: their rows are timed by the record that decided each."""
+        self._publish_rows([row.asDict() for row in frame.collect()], batch_id, None)
+
+    def _publish_rows(
+        self, rows: list[dict[str, Any]], batch_id: int, tracker: TriggerTracker | None
+    ) -> None:
         now_us = time.time_ns() // 1000
         late = sum(int(row["dropped"] or 0) for row in rows if row["kind"] == "late")
         if late:
             m.ALERTING_DROPPED_LATE.inc(late)
-        alerts = windows_to_alerts(rows, self.rules, self._tracker, now_us)
+        alerts = windows_to_alerts(rows, self.rules, tracker, now_us)
         assert self._publisher is not None
         acked = self._publisher.publish(alerts)
         count_published(alerts, acked, m.ALERTING_ALERTS, m.ALERTING_PUBLISH_LATENCY)
@@ -412,3 +450,24 @@ class AlertingJob:
             logger.info("batch %d: %d alert(s) published", batch_id, len(alerts))
         if self.on_alerts is not None and alerts:
             self.on_alerts(alerts, acked)
+
+
+def _stop_query(query: StreamingQuery, grace_s: float) -> None:
+    """Stop ``query``, between two micro-batches if one ends within ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            if not query.status["isTriggerActive"]:
+                break
+        except Exception:  # the query died meanwhile: stop() below still cleans up
+            break
+        time.sleep(0.002)
+    # A micro-batch cut short fails its foreachBatch call with an InterruptedException, which
+    # py4j logs with a traceback; it is expected here (the batch is replayed on restart).
+    py4j_log = logging.getLogger("py4j.clientserver")
+    level = py4j_log.level
+    py4j_log.setLevel(logging.CRITICAL)
+    try:
+        query.stop()
+    finally:
+        py4j_log.setLevel(level)
