@@ -70,9 +70,10 @@ def test_trades_take_the_touch_and_consume_what_they_fill(
 def by_symbol(events: list[Any], kind: type) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for event in events:
-        if isinstance(event, kind):
-            symbol = event.symbol if not isinstance(event, RawFrame) else event.stream.split("@")[0].upper()
-            out.setdefault(symbol, []).append(event)
+        if isinstance(event, RawFrame) and kind is RawFrame:
+            out.setdefault(event.stream.split("@")[0].upper(), []).append(event)
+        elif isinstance(event, kind) and not isinstance(event, RawFrame):
+            out.setdefault(event.symbol, []).append(event)  # type: ignore[attr-defined]
     return out
 
 

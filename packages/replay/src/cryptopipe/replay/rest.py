@@ -96,6 +96,7 @@ class RestApi:
         wait_s = (
             self.weights.spend(request_weight(request.path, request.query.get("limit"))) if rest else None
         )
+        response: web.StreamResponse
         if wait_s is not None:
             self.host.stats.rest_weight_refused += 1
             limit = self.weights.limit
