@@ -275,3 +275,40 @@ def test_symbols_all_syncs_every_trading_symbol_of_a_synthetic_market(
     )
     for symbol in trading:
         assert rebuilt.books[symbol].top(20) == rest_depth(exchange, symbol, 20), f"{symbol}: Kafka's book"
+
+
+def last_depth_id(path: Path) -> int:
+    last = 0
+    with gzip.open(path, "rb") as lines:
+        for line in lines:
+            payload = line.split(b" ", 1)[1]
+            if b"@depth" in payload[:40]:
+                last = json.loads(payload)["data"]["u"]
+    return last
+
+
+def test_a_dropped_connection_ends_in_a_counted_resync_and_an_exact_book(
+    kafka_settings: KafkaSettings, replay_exchange_factory: Any, run_ingest: Any, topic_reader: Any
+) -> None:
+    """The exchange goes dark after 15,000 frames per connection: ingest reconnects, the depth stream
+    has skipped ids, the book resyncs (reason gap) and is exact again up to the recording's end."""
+    path = real_data_file("btcusdt_20240808.gz")
+    exchange = replay_exchange_factory(replay_files=(str(path),), speed=40, drop_after=15_000)
+    ingest = run_ingest(kafka_settings, exchange, symbols="btcusdt", mode="trade", depth="100ms")
+    assert exchange.wait_finished(120), "replay did not finish"
+    books = ingest.ingest.books
+    assert books is not None
+    end = last_depth_id(path)
+    eventually(lambda: (book := books.book("BTCUSDT")) is not None and book.update_id == end, timeout=60)
+    eventually(lambda: ingest.ingest._publisher.outstanding_trades == 0, timeout=30, message="unacknowledged")
+    ingest.stop()
+    stats = ingest.stats
+    assert stats.reconnects >= 1
+    assert stats.book_resyncs >= 1
+    assert_books_balance(ingest)
+    assert stats.book_ticker_mismatches == 0
+    updates = read_all(topic_reader(BOOK_UPDATES), stats.book_snapshots_used + stats.book_events_applied)
+    rebuilt = rebuild(updates)
+    assert [r.reason for r in rebuilt.resets][:2] == ["initial", "gap"]
+    assert rebuilt.books["BTCUSDT"].update_id == end
+    assert tickers_matched(path, "BTCUSDT", rebuilt) > 300
