@@ -109,17 +109,16 @@ class DepthFeed:
             lower = symbol.lower()
             streams = (lower + "@depth", lower + "@depth@1000ms")
         event_us = self.now_us() if self.config.clock == "live" else record.event_time_us
-        head = b'{"e":"depthUpdate","E":'
-        tail = b',"s":"%s","U":%d,"u":%d,"b":%s,"a":%s}' % (
-            symbol.encode(),
-            record.first_id,
-            record.final_id,
-            _ENCODE(record.bids),
-            _ENCODE(record.asks),
-        )
 
-        def render(micros: bool) -> bytes:
-            return b"%s%d%s" % (head, event_us if micros else event_us // 1000, tail)
+        def render(micros: bool) -> bytes:  # called only when the stream has subscribers
+            return b'{"e":"depthUpdate","E":%d,"s":"%s","U":%d,"u":%d,"b":%s,"a":%s}' % (
+                event_us if micros else event_us // 1000,
+                symbol.encode(),
+                record.first_id,
+                record.final_id,
+                _ENCODE(record.bids),
+                _ENCODE(record.asks),
+            )
 
         if not self._dropped(streams[0], record.first_id, record.final_id):
             for stream in streams:  # one event under its two names
