@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from cryptopipe.ingest import IngestSettings
 from cryptopipe.ingest.frames import REJECT_REASONS, FrameParser, Rejected
-from cryptopipe.ingest.market import parse_trading_symbols, plan_streams, symbol_streams
+from cryptopipe.ingest.market import market_share, parse_trading_symbols, plan_streams, symbol_streams
 from cryptopipe.ingest.settings import load_settings
 from cryptopipe.replay.testing import count_stream_lines, real_data_file
 from cryptopipe.schemas import BookTicker, ConfigError, DepthDiff, settings_of
@@ -194,3 +194,17 @@ def test_exchange_info_gives_the_trading_spot_symbols() -> None:
         }
     ).encode()
     assert parse_trading_symbols(body) == ("BTCUSDT", "ETHUSDT")
+
+
+@given(st.sets(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=8), max_size=60), st.integers(1, 7))
+def test_market_shares_never_overlap_and_cover_every_symbol(symbols: set[str], count: int) -> None:
+    listed = list(symbols)
+    shares = [market_share(listed, index, count) for index in range(count)]
+    flat = [s for share in shares for s in share]
+    assert sorted(flat) == sorted(symbols)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1, "as even as can be"
+
+
+def test_a_shard_index_must_be_below_the_count() -> None:
+    with pytest.raises(ConfigError, match="INGEST_ALL_SHARD_INDEX"):
+        load_settings(all_shard_index=2, all_shard_count=2)

@@ -71,6 +71,15 @@ async def trading_symbols(
     return None
 
 
+def market_share(symbols: Sequence[str], index: int, count: int) -> tuple[str, ...]:
+    """Shard ``index`` of ``count`` of the whole market: every ``count``-th symbol of the sorted list.
+
+    Every ingest process sorts the same exchangeInfo the same way, so the shards never overlap and
+    together hold every symbol.
+    """
+    return tuple(sorted(symbols)[index::count])
+
+
 def symbol_streams(symbol: str, settings: IngestSettings) -> list[str]:
     """The streams of one symbol: its trades, and with books on its diff depth and bookTicker."""
     streams = [bn.stream_name(symbol, settings.mode)]

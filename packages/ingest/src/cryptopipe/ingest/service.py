@@ -21,7 +21,7 @@ from cryptopipe.ingest.backfill import RestClient
 from cryptopipe.ingest.books import Books, log_summary, start_books
 from cryptopipe.ingest.connection import StreamConnection
 from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown
-from cryptopipe.ingest.market import plan_streams, trading_symbols
+from cryptopipe.ingest.market import market_share, plan_streams, trading_symbols
 from cryptopipe.ingest.pacing import AttemptWindow
 from cryptopipe.ingest.publisher import IngestStats, Publisher
 from cryptopipe.ingest.settings import IngestSettings
@@ -193,7 +193,9 @@ class Ingest:
                 symbols = await trading_symbols(session, self.settings.rest_url, self.settings, stop)
                 if symbols is None:
                     return
-                self._plan(symbols)
+                self._plan(
+                    market_share(symbols, self.settings.all_shard_index, self.settings.all_shard_count)
+                )
             tasks = self._start_books(session)
             self._prime_metrics()
             attempts = AttemptWindow(self.settings.connect_attempts_per_5min, 300.0)

@@ -46,6 +46,11 @@ class IngestSettings(BaseSettings):
     symbols: Annotated[tuple[str, ...], NoDecode] = setting("INGEST_SYMBOLS", ("btcusdt", "ethusdt"))
     """Comma-separated symbols (case-insensitive, letters and digits; duplicates removed), or `all`:
     every `TRADING` spot symbol of `GET /api/v3/exchangeInfo`, read at start."""
+    all_shard_index: int = setting("INGEST_ALL_SHARD_INDEX", 0, ge=0)
+    """With INGEST_SYMBOLS=all and several ingest processes: this one takes every
+    INGEST_ALL_SHARD_COUNT-th symbol of the sorted TRADING list, starting at this index."""
+    all_shard_count: int = setting("INGEST_ALL_SHARD_COUNT", 1, ge=1)
+    """With INGEST_SYMBOLS=all: how many ingest processes share the market (1 = this one takes all)."""
     mode: IngestMode = setting("INGEST_MODE", "aggTrade")
     """`aggTrade` (gaps are backfilled from REST) or `trade` (gaps can only be counted)."""
 
@@ -204,6 +209,11 @@ class IngestSettings(BaseSettings):
                 f"INGEST_REST_WEIGHT_PER_MINUTE ({self.rest_weight_per_minute}) is below the weight of one "
                 f"snapshot of INGEST_DEPTH_SNAPSHOT_LIMIT={self.depth_snapshot_limit} levels "
                 f"({depth_weight(self.depth_snapshot_limit)})"
+            )
+        if self.all_shard_index >= self.all_shard_count:
+            raise ValueError(
+                f"INGEST_ALL_SHARD_INDEX ({self.all_shard_index}) must be below INGEST_ALL_SHARD_COUNT "
+                f"({self.all_shard_count})"
             )
         per_symbol = 1 + (1 + self.book_ticker if self.books else 0)
         if self.streams_per_connection < per_symbol:
