@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cryptopipe.ingest import IngestSettings
+from cryptopipe.ingest.cli import build_parser, settings_from_args
 from cryptopipe.ingest.frames import REJECT_REASONS, FrameParser, Rejected
 from cryptopipe.ingest.market import market_share, parse_trading_symbols, plan_streams, symbol_streams
 from cryptopipe.ingest.settings import load_settings
@@ -208,3 +209,8 @@ def test_market_shares_never_overlap_and_cover_every_symbol(symbols: set[str], c
 def test_a_shard_index_must_be_below_the_count() -> None:
     with pytest.raises(ConfigError, match="INGEST_ALL_SHARD_INDEX"):
         load_settings(all_shard_index=2, all_shard_count=2)
+
+
+def test_the_command_line_turns_books_on_for_the_whole_market() -> None:
+    settings = settings_from_args(build_parser().parse_args(["--depth", "1000ms", "--symbols", "all"]))
+    assert (settings.depth, settings.depth_interval_ms, settings.all_symbols) == ("1000ms", 1000, True)
