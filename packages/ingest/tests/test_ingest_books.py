@@ -209,6 +209,8 @@ def test_tickers_are_checked_at_their_update_id_whenever_they_arrive() -> None:
     books.on_ticker(BookTicker(**{**_fields(ahead), "update_id": 50}))  # the book never stood there
     stats = books.stats
     assert (stats.book_ticker_checks, stats.book_ticker_mismatches) == (2, 1)
+    assert books.book("BTCUSDT") is None, "a book that disagrees with the exchange is resynced"
+    assert stats.book_resyncs == 1
 
 
 def _fields(ticker: BookTicker) -> dict[str, Any]:

@@ -182,7 +182,7 @@ class Books:
         state = self._symbols[ticker.symbol]
         book = state.sync.book
         if book is not None and ticker.update_id == book.update_id:
-            self._check(book, ticker)
+            self._check(state, book, ticker)
         elif book is not None and ticker.update_id < book.update_id:
             self._ticker_checks["unchecked"].inc()
         else:
@@ -303,14 +303,15 @@ class Books:
     def _check_pending(self, state: _Symbol, book: OrderBook) -> None:
         ticker = state.tickers.pop(book.update_id, None)
         if ticker is not None:
-            self._check(book, ticker)
+            self._check(state, book, ticker)
         behind = [u for u in state.tickers if u < book.update_id]
         for u in behind:
             del state.tickers[u]
         if behind:
             self._ticker_checks["unchecked"].inc(len(behind))
 
-    def _check(self, book: OrderBook, ticker: BookTicker) -> None:
+    def _check(self, state: _Symbol, book: OrderBook, ticker: BookTicker) -> None:
+        """Compare the touch; a book that disagrees with the exchange at the same id is wrong: resync it."""
         self.stats.book_ticker_checks += 1
         bid = (ticker.bid_price, ticker.bid_quantity)
         ask = (ticker.ask_price, ticker.ask_quantity)
@@ -323,7 +324,7 @@ class Books:
             logger,
             logging.ERROR,
             "ticker_mismatch:" + ticker.symbol,
-            "%s book at update id %d shows bid %s ask %s; its bookTicker says %s / %s",
+            "%s book at update id %d shows bid %s ask %s; its bookTicker says %s / %s: resyncing",
             ticker.symbol,
             book.update_id,
             book.best_bid(),
@@ -331,6 +332,7 @@ class Books:
             bid,
             ask,
         )
+        self._handle(state, state.sync.resync("requested"), None, _now_us())
 
     # --- Kafka -------------------------------------------------------------------------------
     def _produce(

@@ -26,7 +26,8 @@ BOOK_RESYNCS = counter(
     "cryptopipe_ingest_book_resyncs",
     "Live books discarded and resynced from a new snapshot, by reason: gap (an event skipped "
     "update ids), stale_snapshot (the first event after a snapshot did not follow it), crossed "
-    "(best bid at or above best ask), requested.",
+    "(best bid at or above best ask), requested (by ingest itself: a book record could not be "
+    "delivered, or a bookTicker disagreed with the book at the same update id).",
     ("symbol", "reason"),
     "ingest",
 )
@@ -94,7 +95,8 @@ BOOK_RECORDS_LOST = counter(
 BOOK_TICKER_CHECKS = counter(
     "cryptopipe_ingest_book_ticker_checks",
     "bookTicker frames checked against the book at the same update id: result=match, mismatch "
-    "(best bid or ask differ: the book is wrong), unchecked (the book never stood at that id).",
+    "(best bid or ask differ: the book is wrong and is resynced), unchecked (the book never stood "
+    "at that id).",
     ("result",),
     "ingest",
 )
