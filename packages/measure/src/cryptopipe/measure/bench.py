@@ -15,6 +15,10 @@ BENCHES = {
         "cryptopipe.measure.bench_ingest:main",
         "produce -> delivery report per linger.ms/compression",
     ),
+    "books": (
+        "cryptopipe.measure.bench_books:main",
+        "order books: event to Redis latency, resyncs, max sustained, books exact",
+    ),
     "soak": (
         "cryptopipe.measure.bench_soak:main",
         "the whole pipeline for hours: memory per process, latency windows, books",
@@ -23,6 +27,10 @@ BENCHES = {
     "faults": (
         "cryptopipe.measure.bench_faults:main",
         "five faults on the prices path: trades lost/duplicated",
+    ),
+    "skew": (
+        "cryptopipe.measure.bench_skew:main",
+        "clock offset under jitter, asymmetry, drift, steps: error, coverage",
     ),
 }
 

@@ -88,15 +88,27 @@ def pipeline_config(rate: float, base: argparse.Namespace, run_dir: Path, prefix
     """What ``up --source replay --rate R`` runs, on free ports and in the run's own topics and keys,
     with each consumer's latency samples in ``run_dir``; the prices path alone unless
     ``--with-alerting`` (the Spark job would share the same cores)."""
+    depth = getattr(base, "depth", "off")  # bench books keeps order books; bench prices none
+    market = getattr(base, "market_size", 0)
     replay = load_settings(
-        ReplaySettings, speed="1", clock="live", rate=rate, seed=base.seed, symbols=base.symbols, burst=False
+        ReplaySettings,
+        speed="1",
+        clock="live",
+        rate=rate,
+        seed=base.seed,
+        symbols=None if market else base.symbols,
+        burst=False,
+        book=depth != "off" or None,
+        market_size=market or None,
+        depth_drop_every=getattr(base, "depth_drop_every", None),
     )
     alerting = AlertingConfig(enabled=False)
     if base.with_alerting:
         alerting = AlertingConfig(settings=alerting_settings(master="local[2]"))
     return PipelineConfig(
         exchange=ExchangeConfig(source="replay", replay=replay),
-        symbols=tuple(parse_symbols(base.symbols)),
+        symbols=() if market else tuple(parse_symbols(base.symbols)),
+        depth=depth,
         ingest_shards=base.ingest_shards,
         consumers=base.consumers,
         latency_samples=run_dir,
@@ -173,7 +185,8 @@ def run_pipeline(
         while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(0.5)
             if sample_lag:
-                max_lag = max(max_lag, pipeline.scrape(*consumers).total(m.CONSUMER_LAG))
+                readers = [*consumers, *pipeline.members("books-consumer")]
+                max_lag = max(max_lag, pipeline.scrape(*readers).total(m.CONSUMER_LAG))
             dead = pipeline.dead_service()
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
@@ -192,6 +205,9 @@ def run_pipeline(
         "cpu_seconds": cpu,
         "window": {key: int(counts[key] - counts_before[key]) for key in counts},
         "producer_latency_ms": producer_latency_ms(ingest_scrape),
+        "topic_prefix": f"bench-{run_id}-",
+        "final": dict(pipeline.state.final),
+        "pids": pids,
     }
 
 
@@ -209,10 +225,12 @@ def producer_latency_ms(scrape: Scrape) -> dict[str, dict[str, float | None]]:
 
 
 def _ingest_counts(scrape: Scrape) -> dict[str, float]:
-    """Trades every ingest shard received live and published so far."""
+    """Trades every ingest shard received live and published so far, and the diff-depth events
+    it took in (0 without order books)."""
     return {
         "received": scrape.total(m.TRADES_RECEIVED),
         "published": scrape.total(m.TRADES_PUBLISHED),
+        "book_events": scrape.total(m.BOOK_EVENTS),
     }
 
 

@@ -96,7 +96,9 @@ class _Ports:
 def _served_symbols(rest_url: str) -> list[str]:
     with urllib.request.urlopen(f"{rest_url}/api/v3/exchangeInfo", timeout=5) as response:
         info = json.loads(response.read())
-    return [entry["symbol"].lower() for entry in info["symbols"]]
+    return [
+        entry["symbol"].lower() for entry in info["symbols"] if entry.get("status", "TRADING") == "TRADING"
+    ]
 
 
 class Pipeline:

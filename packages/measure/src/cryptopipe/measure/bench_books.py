@@ -1,0 +1,277 @@
+"""``cryptopipe bench books``: order books through the whole path, measured and checked.
+
+The pipeline runs as ``up --depth 100ms`` runs it, on the replay exchange's synthetic market (its
+trades take the touch of a synthetic book; depth@100ms and bookTicker beside them), at ``--rate``
+trades per second over ``--symbols`` or a market of ``--market-size`` symbols whose activity is
+skewed (a few busy symbols, a long quiet tail). It reports:
+
+- ``book_update_latency_ms``: an exchange event (its ``E``) until the book in Redis shows it, from
+  the books consumer's histogram (interpolated inside a bucket), next to ``floor_broker_rtt_ms``,
+  the bare broker round trip measured in the same run;
+- ``resync_s``: after injected gaps (the exchange drops every ``--gap-every``-th depth event), how
+  long each symbol's book was out of the stream: from the last update before the gap to the
+  reset that resynced it, read from ``book-updates`` itself;
+- ``max_sustained_msgs_per_s`` (a ladder of rates: ingest took in 90 % of the offer, the readers'
+  lag stayed under half a second's worth, the books balanced), ``cpu_us_per_msg`` per component
+  (trades and book events together), ``memory_per_book_bytes`` (an OrderBook of the exchange's
+  REST depth, measured with tracemalloc);
+- ``books_exact``: every symbol's book in Redis equals the book rebuilt from Kafka alone at its
+  update id; ``unwritten``: book records published and never accounted for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+
+from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
+from cryptopipe.measure.bench_prices import run_pipeline
+from cryptopipe.measure.floors import bench_parser, floor_ms, measure_broker_rtt, ratio
+from cryptopipe.observability import Scrape
+from cryptopipe.observability import metrics as m
+from cryptopipe.pipeline import EXIT_UNBALANCED, Books
+from cryptopipe.runtime import write_json_atomic
+from cryptopipe.schemas import DepthSnapshot, KafkaSettings, OrderBook, RedisSettings
+from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord, decode_book_record
+from cryptopipe.schemas.topics import BOOK_SNAPSHOTS, BOOK_UPDATES
+from cryptopipe.store import BookStore
+from cryptopipe.store.book_rebuild import rebuild_book
+
+
+def _progress(text: str) -> None:
+    print(f"bench books: {text}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = bench_parser("books", __doc__)
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered trades/s, all symbols (1000)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of the measured run (30)")
+    parser.add_argument("--symbols", default="btcusdt,ethusdt", help="the symbols (unless --market-size)")
+    parser.add_argument(
+        "--market-size", type=int, default=0, help="a synthetic market of N symbols (0: --symbols)"
+    )
+    parser.add_argument("--gap-every", type=int, default=500, help="resync run: drop every Nth depth event")
+    parser.add_argument("--gap-seconds", type=float, default=20.0, help="how long the resync run lasts (20)")
+    parser.add_argument(
+        "--ladder", default="1000,2000,5000", help="offered rates for max sustained; '' skips"
+    )
+    parser.add_argument("--step-seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--floor-samples", type=int, default=500)
+    parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
+    parser.set_defaults(
+        depth="100ms", with_alerting=False, ingest_shards=1, consumers=1, depth_drop_every=None
+    )
+    return parser
+
+
+def _records(kafka: KafkaSettings, topic: str) -> list[BookResetRecord | BookUpdateRecord]:
+    """Every record of ``topic``, in each partition's order (per symbol, the stream's order)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"bench-books-{topic}", "enable.auto.commit": False}
+    )
+    out: list[BookResetRecord | BookUpdateRecord] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            consumer.assign([TopicPartition(topic, partition, low)])
+            position = low
+            while position < high:
+                message = consumer.poll(5.0)
+                if message is None:
+                    break
+                position = (message.offset() or position) + 1
+                value = message.value()
+                if message.error() is None and value:
+                    out.append(decode_book_record(value))
+    finally:
+        consumer.close()
+    return out
+
+
+def resync_seconds(records: Sequence[BookResetRecord | BookUpdateRecord]) -> list[float]:
+    """Per resync (a reset after the first of its symbol): seconds from the symbol's last update
+    before it to the reset, by their receive times."""
+    last_update: dict[str, int] = {}
+    seen_reset: set[str] = set()
+    out: list[float] = []
+    for record in records:
+        if isinstance(record, BookUpdateRecord):
+            last_update[record.symbol] = record.receive_time_us
+            continue
+        if record.symbol in seen_reset and record.symbol in last_update:
+            out.append((record.receive_time_us - last_update[record.symbol]) / 1e6)
+        seen_reset.add(record.symbol)
+    return out
+
+
+def books_exact(
+    kafka: KafkaSettings, redis_url: str, key_prefix: str
+) -> tuple[bool, int, DepthSnapshot | None]:
+    """Whether every symbol's book in Redis equals the book rebuilt from Kafka alone at its id;
+    how many were checked; the deepest book rebuilt (for its memory)."""
+    client = redis_lib.Redis.from_url(redis_url)
+    store = BookStore(client, key_prefix)
+    checked = 0
+    biggest: OrderBook | None = None
+    try:
+        for symbol in store.symbols():
+            view = store.book(symbol)
+            if view is None:
+                continue
+            rebuilt = rebuild_book(
+                kafka,
+                symbol,
+                updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
+                snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
+                until_update_id=view.update_id,
+            )
+            checked += 1
+            book = rebuilt.book
+            if book is None or book.update_id != view.update_id:
+                return False, checked, None
+            top = book.top(len(view.bids))
+            if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
+                return False, checked, None
+            if biggest is None or len(book) > len(biggest):
+                biggest = book
+    finally:
+        client.close()
+    return checked > 0, checked, None if biggest is None else biggest.top(len(biggest))
+
+
+def memory_per_book_bytes(snapshot: DepthSnapshot, samples: int = 20) -> int:
+    """Bytes an OrderBook of ``snapshot``'s depth holds (tracemalloc, mean of ``samples`` books)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        books = [OrderBook.from_snapshot(snapshot) for _ in range(samples)]
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return int((after - before) / len(books))
+
+
+def _percentiles(scrape: Scrape, histogram: Any) -> dict[str, float | None]:
+    return scrape.percentiles_ms(histogram)
+
+
+def _main_run(
+    args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
+) -> dict[str, Any]:
+    """The measured run: latency, CPU per message, the books checked against Kafka."""
+    _progress(f"books at {args.rate:.0f} trades/s for {args.duration:.0f} s")
+    run = run_pipeline(args.rate, args.duration, base=args, kafka=kafka, redis=redis, workdir=workdir)
+    consumer = run["final"].get("books-consumer", Scrape([]))
+    window = run["window"]
+    messages = window["published"] + window["book_events"]
+    settings = kafka.settings.model_copy(update={"topic_prefix": run["topic_prefix"]})
+    exact, checked, biggest = books_exact(
+        settings, redis.url.get_secret_value(), f"cryptopipe:{run['topic_prefix']}"
+    )
+    books: Books = run["books"]
+    return {
+        "book_update_latency_ms": _percentiles(consumer, m.BOOK_E2E_LATENCY),
+        "book_system_latency_ms": _percentiles(consumer, m.BOOK_LATENCY),
+        "messages_per_s": round(messages / run["elapsed_s"], 1),
+        "cpu_seconds": run["cpu_seconds"],
+        "cpu_us_per_msg": {
+            name: round(seconds / messages * 1e6, 1) if messages else None
+            for name, seconds in run["cpu_seconds"].items()
+        },
+        "books_exact": exact,
+        "books_checked": checked,
+        "memory_per_book_bytes": memory_per_book_bytes(biggest) if biggest is not None else None,
+        "unwritten": books.unwritten,
+        "lost": books.lost,
+        "book_resyncs": run["summary"]["book_resyncs"],
+        "book_ticker_mismatches": run["summary"]["book_ticker_mismatches"],
+        "reconciliation": books.as_dict(),
+    }
+
+
+def _resync_run(
+    args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
+) -> dict[str, Any]:
+    """Gaps injected by the exchange: how long each book was out of the stream until its reset."""
+    _progress(f"resyncs: every {args.gap_every}th depth event dropped, {args.gap_seconds:.0f} s")
+    gappy = argparse.Namespace(**{**vars(args), "depth_drop_every": args.gap_every})
+    run = run_pipeline(args.rate, args.gap_seconds, base=gappy, kafka=kafka, redis=redis, workdir=workdir)
+    topic = BOOK_UPDATES.with_prefix(run["topic_prefix"]).name
+    seconds = resync_seconds(_records(kafka.settings, topic))
+    books: Books = run["books"]
+    return {
+        "resyncs": len(seconds),
+        "resync_s": {
+            "p50": round(statistics.median(seconds), 3) if seconds else None,
+            "max": round(max(seconds), 3) if seconds else None,
+        },
+        "balanced": books.balanced,
+    }
+
+
+def _ladder(
+    args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    best = 0.0
+    for rate in [float(r) for r in args.ladder.split(",") if r.strip()]:
+        _progress(f"ladder step {rate:.0f} trades/s for {args.step_seconds:.0f} s")
+        run = run_pipeline(
+            rate, args.step_seconds, base=args, kafka=kafka, redis=redis, workdir=workdir, sample_lag=True
+        )
+        received, books = run["summary"]["trades_received"], run["books"]
+        kept_up = (
+            received >= 0.9 * rate * run["elapsed_s"] and run["max_lag"] <= rate * 0.5 and books.balanced
+        )
+        window = run["window"]
+        steps.append(
+            {
+                "offered_msgs_per_s": rate,
+                "messages_per_s": round((window["published"] + window["book_events"]) / run["elapsed_s"], 1),
+                "max_lag": run["max_lag"],
+                "kept_up": kept_up,
+            }
+        )
+        if not kept_up:
+            break
+        best = steps[-1]["messages_per_s"]
+    return {"max_sustained_msgs_per_s": best, "ladder": steps}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with (
+        contextlib.ExitStack() as stack,
+        tempfile.TemporaryDirectory(prefix="cryptopipe-bench-books-") as tmp,
+    ):
+        kafka = resolve_kafka(KafkaSettings(), stack=stack)
+        redis = resolve_redis(RedisSettings(), stack=stack)
+        _progress(f"broker {kafka}; redis {redis}")
+        floor = floor_ms(measure_broker_rtt(kafka.settings, args.floor_samples))
+        result = {"offered_rate_msgs_per_s": args.rate, "floor_broker_rtt_ms": floor}
+        result |= _main_run(args, kafka, redis, Path(tmp))
+        result["ratio_p99_to_floor"] = ratio(result["book_update_latency_ms"]["p99"], floor["p99"])
+        result |= _resync_run(args, kafka, redis, Path(tmp))
+        result |= _ladder(args, kafka, redis, Path(tmp))
+    for key in ("book_update_latency_ms", "floor_broker_rtt_ms", "resync_s", "max_sustained_msgs_per_s"):
+        print(f"{key:26} {result[key]}")
+    for key in ("cpu_us_per_msg", "memory_per_book_bytes", "books_exact", "unwritten"):
+        print(f"{key:26} {result[key]}")
+    if args.json_path is not None:
+        write_json_atomic(args.json_path, result, indent=2)
+    good = result["books_exact"] and result["unwritten"] == 0
+    _progress("books exact and balanced" if good else "BOOKS NOT EXACT OR NOT BALANCED")
+    return 0 if good else EXIT_UNBALANCED
