@@ -3,15 +3,19 @@ diffs, checked against a reference rebuilt here with Decimals, and against the r
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.depth_feed import DepthFeed
@@ -195,3 +199,24 @@ def test_depth_is_served_while_clients_stream(replay_exchange_factory: ReplayExc
     worker.start()
     worker.join(TIMEOUT)
     assert seen == sorted(seen)  # the book only moves forward
+
+
+def test_recorded_diffs_follow_the_clock_mode_and_the_time_unit(
+    replay_exchange_factory: ReplayExchangeFactory,
+) -> None:
+    path = real_data_file("btcusdt_20240808.gz")
+
+    async def first_diff(ws_url: str, query: str) -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{ws_url}/ws/btcusdt@depth@100ms{query}") as ws,
+        ):
+            return json.loads((await asyncio.wait_for(ws.receive(), TIMEOUT)).data)  # type: ignore[no-any-return]
+
+    live = replay_exchange_factory(replay_files=(str(path),), speed=20.0)
+    before_us = time.time_ns() // 1000
+    diff = asyncio.run(first_diff(live.ws_url, "?timeUnit=MICROSECOND"))
+    assert before_us <= diff["E"] <= time.time_ns() // 1000  # re-stamped now, in µs
+    original = replay_exchange_factory(replay_files=(str(path),), speed=20.0, clock="original")
+    diff = asyncio.run(first_diff(original.ws_url, ""))
+    assert (diff["E"], diff["U"]) == (1723161255208, 50093239189)  # the recording's first diff, as sent

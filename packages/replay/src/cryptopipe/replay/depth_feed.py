@@ -1,6 +1,7 @@
 """The tape's order-book side: it keeps one :class:`SymbolBook` per symbol and sends depth events.
 
-Recorded ``@depth`` frames go out verbatim and move the book; a recording's REST snapshot seeds it.
+Recorded ``@depth`` frames move the book and go out as recorded but for ``E``, which follows the
+clock mode and the client's time unit as a trade's does; a recording's REST snapshot seeds the book.
 Synthetic :class:`DepthRecord` diffs are rendered here (``E`` by the tape's clock, in each client's
 time unit): the 100 ms ones move the book and go to ``<s>@depth@100ms``, the 1 s ones go to
 ``<s>@depth`` and its alias ``<s>@depth@1000ms`` (the name Binance's Python connector subscribes).
@@ -19,13 +20,14 @@ import msgspec
 
 from cryptopipe.replay.book import LevelBook, SymbolBook
 from cryptopipe.replay.config import ReplayConfig
-from cryptopipe.replay.sources.base import DepthRecord, DepthSnapshotRecord, RawFrame, TextLevel
+from cryptopipe.replay.sources.base import DepthRecord, DepthSnapshotRecord, RawFrame, TextLevel, to_us
 
 #: The stream suffixes of Binance's diff-depth streams, by their batching interval in ms.
 DEPTH_KINDS = {"depth@100ms": 100, "depth": 1000, "depth@1000ms": 1000}
 
 
 class _DiffWire(msgspec.Struct, frozen=True):
+    E: int
     U: int
     u: int
     b: list[TextLevel]
@@ -91,8 +93,18 @@ class DepthFeed:
         if self._book_stream.setdefault(symbol, frame.stream) == frame.stream:
             self._move(symbol, wire.U, wire.u, wire.b, wire.a)
         if not self._dropped(frame.stream, wire.U, wire.u):
-            self.fanout(frame.stream, raw=frame.data)
+            self.fanout(frame.stream, render=self._restamped(frame.data, wire.E))
         return True
+
+    def _restamped(self, data: bytes, recorded_e: int) -> Callable[[bool], bytes]:
+        """A recorded diff with ``E`` in each client's time unit, and now under the live clock."""
+        event_us = self.now_us() if self.config.clock == "live" else to_us(recorded_e)
+        recorded = b'"E":%d' % recorded_e
+
+        def render(micros: bool) -> bytes:
+            return data.replace(recorded, b'"E":%d' % (event_us if micros else event_us // 1000), 1)
+
+        return render
 
     def play_snapshot(self, record: DepthSnapshotRecord) -> None:
         state = self.state(record.symbol)
