@@ -164,3 +164,33 @@ def test_a_pipeline_is_built_from_python_alone(tmp_path: Path) -> None:
     assert not pipeline.alerting_enabled
     assert pipeline.topic_prefix == config.servers.kafka.topic_prefix
     assert pipeline.latency_samples_file("prices-consumer") is None
+
+
+def test_the_dashboard_is_told_what_is_replayed(tmp_path: Path) -> None:
+    from cryptopipe.pipeline.observe import _source_labels
+
+    def labels(*flags: str) -> dict[str, str]:
+        return _source_labels(Pipeline(_config(*flags), contextlib.ExitStack(), tmp_path))
+
+    assert labels("--no-alerting") == {"source": "binance"}
+    assert labels("--source", "replay", "--rate", "50", "--no-alerting") == {
+        "source": "replay",
+        "replay_clock": "live",
+        "replay_data": "synthetic, 50 msg/s",
+    }
+    recorded = labels(
+        "--source",
+        "replay",
+        "--replay-file",
+        "/data/btcusdt_20240808.gz",
+        "--speed",
+        "5",
+        "--clock",
+        "original",
+        "--no-alerting",
+    )
+    assert recorded == {
+        "source": "replay",
+        "replay_clock": "original",
+        "replay_data": "btcusdt_20240808.gz at 5x",
+    }

@@ -3,6 +3,8 @@ Prometheus when installed, and the dashboard."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptopipe.dashboard.settings import DashboardSettings
@@ -29,6 +31,21 @@ def scrape_targets(pipeline: Pipeline, orchestrator_port: int) -> dict[str, list
         targets.setdefault(component_of(name), []).append(f"127.0.0.1:{port}")
     targets["orchestrator"] = [f"127.0.0.1:{orchestrator_port}"]
     return targets
+
+
+def _source_labels(pipeline: Pipeline) -> dict[str, str]:
+    """What the dashboard says it shows: live Binance, or what is replayed, how and at what pace."""
+    exchange = pipeline.config.exchange
+    if exchange.source == "binance":
+        return {"source": "binance"}
+    replay = exchange.replay_settings()
+    if replay.replay_files:
+        names = ", ".join(Path(str(spec)).name for spec in replay.replay_files)
+        pace = "as fast as it goes" if math.isinf(float(replay.speed)) else f"at {float(replay.speed):g}x"
+        data = f"{names} {pace}"
+    else:
+        data = f"synthetic, {replay.rate:g} msg/s"
+    return {"source": "replay", "replay_clock": replay.clock, "replay_data": data}
 
 
 def start_observability(pipeline: Pipeline) -> None:
@@ -62,6 +79,7 @@ def start_observability(pipeline: Pipeline) -> None:
         ),
         prometheus_url=pipeline.prometheus.url if pipeline.prometheus is not None else None,
         runtime_info={"broker": state.broker, "redis": state.redis, "spark": state.spark},
+        **_source_labels(pipeline),
     )
     env = pipeline.service_env(settings, pipeline.workdir / "dashboard-stats.json")
     dashboard = pipeline.launch("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
