@@ -21,6 +21,7 @@ from cryptopipe.replay.sources.base import DepthRecord
 from cryptopipe.replay.sources.synthetic_book import MAX_LEVELS, MIN_LEVELS, SyntheticBook
 from cryptopipe.replay.symbols import symbol_spec
 from cryptopipe.replay.testing import ReplayExchangeFactory
+from cryptopipe.schemas import decode_depth_snapshot
 
 TIMEOUT = 60.0
 
@@ -136,6 +137,9 @@ def test_rest_depth_is_the_book_the_streams_built(replay_exchange_factory: Repla
     assert body["lastUpdateId"] == expected.update_id
     assert (body["bids"], body["asks"]) == tuple(list(map(list, side)) for side in expected.top(20))
     assert headers["X-MBX-USED-WEIGHT-1M"] == "5"
+    # the same book, typed, for checks that spend no weight
+    assert ex.book("ethusdt", 20) == decode_depth_snapshot(json.dumps(body), symbol="ETHUSDT")
+    assert ex.book("DOGEUSDT") is None
 
 
 def test_the_whole_market_is_skewed_and_lists_symbols_that_are_not_trading(

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from cryptopipe.replay.sources.base import TextLevel
+from cryptopipe.schemas import DepthSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ class LevelBook:
         bids = heapq.nlargest(limit, self.bids, key=Decimal)
         asks = heapq.nsmallest(limit, self.asks, key=Decimal)
         return [(p, self.bids[p]) for p in bids], [(p, self.asks[p]) for p in asks]
+
+    def snapshot(self, symbol: str, limit: int) -> DepthSnapshot:
+        """The top ``limit`` levels a side as the typed REST answer (Decimal levels)."""
+        bids, asks = self.top(limit)
+        return DepthSnapshot(
+            symbol=symbol,
+            last_update_id=self.update_id,
+            bids=tuple((Decimal(p), Decimal(q)) for p, q in bids),
+            asks=tuple((Decimal(p), Decimal(q)) for p, q in asks),
+        )
 
     def best(self) -> tuple[TextLevel | None, TextLevel | None]:
         """The best bid and the best ask, each None when that side is empty."""

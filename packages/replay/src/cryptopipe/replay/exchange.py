@@ -15,6 +15,7 @@ from cryptopipe.replay.rest_depth import DepthApi
 from cryptopipe.replay.sources.build import build_source
 from cryptopipe.replay.tape import HistoryKind, ReplayStats, Tape, wall_clock_us
 from cryptopipe.replay.ws import WebSocketEndpoint
+from cryptopipe.schemas import DepthSnapshot
 from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,16 @@ class ReplayExchange:
         source has none); ``kind="trade"`` lists the ``@trade`` events.
         """
         return self.tape.history(symbol, kind)
+
+    def book(self, symbol: str, limit: int = 5000) -> DepthSnapshot | None:
+        """The book ``/api/v3/depth`` would serve for ``symbol`` now, or None while none is known.
+
+        For checks: no REST weight is spent and no snapshot fault knob plays.
+        """
+        state = self.tape.depth.books.get(symbol.upper())
+        if state is None or state.book is None:
+            return None
+        return state.book.snapshot(symbol.upper(), limit)
 
     async def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Wait until the tape has played to its end (True) or ``timeout_s`` passed (False)."""

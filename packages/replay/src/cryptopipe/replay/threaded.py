@@ -12,6 +12,7 @@ from typing import Any
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.exchange import ReplayExchange
 from cryptopipe.replay.tape import HistoryKind, ReplayStats
+from cryptopipe.schemas import DepthSnapshot
 from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent
 
 
@@ -60,6 +61,10 @@ class ThreadedExchange:
 
     def history(self, symbol: str, kind: HistoryKind = "aggTrade") -> list[AggTradeEvent] | list[TradeEvent]:
         return self._call(lambda: self.exchange.history(symbol, kind))  # type: ignore[no-any-return]
+
+    def book(self, symbol: str, limit: int = 5000) -> DepthSnapshot | None:
+        """See :meth:`ReplayExchange.book`."""
+        return self._call(lambda: self.exchange.book(symbol, limit))  # type: ignore[no-any-return]
 
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Block until the tape has played to its end (True) or ``timeout_s`` passed (False)."""
