@@ -194,3 +194,11 @@ def test_the_dashboard_is_told_what_is_replayed(tmp_path: Path) -> None:
         "replay_clock": "original",
         "replay_data": "btcusdt_20240808.gz at 5x",
     }
+
+
+def test_all_symbols_go_to_every_shard_to_share_out(tmp_path: Path) -> None:
+    config = _config("--source", "replay", "--symbols", "all", "--ingest-shards", "3", "--no-alerting")
+    config.check(reach=False)  # not "3 shards for 1 symbol": each shard takes its share of all
+    assert config.symbols == ("all",)
+    assert config.exchange.replay is not None
+    assert config.exchange.replay.symbols != ("ALL",)  # the exchange plays its own market

@@ -116,7 +116,7 @@ class PipelineConfig(BaseModel):
     def check(self, *, reach: bool = True) -> None:
         """Raise :class:`ConfigError` (one line) for what makes the run impossible; with ``reach``,
         that includes a configured broker or Redis that does not answer and Binance unreachable."""
-        if self.symbols or not self.replay:
+        if self.symbols != ("all",) and (self.symbols or not self.replay):
             split_symbols(list(self.symbols or DEFAULT_SYMBOLS), self.ingest_shards)
         if self.replay:
             replay = self.exchange.replay_settings()

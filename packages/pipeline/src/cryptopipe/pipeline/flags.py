@@ -60,7 +60,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--symbols",
-        help="comma-separated symbols; unset: btcusdt,ethusdt live, the replay files' symbols on replay",
+        help="comma-separated symbols, or all (every TRADING symbol, dealt to the ingest shards); "
+        "unset: btcusdt,ethusdt live, the replay's symbols on replay",
     )
     parser.add_argument("--mode", choices=["aggTrade", "trade"], default="aggTrade", help="the trade stream")
     parser.add_argument("--binance-ws-url", default=DEFAULT_BINANCE_WS, help="Binance's WebSocket base URL")
@@ -200,7 +201,7 @@ def replay_settings(args: argparse.Namespace) -> ReplaySettings:
         "rate": args.rate,
         "seed": args.seed,
         "loop": args.loop or None,
-        "symbols": args.symbols if args.symbols and not args.replay_file else None,
+        "symbols": args.symbols if args.symbols and not args.replay_file and args.symbols != "all" else None,
     }
     try:
         return load_settings(ReplaySettings, **given)

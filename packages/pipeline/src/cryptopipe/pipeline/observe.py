@@ -73,7 +73,7 @@ def start_observability(pipeline: Pipeline) -> None:
     settings = load_settings(
         DashboardSettings,
         port=dashboard_port,
-        symbols=",".join(state.symbols),
+        symbols="" if state.symbols == ["all"] else ",".join(state.symbols),
         metrics_urls=",".join(
             f"http://{address}/metrics" for addresses in targets.values() for address in addresses
         ),

@@ -198,6 +198,13 @@ class Pipeline:
         deals the symbols to the ingest shards. Raises :class:`ConfigError` for more shards than
         symbols."""
         config = self.config
+        if config.symbols == ("all",):
+            # Every TRADING symbol: each ingest shard resolves the list itself and takes its share.
+            self.shards = [["all"]] * config.ingest_shards
+            self.state.symbols = ["all"]
+            self.planned_ports = {n: self.ports.of(n) for n in member_names("ingest", config.ingest_shards)}
+            self._start_readers()
+            return
         if config.symbols:
             symbols = list(config.symbols)
         elif config.replay:
@@ -207,6 +214,10 @@ class Pipeline:
         self.shards = split_symbols(parse_symbols(",".join(symbols)), config.ingest_shards)
         self.state.symbols = symbols
         self.planned_ports = {name: self.ports.of(name) for name in member_names("ingest", len(self.shards))}
+        self._start_readers()
+
+    def _start_readers(self) -> None:
+        config = self.config
         consumers = member_names("prices-consumer", config.consumers)
         for name in consumers:
             self._start_consumer(name)
@@ -221,8 +232,8 @@ class Pipeline:
 
     def start_ingest(self, ws_url: str, rest_url: str) -> None:
         """Every ingest shard, each on its share of the symbols."""
-        for name, share in zip(list(self.planned_ports), self.shards, strict=True):
-            self._start_ingest(name, share, ws_url, rest_url)
+        for index, (name, share) in enumerate(zip(list(self.planned_ports), self.shards, strict=True)):
+            self._start_ingest(name, share, ws_url, rest_url, shard=(index, len(self.shards)))
 
     # --- services --------------------------------------------------------------------------
 
@@ -250,8 +261,11 @@ class Pipeline:
         folder = self.config.latency_samples
         return None if folder is None else folder / f"{name}.json"
 
-    def _start_ingest(self, name: str, symbols: Sequence[str], ws_url: str, rest_url: str) -> None:
-        """One ingest process (a shard: its own symbols, stats file and /metrics port)."""
+    def _start_ingest(
+        self, name: str, symbols: Sequence[str], ws_url: str, rest_url: str, *, shard: tuple[int, int]
+    ) -> None:
+        """One ingest process (a shard: its own symbols, stats file and /metrics port; with ``all``,
+        its share of the exchange's symbols: every ``shard[1]``-th from ``shard[0]``)."""
         port = self.planned_ports.pop(name)
         settings = load_ingest_settings(
             symbols=",".join(symbols),
@@ -260,6 +274,8 @@ class Pipeline:
             rest_url=rest_url,
             metrics_port=port,
             depth=self.config.depth,
+            all_shard_index=shard[0],
+            all_shard_count=shard[1],
         )
         env = self.service_env(settings, self.stats_file(name))
         self.launch(name, ["ingest"], env=env, metrics_port=port)

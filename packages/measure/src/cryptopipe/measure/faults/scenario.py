@@ -57,6 +57,7 @@ def pipeline_config(config: FaultConfig, topic_prefix: str, key_prefix: str) -> 
         seed=config.seed,
         symbols=",".join(config.symbols),
         burst=False,
+        rest_weight_limit=0,  # the monitor polls the exchange's history 10 times a second
         count=config.count,
     )
     return PipelineConfig(
