@@ -16,6 +16,7 @@ import redis
 import streamlit as st
 
 from cryptopipe.dashboard import data
+from cryptopipe.dashboard.book_panel import books_section
 from cryptopipe.dashboard.cards import prices_section
 from cryptopipe.dashboard.fmt import DOWN, UP, fmt_move, fmt_price, fmt_time, fmt_window
 from cryptopipe.dashboard.health_view import health_section, show_problem
@@ -174,6 +175,11 @@ def main() -> None:
         st.caption(f"updated {datetime.now(tz=UTC).strftime('%H:%M:%S')} UTC")
 
     @st.fragment(run_every=every)
+    def books() -> None:  # nothing until Redis holds a book; the prices section reports an outage
+        if url:
+            books_section(_redis_client(url, settings.redis_timeout_seconds), settings, redis_settings)
+
+    @st.fragment(run_every=every)
     def alerts() -> None:
         _with_redis(redis_settings, settings, lambda client: alerts_section(client, settings, redis_settings))
 
@@ -183,6 +189,7 @@ def main() -> None:
 
     st.header({"binance": "Live prices", "replay": "Prices (replay)"}.get(settings.source, "Prices"))
     prices()
+    books()
     st.header("Alerts")
     alerts()
     st.header("Pipeline health")
