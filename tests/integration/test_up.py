@@ -246,6 +246,29 @@ def test_bad_settings_are_one_line_and_exit_2_before_any_server_starts(
     assert names in lines[0], lines[0]
 
 
+def test_a_tape_that_ends_stops_up_with_exit_on_finish(
+    tmp_path: Path,
+    redis_client: redis.Redis,  # deletes this test's keys afterwards
+    up_here: UpHere,
+) -> None:
+    """The tape plays to a pipeline that is up, its end is said once (not as a connection fault),
+    and --exit-on-finish drains and stops there, long before --run-for."""
+    n = 300
+    btc_file = tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv"
+    _write_agg_trades(btc_file, 1000, n, 1723161255000, Decimal("61837"))
+    args = ["--source", "replay", *replay_file_args(btc_file), "--speed", "max", "--exit-on-finish"]
+    args += ["--run-for", "600", "--no-alerting", "--no-dashboard", "--no-prometheus"]
+    run = up_here(args)
+    result = run.result
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = run.summary()
+    assert summary["trades_received"] == summary["prices_written"] == n  # every trade of the file
+    assert summary["run_seconds"] < 600
+    lines = result.stderr.splitlines()
+    assert sum("the tape has finished" in line for line in lines) == 1, result.stderr[-4000:]
+    assert not any("reconnect" in line for line in lines), result.stderr[-4000:]
+
+
 def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     redis_client: redis.Redis,  # deletes this test's keys afterwards
     up_here: UpHere,

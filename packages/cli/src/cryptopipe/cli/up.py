@@ -26,6 +26,7 @@ from cryptopipe.pipeline.flags import add_pipeline_arguments, config_from_args, 
 from cryptopipe.pipeline.runlog import RunLog
 from cryptopipe.pipeline.say import say
 from cryptopipe.pipeline.summary import summary
+from cryptopipe.pipeline.tape import check_tape
 from cryptopipe.runtime import Stop, stop_on_signals, write_json_atomic
 from cryptopipe.schemas import ConfigError
 
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-json", type=Path, metavar="PATH", help="write the run's figures here at exit"
     )
     parser.add_argument(
+        "--exit-on-finish",
+        action="store_true",
+        help="with --source replay: drain and stop once the tape has played to its end (without it, "
+        "ingest stops there and the rest runs on until Ctrl-C or --run-for)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show every service's log lines, not only warnings"
     )
     parser.add_argument(
@@ -62,16 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _watch(pipeline: Pipeline, stop: Stop, run_for: float | None) -> tuple[int, float]:
-    """Watch the running pipeline until a signal, ``run_for`` or a service dies; returns the exit
-    status so far and how long it ran."""
+def _watch(
+    pipeline: Pipeline, stop: Stop, run_for: float | None, *, exit_on_finish: bool
+) -> tuple[int, float]:
+    """Watch the running pipeline until a signal, ``run_for``, the tape's end (``exit_on_finish``)
+    or a service dies; returns the exit status so far and how long it ran."""
     say(f"cryptopipe up: running ({', '.join(pipeline.state.services)}); Ctrl-C stops cleanly")
     started = time.monotonic()
     next_progress = started + 5
+    next_tape = started + 1
     while not stop.wait(0.2):
         elapsed = time.monotonic() - started
         if run_for is not None and elapsed >= run_for:
             break
+        if time.monotonic() >= next_tape:
+            next_tape += 1
+            if check_tape(pipeline) and exit_on_finish:
+                break
         dead = pipeline.dead_service()
         if dead is not None:
             say(f"cryptopipe up: {dead.name} exited with code {dead.returncode()}; stopping")
@@ -91,7 +105,12 @@ def _rules_line(config: PipelineConfig) -> str | None:
 
 
 def run(
-    config: PipelineConfig, log: RunLog, *, run_for: float | None = None, summary_json: Path | None = None
+    config: PipelineConfig,
+    log: RunLog,
+    *,
+    run_for: float | None = None,
+    summary_json: Path | None = None,
+    exit_on_finish: bool = False,
 ) -> int:
     """Start, run, drain and reconcile one pipeline; returns ``up``'s exit status."""
     stop = Stop()
@@ -111,7 +130,7 @@ def run(
             say(f"cryptopipe up: {exc}")
             return 1
         startup = time.monotonic() - began
-        exit_code, ran = _watch(pipeline, stop, run_for)
+        exit_code, ran = _watch(pipeline, stop, run_for, exit_on_finish=exit_on_finish)
         say("cryptopipe up: draining")
         drained = time.monotonic()
         drain(pipeline)
@@ -146,4 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules = _rules_line(config)
         if rules is not None:
             say(rules)
-        return run(config, log, run_for=args.run_for, summary_json=args.summary_json)
+        return run(
+            config,
+            log,
+            run_for=args.run_for,
+            summary_json=args.summary_json,
+            exit_on_finish=args.exit_on_finish,
+        )

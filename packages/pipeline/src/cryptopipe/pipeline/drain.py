@@ -69,6 +69,7 @@ def read_and_stop(pipeline: Pipeline, names: Sequence[str], component: str) -> N
     if not running:
         return
     before = {name: pipeline.scrape(name) for name in running}
+    state.stopped.update(running)
     stop_all([state.services[n] for n in running])
     for name in running:
         final = final_scrape(read_stats(state.stats_files.get(name)))

@@ -75,6 +75,10 @@ class RunState:
     """The same, one scrape of all of a component's processes (``ingest``, ``prices-consumer``)."""
     lag_max: dict[str, float | None] = field(default_factory=lambda: {"consumer": None, "alerting": None})
     """The highest lag the progress lines saw: the consumers' and the Spark query's."""
+    stopped: set[str] = field(default_factory=set)
+    """Services stopped on purpose before the drain (ingest once a tape has finished)."""
+    tape_finished: bool = False
+    """Whether the replayed tape has played to its end."""
 
 
 class _Ports:
@@ -122,6 +126,7 @@ class Pipeline:
         self.env: dict[str, str] = {}
         self.servers: dict[str, LocalServer | None] = {}
         self.kafka: KafkaEndpoint | None = None
+        self.rest_url: str | None = None
         self.redis: RedisEndpoint | None = None
         self.prometheus: PrometheusServer | None = None
         self.java: str | None = None
@@ -186,7 +191,8 @@ class Pipeline:
         env = self.service_env(settings, self.workdir / "replay-exchange-stats.json")
         self.launch("replay-exchange", ["replay-exchange"], env=env, ready_file=ready_file)
         ready = json.loads(ready_file.read_text())
-        return str(ready["ws_url"]), str(ready["rest_url"])
+        self.rest_url = str(ready["rest_url"])
+        return str(ready["ws_url"]), self.rest_url
 
     def start_services(self, ws_url: str, rest_url: str) -> None:
         """The readers, then every ingest shard (without observability)."""
@@ -344,8 +350,9 @@ class Pipeline:
             return Scrape([])
 
     def dead_service(self) -> Service | None:
-        for service in self.state.services.values():
-            if not service.running():
+        """A service that exited without being asked to."""
+        for name, service in self.state.services.items():
+            if name not in self.state.stopped and not service.running():
                 return service
         return None
 

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 def progress_line(pipeline: Pipeline, elapsed: float) -> str:
     """Trades received, published and written so far, alerts in Redis, both lags and the E2E p99."""
-    scrape = pipeline.scrape()
+    state = pipeline.state
+    # A service stopped on purpose (ingest after its tape ended) still counts with its last figures.
+    scrape = Scrape.merged(pipeline.scrape(), *(state.final[n] for n in state.stopped if n in state.final))
     e2e = scrape.percentiles_ms(m.E2E_LATENCY)["p99"]
     lag = record_lag(pipeline, scrape, "consumer", m.CONSUMER_LAG)
     spark_lag = record_lag(pipeline, scrape, "alerting", m.ALERTING_LAG)
@@ -30,6 +32,7 @@ def progress_line(pipeline: Pipeline, elapsed: float) -> str:
         + f"  lag {lag or 0:.0f}"
         + (f"  spark lag {spark_lag:.0f}" if spark_lag is not None else "")
         + f"  e2e p99 {f'{e2e:.1f}' if e2e is not None else '-'} ms"
+        + ("  (tape finished)" if pipeline.state.tape_finished else "")
     )
 
 

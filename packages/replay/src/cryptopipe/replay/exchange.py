@@ -12,6 +12,7 @@ from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.connection import Connection
 from cryptopipe.replay.rest import RestApi
 from cryptopipe.replay.rest_depth import DepthApi
+from cryptopipe.replay.rest_status import StatusApi
 from cryptopipe.replay.sources.build import build_source
 from cryptopipe.replay.tape import HistoryKind, ReplayStats, Tape, wall_clock_us
 from cryptopipe.replay.ws import WebSocketEndpoint
@@ -109,6 +110,7 @@ class ReplayExchange:
         self._ws.add_routes(app.router)
         rest.add_routes(app.router)
         DepthApi(self).add_routes(app.router)
+        StatusApi(self).add_routes(app.router)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)

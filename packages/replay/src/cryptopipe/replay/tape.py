@@ -256,7 +256,8 @@ class Tape:
                 for callback in self.on_finished:
                     callback()
                 log.info(
-                    "tape finished: %d trades played, %d frames sent",
+                    "tape finished: %d trades played, %d frames sent (a trade goes out once to each "
+                    "client subscribed to its stream: none when no client is)",
                     self.stats.trades_played,
                     self.stats.frames_sent,
                 )
