@@ -32,23 +32,30 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cryptopipe.alerting.book_state import BookState
-from cryptopipe.alerting.errors import AlertPublishError, SourceUnavailableError
+from cryptopipe.alerting.errors import SourceUnavailableError
 from cryptopipe.alerting.plan import WINDOW_COLUMNS, SymbolState
 from cryptopipe.alerting.rules import Rule, book_rules, price_rules
-from cryptopipe.alerting.sink import AlertPublisher, count_published, windows_to_alerts
+from cryptopipe.alerting.sink import AlertPublisher, Delivery, count_published, windows_to_alerts
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import rate_limited_logger
 from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, poll_batch
 from cryptopipe.schemas import Alert, DecodeError, KafkaSettings, decode_book_record, decode_trade
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
 _warn = rate_limited_logger(__name__ + ".warnings")
 
 
@@ -168,9 +175,10 @@ class ExpressLane:
             if metadata.error is not None:
                 raise SourceUnavailableError(f"express lane cannot read {topic}: {metadata.error}")
             wanted = [TopicPartition(topic, p, since_ms) for p in sorted(metadata.partitions)]
-            for start in consumer.offsets_for_times(wanted, timeout=timeout_s):
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, start.partition), timeout=timeout_s
+            for start in _retrying(partial(consumer.offsets_for_times, wanted, timeout=timeout_s), timeout_s):
+                partition = TopicPartition(topic, start.partition)
+                _low, high = _retrying(
+                    partial(consumer.get_watermark_offsets, partition, timeout=timeout_s), timeout_s
                 )
                 self._live_from[(topic, start.partition)] = high
                 offset = start.offset if start.offset >= 0 else high
@@ -194,6 +202,7 @@ class ExpressLane:
                 messages = poll_batch(consumer, self.batch_size, 0.1)
                 if messages:
                     self.handle(messages)
+                self.publisher.poll(0)
             except Exception:  # keep the lane alive: Spark still delivers whatever it misses
                 m.ERRORS.labels(component="alerting", reason="express_failed").inc()
                 _warn.exception("express lane: a poll failed; Spark's copies of its alerts still follow")
@@ -238,17 +247,42 @@ class ExpressLane:
         return rows if live else []
 
     def _publish(self, alerts: list[Alert]) -> None:
+        """Hand the alerts to the producer and go on reading: the next decision never waits for
+        this one's acknowledgement (see the README: where early alerts waited)."""
         try:
-            acked = self.publisher.publish(alerts)
-        except AlertPublishError as exc:
-            self.stats.publish_failures += len(alerts)
-            m.ERRORS.labels(component="alerting", reason="express_publish").inc(len(alerts))
-            _warn.warning("express lane: %s; Spark's copies follow", exc)
-            return
-        count_published(alerts, acked, m.ALERTING_EXPRESS_ALERTS, m.ALERTING_EXPRESS_PUBLISH_LATENCY)
-        self.stats.alerts_published += len(alerts)
+            self.publisher.send(alerts, self._delivered)
+        except (BufferError, KafkaException) as exc:
+            self._delivered(Delivery(alerts, [0] * len(alerts), [str(exc)] * len(alerts)))
+
+    def _delivered(self, delivery: Delivery) -> None:
+        acked = [(alert, ack) for alert, ack in zip(delivery.alerts, delivery.acked_us, strict=True) if ack]
+        if delivery.failures:
+            failed = len(delivery.alerts) - len(acked)
+            self.stats.publish_failures += failed
+            m.ERRORS.labels(component="alerting", reason="express_publish").inc(failed)
+            _warn.warning("express lane: %s; Spark's copies follow", delivery.failures[0])
+        count_published(
+            [alert for alert, _ in acked],
+            [ack for _, ack in acked],
+            m.ALERTING_EXPRESS_ALERTS,
+            m.ALERTING_EXPRESS_PUBLISH_LATENCY,
+        )
+        self.stats.alerts_published += len(acked)
 
     def _on_message_error(self, error: KafkaError) -> None:
         # (No partition-EOF events: the consumer is configured without them.)
         m.ERRORS.labels(component="alerting", reason="express_consume").inc()
         _warn.warning("express lane: %s", error.str())
+
+
+def _retrying(call: Callable[[], _T], timeout_s: float) -> _T:
+    """``call()``, again while it fails with a retriable error (a topic just created has no
+    leader yet for a moment: NOT_LEADER_FOR_PARTITION), until ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

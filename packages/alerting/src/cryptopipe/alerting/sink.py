@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -154,6 +155,16 @@ def count_published(alerts: Sequence[Alert], acked_us: Sequence[int], counter: A
             latency.labels(kind=alert.kind).observe(max(0.0, (ack_us - alert.trigger_receive_time_us) / 1e6))
 
 
+@dataclass(slots=True)
+class Delivery:
+    """What became of the alerts of one :meth:`AlertPublisher.send`: each one's ack time (µs since
+    epoch; 0 when it failed) and the errors of those that failed."""
+
+    alerts: list[Alert]
+    acked_us: list[int]
+    failures: list[str]
+
+
 class AlertPublisher:
     """An idempotent producer for the ``alerts`` topic; :meth:`publish` returns once acknowledged."""
 
@@ -180,29 +191,50 @@ class AlertPublisher:
         """
         if not alerts:
             return []
-        failures: list[str] = []
-        acked = [0] * len(alerts)
-
-        def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
-            def on_delivery(error: KafkaError | None, _message: Message) -> None:
-                if error is not None:
-                    failures.append(error.str())
-                else:
-                    acked[index] = time.time_ns() // 1000
-
-            return on_delivery
-
-        for index, alert in enumerate(alerts):
-            self._producer.produce(
-                self.topic, value=encode(alert), key=encode_key(alert.symbol), on_delivery=delivered(index)
-            )
+        outcome: list[Delivery] = []
+        self.send(alerts, outcome.append)
         remaining = self._producer.flush(self.flush_timeout_s)
+        failures = outcome[0].failures if outcome else []
         if remaining or failures:
             detail = (
                 failures[0] if failures else f"{remaining} still in flight after {self.flush_timeout_s:g}s"
             )
             raise AlertPublishError(self.topic, remaining + len(failures), detail)
-        return acked
+        return outcome[0].acked_us
+
+    def send(self, alerts: Sequence[Alert], on_done: Callable[[Delivery], None]) -> None:
+        """Produce without waiting: ``on_done`` gets the :class:`Delivery` from :meth:`poll` (or a
+        flush) once every alert was acknowledged or failed. Ack times come from the client's own
+        produce-to-ack latency, so they do not depend on when the callback is served."""
+        delivery = Delivery(list(alerts), [0] * len(alerts), [])
+        pending = [len(alerts)]
+
+        def delivered(index: int, sent_us: int) -> Callable[[KafkaError | None, Message], None]:
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
+                if error is not None:
+                    delivery.failures.append(error.str())
+                else:
+                    latency = message.latency()
+                    acked = sent_us + int(latency * 1e6) if latency is not None else time.time_ns() // 1000
+                    delivery.acked_us[index] = acked
+                pending[0] -= 1
+                if not pending[0]:
+                    on_done(delivery)
+
+            return on_delivery
+
+        for index, alert in enumerate(alerts):
+            self._producer.produce(
+                self.topic,
+                value=encode(alert),
+                key=encode_key(alert.symbol),
+                on_delivery=delivered(index, time.time_ns() // 1000),
+            )
+        self._producer.poll(0)
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Serve the callbacks of the acknowledgements that came (for :meth:`send`)."""
+        self._producer.poll(timeout_s)
 
     def close(self) -> None:
         self._producer.flush(self.flush_timeout_s)
