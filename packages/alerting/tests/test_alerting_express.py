@@ -13,7 +13,7 @@ from cryptopipe.alerting.book_reference import reference_book_alerts
 from cryptopipe.alerting.express import ExpressLane
 from cryptopipe.alerting.reference import reference_alerts
 from cryptopipe.alerting.rules import Rule, parse_rules
-from cryptopipe.alerting.sink import AlertPublisher
+from cryptopipe.alerting.sink import AlertPublisher, Delivery
 from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import (
@@ -166,3 +166,32 @@ def test_express_lane_raises_the_reference_book_alerts_beside_the_trade_alerts(
     assert {(a.rule, a.kind) for a in expected} >= {("wide", "final"), ("mid", "early")}
     wide = next(a for a in alerts if a.rule == "wide")
     assert wide.trigger_receive_time_us == records[3].receive_time_us
+
+
+class _FailingHalf:
+    """A publisher whose broker acknowledges the first alert of a send and refuses the rest."""
+
+    def send(self, alerts: Sequence[Alert], on_done: Any) -> None:
+        acked = [1_000_000] + [0] * (len(alerts) - 1)
+        on_done(Delivery(list(alerts), acked, ["refused"] * (len(alerts) - 1)))
+
+
+def test_express_lane_counts_what_the_broker_refused_and_reads_on(kafka_settings: KafkaSettings) -> None:
+    lane = ExpressLane(kafka_settings, "prices", parse_rules(RULES), 1000, _FailingHalf())  # type: ignore[arg-type]
+    errors = m.ERRORS.labels(component="alerting", reason="express_publish")
+    before = errors._value.get()
+    alert = Alert(
+        rule="final",
+        symbol="BTCUSDT",
+        kind="final",
+        side="BUY",
+        window_start_us=BASE_US,
+        window_end_us=BASE_US + MINUTE_US,
+        open=Decimal(100),
+        close=Decimal(99),
+        pct_change=-0.01,
+        raised_time_us=BASE_US,
+    )
+    lane._publish([alert, alert, alert])
+    assert (lane.stats.alerts_published, lane.stats.publish_failures) == (1, 2)
+    assert errors._value.get() - before == 2
