@@ -34,7 +34,7 @@ from typing import Any
 import redis as redis_lib
 
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
-from cryptopipe.measure.bench_prices import run_pipeline
+from cryptopipe.measure.bench_prices import run_pipeline, walk_ladder
 from cryptopipe.measure.floors import bench_parser, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
@@ -225,30 +225,14 @@ def _resync_run(
 def _ladder(
     args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
 ) -> dict[str, Any]:
+    """The ladder of bench prices, counting book events as messages too."""
     steps: list[dict[str, Any]] = []
-    best = 0.0
-    for rate in [float(r) for r in args.ladder.split(",") if r.strip()]:
-        _progress(f"ladder step {rate:.0f} trades/s for {args.step_seconds:.0f} s")
-        run = run_pipeline(
-            rate, args.step_seconds, base=args, kafka=kafka, redis=redis, workdir=workdir, sample_lag=True
-        )
-        received, books = run["summary"]["trades_received"], run["books"]
-        kept_up = (
-            received >= 0.9 * rate * run["elapsed_s"] and run["max_lag"] <= rate * 0.5 and books.balanced
-        )
+    for _, run, figures in walk_ladder(args, kafka, redis, workdir):
         window = run["window"]
-        steps.append(
-            {
-                "offered_msgs_per_s": rate,
-                "messages_per_s": round((window["published"] + window["book_events"]) / run["elapsed_s"], 1),
-                "max_lag": run["max_lag"],
-                "kept_up": kept_up,
-            }
-        )
-        if not kept_up:
-            break
-        best = steps[-1]["messages_per_s"]
-    return {"max_sustained_msgs_per_s": best, "ladder": steps}
+        messages = window["published"] + window["book_events"]
+        steps.append({**figures, "messages_per_s": round(messages / run["elapsed_s"], 1)})
+    kept = [step["messages_per_s"] for step in steps if step["kept_up"]]
+    return {"max_sustained_msgs_per_s": max(kept, default=0.0), "ladder": steps}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def pipeline_config(rate: float, base: argparse.Namespace, run_dir: Path, prefix
     """What ``up --source replay --rate R`` runs, on free ports and in the run's own topics and keys,
     with each consumer's latency samples in ``run_dir``; the prices path alone unless
     ``--with-alerting`` (the Spark job would share the same cores)."""
-    depth = getattr(base, "depth", "off")  # bench books keeps order books; bench prices none
+    depth: Any = getattr(base, "depth", "off")  # bench books keeps order books; bench prices none
     market = getattr(base, "market_size", 0)
     replay = load_settings(
         ReplaySettings,
@@ -234,40 +234,49 @@ def _ingest_counts(scrape: Scrape) -> dict[str, float]:
     }
 
 
-def _ladder(
+def walk_ladder(
     args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
-) -> tuple[list[dict[str, Any]], float]:
-    """Each ladder step's figures, and the highest offered rate the pipeline kept up with."""
-    sustained: list[dict[str, Any]] = []
-    best = 0.0
+) -> Iterator[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """Run each ``--ladder`` rate for ``--step-seconds`` until one falls behind: for each step, the
+    rate, its run and its common figures (``kept_up``: ingest took in 90 % of the offer, the readers'
+    lag stayed within half a second's worth, the books balanced)."""
     for rate in [float(r) for r in args.ladder.split(",") if r.strip()]:
         _progress(f"ladder step {rate:.0f} msg/s for {args.step_seconds:.0f} s")
         step = run_pipeline(
             rate, args.step_seconds, base=args, kafka=kafka, redis=redis, workdir=workdir, sample_lag=True
         )
         received = step["summary"]["trades_received"]
-        offered = rate * step["elapsed_s"]
         step_books: Books = step["books"]
-        kept_up = received >= 0.9 * offered and step["max_lag"] <= rate * 0.5 and step_books.balanced
-        sustained.append(
-            {
-                "offered_msgs_per_s": rate,
-                "received": received,
-                "received_msgs_per_s": round(received / step["elapsed_s"], 1),
-                "max_lag": step["max_lag"],
-                "unwritten": step_books.unwritten,
-                "kept_up": kept_up,
-            }
+        kept_up = (
+            received >= 0.9 * rate * step["elapsed_s"]
+            and step["max_lag"] <= rate * 0.5
+            and step_books.balanced
         )
+        figures = {
+            "offered_msgs_per_s": rate,
+            "received": received,
+            "received_msgs_per_s": round(received / step["elapsed_s"], 1),
+            "max_lag": step["max_lag"],
+            "unwritten": step_books.unwritten,
+            "kept_up": kept_up,
+        }
         _progress(
-            f"  received {received} ({received / step['elapsed_s']:.0f}/s), max lag "
+            f"  received {received} ({figures['received_msgs_per_s']:.0f}/s), max lag "
             f"{step['max_lag']:.0f}, unwritten {step_books.unwritten}: "
             f"{'kept up' if kept_up else 'fell behind'}"
         )
+        yield rate, step, figures
         if not kept_up:
-            break
-        best = rate
-    return sustained, best
+            return
+
+
+def _ladder(
+    args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
+) -> tuple[list[dict[str, Any]], float]:
+    """Each ladder step's figures, and the highest offered rate the pipeline kept up with."""
+    steps = [figures for _, _, figures in walk_ladder(args, kafka, redis, workdir)]
+    kept = [step["offered_msgs_per_s"] for step in steps if step["kept_up"]]
+    return steps, max(kept, default=0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
