@@ -9,7 +9,7 @@ express lane keeps a :class:`BookState` per symbol in memory, the Spark operator
   episodes end, and mid windows that have not alerted start again from the first update after it
   (a window never compares mids across a reset); one that alerted early stays quiet. A reset is
   not a metric point itself (its time may be unknown).
-- an ``update`` of the book's epoch that follows the book's id (``continuity``) is applied and
+- an ``update`` is taken by the contract's one rule (:class:`~cryptopipe.schemas.book_follow.BookFollower`): applied and
   gives one metric point at its ``event_time_us`` (:mod:`cryptopipe.alerting.book_metrics`); a
   stale one is skipped; a gap, an update of a newer epoch, or a book crossed after it gives the
   book up until the next reset (also a discontinuity).
@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from cryptopipe.alerting.book_metrics import book_metrics
 from cryptopipe.alerting.plan import SymbolState
 from cryptopipe.alerting.rules import Rule
-from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, DepthDiff, OrderBook, continuity
+from cryptopipe.schemas import BookRecord, BookResetRecord, OrderBook
+from cryptopipe.schemas.book_follow import BookFollower
 
 Row = tuple[Any, ...]
 
@@ -45,20 +46,31 @@ class BookState:
         self.levels = [rule for rule in mine if rule.is_level]
         self.bands = sorted({rule.band_bps for rule in self.levels if rule.band_bps is not None})
         self.moves = SymbolState(symbol, [rule for rule in mine if rule.metric == "mid"], delay_us)
-        self.book: OrderBook | None = None
-        self.epoch: int | None = None
+        #: The book as book-updates describes it, followed by the contract's one rule.
+        self.follower = BookFollower(symbol)
         #: rule name -> [start_us, value at start, fired]
         self.episodes: dict[str, list[Any]] = {}
 
+    @property
+    def book(self) -> OrderBook | None:
+        return self.follower.book
+
+    @property
+    def epoch(self) -> int | None:
+        return self.follower.epoch
+
     def take(self, record: BookRecord) -> list[Row] | None:
         """The rows this record emits (WINDOW_COLUMNS), or None when its point is late."""
-        if isinstance(record, BookResetRecord):
-            self._reset(record)
+        was_live = self.follower.book is not None
+        outcome = self.follower.take(record)
+        book = self.follower.book
+        if isinstance(record, BookResetRecord) or book is None:
+            if outcome == "applied" or (was_live and book is None):
+                self._discontinuity()  # a new book, or the live one given up (a gap, crossed)
             return []
-        if not self._follow(record):
+        if outcome != "applied":
             return []
-        assert self.book is not None
-        metrics = book_metrics(self.book, self.bands)
+        metrics = book_metrics(book, self.bands)
         if metrics is None:  # a side is empty: no mid, no metrics
             self.episodes.clear()
             return []
@@ -80,38 +92,6 @@ class BookState:
             return []
         episode[2] = True
         return [(rule.name, self.symbol, "final", episode[0], episode[1], format(value, "f"), r, 0)]
-
-    def _reset(self, record: BookResetRecord) -> None:
-        if self.epoch is not None and record.epoch < self.epoch:
-            return
-        if self.book is not None and (record.epoch, record.update_id) <= (self.epoch, self.book.update_id):
-            return
-        self.book = OrderBook(self.symbol, record.update_id, record.bids, record.asks, record.event_time_us)
-        self.epoch = record.epoch
-        self._discontinuity()
-
-    def _follow(self, update: BookUpdateRecord) -> bool:
-        """Apply ``update`` when it continues the live book; False when it gives no point."""
-        if self.epoch is not None and update.epoch < self.epoch:
-            return False
-        book = self.book
-        if book is None:
-            return False
-        if update.epoch > (self.epoch or 0):
-            return self._give_up()
-        step = continuity(book.update_id, update)
-        if step == "stale":
-            return False
-        if step == "gap":
-            return self._give_up()
-        # An update carries DepthDiff's attribute names, so the book applies it as one.
-        book.apply(cast(DepthDiff, update))
-        return not book.is_crossed() or self._give_up()
-
-    def _give_up(self) -> bool:
-        self.book = None
-        self._discontinuity()
-        return False
 
     def _discontinuity(self) -> None:
         self.episodes.clear()
@@ -138,16 +118,17 @@ class BookState:
     def load(self, text: str) -> None:
         """Take back a state :meth:`dump` wrote."""
         saved = json.loads(text)
-        self.epoch = saved["epoch"]
+        self.follower.epoch = saved["epoch"]
         if saved["book"] is not None:
             update_id, event_us, bids, asks = saved["book"]
-            self.book = OrderBook(
+            book = OrderBook(
                 self.symbol,
                 update_id,
                 [(Decimal(p), Decimal(q)) for p, q in bids],
                 [(Decimal(p), Decimal(q)) for p, q in asks],
                 event_us,
             )
+            self.follower.adopt(book, saved["epoch"])
         self.moves.newest = saved["newest"]
         self.moves.windows = saved["windows"]
         self.episodes = saved["episodes"]
