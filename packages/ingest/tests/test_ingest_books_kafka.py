@@ -24,7 +24,6 @@ from cryptopipe.schemas import (
     BOOK_SNAPSHOTS,
     BOOK_UPDATES,
     BookTicker,
-    DepthDiff,
     KafkaSettings,
     OrderBook,
     binance,
@@ -34,7 +33,6 @@ from cryptopipe.schemas import (
 from cryptopipe.schemas.book_messages import (
     BookCheckpoint,
     BookResetRecord,
-    BookUpdateRecord,
     continuity,
     decode_book_checkpoint,
     decode_book_record,
@@ -63,17 +61,6 @@ def copy(book: OrderBook) -> OrderBook:
     return OrderBook(book.symbol, book.update_id, top.bids, top.asks, book.event_time_us)
 
 
-def as_diff(update: BookUpdateRecord) -> DepthDiff:
-    return DepthDiff(
-        symbol=update.symbol,
-        first_update_id=update.first_update_id,
-        final_update_id=update.final_update_id,
-        event_time_us=update.event_time_us,
-        bids=update.bids,
-        asks=update.asks,
-    )
-
-
 def rebuild(records: Iterable[tuple[bytes, int, int]], *, keep_books: bool = False) -> Rebuilt:
     """Apply book-updates in order (value, partition, offset): a reset starts a book, updates follow it."""
     out = Rebuilt()
@@ -91,7 +78,7 @@ def rebuild(records: Iterable[tuple[bytes, int, int]], *, keep_books: bool = Fal
             assert record.epoch == epochs[record.symbol], "an update belongs to the last reset's epoch"
             book = out.books[record.symbol]
             assert continuity(book.update_id, record) == "next", (book.update_id, record.first_update_id)
-            book.apply(as_diff(record))
+            book.apply(record)
             out.updates += 1
             out.touches[(record.symbol, record.final_update_id)] = (book.best_bid(), book.best_ask())
         out.crossed += book.is_crossed()
