@@ -106,6 +106,14 @@ def _pacing_arguments(play: argparse._ArgumentGroup) -> None:
         "recorded times",
     )
     play.add_argument("--clock-offset-ms", type=int, help="server clock runs N ms ahead")
+    play.add_argument("--clock-drift-ppm", type=float, help="server clock gains N ppm (0)")
+    play.add_argument("--clock-step-ms", type=float, help="server clock steps by N ms, once (0)")
+    play.add_argument(
+        "--clock-step-after",
+        dest="clock_step_after_s",
+        type=float,
+        help="the step comes N seconds after start",
+    )
     play.add_argument(
         "--loop", action="store_const", const=True, help="restart the source at its end (ids keep growing)"
     )
@@ -123,6 +131,14 @@ def _network_arguments(net: argparse._ArgumentGroup) -> None:
     net.add_argument("--host", help="bind address (127.0.0.1)")
     net.add_argument("--port", type=int, help="0 = a free port (default)")
     net.add_argument("--delay-ms", type=int, help="delay each WS frame, and each REST direction")
+    net.add_argument(
+        "--jitter-ms", type=float, help="jitter of every delay: normal sd, or pareto mean excess"
+    )
+    net.add_argument("--jitter-distribution", choices=["normal", "pareto"], help="normal (default) or pareto")
+    for leg in ("rest-request", "rest-response", "ws"):
+        net.add_argument(
+            f"--{leg}-delay-ms", type=float, help=f"the {leg.replace('-', ' ')} delay (--delay-ms)"
+        )
     net.add_argument(
         "--drop-after",
         type=int,

@@ -16,6 +16,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from cryptopipe.replay.errors import ReplayConfigError
+from cryptopipe.replay.network import Distribution, NetworkConditions
 from cryptopipe.schemas import SETTINGS_CONFIG, setting
 
 ClockMode = Literal["live", "original"]
@@ -72,12 +73,23 @@ class ReplayConfig:
     speed: float | Literal["max"] = 1.0
     clock: ClockMode = "live"
     clock_offset_ms: int = 0
+    #: The server clock gains this many ppm, and steps by ``clock_step_ms`` after ``clock_step_after_s``.
+    clock_drift_ppm: float = 0.0
+    clock_step_ms: float = 0.0
+    clock_step_after_s: float | None = None
     loop: bool = False
     start_on_subscribe: bool = True
     # --- network and faults --------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 0
     delay_ms: int = 0
+    #: Jitter of every delay (:mod:`.network`): normal (its standard deviation) or pareto (the
+    #: mean excess over the base); each direction's base is ``delay_ms`` unless given its own.
+    jitter_ms: float = 0.0
+    jitter_distribution: Distribution = "normal"
+    rest_request_delay_ms: float | None = None
+    rest_response_delay_ms: float | None = None
+    ws_delay_ms: float | None = None
     drop_after: int | None = None
     ping_interval_s: float = 20.0
     pong_timeout_s: float = 60.0
@@ -132,6 +144,10 @@ class ReplayConfig:
         ):
             if getattr(self, name) < 0:
                 raise ReplayConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
+        try:
+            self.network()
+        except ValueError as exc:
+            raise ReplayConfigError("jitter_ms/jitter_distribution/*_delay_ms", str(exc)) from None
         if not self.book_changes_per_trade >= 0 or not self.market_skew >= 0:
             raise ReplayConfigError("book_changes_per_trade/market_skew", "must be >= 0")
         for name in ("drop_after", "count", "depth_drop_every", "depth_drop_update_id"):
@@ -144,6 +160,17 @@ class ReplayConfig:
         for name in ("max_incoming_per_s", "max_streams", "queue_size", "history_limit"):
             if getattr(self, name) < 1:
                 raise ReplayConfigError(name, f"must be >= 1, got {getattr(self, name)!r}")
+
+    def network(self) -> NetworkConditions:
+        """The delay distribution of each direction (REST request, REST response, WS frame)."""
+        return NetworkConditions.build(
+            self.delay_ms,
+            self.jitter_ms,
+            self.jitter_distribution,
+            rest_request_ms=self.rest_request_delay_ms,
+            rest_response_ms=self.rest_response_delay_ms,
+            ws_ms=self.ws_delay_ms,
+        )
 
     @property
     def paced(self) -> bool:
@@ -215,6 +242,12 @@ class ReplaySettings(BaseSettings):
     """`live`: re-stamp event/trade times to now keeping the spacing; `original`: keep the recorded times."""
     clock_offset_ms: int = setting("REPLAY_CLOCK_OFFSET_MS", _DEFAULT.clock_offset_ms)
     """The server clock runs N ms ahead."""
+    clock_drift_ppm: float = setting("REPLAY_CLOCK_DRIFT_PPM", _DEFAULT.clock_drift_ppm)
+    """The server clock gains N parts per million (negative: loses)."""
+    clock_step_ms: float = setting("REPLAY_CLOCK_STEP_MS", _DEFAULT.clock_step_ms)
+    """The server clock steps by N ms once REPLAY_CLOCK_STEP_AFTER_S have passed."""
+    clock_step_after_s: float | None = setting("REPLAY_CLOCK_STEP_AFTER_S", _DEFAULT.clock_step_after_s, ge=0)
+    """Seconds after start at which the server clock steps by REPLAY_CLOCK_STEP_MS."""
     loop: bool = setting("REPLAY_LOOP", _DEFAULT.loop)
     """Restart the source at its end (ids keep growing)."""
     start_on_subscribe: bool = setting("REPLAY_START_ON_SUBSCRIBE", _DEFAULT.start_on_subscribe)
@@ -227,6 +260,17 @@ class ReplaySettings(BaseSettings):
     """0 = a free port."""
     delay_ms: int = setting("REPLAY_DELAY_MS", _DEFAULT.delay_ms, ge=0)
     """Delay each WebSocket frame, and each REST direction, by this much."""
+    jitter_ms: float = setting("REPLAY_JITTER_MS", _DEFAULT.jitter_ms, ge=0)
+    """Jitter of every delay: the standard deviation (normal, cut at 0) or the mean excess over the
+    delay (pareto, a heavy tail)."""
+    jitter_distribution: Distribution = setting("REPLAY_JITTER_DISTRIBUTION", _DEFAULT.jitter_distribution)
+    """`normal` or `pareto`."""
+    rest_request_delay_ms: float | None = setting("REPLAY_REST_REQUEST_DELAY_MS", None, ge=0)
+    """A REST request's own delay (default: REPLAY_DELAY_MS); with the response's, an asymmetric path."""
+    rest_response_delay_ms: float | None = setting("REPLAY_REST_RESPONSE_DELAY_MS", None, ge=0)
+    """A REST response's own delay (default: REPLAY_DELAY_MS)."""
+    ws_delay_ms: float | None = setting("REPLAY_WS_DELAY_MS", None, ge=0)
+    """A WebSocket frame's own delay (default: REPLAY_DELAY_MS); frames keep their order."""
     drop_after: int | None = setting("REPLAY_DROP_AFTER", _DEFAULT.drop_after, ge=1)
     """Drop each connection after N frames; the client always misses at least the next trade."""
     ping_interval_s: float = setting("REPLAY_PING_INTERVAL_S", _DEFAULT.ping_interval_s, gt=0)

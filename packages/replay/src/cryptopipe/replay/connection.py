@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from cryptopipe.replay.host import Host
+from cryptopipe.replay.network import Sampler
 from cryptopipe.replay.wire import normalise_stream
 from cryptopipe.schemas.binance import ControlResponse, ErrorBody, encode_json
 
@@ -80,6 +81,8 @@ class Connection:
         self._incoming: deque[float] = deque()
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
+        #: A frame's time in the queue is when it is due: queued plus its drawn delay, in order.
+        self._network = Sampler(self.config.network())
 
     def enqueue(self, payload: bytes, data: bool = True) -> bool:
         if self.closed_reason is not None:
@@ -90,7 +93,7 @@ class Connection:
             return True
         if len(self.queue) >= self.cap:
             return False
-        self.queue.append((self.loop.time(), payload, data))
+        self.queue.append((self._network.ws_due(self.loop.time()), payload, data))
         if not self._wakeup.is_set():
             self._wakeup.set()
         return True
@@ -181,7 +184,8 @@ class Connection:
         writer, used for pings, close and serverShutdown, writes to the same transport from the same
         loop, so frames never interleave); one write per frame would cap us at the syscall rate.
         """
-        delay = self.config.delay_ms / 1000
+        ws = self._network.conditions.ws
+        delay = bool(ws.base_ms or ws.jitter_ms)
         drop_after = self.config.drop_after
         stats = self.host.stats
         queue = self.queue
@@ -194,13 +198,13 @@ class Connection:
                 await self._wakeup.wait()
                 continue
             if delay:
-                wait = queue[0][0] + delay - self.loop.time()
+                wait = queue[0][0] - self.loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
             if transport is None or transport.is_closing():
                 return
-            due = self.loop.time() - delay
+            due = self.loop.time()
             batch: list[bytes] = []
             size = data_frames = 0
             limit_hit = False

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.connection import Connection
+from cryptopipe.replay.network import Sampler, ServerClock
 from cryptopipe.replay.rest import RestApi
 from cryptopipe.replay.rest_depth import DepthApi
 from cryptopipe.replay.rest_status import StatusApi
 from cryptopipe.replay.sources.build import build_source
-from cryptopipe.replay.tape import HistoryKind, ReplayStats, Tape, wall_clock_us
+from cryptopipe.replay.tape import HistoryKind, ReplayStats, Tape
 from cryptopipe.replay.ws import WebSocketEndpoint
 from cryptopipe.schemas import DepthSnapshot
 from cryptopipe.schemas.binance import AggTradeEvent, TradeEvent
@@ -28,7 +29,13 @@ class ReplayExchange:
     def __init__(self, config: ReplayConfig | None = None) -> None:
         self.config = config or ReplayConfig()
         self.stats = ReplayStats()
-        self.now_us = wall_clock_us(self.config.clock_offset_ms)
+        cfg = self.config
+        #: The server's clock (offset, drift, step) and the REST delays (:mod:`.network`).
+        self.clock = ServerClock(
+            cfg.clock_offset_ms, cfg.clock_drift_ppm, cfg.clock_step_ms, cfg.clock_step_after_s
+        )
+        self.now_us = self.clock.now_us
+        self.network = Sampler(cfg.network(), seed=cfg.seed)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._tape: Tape | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cryptopipe.replay.config import ReplayConfig
+from cryptopipe.replay.network import Sampler
 from cryptopipe.replay.tape import ReplayStats, Tape
 
 
@@ -23,5 +24,10 @@ class Host(Protocol):
 
     @property
     def tape(self) -> Tape: ...
+
+    @property
+    def network(self) -> Sampler:
+        """The REST delays' draws (each WS connection draws its own)."""
+        ...
 
     def now_us(self) -> int: ...

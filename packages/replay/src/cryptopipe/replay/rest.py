@@ -2,7 +2,8 @@
 
 Parameters, limits and error codes follow Binance Spot; ``X-MBX-TIME-UNIT: MICROSECOND`` switches
 times to µs. ``aggTrades`` serves exactly what the tape played, so backfill can be checked id for id.
-Every ``/api/`` request is delayed by ``delay_ms`` each way and costs its weight (:mod:`.weights`);
+Every ``/api/`` request is delayed each way (``delay_ms``, or the request's and response's own
+delays, with their jitter: :mod:`.network`) and costs its weight (:mod:`.weights`);
 ``/api/v3/depth`` is :mod:`.rest_depth`'s.
 """
 
@@ -90,9 +91,10 @@ class RestApi:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         rest = request.path.startswith("/api/")
-        delay = self.host.config.delay_ms / 1000 if rest else 0.0
+        network = self.host.network
+        delay = rest and network.conditions.active
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(network.rest_request_s())
         wait_s = (
             self.weights.spend(request_weight(request.path, request.query.get("limit"))) if rest else None
         )
@@ -115,7 +117,7 @@ class RestApi:
         if rest:
             response.headers["X-MBX-USED-WEIGHT-1M"] = str(self.weights.used)
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(network.rest_response_s())
         return response
 
     async def _ping(self, request: web.Request) -> web.Response:
