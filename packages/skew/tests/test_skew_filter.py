@@ -8,7 +8,6 @@ over differently asymmetric paths are flagged.
 from __future__ import annotations
 
 import logging
-import random
 
 import pytest
 from prometheus_client import REGISTRY
@@ -42,13 +41,7 @@ def path(
         rest_response_ms=40.0 - asymmetry_ms / 2,
     )
     clock = ServerClock(offset_ms, drift_ppm, step_ms, step_after_s, start_ns=START_NS)
-    rng = random.Random(seed)
-    return Path(
-        lambda: net.rest_request.draw_ms(rng),
-        lambda: net.rest_response.draw_ms(rng),
-        lambda: net.ws.draw_ms(rng),
-        clock.offset_at_ns,
-    )
+    return Path.drawn(net, clock.offset_at_ns, seed)
 
 
 SMALL = TrialSettings(intervals=30, samples=10, window=30)

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any
+from typing import Any, Protocol
 
 from cryptopipe.skew.estimate import Sample
 from cryptopipe.skew.filter import ClockFilter
@@ -22,6 +22,23 @@ _NS = 1_000_000_000
 _MS = 1_000_000
 #: The estimate counts as back after a step once its error stays within this (ms).
 CONVERGED_MS = 1.0
+
+
+class Draws(Protocol):
+    def draw_ms(self, rng: random.Random) -> float: ...
+
+
+class Conditions(Protocol):
+    """A delay per direction, e.g. :class:`cryptopipe.replay.network.NetworkConditions`."""
+
+    @property
+    def rest_request(self) -> Draws: ...
+
+    @property
+    def rest_response(self) -> Draws: ...
+
+    @property
+    def ws(self) -> Draws: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +50,17 @@ class Path:
     ws_ms: Callable[[], float]
     offset_ns_at: Callable[[int], float]
     resolution_ns: int = 1_000
+
+    @classmethod
+    def drawn(cls, conditions: Conditions, offset_ns_at: Callable[[int], float], seed: int) -> Path:
+        """A path whose delays are drawn from ``conditions`` with one seeded generator."""
+        rng = random.Random(seed)
+        return cls(
+            lambda: conditions.rest_request.draw_ms(rng),
+            lambda: conditions.rest_response.draw_ms(rng),
+            lambda: conditions.ws.draw_ms(rng),
+            offset_ns_at,
+        )
 
     def exchange(self, t0_ns: int) -> Sample:
         """One request/reply: the reference stamps its clock once, on arrival (as Binance does)."""
