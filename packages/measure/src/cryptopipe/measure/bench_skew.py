@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ntplib-exchanges", type=int, default=30, help="real ntplib exchanges (30)")
     parser.add_argument("--chrony-runs", type=int, default=4, help="chronyd -Q runs (4; 0: none)")
     parser.add_argument(
-        "--real-trials", type=int, default=3, help="trials against the replay exchange (3; 0: none)"
+        "--real-trials",
+        type=int,
+        default=12,
+        help="trials against the replay exchange, at once (12; 0: none)",
     )
     return parser
 
