@@ -55,8 +55,14 @@ def spread_history(url: str, key_prefix: str) -> MarketHistory:
 
 def depth_chart(panel: BookPanel) -> alt.LayerChart:
     frame = pd.DataFrame(list(panel.depth), columns=["side", "price", "cumulative"])
+    scale = alt.Scale(zero=False)
+    if panel.view.mid is not None and len(frame):
+        # Centred on the mid, so the two sides' reach compares at a glance.
+        mid = float(panel.view.mid)
+        reach = float((frame["price"] - mid).abs().max())
+        scale = alt.Scale(domain=[mid - reach, mid + reach], zero=False)
     base = alt.Chart(frame).encode(
-        x=alt.X("price:Q", title="price", scale=alt.Scale(zero=False), axis=alt.Axis(format=",")),
+        x=alt.X("price:Q", title="price", scale=scale, axis=alt.Axis(format=",")),
         y=alt.Y("cumulative:Q", title="cumulative quantity"),
         color=alt.Color(
             "side:N", scale=alt.Scale(domain=["bid", "ask"], range=[BID_COLOUR, ASK_COLOUR]), legend=None
@@ -144,8 +150,9 @@ def draw_book(panel: BookPanel, settings: DashboardSettings) -> None:
         _tiles(health_tiles(panel.health, panel.age_s), notes_as_delta=False)
         if panel.stale(settings.stale_seconds):
             st.warning(
-                f"Stale: this book was last written {panel.age_s:,.0f} s ago "
-                f"(threshold {settings.stale_seconds:g} s). Is the books consumer running?"
+                f"Stale: no change written for {panel.age_s:,.0f} s "
+                f"(threshold {settings.stale_seconds:g} s): a quiet book, or ingest or the "
+                "books consumer is not keeping up (see Pipeline health)."
             )
 
 
@@ -183,8 +190,9 @@ def _draw_books(store: BookStore, settings: DashboardSettings, redis_settings: R
         return
     st.session_state[SHOWN] = True
     st.header("Order books")
-    st.session_state.setdefault("book_symbols", available[:DEFAULT_BOOKS])
-    chosen = st.multiselect("Books", available, key="book_symbols", placeholder="choose books to show")
+    chosen = st.multiselect(
+        "Books", available, default=available[:DEFAULT_BOOKS], key="book_symbols", placeholder="choose books"
+    )
     metrics = load_book_metrics(
         prometheus_url=settings.prometheus_url,
         metrics_urls=settings.metrics_urls,
