@@ -75,7 +75,7 @@ def test_the_server_clock_drifts_and_steps_as_configured() -> None:
     for (sent, server_us, received), true_ms in zip(taken, truth, strict=True):
         measured_ms = (server_us * 1000 - (sent + received) / 2) / 1e6
         assert measured_ms == pytest.approx(true_ms, abs=(received - sent) / 2e6 + 0.01)
-    assert truth[0] < 260 < 350 < truth[-1]  # stepped by 100 ms, and drifted 2 % of 0.4 s on top
+    assert truth[-1] > 350  # 0.4 s after the first exchanges, surely past the step: 100 ms, plus drift
 
 
 def test_ws_frames_arrive_no_earlier_than_their_delay() -> None:
