@@ -5,13 +5,14 @@ another test checks that every metric a panel queries exists in the catalogue. P
 recorded series of :mod:`cryptopipe.observability.prometheus` where one exists, so a dashboard
 shows exactly what the alerting rules and the summaries compute.
 
-One module per dashboard (``prices``, ``alerts``, ``infrastructure``, ``clock``) builds it from
-the vocabulary in ``panels``; ``render`` turns it into Grafana's JSON.
+One module per dashboard (``prices``, ``alerts``, ``infrastructure``, ``clock``, ``books``) builds
+it from the vocabulary in ``panels``; ``render`` turns it into Grafana's JSON.
 """
 
 from __future__ import annotations
 
 from cryptopipe.observability.grafana.alerts import ALERTS as ALERTS
+from cryptopipe.observability.grafana.books import BOOKS as BOOKS
 from cryptopipe.observability.grafana.clock import CLOCK as CLOCK
 from cryptopipe.observability.grafana.infrastructure import INFRASTRUCTURE as INFRASTRUCTURE
 from cryptopipe.observability.grafana.panels import Dashboard as Dashboard
@@ -34,4 +35,5 @@ DASHBOARDS: dict[str, Dashboard] = {
     "alerts": ALERTS,
     "infrastructure": INFRASTRUCTURE,
     "clock": CLOCK,
+    "books": BOOKS,
 }
