@@ -134,7 +134,7 @@ def test_millisecond_server_time_is_read_as_the_middle_of_its_tick(microseconds:
         assert reference.time_unit == ("MICROSECOND" if microseconds else "MILLISECOND")
 
 
-def test_run_keeps_a_median_of_recent_intervals_and_stops_on_request() -> None:
+def test_run_fits_the_recent_intervals_and_stops_on_request() -> None:
     config = ReplayConfig(symbols=("BTCUSDT",), clock_offset_ms=-80, delay_ms=2)
     with run_in_thread(config) as handle:
         estimator = SkewEstimator(
