@@ -22,7 +22,7 @@ HEADERS = {"X-MBX-TIME-UNIT": "MICROSECOND"}
 
 
 async def _times(exchange: ReplayExchange, count: int) -> list[tuple[int, int, int]]:
-    """``count`` × (local send ns, server µs, local receive ns) of GET /api/v3/time."""
+    """``count`` times (local send ns, server µs, local receive ns) of GET /api/v3/time."""
     out = []
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
