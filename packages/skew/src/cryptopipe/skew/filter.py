@@ -115,6 +115,7 @@ class ClockFilter:
         self._origin_ns: int | None = None
         self._y0_ms = 0.0
         self._fit: Fit | None = None
+        self._line: tuple[float, float, int] | None = None
         self._held: _Interval | None = None
         self.steps = 0
         self.outliers = 0
@@ -134,9 +135,11 @@ class ClockFilter:
 
     def offset_ms_at(self, local_ns: int) -> float | None:
         """The offset (reference - local, ms) at local time ``local_ns``: the line, drift included."""
-        if self._fit is None:
+        line = self._line
+        if line is None:
             return None
-        return self._y0_ms + self._fit.predict(self._x(local_ns))
+        level, slope, origin = line  # read per trade: a few float operations
+        return level + slope * (local_ns - origin) / _NS
 
     @property
     def drift_ppm(self) -> float:
@@ -248,6 +251,8 @@ class ClockFilter:
             fit = solve(self._moments, drift=False)
         if fit is not None:
             self._fit = fit
+            assert self._origin_ns is not None
+            self._line = (self._y0_ms + fit.intercept, fit.slope, self._origin_ns)
 
     def _trimmed(self, samples: Sequence[Sample]) -> list[Sample]:
         if len(samples) < 5:
