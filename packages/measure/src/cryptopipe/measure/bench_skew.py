@@ -163,8 +163,13 @@ def _row(entry: dict[str, Any]) -> str:
     if entry.get("coverage_statistical") is not None:
         coverage += f" (statistics alone {entry['coverage_statistical']:.2f})"
     step = entry.get("step_detected_after_intervals")
-    back = (entry.get("converged_after_intervals") or {}).get("p95")
-    tail = "" if step is None else f"  step found ≤{step} intervals, back ≤1 ms after {back} (p95)"
+    back = (entry.get("converged_after_intervals") or {}).get("p50")
+    tail = ""
+    if step is not None:
+        tail = (
+            f"  step found <= {step} intervals; back within 1 ms for good after {back} (p50),"
+            f" not by the end in {entry.get('never_converged')} of {entry['trials']}"
+        )
     return (
         f"  {entry['estimator']:<58} |err| p50/p95/max {err.get('p50')}/{err.get('p95')}/{err.get('max')} ms"
         f"  net p50 err p95 {net.get('p95')} ms  coverage {coverage}{tail}"
