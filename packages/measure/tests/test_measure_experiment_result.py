@@ -15,7 +15,15 @@ from cryptopipe.measure.experiment.run import parse_labels
 from cryptopipe.measure.experiment.summarize import summarize
 
 
-def _write(path: Path, name: str, network_ms: float, seed: int, *, with_samples: bool = True) -> Path:
+def _write(
+    path: Path,
+    name: str,
+    network_ms: float,
+    seed: int,
+    *,
+    with_samples: bool = True,
+    clock_ms: float | None = None,
+) -> Path:
     rng = np.random.default_rng(seed)
     samples = [
         {"metric": metric, "symbol": "btcusdt", "trade_id": i, "trade_time_us": i, "value_ms": float(value)}
@@ -69,6 +77,7 @@ def _write(path: Path, name: str, network_ms: float, seed: int, *, with_samples:
         "run": {"trades_received": 300, "trades_published": 300, "prices_written": 300, "lost": 0},
         "balanced": True,
         "books_line": "books balance: 300 trades received, 300 published = 300 written + 0 stale, 0 lost",
+        "clock_offset_uncertainty_ms": clock_ms,
     }
     samples = samples if with_samples else []
     tables = {"samples": samples, "metrics": metrics, "summary": summarize(metrics, samples)}
@@ -112,6 +121,31 @@ def test_compare_ranks_and_calls_real_differences(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "latency_parts.svg").exists()
     with pytest.raises(ExperimentError, match="both named"):
         compare([dirs[0], dirs[0]], tmp_path / "r2")
+
+
+def test_the_clock_error_bar_widens_the_network_verdict(tmp_path: Path) -> None:
+    """A 3 ms difference in corrected network latency is real with tight clocks, and noise when
+    each run's offset could be 2 ms off (the intervals widen by both bars); system latency carries
+    no clock error. Without a recorded bar the verdict says so."""
+
+    def network(clock: float | None, tag: str) -> dict[str, object]:
+        runs = [
+            _write(tmp_path / f"{tag}-a", "a", 13.0, 1, clock_ms=clock),
+            _write(tmp_path / f"{tag}-b", "b", 10.0, 2, clock_ms=clock),
+        ]
+        data = compare(runs, tmp_path / f"report-{tag}")
+        return next(d for d in data["differences"] if d["metric"] == "network_corrected")
+
+    tight, loose, unknown = network(0.1, "tight"), network(2.0, "loose"), network(None, "unknown")
+    assert tight["real"]
+    assert tight["verdict"] == "real"
+    assert not loose["real"]
+    assert loose["verdict"] == "noise"
+    low, high = loose["ci95_ms"]
+    assert loose["ci95_with_clock_ms"] == [pytest.approx(low - 4.0), pytest.approx(high + 4.0)]
+    assert unknown["verdict"] == "real (no clock error bar)"
+    html = (tmp_path / "report-loose" / "index.html").read_text()
+    assert "with the clock&#x27;s error bar" in html or "with the clock's error bar" in html
 
 
 def test_bootstrap_interval_holds_the_true_difference() -> None:

@@ -31,15 +31,34 @@ BOOTSTRAP_RESAMPLES = 2000
 
 @dataclass(frozen=True)
 class Difference:
+    """One environment's median difference from the fastest, with its bootstrap 95 % interval.
+
+    A skew-corrected network latency also carries both runs' clock-offset error bars
+    (``clock_ms``, their sum; None when a run did not record one): the verdict uses the interval
+    widened by it, since an offset error moves every corrected latency of a run alike.
+    """
+
     name: str
     metric: str
     estimate_ms: float
     low_ms: float
     high_ms: float
+    clock_ms: float | None = 0.0
+
+    @property
+    def widened(self) -> tuple[float, float]:
+        clock = self.clock_ms or 0.0
+        return self.low_ms - clock, self.high_ms + clock
 
     @property
     def real(self) -> bool:
-        return self.low_ms > 0 or self.high_ms < 0
+        low, high = self.widened
+        return low > 0 or high < 0
+
+    @property
+    def verdict(self) -> str:
+        word = "real" if self.real else "noise"
+        return word if self.clock_ms is not None else f"{word} (no clock error bar)"
 
 
 def bootstrap_median_difference(
@@ -78,8 +97,16 @@ def differences(ranked: Sequence[Result]) -> list[Difference]:
             est, low, high = bootstrap_median_difference(
                 result.sample_values(metric), base.sample_values(metric)
             )
-            out.append(Difference(result.name, metric, est, low, high))
+            clock = _clock_error_ms(result, base) if metric == "network_corrected" else 0.0
+            out.append(Difference(result.name, metric, est, low, high, clock))
     return out
+
+
+def _clock_error_ms(result: Result, base: Result) -> float | None:
+    """Both runs' offset error bars added (None when either run did not record one)."""
+    bars = [r.metadata.get("clock_offset_uncertainty_ms") for r in (result, base)]
+    known = [float(bar) for bar in bars if bar is not None]
+    return sum(known) if len(known) == len(bars) else None
 
 
 def check_distinct(results: Sequence[Result]) -> None:
@@ -117,7 +144,10 @@ def report_data(ranked: Sequence[Result], diffs: Sequence[Difference]) -> dict[s
                 "metric": d.metric,
                 "estimate_ms": d.estimate_ms,
                 "ci95_ms": [d.low_ms, d.high_ms],
+                "clock_uncertainty_ms": d.clock_ms,
+                "ci95_with_clock_ms": list(d.widened),
                 "real": d.real,
+                "verdict": d.verdict,
             }
             for d in diffs
         ],
@@ -145,13 +175,17 @@ def markdown(data: dict[str, Any]) -> str:
     if without:
         lines += ["", f"Without raw samples (figures from histograms, no intervals): {', '.join(without)}"]
     lines += ["", f"Differences against the fastest, **{data['baseline']}** (median, bootstrap 95% CI):", ""]
-    lines += ["| environment | latency | difference (ms) | 95% CI (ms) | verdict |", "|---|---|---|---|---|"]
+    lines += [
+        "| environment | latency | difference (ms) | 95% CI (ms) | with the clock's error bar (ms) "
+        "| verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for d in data["differences"]:
         low, high = d["ci95_ms"]
-        verdict = "real" if d["real"] else "noise"
+        wide_low, wide_high = d["ci95_with_clock_ms"]
         lines.append(
             f"| {d['name']} | {d['metric']} | {d['estimate_ms']:+.2f} "
-            f"| [{low:+.2f}, {high:+.2f}] | {verdict} |"
+            f"| [{low:+.2f}, {high:+.2f}] | [{wide_low:+.2f}, {wide_high:+.2f}] | {d['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 

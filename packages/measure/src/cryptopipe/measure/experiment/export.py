@@ -88,6 +88,7 @@ def export(
         "platform": None,
         "versions": {"python": platform.python_version(), "java": None, "broker": None, "redis": None},
         "clock_offset_ms": _last(rows, series_name(m.CLOCK_OFFSET), 1000.0),
+        "clock_offset_uncertainty_ms": _last(rows, series_name(m.CLOCK_OFFSET_UNCERTAINTY), 1000.0),
         "source": {"kind": "prometheus", "url": url, "step_s": step},
         "symbols": sorted({json.loads(r["labels"]).get("symbol") for r in rows} - {None}),
         "start_utc": start.isoformat(),

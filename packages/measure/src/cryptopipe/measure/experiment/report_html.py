@@ -77,12 +77,13 @@ def differences_table(data: dict[str, Any]) -> str:
     rows = []
     for d in data["differences"]:
         low, high = d["ci95_ms"]
-        verdict = Markup('<span class="real">real</span>') if d["real"] else "noise"
-        rows.append(
-            [d["name"], d["metric"], _ms(d["estimate_ms"], True), f"[{low:+.2f}, {high:+.2f}]", verdict]
-        )
-    head = ["environment", "latency", "difference (ms)", "95% CI (ms)", "verdict"]
-    return table(head, rows, numeric=(2, 3))
+        wide_low, wide_high = d["ci95_with_clock_ms"]
+        word = html.escape(d["verdict"])
+        verdict = Markup(f'<span class="real">{word}</span>') if d["real"] else word
+        interval, widened = f"[{low:+.2f}, {high:+.2f}]", f"[{wide_low:+.2f}, {wide_high:+.2f}]"
+        rows.append([d["name"], d["metric"], _ms(d["estimate_ms"], True), interval, widened, verdict])
+    head = ["environment", "latency", "difference (ms)", "95% CI (ms)", "with the clock's error bar (ms)"]
+    return table([*head, "verdict"], rows, numeric=(2, 3, 4))
 
 
 def details_table(results: Sequence[Result]) -> str:
@@ -116,8 +117,9 @@ def write_html(out: Path, data: dict[str, Any], ranked: Sequence[Result], charts
         ranking_table(data),
         note,
         f"<h2>Differences against the fastest, <strong>{baseline}</strong></h2>",
-        "<p>Median difference per trade, with a bootstrap 95% confidence interval: <em>real</em> when "
-        "the interval excludes 0, otherwise noise.</p>",
+        "<p>Median difference per trade, with a bootstrap 95% confidence interval. A skew-corrected "
+        "network latency also carries both runs' clock-offset error bars (95 %), which widen its "
+        "interval: <em>real</em> when the widened interval excludes 0, otherwise noise.</p>",
         differences_table(data) if data["differences"] else "<p>No run with raw samples to compare.</p>",
         "<h2>Run details</h2>",
         details_table(ranked),

@@ -217,6 +217,18 @@ def _clock_offset_ms(rows: list[Row]) -> float | None:
     return values[-1] * 1000 if values else None
 
 
+def clock_uncertainty_ms(rows: list[Row]) -> float | None:
+    """The last 95 % half-width of the offset estimate ingest corrected with (Binance's REST time),
+    in ms: the error bar every skew-corrected network latency of the run carries."""
+    name = series_name(m.CLOCK_OFFSET_UNCERTAINTY)
+    values = [
+        r["value"]
+        for r in rows
+        if r["metric"] == name and json.loads(r["labels"]).get("reference", "binance") == "binance"
+    ]
+    return round(values[-1] * 1000, 3) if values else None
+
+
 def _samples(tap: Tap, offset_ms: float | None, system_file: Path | None) -> list[Row]:
     rows: list[Row] = []
     for symbol, trade_id, trade_time_us, network_us in tap.trades:
@@ -298,6 +310,7 @@ def attach_experiment(args: argparse.Namespace) -> Path:
         "cpu_count": os.cpu_count(),
         "versions": {"python": platform.python_version(), "java": None, "broker": None, "redis": None},
         "clock_offset_ms": offset_ms,
+        "clock_offset_uncertainty_ms": clock_uncertainty_ms(rows),
         "source": {"kind": "attach", "metrics": urls, "prices_tap": tap is not None},
         "symbols": sorted({json.loads(r["labels"]).get("symbol") for r in rows} - {None}),
         "start_utc": start_utc.isoformat(),
@@ -346,6 +359,7 @@ def run_experiment(args: argparse.Namespace, up_argv: Sequence[str]) -> Path:
             "labels": labels,
             **environment(pipeline),
             "clock_offset_ms": offset_ms,
+            "clock_offset_uncertainty_ms": clock_uncertainty_ms(metric_rows),
             "source": {
                 "kind": config.exchange.source,
                 "argv": list(up_argv),
