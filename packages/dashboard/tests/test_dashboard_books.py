@@ -7,13 +7,11 @@ Streamlit's own protobufs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
 from contextlib import ExitStack
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -33,7 +31,7 @@ from cryptopipe.dashboard.books import (
     load_book_metrics,
 )
 from cryptopipe.dashboard.history import MarketHistory
-from cryptopipe.dashboard.testing import body_text, clipped, screenshot
+from cryptopipe.dashboard.testing import body_text, clipped, page_env, screenshot, start_dashboard
 from cryptopipe.infra.testing import eventually
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import BookResetRecord, BookUpdateRecord, RedisSettings
@@ -167,18 +165,6 @@ def test_health_is_not_available_without_metrics() -> None:
 # --- the page in the browser -----------------------------------------------------------------
 
 
-def _browser_tests() -> Any:
-    """test_dashboard_browser, for its start_dashboard (a test module: not importable by name under
-    --import-mode=importlib; the helper belongs in cryptopipe.dashboard.testing)."""
-    path = Path(__file__).with_name("test_dashboard_browser.py")
-    spec = importlib.util.spec_from_file_location("_dashboard_browser_helpers", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
@@ -254,17 +240,7 @@ def test_books_in_the_browser(
     charts = Charts(page)
     with ExitStack() as stack:
         stack.callback(client.close)
-        url, _ = _browser_tests().start_dashboard(
-            stack,
-            {
-                "REDIS_URL": redis_settings.url.get_secret_value(),
-                "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-                "DASHBOARD_SYMBOLS": ",".join(SYMBOLS),
-                "DASHBOARD_REFRESH_SECONDS": "0.5",
-                "DASHBOARD_METRICS_URLS": metrics_url,
-                "PROMETHEUS_URL": "",
-            },
-        )
+        url, _ = start_dashboard(stack, page_env(redis_settings, SYMBOLS, metrics_url))
         page.goto(url)
         touch = {
             ("BTCUSDT", "Best bid"): "100",

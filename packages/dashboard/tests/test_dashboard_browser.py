@@ -9,13 +9,10 @@ update. Screenshots land in ``artifacts/`` at the repository root.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -25,9 +22,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from cryptopipe.dashboard.testing import body_text, card_value, feed_text, metric_value, screenshot
+from cryptopipe.dashboard.testing import (
+    body_text,
+    card_value,
+    feed_text,
+    metric_value,
+    page_env,
+    screenshot,
+    start_dashboard,
+)
 from cryptopipe.infra.kafka import KafkaEndpoint
-from cryptopipe.infra.process import LocalServer, free_port
 from cryptopipe.infra.redis_server import RedisEndpoint, start_redis
 from cryptopipe.infra.testing import eventually
 from cryptopipe.schemas import ALERTS, PRICES, Alert, KafkaSettings, RedisSettings, Trade, encode, encode_key
@@ -39,26 +43,6 @@ from cryptopipe.store.sink import connect_redis
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 pytestmark = pytest.mark.slow
-
-
-def start_dashboard(stack: ExitStack, env: dict[str, str]) -> tuple[str, LocalServer]:
-    """``python -m cryptopipe.dashboard`` on a free loopback port; its URL once healthy, and the process."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy(_server: LocalServer) -> bool:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-            return bool(response.read() == b"ok")
-
-    server = LocalServer(
-        "dashboard",
-        [sys.executable, "-m", "cryptopipe.dashboard", "--port", str(port)],
-        ready=healthy,
-        ready_timeout=60,
-        env={**os.environ, **env},
-    )
-    stack.enter_context(server)
-    return url, server
 
 
 # --- the live page, fed by the real consumers -------------------------------------------------
@@ -156,12 +140,7 @@ def test_live_prices_alert_and_health_in_the_browser(
         url, _ = start_dashboard(
             stack,
             {
-                "REDIS_URL": redis_settings.url.get_secret_value(),
-                "REDIS_KEY_PREFIX": redis_settings.key_prefix,
-                "DASHBOARD_SYMBOLS": ",".join(SYMBOLS),
-                "DASHBOARD_REFRESH_SECONDS": "0.5",
-                "DASHBOARD_METRICS_URLS": metrics_url,
-                "PROMETHEUS_URL": "",
+                **page_env(redis_settings, SYMBOLS, metrics_url),
                 "CRYPTOPIPE_RUNTIME_INFO": json.dumps(
                     {
                         "broker": kafka.kind,

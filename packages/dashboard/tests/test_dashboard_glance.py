@@ -22,7 +22,14 @@ import pytest
 from prometheus_client import Gauge, Histogram
 
 from cryptopipe.dashboard.data import CLOCK_OFFSET, SPARK_BATCH
-from cryptopipe.dashboard.testing import body_text, clipped, feed_text, screenshot, width_share
+from cryptopipe.dashboard.testing import (
+    body_text,
+    clipped,
+    feed_text,
+    screenshot,
+    start_dashboard,
+    width_share,
+)
 from cryptopipe.infra.testing import eventually
 from cryptopipe.observability import LATENCY_BUCKETS
 from cryptopipe.replay.testing import real_data_file
@@ -31,7 +38,6 @@ from cryptopipe.store.prices import PriceSink
 from cryptopipe.store.sink import connect_redis
 
 from .conftest import Market, ServiceEndpoint, now_us
-from .test_dashboard_browser import start_dashboard
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cryptopipe.infra import LocalServer
+from cryptopipe.runtime import free_port
+from cryptopipe.schemas import RedisSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -116,3 +123,35 @@ def screenshot(page: Any, name: str) -> Path:
     page.wait_for_timeout(500)  # the charts redraw at the new size
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def start_dashboard(stack: ExitStack, env: dict[str, str]) -> tuple[str, LocalServer]:
+    """``python -m cryptopipe.dashboard`` on a free loopback port; its URL once healthy, and the process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy(_server: LocalServer) -> bool:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+            return bool(response.read() == b"ok")
+
+    server = LocalServer(
+        "dashboard",
+        [sys.executable, "-m", "cryptopipe.dashboard", "--port", str(port)],
+        ready=healthy,
+        ready_timeout=60,
+        env={**os.environ, **env},
+    )
+    stack.enter_context(server)
+    return url, server
+
+
+def page_env(redis: RedisSettings, symbols: Sequence[str], metrics_url: str) -> dict[str, str]:
+    """The dashboard's settings for a test: its Redis, its symbols, quick refreshes, one /metrics."""
+    return {
+        "REDIS_URL": redis.url.get_secret_value(),
+        "REDIS_KEY_PREFIX": redis.key_prefix,
+        "DASHBOARD_SYMBOLS": ",".join(symbols),
+        "DASHBOARD_REFRESH_SECONDS": "0.5",
+        "DASHBOARD_METRICS_URLS": metrics_url,
+        "PROMETHEUS_URL": "",
+    }
