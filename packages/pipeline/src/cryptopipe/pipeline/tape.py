@@ -40,6 +40,6 @@ def check_tape(pipeline: Pipeline) -> bool:
     if played is None:
         return False
     state.tape_finished = True
-    say(f"cryptopipe up: the tape has finished ({played} trades played): ingest stopped, nothing more will come")
+    say(f"cryptopipe up: the tape has finished ({played} trades played): ingest stopped, no more trades come")
     read_and_stop(pipeline, pipeline.members("ingest"), "ingest")
     return True

@@ -9,7 +9,8 @@ from cryptopipe.observability.metrics.define import gauge, histogram
 
 CLOCK_OFFSET = gauge(
     "cryptopipe_clock_offset_seconds",
-    "Estimated reference clock minus local clock (NTP's sign), from the line fitted over the recent intervals.",
+    "Estimated reference clock minus local clock (NTP's sign), from the line fitted over the recent "
+    "intervals.",
     ("reference",),
     "skew",
 )

@@ -140,7 +140,12 @@ def _lag_rules() -> list[dict[str, Any]]:
 def _rate_rules() -> list[dict[str, str]]:
     rules = []
     for entry in m.catalogue():
-        if entry.type == "counter" and entry.component in {"ingest", "consumer", "books-consumer", "alerting"}:
+        if entry.type == "counter" and entry.component in {
+            "ingest",
+            "consumer",
+            "books-consumer",
+            "alerting",
+        }:
             rules.append(
                 {
                     "record": rate_series(entry),
