@@ -11,8 +11,9 @@ express lane keeps a :class:`BookState` per symbol in memory, the Spark operator
   not a metric point itself (its time may be unknown).
 - an ``update`` is taken by the contract's one rule
   (:class:`~cryptopipe.schemas.book_follow.BookFollower`): applied and gives one metric point at
-  its ``event_time_us`` (:mod:`cryptopipe.alerting.book_metrics`); a stale one is skipped; a gap, an update of a newer epoch, or a book crossed after it gives the
-  book up until the next reset (also a discontinuity).
+  its ``event_time_us`` (:mod:`cryptopipe.alerting.book_metrics`); a stale one is skipped; a gap,
+  an update of a newer epoch, or a book crossed after it gives the book up until the next reset
+  (also a discontinuity).
 - a point more than the delay behind the symbol's newest point is late: the book still moves, the
   point counts for no rule (as a late trade).
 - mid rules: :class:`SymbolState`'s windows over the mid (update id breaks equal times).
