@@ -196,3 +196,28 @@ def test_a_run_state_starts_empty() -> None:
     state = RunState(source="replay")
     assert (state.services, state.stats_files, state.alerting_unread) == ({}, {}, None)
     assert state.lag_max == {"consumer": None, "alerting": None}
+
+
+def test_the_corrected_network_latency_carries_the_offsets_error_bar() -> None:
+    from cryptopipe.pipeline.summary import corrected_latency
+
+    scrape = Scrape.from_text(
+        "# TYPE cryptopipe_network_latency_corrected_seconds histogram\n"
+        'cryptopipe_network_latency_corrected_seconds_bucket{symbol="X",le="0.04"} 0\n'
+        'cryptopipe_network_latency_corrected_seconds_bucket{symbol="X",le="0.05"} 100\n'
+        'cryptopipe_network_latency_corrected_seconds_bucket{symbol="X",le="+Inf"} 100\n'
+        "# TYPE cryptopipe_clock_offset_uncertainty_seconds gauge\n"
+        'cryptopipe_clock_offset_uncertainty_seconds{reference="binance"} 0.002\n'
+        'cryptopipe_clock_offset_uncertainty_seconds{reference="ntp"} 0.9\n'
+        "# TYPE cryptopipe_clock_drift_ppm gauge\n"
+        'cryptopipe_clock_drift_ppm{reference="binance"} 12.5\n'
+    )
+    figures = corrected_latency(scrape)
+    p50 = figures["network_latency_corrected_ms"]["p50"]
+    assert 40 <= p50 <= 50
+    # Binance's offset (the one ingest corrects with) widens every percentile by its 2 ms, alike.
+    assert figures["clock_offset_uncertainty_ms"] == 2.0
+    assert figures["network_latency_corrected_interval_ms"]["p50"] == [round(p50 - 2, 3), round(p50 + 2, 3)]
+    assert figures["clock_drift_ppm"] == 12.5
+    # Without an estimate there is no error bar to give, and none is made up.
+    assert corrected_latency(Scrape([]))["network_latency_corrected_interval_ms"] is None
