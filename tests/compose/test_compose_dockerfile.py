@@ -199,11 +199,11 @@ def test_uv_commands_resolve_against_the_lock(
         dependencies = _dry_run(deps, tmp_path)
         assert not dependencies & set(members), f"{target}: the dependency layer installs workspace members"
         installed[target] = _dry_run(full, tmp_path)
-    # cryptopipe-experiment is a researcher's tool run from a host (`experiment export --prometheus`
+    # cryptopipe-measure (benches, fault runs, experiments) is a researcher's tool run from a host (`experiment export --prometheus`
     # against the stack's Prometheus), not a service: the images, built from cryptopipe-cli, leave it out.
-    services = set(members) - {"cryptopipe-experiment"}
+    services = set(members) - {"cryptopipe-measure"}
     assert services - {"cryptopipe-alerting"} <= installed["services"]
-    assert not {"cryptopipe-alerting", "pyspark", "cryptopipe-experiment"} & installed["services"]
+    assert not {"cryptopipe-alerting", "pyspark", "cryptopipe-measure"} & installed["services"]
     assert services | {"pyspark", "pyarrow", "confluent-kafka"} <= installed["alerting"]
 
 
