@@ -199,8 +199,9 @@ def test_uv_commands_resolve_against_the_lock(
         dependencies = _dry_run(deps, tmp_path)
         assert not dependencies & set(members), f"{target}: the dependency layer installs workspace members"
         installed[target] = _dry_run(full, tmp_path)
-    # cryptopipe-measure (benches, fault runs, experiments) is a researcher's tool run from a host (`experiment export --prometheus`
-    # against the stack's Prometheus), not a service: the images, built from cryptopipe-cli, leave it out.
+    # cryptopipe-measure (benches, fault runs, experiments) is a researcher's tool run from a host
+    # (`experiment export --prometheus` against the stack's Prometheus), not a service: the images,
+    # built from cryptopipe-cli (whose [measure] extra it is), leave it out.
     services = set(members) - {"cryptopipe-measure"}
     assert services - {"cryptopipe-alerting"} <= installed["services"]
     assert not {"cryptopipe-alerting", "pyspark", "cryptopipe-measure"} & installed["services"]
