@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -85,6 +85,28 @@ class _Symbol:
     live: bool = False
 
 
+def prime_book_metrics(symbols: Iterable[str]) -> None:
+    """The order-book series at 0 for every label an event may give, books kept or not: a run
+    without books then reads 0 books and 0 events on the dashboards, rather than no data."""
+    m.prime(
+        m.BOOK_EVENTS, *({"outcome": o} for o in ("applied", "skipped_older_than_snapshot", "in_resync_gap"))
+    )
+    m.prime(m.BOOK_TICKER_CHECKS, *({"result": r} for r in ("match", "mismatch", "unchecked")))
+    m.prime(m.BOOK_RESYNCS, *({"symbol": s.upper(), "reason": r} for s in symbols for r in _RESYNC_REASONS))
+    m.prime(m.BOOK_GAPS, {"where": "live"}, {"where": "buffer"})
+    m.prime(m.BOOKS, {"state": "live"}, {"state": "syncing"})
+    results = ("used", "stale", "ignored", "rate_limited", "failed")
+    m.prime(m.SNAPSHOT_REQUESTS, *({"result": r} for r in results))
+    m.prime(m.SNAPSHOT_WAITS, {"cause": "weight"}, {"cause": "retry_after"})
+    m.prime(m.SNAPSHOT_WAIT_SECONDS, {"cause": "weight"}, {"cause": "retry_after"})
+    kinds = ("reset", "update", "checkpoint")
+    m.prime(m.BOOK_RECORDS_PUBLISHED, *({"kind": k} for k in kinds))
+    m.prime(
+        m.BOOK_RECORDS_LOST,
+        *({"kind": k, "reason": r} for k in kinds for r in ("buffer_full", "shutdown")),
+    )
+
+
 class Books:
     """The order books of ingest: sync, publish, check; ``request_snapshot`` fetches over REST."""
 
@@ -125,19 +147,7 @@ class Books:
 
     def prime_metrics(self) -> None:
         """Series for every label an event may give, so they read 0 rather than no data."""
-        m.prime(m.BOOK_RESYNCS, *({"symbol": s, "reason": r} for s in self._symbols for r in _RESYNC_REASONS))
-        m.prime(m.BOOK_GAPS, {"where": "live"}, {"where": "buffer"})
-        m.prime(m.BOOKS, {"state": "live"}, {"state": "syncing"})
-        results = ("used", "stale", "ignored", "rate_limited", "failed")
-        m.prime(m.SNAPSHOT_REQUESTS, *({"result": r} for r in results))
-        m.prime(m.SNAPSHOT_WAITS, {"cause": "weight"}, {"cause": "retry_after"})
-        m.prime(m.SNAPSHOT_WAIT_SECONDS, {"cause": "weight"}, {"cause": "retry_after"})
-        kinds = ("reset", "update", "checkpoint")
-        m.prime(m.BOOK_RECORDS_PUBLISHED, *({"kind": k} for k in kinds))
-        m.prime(
-            m.BOOK_RECORDS_LOST,
-            *({"kind": k, "reason": r} for k in kinds for r in ("buffer_full", "shutdown")),
-        )
+        prime_book_metrics(self._symbols)
         self._gauges()
 
     def book(self, symbol: str) -> OrderBook | None:

@@ -18,7 +18,7 @@ from dataclasses import replace
 import aiohttp
 
 from cryptopipe.ingest.backfill import RestClient
-from cryptopipe.ingest.books import Books, log_summary, start_books
+from cryptopipe.ingest.books import Books, log_summary, prime_book_metrics, start_books
 from cryptopipe.ingest.connection import StreamConnection
 from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown
 from cryptopipe.ingest.market import market_share, plan_streams, trading_symbols
@@ -115,6 +115,9 @@ class Ingest:
         m.prime(m.ERRORS, *({"component": "ingest", "reason": r} for r in ("backfill", "create_topics")))
         if self.books is not None:
             self.books.prime_metrics()
+        else:
+            # 0 books, 0 events: a trades-only run (symbols known: `all` resolves later).
+            prime_book_metrics(s for s in self.settings.symbols if s != "all")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then flush the producer (bounded) and return."""
