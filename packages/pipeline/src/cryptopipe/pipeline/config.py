@@ -2,9 +2,9 @@
 
 It holds each service's settings (the exchange, ingest's stream, the consumers, the alerting job,
 the dashboard, observability and the servers) and is built from ``up``'s flags
-(:mod:`cryptopipe.pipeline.flags`), from the environment (:meth:`PipelineConfig.from_env`) or
-from Python. :meth:`PipelineConfig.check` checks it once, before anything starts, and raises
-one :class:`~cryptopipe.schemas.ConfigError` naming what is wrong.
+(:mod:`cryptopipe.pipeline.flags`), or from Python; what is not given comes from each service's
+settings as the environment sets them. :meth:`PipelineConfig.check` checks it once, before
+anything starts, and raises one :class:`~cryptopipe.schemas.ConfigError` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -103,11 +103,6 @@ class PipelineConfig(BaseModel):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     servers: ServersConfig = Field(default_factory=ServersConfig)
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> PipelineConfig:
-        """The defaults, every service's settings read from the environment, ``overrides`` on top."""
-        return cls(**overrides)
 
     @property
     def replay(self) -> bool:

@@ -194,11 +194,6 @@ class Pipeline:
         self.rest_url = str(ready["rest_url"])
         return str(ready["ws_url"]), self.rest_url
 
-    def start_services(self, ws_url: str, rest_url: str) -> None:
-        """The readers, then every ingest shard (without observability)."""
-        self.start_readers(rest_url)
-        self.start_ingest(ws_url, rest_url)
-
     def start_readers(self, rest_url: str) -> None:
         """The prices consumers (once they own partitions), the alerts consumer and the Spark job;
         deals the symbols to the ingest shards. Raises :class:`ConfigError` for more shards than

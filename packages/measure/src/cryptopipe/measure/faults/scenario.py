@@ -129,7 +129,9 @@ def run_scenario(
     with tempfile.TemporaryDirectory(prefix="cryptopipe-faults-") as tmp, contextlib.ExitStack() as stack:
         pipeline = Pipeline(pipeline_config(config, topic_prefix, key_prefix), stack, Path(tmp))
         emit("starting replay exchange, prices consumer and ingest")
-        _, rest_url = _start(pipeline, servers)
+        pipeline.start(servers=(servers.kafka, servers.redis), observability=False)
+        assert pipeline.rest_url is not None  # a replay exchange was started
+        rest_url = pipeline.rest_url
         monitor = Monitor(rest_url, config.symbols, redis_url, key_prefix, config.poll_interval).start()
         stack.callback(monitor.stop)
         run = Run(name, servers, config, pipeline, kafka_settings, prices_topic, emit, monitor)
@@ -175,13 +177,6 @@ def _inject_and_reconcile(
     if not caught_up and result.lost == 0:
         result.problems.append("the pipeline never caught up with the exchange")
     return result
-
-
-def _start(pipeline: Pipeline, servers: Servers) -> tuple[str, str]:
-    pipeline.use_servers(servers.kafka, servers.redis)
-    ws_url, rest_url = pipeline.start_exchange()
-    pipeline.start_services(ws_url, rest_url)
-    return ws_url, rest_url
 
 
 def _wait_flowing(run: Run, monitor: Monitor, timeout: float = 60.0) -> float:
