@@ -74,30 +74,14 @@ def native_kafka_available(spark: SparkSession) -> bool:
 
 
 def native_kafka_options(kafka: KafkaSettings, topic: str, settings: AlertingSettings) -> dict[str, str]:
-    """Options for ``format("kafka")``: librdkafka settings translated to the Java client's."""
-    options = {
-        "kafka.bootstrap.servers": kafka.bootstrap_servers,
-        "kafka.security.protocol": kafka.security_protocol,
-        "subscribe": topic,
-        "startingOffsets": settings.starting_offsets,
-        "failOnDataLoss": "false",
-    }
+    """Options for ``format("kafka")``: the Kafka section as the Java client takes it, each key
+    ``kafka.``-prefixed (a password travels in ``kafka.sasl.jaas.config``, which Spark redacts)."""
+    options = {f"kafka.{key}": value for key, value in kafka.java_client_config().items()}
+    options.update(
+        {"subscribe": topic, "startingOffsets": settings.starting_offsets, "failOnDataLoss": "false"}
+    )
     if settings.max_records_per_trigger:
         options["maxOffsetsPerTrigger"] = str(settings.max_records_per_trigger)
-    if kafka.sasl_mechanism:
-        options["kafka.sasl.mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        module = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule"
-            if kafka.sasl_mechanism.upper().startswith("SCRAM")
-            else "org.apache.kafka.common.security.plain.PlainLoginModule"
-        )
-        password = kafka.sasl_password.get_secret_value().replace('"', '\\"')
-        username = kafka.sasl_username.replace('"', '\\"')
-        options["kafka.sasl.jaas.config"] = f'{module} required username="{username}" password="{password}";'
-    if kafka.ssl_ca_location:
-        options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = kafka.ssl_ca_location
     return options
 
 

@@ -83,6 +83,12 @@ def prepare_environment(java: JavaRuntime) -> None:
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 
 
+#: What Spark redacts (``spark.redaction.regex``): its default plus SASL's JAAS line.
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|jaas"
+#: The same for data source options (``spark.sql.redaction.options.regex``), whose default is ``url``.
+OPTIONS_REDACTION_REGEX = r"(?i)url|secret|password|token|access[.]?key|jaas"
+
+
 def session_conf(settings: AlertingSettings) -> dict[str, str]:
     """Spark settings tuned for a small-state, low-latency streaming job on few cores."""
     log4j = log4j_config(settings.spark_log_level)
@@ -112,6 +118,11 @@ def session_conf(settings: AlertingSettings) -> dict[str, str]:
         "spark.sql.streaming.minBatchesToRetain": "20",
         "spark.sql.streaming.stateStore.maintenanceInterval": "30s",
         "spark.log.level": settings.spark_log_level,
+        # Kafka credentials travel in options (kafka.sasl.password, kafka.sasl.jaas.config,
+        # kafka.ssl.key.password): keys and values matching these are shown as *********(redacted)
+        # in Spark's logs, plans and UI (Spark's defaults miss "jaas").
+        "spark.redaction.regex": REDACTION_REGEX,
+        "spark.sql.redaction.options.regex": OPTIONS_REDACTION_REGEX,
     }
     if settings.master.startswith("local"):
         # Our worker daemon: quiet when a stopped query closes a running task's socket (see the

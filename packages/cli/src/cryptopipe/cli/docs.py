@@ -21,7 +21,7 @@ from cryptopipe.runtime import plain_text
 
 #: Every settings class, in the order the configuration page lists them.
 SETTINGS: tuple[tuple[str, str], ...] = (
-    ("Kafka", "cryptopipe.schemas.config:KafkaSettings"),
+    ("Kafka", "cryptopipe.schemas.kafka_settings:KafkaSettings"),
     ("Redis", "cryptopipe.schemas.config:RedisSettings"),
     ("Service runtime (every service)", "cryptopipe.runtime.service:RunSettings"),
     ("Ingest", "cryptopipe.ingest.settings:IngestSettings"),

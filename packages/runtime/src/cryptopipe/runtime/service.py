@@ -23,7 +23,8 @@ from cryptopipe.observability import serve_metrics
 from cryptopipe.runtime.logs import configure_logging
 from cryptopipe.runtime.stats import write_stats
 from cryptopipe.runtime.stop import Stop, stop_on_signals
-from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, KafkaSettings, load_settings, setting
+from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, load_settings, setting
+from cryptopipe.schemas.kafka_settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,9 @@ _CONFIG_REJECTED = {
     KafkaError.INVALID_REQUEST,
 }
 
+#: Errors that mean the principal may not create the topic (its ACLs), not that the broker is away.
+_NOT_ALLOWED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+
 #: Errors that mean the broker is not there: the caller retries.
 _UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 
@@ -109,6 +112,14 @@ def _create(
             return _create(admin, spec, replication_factor, with_config=False, timeout_s=timeout_s)
         if error.code() in _UNREACHABLE:
             raise
+        if error.code() in _NOT_ALLOWED:
+            logger.warning(
+                "not allowed to create topic %s (%s): this principal has no CREATE right, so an admin "
+                "must create it (cryptopipe kafka-cluster --secure creates the pipeline's topics)",
+                spec.name,
+                error.str(),
+            )
+            return False
         logger.warning(
             "could not create topic %s (%s); relying on the broker to auto-create it", spec.name, error.str()
         )

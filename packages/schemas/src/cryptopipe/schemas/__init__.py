@@ -31,7 +31,6 @@ from cryptopipe.schemas.book_messages import (
 from cryptopipe.schemas.config import (
     SETTINGS_CONFIG,
     ConfigError,
-    KafkaSettings,
     RedisSettings,
     env,
     env_names,
@@ -42,6 +41,7 @@ from cryptopipe.schemas.config import (
     settings_of,
 )
 from cryptopipe.schemas.errors import DecodeError, SchemaError
+from cryptopipe.schemas.kafka_settings import KafkaSettings, read_secret_file
 from cryptopipe.schemas.messages import (
     WIRE_VERSION,
     Alert,
@@ -118,6 +118,7 @@ __all__ = [
     "epoch_base",
     "format_validation_error",
     "load_settings",
+    "read_secret_file",
     "redact_url",
     "setting",
     "settings_of",

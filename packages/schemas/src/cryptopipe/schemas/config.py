@@ -25,7 +25,7 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticUndefined
@@ -51,6 +51,8 @@ SETTINGS_CONFIG = SettingsConfigDict(
 
 #: Longest ``repr`` of a rejected value quoted in an error message.
 _MAX_QUOTED = 80
+#: A message that starts by naming its variable (``KAFKA_SASL_MECHANISM: ...``).
+_NAMED = re.compile(r"^[A-Z][A-Z0-9_]*: ")
 
 
 def redact_url(url: str) -> str:
@@ -169,7 +171,8 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
         message = message.removeprefix(f"{field}: ") if field else message
         if len(loc) > 1:  # an item of a list-like setting
             message = f"item {'.'.join(loc[1:])}: {message}"
-        line = f"{variable}: {message}"
+        # A class-wide check names the variable at fault itself ("KAFKA_SASL_MECHANISM: required ...").
+        line = message if not loc and _NAMED.match(message) else f"{variable}: {message}"
         # The whole input of a class-wide check or a missing value says nothing; a secret is never shown.
         field_info = cls.model_fields.get(field) if field else None
         if field_info is not None and error.get("type") != "missing" and "input" in error:
@@ -235,44 +238,6 @@ def load_settings(cls: type[SettingsT], /, **overrides: Any) -> SettingsT:
         problems = _problems(cls, exc)
         what = cls.__name__.removesuffix("Settings").lower() or cls.__name__
         raise ConfigError(f"invalid {what} settings:\n  " + "\n  ".join(problems), problems) from None
-
-
-class KafkaSettings(BaseSettings):
-    """Where the Kafka-protocol broker is, and how to authenticate to it.
-
-    An empty ``bootstrap_servers`` means "find or start one" (embedded mode).
-    """
-
-    model_config = SETTINGS_CONFIG
-
-    bootstrap_servers: str = setting("KAFKA_BOOTSTRAP_SERVERS", "")
-    """Kafka bootstrap servers (host:port,...). Empty: find or start a local broker."""
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
-        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"
-    )
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    sasl_mechanism: str = setting("KAFKA_SASL_MECHANISM", "")
-    """e.g. PLAIN, SCRAM-SHA-512."""
-    sasl_username: str = setting("KAFKA_SASL_USERNAME", "")
-    """SASL user name."""
-    sasl_password: SecretStr = setting("KAFKA_SASL_PASSWORD", SecretStr(""))
-    """SASL password (secret)."""
-    ssl_ca_location: str = setting("KAFKA_SSL_CA_LOCATION", "")
-    """CA bundle for SSL brokers."""
-    topic_prefix: str = setting("KAFKA_TOPIC_PREFIX", "")
-    """Prefix for every topic name."""
-
-    def client_config(self) -> dict[str, str]:
-        """librdkafka settings common to producers, consumers and admin clients."""
-        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            config["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            config["sasl.username"] = self.sasl_username
-            config["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location:
-            config["ssl.ca.location"] = self.ssl_ca_location
-        return config
 
 
 class RedisSettings(BaseSettings):
