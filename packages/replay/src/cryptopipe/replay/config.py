@@ -102,8 +102,10 @@ class ReplayConfig:
     queue_size: int = 10_000
     #: At ``speed=max`` the tape waits this long for a full client queue before dropping the client.
     slow_client_timeout_s: float = 10.0
-    #: aggTrades kept per symbol for REST backfill and :meth:`history`.
-    history_limit: int = 2_000_000
+    #: aggTrades (and trades) kept per symbol for REST backfill and :meth:`history`: at most this many,
+    history_limit: int = 1_000_000
+    #: ... and only those played in the last this many seconds (wall time); see replay.history.
+    history_seconds: float = 300.0
     #: REST request weight allowed per minute (Binance's REQUEST_WEIGHT limit); 0 = unlimited.
     rest_weight_limit: int = 6000
     # --- order-book faults ---------------------------------------------------------------------
@@ -154,7 +156,13 @@ class ReplayConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ReplayConfigError(name, f"must be >= 1 or None, got {value!r}")
-        for name in ("ping_interval_s", "pong_timeout_s", "connection_lifetime_s", "slow_client_timeout_s"):
+        for name in (
+            "ping_interval_s",
+            "pong_timeout_s",
+            "connection_lifetime_s",
+            "slow_client_timeout_s",
+            "history_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise ReplayConfigError(name, f"must be > 0, got {getattr(self, name)!r}")
         for name in ("max_incoming_per_s", "max_streams", "queue_size", "history_limit"):
@@ -300,6 +308,11 @@ class ReplaySettings(BaseSettings):
     depth_snapshot_stale: int = setting("REPLAY_DEPTH_SNAPSHOT_STALE", _DEFAULT.depth_snapshot_stale, ge=0)
     """Fault: the next K /api/v3/depth requests per symbol (after the failed ones) get a book from
     before any client subscribed to its depth: lastUpdateId below the first buffered U."""
+    history_limit: int = setting("REPLAY_HISTORY_LIMIT", _DEFAULT.history_limit, ge=1)
+    """REST trade history: at most N trades kept per symbol (and per kind, aggTrade and trade)."""
+    history_seconds: float = setting("REPLAY_HISTORY_SECONDS", _DEFAULT.history_seconds, gt=0)
+    """REST trade history: trades played more than N seconds ago (wall time) are let go, so memory
+    is flat at about rate x N x 450 bytes. A backfill after a longer outage than this is partial."""
     ready_file: Path | None = setting("REPLAY_READY_FILE", None)
     """Write `{port, ws_url, rest_url, pid}` JSON here once listening (removed at exit)."""
 

@@ -8,7 +8,6 @@ prices and times under the active clock mode).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import logging
 import time
@@ -21,6 +20,7 @@ import msgspec
 from cryptopipe.replay.config import ReplayConfig
 from cryptopipe.replay.depth_feed import DepthFeed
 from cryptopipe.replay.errors import ReplayError
+from cryptopipe.replay.history import HistoryBounds, HistoryUsage, SymbolHistory, usage
 from cryptopipe.replay.sources.base import (
     DepthRecord,
     DepthSnapshotRecord,
@@ -97,65 +97,6 @@ class Subscriber(Protocol):
     def drop(self, reason: str) -> None: ...
 
 
-class SymbolHistory:
-    """The aggTrades (and trades) one symbol has played, times in µs, trimmed to ``limit``.
-
-    ``tmax`` is the running maximum of ``T``: monotone even when late trades make ``T`` go back,
-    so a time query can bisect it and stop once past ``end + max_lateness``.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.aggs: list[AggTradeEvent] = []
-        self.ids: list[int] = []
-        self.tmax: list[int] = []
-        self.trades: list[TradeEvent] = []
-        self.max_lateness_us = 0
-        self.ids_monotone = True
-
-    def add_agg(self, agg: AggTradeEvent) -> None:
-        if self.ids and agg.a <= self.ids[-1]:
-            self.ids_monotone = False
-        top = max(self.tmax[-1], agg.T) if self.tmax else agg.T
-        self.max_lateness_us = max(self.max_lateness_us, top - agg.T)
-        self.aggs.append(agg)
-        self.ids.append(agg.a)
-        self.tmax.append(top)
-        if len(self.aggs) > 2 * self.limit:
-            cut = len(self.aggs) - self.limit
-            del self.aggs[:cut], self.ids[:cut], self.tmax[:cut]
-
-    def add_trade(self, trade: TradeEvent) -> None:
-        self.trades.append(trade)
-        if len(self.trades) > 2 * self.limit:
-            del self.trades[: len(self.trades) - self.limit]
-
-    def query(
-        self, *, from_id: int | None, start_us: int | None, end_us: int | None, limit: int
-    ) -> list[AggTradeEvent]:
-        """Binance's selection: by ``fromId``, by ``[start, end]`` (inclusive), else the most recent."""
-        if from_id is not None:
-            if self.ids_monotone:
-                i = bisect.bisect_left(self.ids, from_id)
-                return self.aggs[i : i + limit]
-            return sorted((a for a in self.aggs if a.a >= from_id), key=lambda a: a.a)[:limit]
-        if start_us is None and end_us is None:
-            return self.aggs[-limit:]
-        lo = start_us if start_us is not None else -1
-        hi = end_us if end_us is not None else 2**63
-        out: list[AggTradeEvent] = []
-        stop_after = hi + self.max_lateness_us
-        for j in range(bisect.bisect_left(self.tmax, lo), len(self.aggs)):
-            if self.tmax[j] > stop_after:
-                break
-            agg = self.aggs[j]
-            if lo <= agg.T <= hi:
-                out.append(agg)
-                if len(out) >= limit:
-                    break
-        return out
-
-
 @dataclass
 class _LoopShift:
     """How much a ``--loop`` pass moves ids and (original-clock) times, per symbol."""
@@ -184,8 +125,9 @@ class Tape:
         self.symbols = source.symbols
         self.agg_symbols = source.agg_symbols
         self.inactive_symbols = source.inactive_symbols
+        self.history_bounds = HistoryBounds(config.history_limit, config.history_seconds)
         self.histories: dict[str, SymbolHistory] = {
-            s: SymbolHistory(config.history_limit) for s in self.symbols
+            s: SymbolHistory(self.history_bounds) for s in self.symbols
         }
         self.subs: dict[str, set[Subscriber]] = {}
         self.connections: set[Subscriber] = set()
@@ -225,6 +167,10 @@ class Tape:
         if hist is None:
             return []
         return list(hist.aggs) if kind == "aggTrade" else list(hist.trades)
+
+    def history_usage(self) -> HistoryUsage:
+        """What the REST histories hold now (entries, estimated bytes) and what they cut."""
+        return usage(self.histories)
 
     async def run(self) -> None:
         cancelled = False
@@ -346,7 +292,7 @@ class Tape:
         symbol = event.symbol
         hist = self.histories.get(symbol)
         if hist is None:
-            hist = self.histories[symbol] = SymbolHistory(self.config.history_limit)
+            hist = self.histories[symbol] = SymbolHistory(self.history_bounds)
         lower = symbol.lower()
         # What a trade and an aggTrade event have in common; each has ids of its own.
         common: dict[str, Any] = {

@@ -6,7 +6,7 @@ Prometheus rules and the Grafana dashboards. All names start with ``cryptopipe_`
 are in seconds, as Prometheus convention asks, even though messages carry microseconds.
 
 One module per area defines its metrics (``common``, ``ingest``, ``consumer``, ``skew``,
-``infrastructure``, ``alerting``, ``books``); this package re-exports them all, so callers write
+``infrastructure``, ``alerting``, ``books``, ``replay``); this package re-exports them all, so callers write
 ``from cryptopipe.observability import metrics as m`` and ``m.TRADES_RECEIVED``.
 """
 
@@ -134,5 +134,10 @@ from cryptopipe.observability.metrics.skew_uncertainty import (
     CLOCK_REFERENCE_DIFFERENCE as CLOCK_REFERENCE_DIFFERENCE,
     CLOCK_REFERENCES_DISAGREE as CLOCK_REFERENCES_DISAGREE,
     CLOCK_DISAGREEMENTS as CLOCK_DISAGREEMENTS,
+)
+from cryptopipe.observability.metrics.replay import (
+    REPLAY_HISTORY_TRADES as REPLAY_HISTORY_TRADES,
+    REPLAY_HISTORY_BYTES as REPLAY_HISTORY_BYTES,
+    REPLAY_HISTORY_TRIMMED as REPLAY_HISTORY_TRIMMED,
 )
 # isort: on
