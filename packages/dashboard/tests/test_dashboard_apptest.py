@@ -12,7 +12,7 @@ from prometheus_client import Gauge
 from streamlit.testing.v1 import AppTest
 
 from cryptopipe.dashboard.cli import APP
-from cryptopipe.dashboard.data import SINCE_PROGRESS
+from cryptopipe.dashboard.data import MEMORY, SINCE_PROGRESS
 
 from .conftest import Market, ServiceEndpoint, now_us
 
@@ -230,6 +230,22 @@ def test_health_panel_says_which_consumer_is_stalled_and_for_how_long(
     at.run()
     assert consumer_warnings(at) == []
     assert "**Consumers** — alerts: OK · prices: OK" in [m.value for m in at.markdown]
+
+
+def test_health_panel_charts_each_processs_memory(
+    configure: Configure, metrics_url: str, service_metrics: ServiceEndpoint
+) -> None:
+    rss = Gauge(MEMORY, "rss", ["component"], registry=service_metrics.registry)
+    rss.labels(component="alerting").set(1_400e6)
+    rss.labels(component="replay-exchange").set(120e6)
+    configure(DASHBOARD_METRICS_URLS=f"{metrics_url},{service_metrics.url}")
+
+    at = run_page()
+
+    assert any(m.value.startswith("**Memory per process**") for m in at.markdown)
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    memory = [c for c in charts if "MB" in json.dumps(c.get("encoding", {}))]
+    assert memory, "no memory chart on the page"
 
 
 def _closed_port() -> int:

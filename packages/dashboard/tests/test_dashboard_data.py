@@ -154,6 +154,7 @@ def test_stalled_consumers_come_from_prometheus_too(metrics_url: str, prometheus
 def test_every_metric_the_panel_reads_is_in_the_catalogue() -> None:
     names = {entry.name for entry in catalogue()}
     read = {data.THROUGHPUT, data.CONSUMER_LAG, data.CLOCK_OFFSET, data.SPARK_BATCH, data.SINCE_PROGRESS}
+    read |= {data.MEMORY}
     read |= {name for _, name in data.LATENCIES}
     assert read <= names, read - names
 
@@ -199,6 +200,28 @@ def test_a_stalled_consumer_reads_stalled_for_n_seconds_the_others_ok() -> None:
     (stalled,) = health.stalled
     assert stalled.warning().startswith("**alerts consumer stalled for 42 s**")
     assert "recovers by itself" in stalled.warning()
+
+
+def test_memory_is_shown_per_process_largest_first() -> None:
+    registry = CollectorRegistry()
+    rss = Gauge(data.MEMORY, "rss", ["component"], registry=registry)
+    absent = data.health_from_scrape(
+        Scrape.from_text(generate_latest(registry).decode()), source="t", runtime={}
+    )
+    assert absent.memory_mb == {}  # nothing exported: no chart
+
+    rss.labels(component="ingest").set(80e6)
+    rss.labels(component="alerting").set(1_400e6)
+    rss.labels(component="broker").set(math.nan)
+    # two endpoints can each report a share of one component (two consumers): they add up
+    text = generate_latest(registry).decode()
+    other = CollectorRegistry()
+    Gauge(data.MEMORY, "rss", ["component"], registry=other).labels(component="ingest").set(20e6)
+    health = data.health_from_scrape(
+        Scrape.from_text(text, generate_latest(other).decode()), source="t", runtime={}
+    )
+    assert health.memory_mb == {"alerting": 1400.0, "ingest": 100.0}
+    assert list(health.memory_mb) == ["alerting", "ingest"]
 
 
 def test_waiting_shorter_than_the_stall_timeout_is_not_a_stall() -> None:

@@ -42,6 +42,7 @@ SINCE_PROGRESS = series_name(m.CONSUMER_SECONDS_SINCE_PROGRESS)
 CLOCK_OFFSET = series_name(m.CLOCK_OFFSET)
 SPARK_BATCH = series_name(m.ALERTING_BATCH_DURATION)
 SPARK_LAG = series_name(m.ALERTING_LAG)
+MEMORY = series_name(m.PROCESS_MEMORY)
 #: Rows of the latency table: label -> seconds histogram.
 LATENCIES: tuple[tuple[str, str], ...] = (
     ("E2E", E2E),
@@ -195,6 +196,8 @@ class Health:
     problems: tuple[Problem, ...] = ()
     #: Per consumer that exports its stall clock (none running: empty).
     consumers: tuple[ConsumerProgress, ...] = ()
+    #: component -> resident memory in MB (its processes and their children), largest first.
+    memory_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def stalled(self) -> tuple[ConsumerProgress, ...]:
@@ -215,6 +218,7 @@ def _health(
     offsets: dict[str, float],
     consumers: tuple[ConsumerProgress, ...],
     runtime: dict[str, str],
+    memory: Iterable[tuple[str, float]] = (),
     problems: Sequence[Problem] = (),
 ) -> Health:
     """The health figures, whichever source they come from; ``percentiles`` reads one histogram's."""
@@ -230,7 +234,18 @@ def _health(
         runtime=dict(runtime),
         problems=tuple(problems),
         consumers=consumers,
+        memory_mb=memory_by_component(memory),
     )
+
+
+def memory_by_component(rows: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Resident memory per component in MB (a component's series summed), largest first; NaN skipped."""
+    total: dict[str, float] = {}
+    for component, value in rows:
+        if not math.isnan(value):
+            total[component] = total.get(component, 0.0) + value
+    ranked = sorted(total.items(), key=lambda item: -item[1])
+    return {name: round(value / 1e6, 1) for name, value in ranked}
 
 
 def health_from_scrape(
@@ -255,6 +270,7 @@ def health_from_scrape(
             (s.labels.get("consumer", "?"), s.value) for s in scrape.samples(SINCE_PROGRESS)
         ),
         runtime=runtime,
+        memory=((s.labels.get("component", "?"), s.value) for s in scrape.samples(MEMORY)),
         problems=problems,
     )
 
@@ -320,6 +336,10 @@ def health_from_prometheus(base_url: str, *, window: str, timeout: float, runtim
             for labels, value in instant_query(base_url, f"max by (consumer) ({SINCE_PROGRESS})", timeout)
         ),
         runtime=runtime,
+        memory=(
+            (labels.get("component", "?"), value)
+            for labels, value in instant_query(base_url, f"sum by (component) ({MEMORY})", timeout)
+        ),
     )
 
 

@@ -94,3 +94,11 @@ def health_section(settings: DashboardSettings) -> None:
                 "**Consumers** — " + " · ".join(f"{c.consumer}: {c.status()}" for c in health.consumers)
             )
         st.markdown(_runs_on(health.runtime))
+        if health.memory_mb:
+            st.markdown("**Memory per process** (resident, MB; a process with its children)")
+            st.bar_chart(memory_frame(health.memory_mb), x="process", y="MB", horizontal=True, height=220)
+
+
+def memory_frame(memory_mb: dict[str, float]) -> pd.DataFrame:
+    """The memory chart's rows, largest first."""
+    return pd.DataFrame({"process": list(memory_mb), "MB": list(memory_mb.values())})

@@ -29,6 +29,8 @@ def scrape_targets(pipeline: Pipeline, orchestrator_port: int) -> dict[str, list
             targets.setdefault(component_of(name), []).append(f"127.0.0.1:{service.metrics_port}")
     for name, port in pipeline.planned_ports.items():  # ingest: started last
         targets.setdefault(component_of(name), []).append(f"127.0.0.1:{port}")
+    if pipeline.config.exchange.source == "replay" and pipeline.rest_url:  # its REST port serves /metrics
+        targets["replay-exchange"] = [pipeline.rest_url.removeprefix("http://").rstrip("/")]
     targets["orchestrator"] = [f"127.0.0.1:{orchestrator_port}"]
     return targets
 
