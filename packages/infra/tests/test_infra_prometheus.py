@@ -3,8 +3,10 @@ over the rules observability generates; without a binary, ``up`` runs on and say
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,10 +85,18 @@ def test_real_prometheus_scrapes_every_component_and_answers_p99(
 ) -> None:
     require_prometheus_tool("prometheus")
     targets = {"ingest": [endpoints[0].address], "prices-consumer": [endpoints[1].address]}
-    server = start_embedded_prometheus(targets, scrape_interval="1s", directory=tmp_path)
+    server = start_embedded_prometheus(
+        targets, scrape_interval="1s", directory=tmp_path, retention="6h", retention_size="100MB"
+    )
     assert server is not None
     with server:
         assert server.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{server.url}/api/v1/status/flags", timeout=10) as response:
+            flags = json.loads(response.read())["data"]
+        assert (flags["storage.tsdb.retention.time"], flags["storage.tsdb.retention.size"]) == (
+            "6h",
+            "100MiB",
+        )  # Prometheus units are binary
         eventually(
             lambda: prom.target_health(server.url) == {"ingest": ["up"], "prices-consumer": ["up"]},
             timeout=30,

@@ -50,6 +50,7 @@ def start_prometheus(
     data_dir: Path | None = None,
     *,
     retention: str = "1d",
+    retention_size: str = "512MB",
     ready_timeout: float = 30.0,
 ) -> PrometheusServer:
     """Start ``prometheus`` on 127.0.0.1 and wait until ``/-/ready`` answers 200.
@@ -66,7 +67,7 @@ def start_prometheus(
     try:
         server = start_on_free_port(
             lambda chosen: PrometheusServer(
-                binary, Path(config_path), chosen, data_dir, retention, ready_timeout
+                binary, Path(config_path), chosen, data_dir, (retention, retention_size), ready_timeout
             ),
             port,
             what="prometheus",
@@ -86,9 +87,11 @@ class PrometheusServer(LocalServer):
         config_path: Path,
         port: int,
         data_dir: Path | None,
-        retention: str,
+        retention: tuple[str, str],
         ready_timeout: float,
     ) -> None:
+        """``retention`` is (time, size): samples older than the time go, and the oldest blocks go
+        once the TSDB holds more than the size."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.config_path = config_path
@@ -97,7 +100,8 @@ class PrometheusServer(LocalServer):
             f"--config.file={config_path}",
             f"--web.listen-address=127.0.0.1:{port}",
             f"--storage.tsdb.path={data_dir if data_dir is not None else '{workdir}/data'}",
-            f"--storage.tsdb.retention.time={duration(retention, 'retention')}",
+            f"--storage.tsdb.retention.time={duration(retention[0], 'retention')}",
+            f"--storage.tsdb.retention.size={retention[1]}",
             "--web.enable-lifecycle",
         ]
         super().__init__("prometheus", argv, ready=_ready(self.url), ready_timeout=ready_timeout)
@@ -120,6 +124,8 @@ def start_embedded_prometheus(
     directory: Path | None = None,
     scrape_interval: str = "2s",
     bounds: AlertBounds | None = None,
+    retention: str = "1d",
+    retention_size: str = "512MB",
 ) -> PrometheusServer | None:
     """What ``cryptopipe up`` calls: config + rules from ``targets``, then Prometheus, if installed.
 
@@ -131,4 +137,4 @@ def start_embedded_prometheus(
         return None
     base = directory or Path(tempfile.mkdtemp(prefix="cryptopipe-prometheus-"))
     config = write_config_dir(base, targets, scrape_interval, bounds)
-    return start_prometheus(config, port, base / "data")
+    return start_prometheus(config, port, base / "data", retention=retention, retention_size=retention_size)

@@ -66,6 +66,10 @@ class ObservabilityConfig(BaseModel):
     metrics_base_port: int = Field(default=9100, ge=0, le=65535)
     """Ports follow docs/metrics.md from this base; 0 = free ports for every service."""
     prometheus: bool = True
+    prometheus_retention: str = Field(default="1d", pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$")
+    """How long Prometheus keeps samples (its TSDB on disk); its memory is the last 2-3 hours'."""
+    prometheus_retention_size: str = Field(default="512MB", pattern=r"^[0-9]+(B|KB|MB|GB|TB)$")
+    """The most disk its TSDB may use; the oldest blocks go first."""
     dashboard: bool = True
     dashboard_port: int = Field(default=8501, ge=0, le=65535)
 

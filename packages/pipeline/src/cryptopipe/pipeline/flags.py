@@ -80,6 +80,18 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-prometheus", action="store_true", help="do not start Prometheus even where it is installed"
     )
+    parser.add_argument(
+        "--prometheus-retention",
+        default="1d",
+        metavar="DURATION",
+        help="Prometheus keeps samples this long (1d; e.g. 6h, 7d)",
+    )
+    parser.add_argument(
+        "--prometheus-retention-size",
+        default="512MB",
+        metavar="SIZE",
+        help="and uses at most this much disk for them (512MB; e.g. 2GB)",
+    )
     _add_alerting(parser)
     parser.add_argument(
         "--depth",
@@ -275,6 +287,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         observability = ObservabilityConfig(
             metrics_base_port=args.metrics_base_port,
             prometheus=not args.no_prometheus,
+            prometheus_retention=args.prometheus_retention,
+            prometheus_retention_size=args.prometheus_retention_size,
             dashboard=not args.no_dashboard,
             dashboard_port=args.dashboard_port,
         )

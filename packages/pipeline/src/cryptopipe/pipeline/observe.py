@@ -61,7 +61,12 @@ def start_observability(pipeline: Pipeline) -> None:
     pipeline.stack.callback(monitor.stop)
     targets = scrape_targets(pipeline, port)
     if options.prometheus:
-        pipeline.prometheus = start_embedded_prometheus(targets, directory=pipeline.workdir / "prometheus")
+        pipeline.prometheus = start_embedded_prometheus(
+            targets,
+            directory=pipeline.workdir / "prometheus",
+            retention=options.prometheus_retention,
+            retention_size=options.prometheus_retention_size,
+        )
         if pipeline.prometheus is not None:
             pipeline.stack.callback(pipeline.prometheus.stop)
             if pipeline.prometheus.pid:
