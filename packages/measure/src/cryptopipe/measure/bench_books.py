@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _records(kafka: KafkaSettings, topic: str) -> list[BookResetRecord | BookUpdateRecord]:
+def book_records(kafka: KafkaSettings, topic: str) -> list[BookResetRecord | BookUpdateRecord]:
     """Every record of ``topic``, in each partition's order (per symbol, the stream's order)."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -210,7 +210,7 @@ def _resync_run(
     gappy = argparse.Namespace(**{**vars(args), "depth_drop_every": args.gap_every})
     run = run_pipeline(args.rate, args.gap_seconds, base=gappy, kafka=kafka, redis=redis, workdir=workdir)
     topic = BOOK_UPDATES.with_prefix(run["topic_prefix"]).name
-    seconds = resync_seconds(_records(kafka.settings, topic))
+    seconds = resync_seconds(book_records(kafka.settings, topic))
     books: Books = run["books"]
     return {
         "resyncs": len(seconds),

@@ -1,11 +1,18 @@
-"""``cryptopipe bench faults``: the prices path through five faults, every trade accounted for by id.
+"""``cryptopipe bench faults``: the prices path through six faults, every trade accounted for by id.
 
 Scenarios (``--only NAME`` runs one): ``leader-kill`` (the busiest partition's leader SIGKILLed
 on a 3-broker Apache Kafka cluster, replication factor 3, then restarted), ``broker-restart``
 (the single broker stopped and started again on its data), ``network-cut`` (every connection
 to the broker cut by a TCP proxy for ``--outage`` seconds), ``redis-restart`` (Redis with the AOF
 on, ``appendfsync always``, SIGKILLed and restarted) and ``consumer-kill`` (the prices consumer
-SIGKILLed and restarted). Each fault lasts ``--outage`` seconds (default 10).
+SIGKILLed and restarted) and ``ingest-kill`` (ingest SIGKILLed and restarted). Each fault lasts
+``--outage`` seconds (default 10).
+
+With ``--books`` the pipeline also keeps order books (``up --depth 100ms``, the exchange's synthetic
+book): each scenario then reports what the fault cost them, ``book_resyncs`` (resets published
+after the fault began) and ``book_exact_after_s`` (seconds from the fault's end until every book in
+Redis equalled the exchange's ``/api/v3/depth`` at the same update id), and checks that the books
+in Redis equal the books rebuilt from Kafka and that ``book-updates`` balances (``books`` in the row).
 
 The benchmark starts its own servers, since it kills them: a local Apache Kafka behind a
 :class:`~cryptopipe.infra.proxy.TcpProxy`, the 3-broker cluster only for ``leader-kill``, and one
@@ -13,11 +20,15 @@ redis-server with the AOF on. KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are not used
 
 One row per scenario: trades offered by the exchange, written (found in Redis), lost,
 duplicated, and ``recovery_s``, the seconds from the fault's end until the pipeline caught up
-(see :mod:`cryptopipe.measure.faults` for how each is counted). ``--json PATH`` writes them as
-``{"scenarios": [{"fault", "offered", "written", "lost", "duplicated", "recovery_s"}, ...]}``.
+(see :mod:`cryptopipe.measure.faults` for how each is counted). ``lost_in_outage`` is the part of
+``lost`` played while no ingest was subscribed (ingest-kill: a restarted ingest cannot backfill
+them, see docs/faults.md). ``--json PATH`` writes them as ``{"scenarios": [{"fault", "offered",
+"written", "lost", "duplicated", "recovery_s", "lost_in_outage", "book_resyncs",
+"book_exact_after_s"[, "books"]}, ...]}``.
 
-Exit status: 0 every scenario ran and nothing was lost or duplicated; 1 a scenario could not
-run (a server or service failed); 3 trades were lost or duplicated (or another check failed).
+Exit status: 0 every scenario ran and nothing was lost (beyond ``lost_in_outage``) or duplicated;
+1 a scenario could not run (a server or service failed); 3 trades were lost or duplicated, or the
+books were not exact or did not balance (or another check failed).
 """
 
 from __future__ import annotations
@@ -71,14 +82,23 @@ class _Servers:
             yield faults.Servers(faults.cluster_endpoint(cluster), self.redis, cluster=cluster)
 
 
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    header = f"{'fault':16} {'offered':>9} {'written':>9} {'lost':>6} {'duplicated':>10} {'recovery_s':>10}"
+    header = (
+        f"{'fault':16} {'offered':>9} {'written':>9} {'lost':>6} {'duplicated':>10} {'recovery_s':>10} "
+        f"{'book_resyncs':>12} {'book_exact_after_s':>18}"
+    )
     lines = [header]
     for row in rows:
-        recovery = "-" if row["recovery_s"] is None else f"{row['recovery_s']:.2f}"
+        lost = f"{row['lost']}" + (f" ({row['lost_in_outage']} down)" if row["lost_in_outage"] else "")
+        resyncs = "-" if row["book_resyncs"] is None else str(row["book_resyncs"])
         lines.append(
-            f"{row['fault']:16} {row['offered']:>9} {row['written']:>9} {row['lost']:>6} "
-            f"{row['duplicated']:>10} {recovery:>10}"
+            f"{row['fault']:16} {row['offered']:>9} {row['written']:>9} {lost:>6} "
+            f"{row['duplicated']:>10} {_figure(row['recovery_s']):>10} {resyncs:>12} "
+            f"{_figure(row['book_exact_after_s']):>18}"
         )
     return "\n".join(lines)
 
@@ -94,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
     parser.add_argument("--symbols", default="btcusdt,ethusdt")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--books", action="store_true", help="order books too (depth 100ms): resyncs, seconds to exact"
+    )
     return parser
 
 
@@ -105,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outage=args.outage,
         symbols=tuple(s.strip().lower() for s in args.symbols.split(",") if s.strip()),
         seed=args.seed,
+        depth=args.books,
     )
     names = [args.only] if args.only else list(faults.SCENARIOS)
     results: list[faults.ScenarioResult] = []
@@ -137,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rate_msgs_per_s": config.rate,
         "duration_s": config.duration,
         "outage_s": config.outage,
+        "books": config.depth,
         "elapsed_s": round(time.monotonic() - started, 1),
         "scenarios": rows,
     }

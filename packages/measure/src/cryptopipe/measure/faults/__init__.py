@@ -1,5 +1,7 @@
-"""Fault scenarios on the prices path, reconciled trade by trade against Redis (docs/faults.md)."""
+"""Fault scenarios on the prices path (and the order books), reconciled trade by trade against
+Redis, the books against the exchange's and Kafka (docs/faults.md)."""
 
+from cryptopipe.measure.faults.books import BookCosts, BookWatch, book_costs
 from cryptopipe.measure.faults.config import (
     ROW_FIELDS,
     SCENARIOS,
@@ -16,6 +18,7 @@ from cryptopipe.measure.faults.scenarios import (
     RUNNERS,
     broker_restart,
     consumer_kill,
+    ingest_kill,
     leader_kill,
     network_cut,
     redis_restart,
@@ -25,15 +28,19 @@ __all__ = [
     "ROW_FIELDS",
     "RUNNERS",
     "SCENARIOS",
+    "BookCosts",
+    "BookWatch",
     "FaultConfig",
     "Progress",
     "Sample",
     "ScenarioError",
     "ScenarioResult",
     "Servers",
+    "book_costs",
     "broker_restart",
     "cluster_endpoint",
     "consumer_kill",
+    "ingest_kill",
     "kafka_endpoint",
     "lag_episode",
     "leader_kill",

@@ -20,12 +20,24 @@ SCENARIOS: tuple[str, ...] = (
     "network-cut",
     "redis-restart",
     "consumer-kill",
+    "ingest-kill",
 )
 """Scenario names, in the order the benchmark runs them."""
 
-ROW_FIELDS = ("fault", "offered", "written", "lost", "duplicated", "recovery_s")
+ROW_FIELDS = (
+    "fault",
+    "offered",
+    "written",
+    "lost",
+    "duplicated",
+    "recovery_s",
+    "lost_in_outage",
+    "book_resyncs",
+    "book_exact_after_s",
+)
 
 CONSUMER = "prices-consumer"
+INGEST = "ingest"
 HISTORY_MARGIN = 1000
 REST_PAGE = 1000
 
@@ -51,6 +63,10 @@ class FaultConfig:
     settle_timeout: float = 60.0
     """Give up waiting for the pipeline to catch up after this long without any progress."""
     poll_interval: float = 0.1
+    depth: bool = False
+    """Order books too (``up --depth 100ms``): the exchange plays a synthetic book, ingest keeps it
+    in sync, the books consumer writes it to Redis; each scenario then also says what the fault
+    cost the books (resyncs, seconds to an exact book) and checks they balance."""
 
     @property
     def count(self) -> int:
@@ -83,6 +99,15 @@ class ScenarioResult:
     lost: int
     duplicated: int
     recovery_s: float | None
+    lost_in_outage: int = 0
+    """Of ``lost``: trades played while no ingest was subscribed (ingest-kill only; see
+    docs/faults.md), one run of consecutive ids per symbol around the outage."""
+    book_resyncs: int | None = None
+    """Resets in ``book-updates`` after the fault began (None without books)."""
+    book_exact_after_s: float | None = None
+    """Seconds from the fault's end until every book in Redis was the exchange's again."""
+    books: dict[str, Any] | None = None
+    """What the fault cost the books, in full (:class:`~cryptopipe.measure.faults.books.BookCosts`)."""
     published: int = 0
     """Distinct offered trades found in the prices topic."""
     topic_duplicates: int = 0
@@ -94,11 +119,14 @@ class ScenarioResult:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and not self.problems
+        return self.lost == self.lost_in_outage and self.duplicated == 0 and not self.problems
 
     def row(self) -> dict[str, Any]:
-        """The benchmark's row: exactly :data:`ROW_FIELDS`."""
-        return {name: getattr(self, name) for name in ROW_FIELDS}
+        """The benchmark's row: :data:`ROW_FIELDS`, and the books' costs in full when there are books."""
+        row = {name: getattr(self, name) for name in ROW_FIELDS}
+        if self.books is not None:
+            row["books"] = self.books
+        return row
 
 
 Progress = Callable[[str], None]

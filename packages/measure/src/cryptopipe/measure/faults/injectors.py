@@ -1,4 +1,4 @@
-"""The five faults: each injects, holds and heals one failure on a running scenario."""
+"""The six faults: each injects, holds and heals one failure on a running scenario."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Callable
 from cryptopipe.infra import (
     LocalServer,
 )
-from cryptopipe.measure.faults.config import CONSUMER
+from cryptopipe.measure.faults.config import CONSUMER, HISTORY_MARGIN, INGEST, ScenarioError
 from cryptopipe.measure.faults.kafka import busiest_partition_leader, replication_problems
 from cryptopipe.measure.faults.run import Run
+from cryptopipe.store import PriceStore, connect_redis
 
 # --- the faults ----------------------------------------------------------------------------------
 
@@ -73,3 +74,48 @@ def kill_consumer(run: Run) -> str:
         run.hold(f"killed the prices consumer (pid {pid}, SIGKILL)")
         consumer.restart()
     return f"prices consumer killed (SIGKILL), restarted as pid {consumer.pid}"
+
+
+def kill_ingest(run: Run) -> str:
+    """SIGKILL ingest mid-stream, hold, start it again with the same settings: the new process
+    takes every book from a fresh snapshot (an ``initial`` reset in a new epoch)."""
+    ingest = run.pipeline.state.services[INGEST]
+    pid = ingest.pid
+    with run.down(INGEST):
+        run.ingest_killed_us = time.time_ns() // 1000
+        ingest.kill()
+        run.hold(f"killed ingest (pid {pid}, SIGKILL)")
+        ingest.restart()
+        run.ingest_back_us = time.time_ns() // 1000
+    run.excused = _missed_while_down(run)
+    return (
+        f"ingest killed (SIGKILL), restarted as pid {ingest.pid}; "
+        f"{run.excused} trades were played while no ingest was subscribed"
+    )
+
+
+def _missed_while_down(run: Run, timeout: float = 30.0) -> int:
+    """Trades missing between the oldest and newest of each symbol's history in Redis, once every
+    symbol has a trade there played after the kill (the restarted ingest's)."""
+    killed = run.ingest_killed_us
+    assert killed is not None
+    client = connect_redis(run.servers.redis.url.get_secret_value())
+    store = PriceStore(client, run.pipeline.key_prefix)
+    cap = run.config.count + HISTORY_MARGIN
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            run.check_services()
+            histories = [store.history(s.upper(), limit=cap) for s in run.config.symbols]
+            if all(h and h[-1]["trade_time_us"] > killed for h in histories):
+                break
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"no trade played after the kill reached Redis within {timeout:.0f} s")
+            time.sleep(0.1)
+    finally:
+        client.close()
+    missed = 0
+    for history in histories:
+        ids = {int(entry["trade_id"]) for entry in history}
+        missed += max(ids) - min(ids) + 1 - len(ids)
+    return missed

@@ -21,30 +21,31 @@ from cryptopipe.store import price_keys
 # --- the offered side: the replay exchange's REST history ----------------------------------------
 
 
-def _rest_json(url: str, timeout: float = 2.0) -> Any:
+def rest_json(url: str, timeout: float = 2.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def _agg_trades(rest_url: str, symbol: str, **params: int) -> list[dict[str, Any]]:
     query = urllib.parse.urlencode({"symbol": symbol.upper(), **params})
-    found = _rest_json(f"{rest_url}/api/v3/aggTrades?{query}", timeout=10.0)
+    found = rest_json(f"{rest_url}/api/v3/aggTrades?{query}", timeout=10.0)
     return found if isinstance(found, list) else []
 
 
-def offered_ids(rest_url: str, symbols: Sequence[str]) -> dict[str, list[int]]:
-    """Every trade id the exchange played, per (upper-case) symbol, from its REST history."""
-    out: dict[str, list[int]] = {}
+def offered_trades(rest_url: str, symbols: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """Every trade the exchange played, per (upper-case) symbol, as (id, trade time ms), from its
+    REST history."""
+    out: dict[str, list[tuple[int, int]]] = {}
     for symbol in symbols:
-        ids: list[int] = []
+        trades: list[tuple[int, int]] = []
         next_id = 0
         while True:
             page = _agg_trades(rest_url, symbol, fromId=next_id, limit=REST_PAGE)
-            ids += [int(t["a"]) for t in page]
+            trades += [(int(t["a"]), int(t["T"])) for t in page]
             if len(page) < REST_PAGE:
                 break
-            next_id = ids[-1] + 1
-        out[symbol.upper()] = ids
+            next_id = trades[-1][0] + 1
+        out[symbol.upper()] = trades
     return out
 
 
@@ -128,13 +129,14 @@ class Monitor:
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def recovery_seconds(samples: Sequence[Sample], fault_end: float) -> float | None:
+def recovery_seconds(samples: Sequence[Sample], fault_end: float, excused: int = 0) -> float | None:
     """From ``fault_end`` to the first poll at which Redis held every trade offered up to the
-    poll just before it (None if that never happened)."""
+    poll just before it, but the ``excused`` ones the fault made undeliverable (None if that
+    never happened)."""
     for previous, sample in itertools.pairwise(samples):
         if sample.t < fault_end or previous.offered is None or sample.written is None:
             continue
-        if sample.written >= previous.offered:
+        if sample.written + excused >= previous.offered:
             return round(sample.t - fault_end, 2)
     return None
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from cryptopipe.measure.faults.books import BookWatch
 from cryptopipe.measure.faults.config import FaultConfig, Progress, ScenarioError, Servers
 from cryptopipe.measure.faults.monitor import Monitor
 from cryptopipe.pipeline import (
@@ -31,9 +32,18 @@ class Run:
     prices_topic: str
     progress: Progress
     monitor: Monitor
+    books: BookWatch | None = None
+    """Watches the books in Redis against the exchange's (with ``config.depth``)."""
     expected_down: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     """What the fault found wrong on its way (merged into the result's problems)."""
+    ingest_killed_us: int | None = None
+    """Wall clock (µs) when ingest was killed (ingest-kill)."""
+    ingest_back_us: int | None = None
+    """Wall clock (µs) when the restarted ingest answered (ingest-kill)."""
+    excused: int = 0
+    """Trades the pipeline cannot deliver (played while no ingest was subscribed): the wait for
+    it to catch up does not wait for them; the reconciliation checks they are just those."""
 
     def hold(self, what: str) -> None:
         """Keep the fault on for ``config.outage`` seconds, with a progress line every 5 s."""

@@ -14,6 +14,7 @@ import redis as redis_lib
 
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import load_settings as load_ingest_settings
+from cryptopipe.measure.faults.books import BookCosts, BookWatch, book_costs
 from cryptopipe.measure.faults.config import (
     HISTORY_MARGIN,
     FaultConfig,
@@ -26,6 +27,7 @@ from cryptopipe.measure.faults.config import (
 from cryptopipe.measure.faults.monitor import Monitor, lag_episode, recovery_seconds
 from cryptopipe.measure.faults.reconcile import reconcile
 from cryptopipe.measure.faults.run import Fault, Run
+from cryptopipe.observability import Scrape
 from cryptopipe.pipeline import (
     AlertingConfig,
     ExchangeConfig,
@@ -33,7 +35,9 @@ from cryptopipe.pipeline import (
     Pipeline,
     PipelineConfig,
     ServersConfig,
+    books_of,
 )
+from cryptopipe.pipeline.drain import drain
 from cryptopipe.replay.config import ReplaySettings
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
@@ -43,12 +47,13 @@ from cryptopipe.schemas import (
     load_settings,
 )
 from cryptopipe.store import connect_redis, delete_prefixed
+from cryptopipe.store.settings import BooksConsumerSettings
 
 
 def pipeline_config(config: FaultConfig, topic_prefix: str, key_prefix: str) -> PipelineConfig:
     """The prices path as ``up --source replay`` runs it (no Spark, dashboard or Prometheus), on
     free ports, in the scenario's own topics and keys, with a replay of exactly ``config.count``
-    trades and history room for all of them."""
+    trades and history room for all of them; with ``config.depth``, the books too (``--depth 100ms``)."""
     replay = load_settings(
         ReplaySettings,
         speed="1",
@@ -63,6 +68,7 @@ def pipeline_config(config: FaultConfig, topic_prefix: str, key_prefix: str) -> 
     return PipelineConfig(
         exchange=ExchangeConfig(source="replay", replay=replay),
         symbols=tuple(config.symbols),
+        depth="100ms" if config.depth else "off",
         history_cap=config.count + HISTORY_MARGIN,
         alerting=AlertingConfig(enabled=False),
         observability=ObservabilityConfig(metrics_base_port=0, prometheus=False, dashboard=False),
@@ -128,13 +134,19 @@ def run_scenario(
     redis_url = servers.redis.url.get_secret_value()
     with tempfile.TemporaryDirectory(prefix="cryptopipe-faults-") as tmp, contextlib.ExitStack() as stack:
         pipeline = Pipeline(pipeline_config(config, topic_prefix, key_prefix), stack, Path(tmp))
-        emit("starting replay exchange, prices consumer and ingest")
+        books = " and the books consumer (depth 100ms)" if config.depth else ""
+        emit(f"starting replay exchange, prices consumer{books} and ingest")
         pipeline.start(servers=(servers.kafka, servers.redis), observability=False)
         assert pipeline.rest_url is not None  # a replay exchange was started
         rest_url = pipeline.rest_url
         monitor = Monitor(rest_url, config.symbols, redis_url, key_prefix, config.poll_interval).start()
         stack.callback(monitor.stop)
         run = Run(name, servers, config, pipeline, kafka_settings, prices_topic, emit, monitor)
+        if config.depth:
+            levels = load_settings(BooksConsumerSettings).levels
+            watch = BookWatch(rest_url, config.symbols, redis_url, key_prefix, levels, config.poll_interval)
+            run.books = watch.start()
+            stack.callback(watch.stop)
         result = _inject_and_reconcile(run, fault, rest_url, redis_url, key_prefix)
         emit("stopping the pipeline")
     _cleanup_redis(redis_url, key_prefix)
@@ -142,6 +154,12 @@ def run_scenario(
         f"offered {result.offered}, written {result.written}, lost {result.lost}, duplicated "
         f"{result.duplicated} (topic {result.topic_duplicates}, Redis {result.redis_duplicates}), "
         f"in the topic {result.published}"
+        + (f" ({result.lost_in_outage} while no ingest was subscribed)" if result.lost_in_outage else "")
+        + (
+            f"; books: {result.book_resyncs} resyncs, exact {result.book_exact_after_s} s after the fault"
+            if result.books is not None
+            else ""
+        )
         + (f"; PROBLEMS: {'; '.join(result.problems)}" if result.problems else "")
     )
     return result
@@ -159,14 +177,17 @@ def _inject_and_reconcile(
         run.check_services()
         time.sleep(0.1)
     run.report("before the fault:")
+    fault_start_us = time.time_ns() // 1000
     fault_start = time.monotonic()
     detail = fault(run)
     fault_end = time.monotonic()
     emit(f"fault over after {fault_end - fault_start:.1f} s: {detail}")
     run.report("  at the fault's end:")
     caught_up = _wait_caught_up(run, monitor, fault_end)
+    if run.books is not None:
+        _wait_books_exact(run, run.books, fault_end)
     samples = list(monitor.samples)
-    recovery = recovery_seconds(samples, fault_end)
+    recovery = recovery_seconds(samples, fault_end, run.excused)
     episode = lag_episode(samples, fault_start)
     emit(_recovery_line(caught_up, recovery, episode))
     emit("reconciling by trade id: exchange history, prices topic, Redis")
@@ -174,9 +195,54 @@ def _inject_and_reconcile(
     result.fault_s = round(fault_end - fault_start, 2)
     result.detail = detail
     result.problems = run.problems + result.problems
-    if not caught_up and result.lost == 0:
+    if not caught_up and result.lost == result.lost_in_outage:
         result.problems.append("the pipeline never caught up with the exchange")
+    if run.books is not None:
+        _add_books(result, _books_after(run, run.books, fault_start, fault_start_us, fault_end))
     return result
+
+
+def _wait_books_exact(run: Run, watch: BookWatch, since: float) -> bool:
+    """Wait until every symbol's book in Redis was found equal to the exchange's after ``since``;
+    False after ``settle_timeout`` seconds."""
+    deadline = time.monotonic() + run.config.settle_timeout
+    while time.monotonic() < deadline:
+        run.check_services()
+        if None not in watch.exact_after(since).values():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _books_after(
+    run: Run, watch: BookWatch, fault_start: float, fault_start_us: int, fault_end: float
+) -> BookCosts:
+    """Drain the pipeline as ``up`` does (front to back, final figures read), then what the fault
+    cost the books and whether they balance."""
+    watch.stop()
+    run.progress("draining the pipeline; reading book-updates back")
+    drain(run.pipeline)
+    costs = book_costs(
+        run.kafka_settings,
+        run.servers.redis.url.get_secret_value(),
+        run.pipeline.key_prefix,
+        books_of(run.pipeline),
+        run.pipeline.state.final.get("books-consumer", Scrape([])),
+        fault_start_us=fault_start_us,
+        exact_after=watch.exact_after(fault_end),
+        exact_before=watch.ever_exact_before(fault_start),
+        killed_before_us=run.ingest_killed_us,
+    )
+    if not costs.exact_before_fault:
+        costs.problems.append("a book was never found exact before the fault: the check itself is in doubt")
+    return costs
+
+
+def _add_books(result: ScenarioResult, costs: BookCosts) -> None:
+    result.book_resyncs = costs.resyncs
+    result.book_exact_after_s = costs.exact_after_s
+    result.books = costs.as_dict()
+    result.problems += costs.problems
 
 
 def _wait_flowing(run: Run, monitor: Monitor, timeout: float = 60.0) -> float:
@@ -206,7 +272,7 @@ def _wait_caught_up(run: Run, monitor: Monitor, since: float) -> bool:
         if latest is not None and latest.t >= since:
             assert latest.offered is not None
             assert latest.written is not None
-            if latest.offered >= count and latest.written >= latest.offered:
+            if latest.offered >= count and latest.written + run.excused >= latest.offered:
                 return True
             if (latest.offered, latest.written) != seen:
                 seen = (latest.offered, latest.written)

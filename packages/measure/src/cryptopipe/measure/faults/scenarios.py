@@ -11,6 +11,7 @@ from cryptopipe.measure.faults.config import FaultConfig, Progress, ScenarioErro
 from cryptopipe.measure.faults.injectors import (
     cut_network,
     kill_consumer,
+    kill_ingest,
     kill_partition_leader,
     restart_broker,
     restart_redis,
@@ -67,10 +68,17 @@ def consumer_kill(servers: Servers, config: FaultConfig, progress: Progress | No
     return run_scenario("consumer-kill", servers, config, kill_consumer, progress=progress)
 
 
+def ingest_kill(servers: Servers, config: FaultConfig, progress: Progress | None = None) -> ScenarioResult:
+    """Ingest SIGKILLed mid-stream and started again: with ``config.depth``, every book resyncs
+    from a fresh snapshot in a new epoch."""
+    return run_scenario("ingest-kill", servers, config, kill_ingest, progress=progress)
+
+
 RUNNERS: dict[str, Callable[[Servers, FaultConfig, Progress | None], ScenarioResult]] = {
     "leader-kill": leader_kill,
     "broker-restart": broker_restart,
     "network-cut": network_cut,
     "redis-restart": redis_restart,
     "consumer-kill": consumer_kill,
+    "ingest-kill": ingest_kill,
 }

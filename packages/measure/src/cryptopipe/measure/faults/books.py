@@ -1,0 +1,262 @@
+"""Order books through a fault: each symbol's book in Redis against the exchange's own, polled
+while the scenario runs, and afterwards the resyncs read back from ``book-updates`` and the
+``book-updates`` books (see docs/faults.md, "Order books")."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import redis as redis_lib
+
+from cryptopipe.measure.bench_books import book_records, books_exact
+from cryptopipe.measure.faults.monitor import rest_json
+from cryptopipe.observability import Scrape
+from cryptopipe.observability import metrics as m
+from cryptopipe.pipeline import Books, TopicBooks
+from cryptopipe.schemas import KafkaSettings, Level
+from cryptopipe.schemas.book_messages import BookResetRecord
+from cryptopipe.schemas.topics import BOOK_UPDATES
+from cryptopipe.store import BookStore
+
+
+def _levels(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
+    return tuple((Decimal(price), Decimal(quantity)) for price, quantity in rows)
+
+
+class BookWatch:
+    """Polls, on a thread, whether each symbol's book in Redis is exactly the exchange's: the
+    same update id as ``GET /api/v3/depth`` answers, and the same top ``levels`` levels per side.
+
+    Redis is read first, then the exchange: a book that moved in between reads as not exact at
+    that poll (the next one tells). ``samples[symbol]`` holds (monotonic time, exact) per poll,
+    with None where a side did not answer.
+    """
+
+    def __init__(
+        self,
+        rest_url: str,
+        symbols: Sequence[str],
+        redis_url: str,
+        key_prefix: str,
+        levels: int,
+        interval: float,
+    ) -> None:
+        self.rest_url = rest_url
+        self.symbols = [s.upper() for s in symbols]
+        self.levels = levels
+        self.interval = interval
+        self.samples: dict[str, list[tuple[float, bool | None]]] = {s: [] for s in self.symbols}
+        self._client = redis_lib.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
+        self._store = BookStore(self._client, key_prefix)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faults-book-watch", daemon=True)
+
+    def start(self) -> BookWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._client.close()
+
+    def exact(self, symbol: str) -> bool | None:
+        """Whether Redis held the exchange's book of ``symbol``, now."""
+        try:
+            view = self._store.book(symbol, self.levels)
+        except redis_lib.RedisError:
+            return None
+        query = urllib.parse.urlencode({"symbol": symbol, "limit": self.levels})
+        try:
+            depth = rest_json(f"{self.rest_url}/api/v3/depth?{query}")
+        except (OSError, ValueError):
+            return None
+        if view is None:
+            return False
+        return (
+            view.update_id == int(depth["lastUpdateId"])
+            and view.bids == _levels(depth["bids"])
+            and view.asks == _levels(depth["asks"])
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            for symbol in self.symbols:
+                self.samples[symbol].append((time.monotonic(), self.exact(symbol)))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def exact_after(self, since: float) -> dict[str, float | None]:
+        """Per symbol, seconds from ``since`` to the first poll that found its book exact (None:
+        never)."""
+        out: dict[str, float | None] = {}
+        for symbol, samples in self.samples.items():
+            out[symbol] = next((round(t - since, 2) for t, ok in list(samples) if t >= since and ok), None)
+        return out
+
+    def ever_exact_before(self, until: float) -> bool:
+        """Whether every symbol's book was found exact at least once before ``until`` (the check
+        itself works on this run)."""
+        return all(any(ok for t, ok in list(s) if t < until) for s in self.samples.values())
+
+
+@dataclass
+class BookCosts:
+    """What a fault cost the order books, and whether they came back exact and balanced."""
+
+    resyncs: int = 0
+    """Resets published to ``book-updates`` after the fault began (each a counted resync)."""
+    resyncs_by_reason: dict[str, int] = field(default_factory=dict)
+    exact_after_s: float | None = None
+    """Seconds from the fault's end until every symbol's book in Redis was the exchange's again."""
+    exact_after_by_symbol: dict[str, float | None] = field(default_factory=dict)
+    exact_before_fault: bool = False
+    books_exact: bool = False
+    """At the end, every book in Redis equals the book rebuilt from Kafka alone at its id."""
+    books_checked: int = 0
+    breaks: int = 0
+    """Books the books consumer gave up until a reset (``cryptopipe_book_breaks_total``)."""
+    resets_applied: dict[str, int] = field(default_factory=dict)
+    """Resets the books consumer applied, by reason (``cryptopipe_book_resets_applied_total``)."""
+    ingest: dict[str, int] = field(default_factory=dict)
+    """The ingest process running at the end: its book figures (resyncs, snapshots, events...)."""
+    reconciliation: dict[str, int] = field(default_factory=dict)
+    """``book-updates``: published (acknowledged, every ingest process), consumed and its split,
+    unwritten, surplus, and ``redelivered``: records the books consumer handled a second time."""
+    consumer_recoveries: dict[str, int] = field(default_factory=dict)
+    """Why the books consumer may have read records again: its failed commits and stall
+    recoveries (seek, recreate), from its final figures."""
+    killed_ingest_records: int = 0
+    """Records in ``book-updates`` from an ingest process killed during the run (its epochs)."""
+    events_unaccounted: int = 0
+    """Depth events the final ingest took in that are neither applied, skipped, in a resync gap
+    nor buffered."""
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "problems"}
+
+
+def _resyncs(resets: Sequence[BookResetRecord], since_us: int) -> Counter[str]:
+    return Counter(r.reason for r in resets if r.receive_time_us >= since_us)
+
+
+def book_costs(
+    kafka: KafkaSettings,
+    redis_url: str,
+    key_prefix: str,
+    books: Books,
+    consumer: Scrape,
+    *,
+    fault_start_us: int,
+    exact_after: dict[str, float | None],
+    exact_before: bool,
+    killed_before_us: int | None = None,
+) -> BookCosts:
+    """The books after a drained run: resyncs since ``fault_start_us`` (wall clock, µs) read back
+    from ``book-updates``, the books consumer's breaks and resets, the book in Redis against the
+    book rebuilt from Kafka, and the ``book-updates`` books. ``killed_before_us``: an ingest
+    process was killed then; its records are the topic's records of epochs below it (a producer's
+    epochs start at its wall clock), and its acknowledgements died with it, so the topic says what
+    it published. ``exact_after`` and ``exact_before`` are what the :class:`BookWatch` saw."""
+    costs = BookCosts(exact_after_by_symbol=exact_after, exact_before_fault=exact_before)
+    found = list(exact_after.values())
+    costs.exact_after_s = None if not found or None in found else max(v for v in found if v is not None)
+    records = book_records(kafka, BOOK_UPDATES.with_prefix(kafka.topic_prefix).name)
+    resets = [r for r in records if isinstance(r, BookResetRecord)]
+    reasons = _resyncs(resets, fault_start_us)
+    costs.resyncs, costs.resyncs_by_reason = sum(reasons.values()), dict(sorted(reasons.items()))
+    exact, checked, _ = books_exact(kafka, redis_url, key_prefix)
+    costs.books_exact, costs.books_checked = exact, checked
+    costs.breaks = int(consumer.total(m.BOOK_BREAKS))
+    costs.resets_applied = _by_label(consumer, m.BOOK_RESETS, "reason")
+    _ingest_figures(costs, books)
+    topic = books.topics.get("book-updates")
+    if topic is None:
+        costs.problems.append("no books consumer ran: the book-updates books cannot be read")
+        return costs
+    if killed_before_us is not None:
+        costs.killed_ingest_records = sum(1 for r in records if r.epoch < killed_before_us)
+        survivor = len(records) - costs.killed_ingest_records
+        if survivor != topic.published:
+            costs.problems.append(
+                f"the restarted ingest counted {topic.published} book records acknowledged, "
+                f"book-updates holds {survivor} of its epochs"
+            )
+        topic = TopicBooks(topic.topic, topic.published + costs.killed_ingest_records, topic.handled)
+    # Ingest never publishes a record the follower finds stale (epochs grow, updates follow on
+    # within an epoch), so with one books consumer every stale record is one it read again: it
+    # resumed from its last committed offset (a commit failed while the broker was away, or a
+    # stall recovery sought back). The loop counts a record each time it handles it, so these
+    # show as surplus; they are named here, and only a surplus beyond them is a problem.
+    costs.reconciliation = {**topic.as_dict(), "redelivered": topic.handled.stale}
+    costs.consumer_recoveries = {
+        "commit_failed": int(consumer.total(m.ERRORS, reason="commit_failed")),
+        **_by_label(consumer, m.CONSUMER_STALL_RECOVERIES, "action"),
+    }
+    costs.problems += _book_problems(costs)
+    return costs
+
+
+_INGEST_FIGURES = (
+    "book_events",
+    "book_events_applied",
+    "book_events_skipped",
+    "book_events_in_resync_gap",
+    "book_events_buffered",
+    "book_resyncs",
+    "book_snapshots_used",
+    "book_records_lost",
+)
+
+
+def _ingest_figures(costs: BookCosts, books: Books) -> None:
+    """The final ingest's book figures, and the depth events it cannot account for."""
+    stats = books.ingest
+    costs.ingest = {name: getattr(stats, name) for name in _INGEST_FIGURES}
+    costs.events_unaccounted = stats.book_events - (
+        stats.book_events_applied
+        + stats.book_events_skipped
+        + stats.book_events_in_resync_gap
+        + stats.book_events_buffered
+    )
+
+
+def _by_label(scrape: Scrape, series: Any, label: str) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for sample in scrape.samples(series):
+        out[sample.labels.get(label, "")] += int(sample.value)
+    return {k: v for k, v in sorted(out.items()) if v}
+
+
+def _book_problems(costs: BookCosts) -> list[str]:
+    problems = []
+    books = costs.reconciliation
+    if books.get("unwritten") or books.get("surplus") != books.get("redelivered"):
+        problems.append(
+            f"book-updates does not balance: {books.get('published')} published, "
+            f"{books.get('unwritten')} unwritten, {books.get('surplus')} surplus, "
+            f"{books.get('redelivered')} read again"
+        )
+    if books.get("redelivered") and not sum(costs.consumer_recoveries.values()):
+        problems.append(
+            f"the books consumer read {books['redelivered']} records again with no failed commit "
+            "or stall recovery to explain it"
+        )
+    if not costs.books_exact:
+        problems.append(f"a book in Redis is not the book rebuilt from Kafka ({costs.books_checked} checked)")
+    if costs.exact_after_s is None:
+        problems.append(f"a book never matched the exchange's after the fault: {costs.exact_after_by_symbol}")
+    if costs.events_unaccounted:
+        problems.append(f"{costs.events_unaccounted} depth events ingest took in are not accounted for")
+    if costs.ingest.get("book_records_lost"):
+        problems.append(f"ingest gave up {costs.ingest['book_records_lost']} book records")
+    return problems
