@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
 from confluent_kafka import KafkaException
 
 from cryptopipe import schemas
@@ -44,12 +45,12 @@ from cryptopipe.schemas import (
 from cryptopipe.store.alerts import AlertSink
 from cryptopipe.store.book_rebuild import WarmStart
 from cryptopipe.store.books import BookSink
-from cryptopipe.store.errors import ConfigError, StoreError
+from cryptopipe.store.errors import ConfigError, RedisRefusedError, StoreError
 from cryptopipe.store.latency import LatencyReservoir
 from cryptopipe.store.loop import ConsumerLoop
 from cryptopipe.store.prices import PriceSink
 from cryptopipe.store.settings import AlertsConsumerSettings, BooksConsumerSettings, PricesConsumerSettings
-from cryptopipe.store.sink import Sink, connect_redis
+from cryptopipe.store.sink import Sink, connect_redis, refused
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def run(
     books: dict[str, Any] = {"topic": topic.name}
     sink = _sink(settings, client, redis_settings.key_prefix, kafka)
     try:
+        _check_access(client, f"{kind}-consumer")
         loop = ConsumerLoop(
             sink,
             kafka=kafka,
@@ -225,6 +227,18 @@ def _sink(settings: ConsumerSettings, client: Any, key_prefix: str, kafka: Kafka
             warm_start=warm if settings.warm_start else None,
         )
     return AlertSink(client, key_prefix=key_prefix, feed_cap=settings.feed_cap)
+
+
+def _check_access(client: redis.Redis, component: str) -> None:
+    """PING with the configured user: a wrong user or password ends the service now, in one line
+    (:class:`RedisRefusedError`); a Redis that does not answer yet is the loop's to retry."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = refused(exc)
+        if reason is not None:
+            raise RedisRefusedError(component, reason, str(exc)) from None
+        logger.warning("%s: Redis does not answer yet (%s); writes will retry", component, exc)
 
 
 def _run_until(loop: ConsumerLoop[Any], stop: Stop) -> None:

@@ -29,3 +29,18 @@ class ConsumerFatalError(StoreError):
         self.code = code
         self.detail = detail
         super().__init__(f"fatal Kafka error {code}: {detail}")
+
+
+class RedisRefusedError(StoreError):
+    """Redis refused this service: the credentials in REDIS_URL (``reason`` "credentials"), or a
+    command its ACL user may not run (``reason`` "permission"). Retrying cannot help."""
+
+    def __init__(self, component: str, reason: str, detail: str) -> None:
+        self.component = component
+        self.reason = reason
+        self.detail = detail
+        if reason == "credentials":
+            what = "Redis refused the credentials in REDIS_URL"
+        else:
+            what = "Redis refused a command to the ACL user in REDIS_URL"
+        super().__init__(f"{what} ({detail})")

@@ -27,9 +27,10 @@ from cryptopipe.schemas import DEAD_LETTERS, DecodeError, KafkaSettings
 from cryptopipe.store.commits import Commits
 from cryptopipe.store.consumer import GroupConsumer
 from cryptopipe.store.dead_letters import DeadLetters
+from cryptopipe.store.errors import RedisRefusedError
 from cryptopipe.store.lag import LagTracker
 from cryptopipe.store.partitions import Partitions
-from cryptopipe.store.sink import Sink, WriteResult
+from cryptopipe.store.sink import Sink, WriteResult, refused
 from cryptopipe.store.stall import StallWatch
 from cryptopipe.store.throughput import Throughput
 
@@ -288,6 +289,10 @@ class ConsumerLoop(Generic[T]):
             try:
                 result = self.sink.write(records)
             except redis.RedisError as exc:
+                reason = refused(exc)
+                if reason is not None:
+                    m.ERRORS.labels(component=self.component, reason=f"redis_refused_{reason}").inc()
+                    raise RedisRefusedError(self.component, reason, str(exc)) from None
                 attempts += 1
                 if failed_since is None:
                     failed_since = time.monotonic()

@@ -103,6 +103,18 @@ def connect_redis(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
     )
 
 
+def refused(exc: redis.RedisError) -> str | None:
+    """Why Redis refused outright, for an error no retry can fix: "credentials" (a wrong user or
+    password), "permission" (a command or key outside the ACL user's rules), else None."""
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return "credentials"
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return "permission"
+    if isinstance(exc, redis.ResponseError) and "user executing the script can't" in str(exc):
+        return "permission"  # a command or key inside a Lua script, refused by the caller's ACL
+    return None
+
+
 def delete_prefixed(client: redis.Redis, key_prefix: str) -> None:
     """Delete every key that starts with ``key_prefix`` (a run's or a benchmark's scratch keys)."""
     keys = list(client.scan_iter(match=key_prefix + "*", count=1000))
