@@ -7,8 +7,9 @@ import sys
 import time
 
 import psutil
+import pytest
 
-from cryptopipe.pipeline.priority import lower_priority
+from cryptopipe.pipeline.priority import lower_priority, parse_cpus
 
 _PARENT = (
     "import subprocess, sys, time; "
@@ -40,3 +41,37 @@ def test_a_process_tree_is_reniced_and_new_children_inherit_it() -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert lower_priority(proc.pid, 10) == 0  # gone: skipped, not an error
+
+
+def test_a_process_tree_can_be_kept_to_some_cpus() -> None:
+    last = (psutil.cpu_count() or 1) - 1
+    proc = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 10
+        while not parent.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lower_priority(proc.pid, 0, (last,)) == 2
+        assert [p.cpu_affinity() for p in (parent, *parent.children())] == [[last], [last]]
+        assert parent.nice() == psutil.Process().nice()  # nice 0: the priority is left alone
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_background_cpus_are_parsed_or_refused_naming_the_problem() -> None:
+    assert parse_cpus("off") == parse_cpus("") == ()
+    assert parse_cpus("0") == (0,)
+    if (psutil.cpu_count() or 1) >= 2:
+        assert parse_cpus("1,0") == (0, 1)
+        assert parse_cpus("0-1") == (0, 1)
+    with pytest.raises(ValueError, match="not a CPU list"):
+        parse_cpus("one")
+    with pytest.raises(ValueError, match="does not exist"):
+        parse_cpus("4096")

@@ -26,6 +26,7 @@ from cryptopipe.pipeline.config import (
     alerting_settings,
 )
 from cryptopipe.pipeline.names import parse_symbols
+from cryptopipe.pipeline.priority import parse_cpus
 from cryptopipe.replay.config import ReplaySettings
 from cryptopipe.runtime import positive_int
 from cryptopipe.schemas import ConfigError, env_names, load_settings
@@ -75,6 +76,23 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "prices-consumer PORT+2, ...); further shards and consumers get free ports; 0 = free ports for all",
     )
     _add_scaling(parser)
+    _add_observability(parser)
+    _add_alerting(parser)
+    parser.add_argument(
+        "--depth",
+        choices=["off", "100ms", "1000ms"],
+        default="off",
+        help="order books: each symbol's book kept in sync from Binance's diff-depth stream "
+        "(@depth@100ms or @depth), published to Kafka and held in Redis by a books consumer",
+    )
+    _add_isolation(parser)
+    parser.add_argument(
+        "--history-cap", type=positive_int, metavar="N", help="trades kept per symbol in Redis history (1000)"
+    )
+    _add_replay(parser)
+
+
+def _add_observability(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dashboard-port", type=int, default=8501, metavar="PORT", help="0 = any free port")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     parser.add_argument(
@@ -84,22 +102,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--prometheus-retention",
         default="1d",
         metavar="DURATION",
-        help="Prometheus keeps samples this long (1d; e.g. 6h, 7d)",
+        help="Prometheus keeps samples this long (e.g. 6h, 7d)",
     )
     parser.add_argument(
         "--prometheus-retention-size",
         default="512MB",
         metavar="SIZE",
-        help="and uses at most this much disk for them (512MB; e.g. 2GB)",
+        help="and uses at most this much disk for them (e.g. 2GB)",
     )
-    _add_alerting(parser)
-    parser.add_argument(
-        "--depth",
-        choices=["off", "100ms", "1000ms"],
-        default="off",
-        help="order books: each symbol's book kept in sync from Binance's diff-depth stream "
-        "(@depth@100ms or @depth), published to Kafka and held in Redis by a books consumer",
-    )
+
+
+def _add_isolation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--background-nice",
         type=int,
@@ -109,9 +122,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "so the prices path comes first; 0 = every process at the same priority",
     )
     parser.add_argument(
-        "--history-cap", type=positive_int, metavar="N", help="trades kept per symbol in Redis history (1000)"
+        "--background-cpus",
+        type=_cpus,
+        default="off",
+        metavar="LIST",
+        help="keep those processes to these CPUs too (e.g. 1 or 2-3); off = any CPU",
     )
-    _add_replay(parser)
+
+
+def _cpus(text: str) -> tuple[int, ...]:
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_scaling(parser: argparse.ArgumentParser) -> None:
@@ -280,6 +303,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "consumers": args.consumers,
         "history_cap": args.history_cap,
         "background_nice": args.background_nice,
+        "background_cpus": args.background_cpus,
         "depth": args.depth,
         "alerting": _alerting(args),
     }

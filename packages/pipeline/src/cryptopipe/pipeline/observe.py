@@ -71,7 +71,9 @@ def start_observability(pipeline: Pipeline) -> None:
             pipeline.stack.callback(pipeline.prometheus.stop)
             if pipeline.prometheus.pid:
                 monitor.add("prometheus", pipeline.prometheus.pid)
-                lower_priority(pipeline.prometheus.pid, pipeline.config.background_nice)
+                lower_priority(
+                    pipeline.prometheus.pid, pipeline.config.background_nice, pipeline.config.background_cpus
+                )
             say(f"cryptopipe up: prometheus at {pipeline.prometheus.url}")
     if not options.dashboard:
         return
@@ -92,5 +94,5 @@ def start_observability(pipeline: Pipeline) -> None:
     dashboard = pipeline.launch("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
     if dashboard.pid:
         monitor.add("dashboard", dashboard.pid)
-        lower_priority(dashboard.pid, pipeline.config.background_nice)
+        lower_priority(dashboard.pid, pipeline.config.background_nice, pipeline.config.background_cpus)
     say(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")

@@ -1,10 +1,15 @@
 """Keeping the latency-critical path first on a small machine: the batch-like processes (the Spark
 job with its JVM and Python workers, the dashboard, Prometheus) run at a lower CPU priority, so
-that ingest, the broker, the prices consumer and Redis get a core the moment they need one."""
+that ingest, the broker, the prices consumer and Redis get a core the moment they need one.
+
+Optionally they are also kept to some CPUs (``--background-cpus``): a harder fence, which also
+takes those CPUs' share from Spark. Which of the two to use was measured (README, "Sustained
+operation")."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import psutil
 
@@ -14,13 +19,14 @@ logger = logging.getLogger(__name__)
 BACKGROUND = ("alerting", "dashboard", "prometheus")
 
 
-def lower_priority(pid: int, nice: int) -> int:
-    """Renice a process and every descendant it has now (later ones inherit); returns how many.
+def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
+    """Renice a process and every descendant it has now (later ones inherit), and keep them to
+    ``cpus`` when given; returns how many processes were changed.
 
-    A process that is gone, or that may not be reniced, is skipped with a debug line: this is a
+    A process that is gone, or that may not be changed, is skipped with a debug line: this is a
     preference, never a reason to stop a run.
     """
-    if nice <= 0:
+    if nice <= 0 and not cpus:
         return 0
     try:
         root = psutil.Process(pid)
@@ -30,8 +36,29 @@ def lower_priority(pid: int, nice: int) -> int:
     done = 0
     for process in tree:
         try:
-            process.nice(max(process.nice(), nice))
+            if nice > 0:
+                process.nice(max(process.nice(), nice))
+            if cpus:
+                process.cpu_affinity(list(cpus))
             done += 1
-        except psutil.Error as exc:
-            logger.debug("could not renice %s: %s", process.pid, exc)
+        except (psutil.Error, OSError, ValueError) as exc:
+            logger.debug("could not lower the priority of %s: %s", process.pid, exc)
     return done
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``--background-cpus``: ``off`` or empty for none, else a comma list of CPU numbers and
+    ranges (``1``, ``0,2``, ``2-3``). Raises ValueError naming what is wrong."""
+    text = text.strip().lower()
+    if text in ("", "off", "none"):
+        return ()
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (e.g. 1, 0,2 or 2-3; off for none)")
+        cpus.update(range(int(low), int(high or low) + 1))
+    available = psutil.cpu_count() or 1
+    if max(cpus) >= available:
+        raise ValueError(f"CPU {max(cpus)} does not exist: this machine has CPUs 0-{available - 1}")
+    return tuple(sorted(cpus))

@@ -25,7 +25,7 @@ def start_alerting(pipeline: Pipeline) -> None:
         "alerting", ["alerting"], env=env, metrics_port=port, ready_file=ready, ready_timeout=180.0
     )
     if service.pid:
-        lower_priority(service.pid, pipeline.config.background_nice)
+        lower_priority(service.pid, pipeline.config.background_nice, pipeline.config.background_cpus)
     state = pipeline.state
     state.spark = settings.master
     figures = json.loads(ready.read_text())
