@@ -241,7 +241,9 @@ class RedisServer(LocalServer):
         if self.workdir is None:
             raise RuntimeError("redis-server was never started")
         admin = settings_of(RedisSettings, url=self.url, key_prefix=key_prefix)
-        return create_service_users(admin, self.workdir / "users", namespace=namespace)
+        users = create_service_users(admin, self.workdir / "users", namespace=namespace)
+        (self.workdir / "users.acl").chmod(0o600)  # ACL SAVE rewrote it with Redis' umask
+        return users
 
 
 def start_redis(
