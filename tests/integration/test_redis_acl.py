@@ -25,7 +25,8 @@ from cryptopipe.dashboard.books import BookHealth, load_book
 from cryptopipe.dashboard.data import load_alerts
 from cryptopipe.dashboard.history import MarketHistory
 from cryptopipe.dashboard.prices import load_prices
-from cryptopipe.infra.redis_acl import ACCESS, SERVICES, create_service_users, username
+from cryptopipe.infra import RedisEndpoint
+from cryptopipe.infra.redis_acl import ACCESS, SERVICES, create_service_users, service_env, username
 from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.pipeline.preflight import check_redis
 from cryptopipe.runtime import Stop
@@ -316,3 +317,23 @@ def _secret(url: str) -> Any:
     from pydantic import SecretStr
 
     return SecretStr(url)
+
+
+def test_the_endpoint_up_resolved_gives_each_service_its_own_redis_url(
+    redis_server: RedisEndpoint, redis_settings: RedisSettings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    users = redis_server.service_users(redis_settings.key_prefix, tmp_path)
+    try:
+        env = service_env(users, "dashboard")
+        assert urlsplit(env["REDIS_URL"]).username == "dashboard"
+        assert service_env(users, "ingest") == {}
+        assert service_env(None, "dashboard") == {}
+        client = connect_redis(env["REDIS_URL"])
+        try:
+            assert PriceStore(client, redis_settings.key_prefix).symbols() == []
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.set(f"{redis_settings.key_prefix}symbols", "x")
+        finally:
+            client.close()
+    finally:
+        redis_client.acl_deluser(*SERVICES)

@@ -20,7 +20,10 @@ test clean-up (SET/DEL on scratch keys, SCAN) use the admin user, Redis' ``defau
 Use on any Redis where you hold admin rights::
 
     users = create_service_users(admin_settings, secrets_dir)   # ACL SETUSER, then ACL SAVE
-    env["REDIS_URL"] = users["prices-consumer"].url.get_secret_value()
+    env |= service_env(users, "prices-consumer")                # its REDIS_URL, its own user
+
+(``RedisEndpoint.service_users(key_prefix, secrets_dir)`` does the first line for whatever
+``resolve_redis`` found: a local server keeps the passwords in its own directory.)
 
 Each password is random, written to ``secrets_dir/<user>.password`` (mode 0600) and sent to
 Redis only as its SHA-256 (``#<hash>``), so neither the command log nor ``ACL LIST`` shows it.
@@ -174,6 +177,14 @@ def create_service_users(
     finally:
         client.close()
     return out
+
+
+def service_env(users: Mapping[str, RedisSettings] | None, component: str) -> dict[str, str]:
+    """The Redis variables of one service process: ``REDIS_URL`` with its own user when ``users``
+    (from :func:`create_service_users`) has one for ``component``; nothing otherwise, so the run's
+    own settings stand (a process that never talks to Redis should not be given them)."""
+    settings = (users or {}).get(component)
+    return {} if settings is None else {"REDIS_URL": settings.url.get_secret_value()}
 
 
 def _save_acl(client: redis.Redis) -> None:

