@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cryptopipe.infra.broker import LOOPBACK, LoopbackBroker, tcp_then_metadata, warm_producer_ids
 from cryptopipe.infra.errors import InfraError, ServerStartError
+from cryptopipe.infra.kafka_security import KafkaSecurity
 from cryptopipe.runtime.jvm import Artifact, JavaRuntime, ensure_artifacts, find_java
 from cryptopipe.runtime.lifecycle import StartStop
 from cryptopipe.runtime.net import free_port
@@ -106,6 +107,7 @@ class ApacheKafkaBroker(LoopbackBroker):
         version: str = KAFKA_VERSION,
         ready_timeout: float = 60.0,
         overrides: Mapping[str, str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.libs = libs
         self.java = java
@@ -118,6 +120,9 @@ class ApacheKafkaBroker(LoopbackBroker):
         self.replication = replication
         self.version = version
         self._overrides = dict(overrides or {})
+        self.security = security
+        #: The SASL_SSL listener brokers and the super user talk on (secured nodes only).
+        self.internal_port = free_port(LOOPBACK) if security is not None else None
         classpath = f"{libs}/*"
         argv = [
             java.executable, f"-Xmx{heap}", f"-Xms{heap}", *GC_OPTIONS,
@@ -128,7 +133,11 @@ class ApacheKafkaBroker(LoopbackBroker):
         super().__init__(
             f"kafka-{node_id}",
             argv,
-            ready=tcp_then_metadata(LOOPBACK, port),
+            ready=(
+                security.ready(self.internal_port)
+                if security is not None and self.internal_port is not None
+                else tcp_then_metadata(LOOPBACK, port)
+            ),
             ready_timeout=ready_timeout,
             stop_grace=15.0,
             prepare=self._format,
@@ -171,6 +180,15 @@ class ApacheKafkaBroker(LoopbackBroker):
             )
         else:
             props["controller.quorum.bootstrap.servers"] = f"{LOOPBACK}:{self.controller_port}"
+        if self.security is not None and self.internal_port is not None:
+            props.update(
+                self.security.properties(
+                    port=self.port,
+                    advertised_port=self.advertised_port,
+                    internal_port=self.internal_port,
+                    controller_port=self.controller_port,
+                )
+            )
         props.update(self._overrides)
         return props
 
@@ -179,6 +197,7 @@ class ApacheKafkaBroker(LoopbackBroker):
 
         props = self.properties(workdir)
         (workdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()), "utf-8")
+        (workdir / "server.properties").chmod(0o600)  # a secured node's holds the super user's password
         (workdir / "log4j2.properties").write_text(_LOG4J2.format(level="info"), "utf-8")
         (workdir / "log4j2-tool.properties").write_text(_LOG4J2.format(level="warn"), "utf-8")
         argv = [
@@ -252,6 +271,7 @@ class KafkaCluster(StartStop):
         heap: str = "384m",
         version: str = KAFKA_VERSION,
         overrides: Mapping[str, str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one broker, got {size}")
@@ -259,6 +279,8 @@ class KafkaCluster(StartStop):
         self.version = version
         self._heap = heap
         self._overrides = overrides
+        self.security = security
+        """TLS and SASL on every listener (see :mod:`cryptopipe.infra.kafka_security`); None: plaintext."""
         self.brokers: list[ApacheKafkaBroker] = []
 
     @property
@@ -270,8 +292,14 @@ class KafkaCluster(StartStop):
         return ",".join(b.bootstrap_servers for b in self.brokers)
 
     @property
+    def internal_bootstrap_servers(self) -> str:
+        """A secured cluster's INTERNAL listeners (the super user's way in)."""
+        return ",".join(f"{LOOPBACK}:{b.internal_port}" for b in self.brokers if b.internal_port is not None)
+
+    @property
     def kind(self) -> str:
-        return f"apache-kafka {self.version} ({self.size}-broker cluster)"
+        secured = ", SASL_SSL" if self.security is not None else ""
+        return f"apache-kafka {self.version} ({self.size}-broker cluster{secured})"
 
     @property
     def _started(self) -> bool:
@@ -297,6 +325,7 @@ class KafkaCluster(StartStop):
                 version=self.version,
                 ready_timeout=ready_timeout,
                 overrides=self._overrides,
+                security=self.security,
             )
             for node, (port, controller) in enumerate(ports, start=1)
         ]

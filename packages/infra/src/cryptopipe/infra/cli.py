@@ -33,6 +33,7 @@ from typing import Any
 
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, MIN_JAVA, KafkaCluster, kafka_libs
 from cryptopipe.infra.errors import InfraError, ServerStartError
+from cryptopipe.infra.secure_kafka import GRANTS, SecureKafkaCluster
 from cryptopipe.runtime import Interrupted, Stop, positive_int, stop_on_signals, write_json_atomic
 from cryptopipe.runtime.jvm import (
     ArtifactResolutionError,
@@ -67,6 +68,25 @@ def _heap(text: str) -> str:
     return text
 
 
+def _add_secure_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "SASL_SSL (SCRAM-SHA-512) with TLS certificates made for the run, ACLs, the pipeline's topics "
+            f"created, and one least-privilege principal per service ({', '.join(GRANTS)}); --json then "
+            "also holds security_protocol, sasl_mechanism, ca_file and principals (user names and "
+            "password files, never a password): KAFKA_PRINCIPALS_FILE reads it"
+        ),
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="with --secure: the prefix of the topics created and granted (KAFKA_TOPIC_PREFIX of the run)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -98,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="once ready, write {bootstrap_servers, brokers: [{node_id, port, pid, data_dir}], version} here",
     )
+    _add_secure_arguments(parser)
     parser.add_argument(
         "--run-for",
         type=_seconds,
@@ -236,9 +257,35 @@ def _shut_down(cluster: KafkaCluster, stop: Stop) -> None:
             cluster.stop()  # idempotent: removes what a failed start or dead brokers left
 
 
+def _ready_line(
+    args: argparse.Namespace, cluster: KafkaCluster, secure: SecureKafkaCluster | None
+) -> tuple[str, str]:
+    """Writes ``--json`` (a secured cluster's always: its own directory when not asked) and says
+    how to use the cluster: ``(what is ready, the variables to use it with)``. Never a password: a
+    secured cluster's are in files."""
+    description = _describe(cluster)
+    use = f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}"
+    if secure is not None:
+        description.update(secure.describe())
+        path = args.json if args.json is not None else secure.directory / "cluster.json"
+        write_json_atomic(path, description, indent=2)
+        use = f"KAFKA_PRINCIPALS_FILE={path}" + (
+            f" KAFKA_TOPIC_PREFIX={args.topic_prefix}" if args.topic_prefix else ""
+        )
+    elif args.json is not None:
+        write_json_atomic(args.json, description, indent=2)
+    secured = " secured (SASL_SSL, SCRAM-SHA-512, ACLs)" if secure is not None else ""
+    return f"{args.brokers}-broker{secured} Apache Kafka {cluster.version} cluster", use
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cluster = KafkaCluster(args.brokers, heap=args.heap)
+    secure = (
+        SecureKafkaCluster(args.brokers, heap=args.heap, topic_prefix=args.topic_prefix)
+        if args.secure
+        else None
+    )
+    cluster = secure.cluster if secure is not None else KafkaCluster(args.brokers, heap=args.heap)
     stop = Stop()
     code = 0
     try:
@@ -257,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = _Progress(cluster)
             progress.start()
             try:
-                cluster.start(ready_timeout=args.ready_timeout)
+                (secure or cluster).start(ready_timeout=args.ready_timeout)
             except ServerStartError as exc:
                 _say(str(exc))
                 return EXIT_FAILED
@@ -268,13 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 progress.done.set()
                 progress.join()
-            if args.json is not None:
-                write_json_atomic(args.json, _describe(cluster), indent=2)
+            what, use = _ready_line(args, cluster, secure)
             elapsed = time.monotonic() - progress.started_at
             print(
-                f"{PROG}: {args.brokers}-broker Apache Kafka {cluster.version} cluster ready at "
-                f"{cluster.bootstrap_servers} in {elapsed:.1f} s; Ctrl-C stops it. Use it with: "
-                f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers} uv run cryptopipe up",
+                f"{PROG}: {what} ready at {cluster.bootstrap_servers} in {elapsed:.1f} s; Ctrl-C stops it. "
+                f"Use it with: {use} uv run cryptopipe up",
                 flush=True,
             )
             code = _serve(cluster, args.run_for, stop)
@@ -282,4 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         _shut_down(cluster, stop)
+        if secure is not None:
+            secure.stop()  # its certificates and password files
     return code

@@ -142,6 +142,11 @@ def resolve_kafka(
         endpoint = KafkaEndpoint(settings.bootstrap_servers, KIND_CONFIGURED, KafkaQuirks(), settings)
         log.info("Kafka: using configured brokers %s", endpoint.bootstrap_servers)
         return endpoint
+    if settings.security_protocol != "PLAINTEXT":
+        raise InfraError(
+            f"KAFKA_BOOTSTRAP_SERVERS is empty, but KAFKA_SECURITY_PROTOCOL={settings.security_protocol}: "
+            "a broker started here is plaintext; set the secured cluster's servers (or KAFKA_PRINCIPALS_FILE)"
+        )
     choice = local_broker_choice(prefer)
     order = ["docker", "apache", "tansu"] if choice == "auto" else [choice]
     endpoint = first_available(

@@ -53,8 +53,8 @@ def _principals_file_values(data: dict[str, Any]) -> None:
     """Fill ``data`` (a :class:`KafkaSettings` input, by variable) from its KAFKA_PRINCIPALS_FILE.
 
     The file gives the connection (bootstrap servers, protocol, mechanism, CA) wherever no
-    variable does, and KAFKA_PRINCIPAL's user name and password file unless KAFKA_SASL_USERNAME
-    is set.
+    variable does, and KAFKA_PRINCIPAL's user name unless KAFKA_SASL_USERNAME is set, with its
+    password file unless a password (or password file) is set.
     """
     path = str(data.get("KAFKA_PRINCIPALS_FILE") or "")
     if not path:
@@ -77,7 +77,8 @@ def _principals_file_values(data: dict[str, Any]) -> None:
             f"KAFKA_PRINCIPAL: {principal!r} is not in {path} (it has {', '.join(sorted(principals))})"
         )
     data["KAFKA_SASL_USERNAME"] = entry.get("username", "")
-    data["KAFKA_SASL_PASSWORD_FILE"] = entry.get("password_file", "")
+    if not data.get("KAFKA_SASL_PASSWORD") and not data.get("KAFKA_SASL_PASSWORD_FILE"):
+        data["KAFKA_SASL_PASSWORD_FILE"] = entry.get("password_file", "")
 
 
 class KafkaSettings(BaseSettings):

@@ -17,6 +17,8 @@ fixtures fail with the reason; they never skip.
 - :mod:`~cryptopipe.infra.testing.fixtures`: ``kafka_settings``, ``redis_settings``,
   ``redis_client``, ``topic_factory`` and ``eventually`` (function).
 - :mod:`~cryptopipe.infra.testing.proxied`: ``proxied_kafka`` (a broker behind a pausable proxy).
+- :mod:`~cryptopipe.infra.testing.secure`: ``secure_kafka`` (module: a secured Apache Kafka with
+  one principal per service).
 - Helpers to import: :func:`eventually`, :func:`produce`, :func:`create_topic`,
   :func:`consume_partition`, :func:`listening_ips`, :func:`require_prometheus_tool`.
 """
@@ -36,6 +38,7 @@ pytest_plugins = [
     "cryptopipe.infra.testing.servers",
     "cryptopipe.infra.testing.fixtures",
     "cryptopipe.infra.testing.proxied",
+    "cryptopipe.infra.testing.secure",
 ]
 
 __all__ = [
