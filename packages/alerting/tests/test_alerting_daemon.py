@@ -62,6 +62,9 @@ _STOP_MID_TASK = textwrap.dedent(
     MARK = Path(sys.argv[1])
     spark = build_session(AlertingSettings())
     print("daemon:", spark.conf.get("spark.python.daemon.module"), file=sys.stderr, flush=True)
+    jvm_heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    retained = spark.sparkContext.getConf().get("spark.sql.ui.retainedExecutions")
+    print("bounds:", jvm_heap, retained, file=sys.stderr, flush=True)
 
     def slow(batches):
         for frame in batches:
@@ -109,5 +112,9 @@ def test_stopping_a_query_mid_task_prints_no_python_traceback(tmp_path: Path) ->
     assert "BrokenPipeError" in stock, "the scenario no longer stops a Python task mid-write"
     ours = _stop_mid_task(tmp_path, {})
     assert "daemon: cryptopipe.alerting.pyspark_daemon" in ours
+    # The driver's memory is bounded as session_conf says: a 1 GB heap (the JVM reports a little
+    # less: one survivor space), and 50 past SQL executions kept, not 1,000.
+    (bounds,) = [line.split()[1:] for line in ours.splitlines() if line.startswith("bounds:")]
+    assert 0.8 * 2**30 <= int(bounds[0]) <= 2**30 and bounds[1] == "50"
     for sign in ("Traceback", "BrokenPipeError", "EOFError", "ConnectionResetError"):
         assert sign not in ours, ours[-4000:]

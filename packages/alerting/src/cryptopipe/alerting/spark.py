@@ -117,6 +117,17 @@ def session_conf(settings: AlertingSettings) -> dict[str, str]:
         # Tiny state: a few rows per (rule, symbol, open window).
         "spark.sql.streaming.minBatchesToRetain": "20",
         "spark.sql.streaming.stateStore.maintenanceInterval": "30s",
+        # Memory that stays flat for days: the driver's heap is bounded (its resident size then
+        # levels off near heap + ~0.4 GB of metaspace, code cache and threads), and what Spark keeps
+        # of past micro-batches for its (disabled) UI and listeners is a few minutes' worth, not the
+        # defaults' 1,000 SQL executions and jobs (about 8 minutes of half-second batches, each
+        # holding its plan and metrics: the JVM grew for that long, then was flat).
+        "spark.driver.memory": "1g",
+        "spark.sql.ui.retainedExecutions": "50",
+        "spark.ui.retainedJobs": "100",
+        "spark.ui.retainedStages": "100",
+        "spark.ui.retainedTasks": "2000",
+        "spark.sql.streaming.numRecentProgressUpdates": "20",
         "spark.log.level": settings.spark_log_level,
         # Kafka credentials travel in options (kafka.sasl.password, kafka.sasl.jaas.config,
         # kafka.ssl.key.password): keys and values matching these are shown as *********(redacted)
