@@ -31,8 +31,8 @@ THIRD_PARTY_ENV = frozenset(
 THIRD_PARTY_PREFIXES = ("SPARK_", "PYSPARK_")
 
 #: Who talks to which server.
-NEEDS_KAFKA = {"ingest", "prices-consumer", "alerts-consumer", "alerting"}
-NEEDS_REDIS = {"prices-consumer", "alerts-consumer", "dashboard"}
+NEEDS_KAFKA = {"ingest", "prices-consumer", "books-consumer", "alerts-consumer", "alerting"}
+NEEDS_REDIS = {"prices-consumer", "books-consumer", "alerts-consumer", "dashboard"}
 #: The published-port secrets tests interpolate with (any non-empty values do).
 SECRETS = {"REDIS_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "y"}
 CLUSTER_NODES = {"broker", "broker-2", "broker-3"}

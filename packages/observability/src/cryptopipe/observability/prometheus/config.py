@@ -20,6 +20,7 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
     "alerting": 9104,
     "skew-monitor": 9105,
     "dashboard": 9106,
+    "books-consumer": 9107,
     "orchestrator": 9109,
 }
 #: Components of the port table that compose does not scrape: the orchestrator exists only in the
