@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -75,3 +76,25 @@ def test_background_cpus_are_parsed_or_refused_naming_the_problem() -> None:
         parse_cpus("one")
     with pytest.raises(ValueError, match="does not exist"):
         parse_cpus("4096")
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="kernel without autogroup")
+def test_a_process_in_a_session_of_its_own_gets_its_autogroup_reniced() -> None:
+    own_before = Path("/proc/self/autogroup").read_text()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # as the run's services are started: a session, so an autogroup
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        assert lower_priority(proc.pid, 10) == 1
+        assert Path(f"/proc/{proc.pid}/autogroup").read_text().split()[-1] == "10"
+        assert Path("/proc/self/autogroup").read_text() == own_before  # ours untouched
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

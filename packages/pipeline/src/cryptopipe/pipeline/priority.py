@@ -2,6 +2,12 @@
 job with its JVM and Python workers, the dashboard, Prometheus) run at a lower CPU priority, so
 that ingest, the broker, the prices consumer and Redis get a core the moment they need one.
 
+A nice value orders processes only within one scheduling group, and on Linux with autogroup
+(``kernel.sched_autogroup_enabled``, the default on desktop and many server kernels) every session
+is its own group: each service of a run starts in a session of its own, so a reniced Spark job
+would still get as much CPU as the prices consumer. So the session's group is reniced as well
+(``/proc/PID/autogroup``), unless it is this process's own group.
+
 Optionally they are also kept to some CPUs (``--background-cpus``): a harder fence, which also
 takes those CPUs' share from Spark. Which of the two to use was measured (README, "Sustained
 operation")."""
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import psutil
 
@@ -34,16 +41,42 @@ def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
     except psutil.Error:
         return 0
     done = 0
+    groups: set[str] = set()
     for process in tree:
         try:
             if nice > 0:
                 process.nice(max(process.nice(), nice))
+                groups.add(_lower_autogroup(process.pid, nice, groups))
             if cpus:
                 process.cpu_affinity(list(cpus))
             done += 1
         except (psutil.Error, OSError, ValueError) as exc:
             logger.debug("could not lower the priority of %s: %s", process.pid, exc)
     return done
+
+
+def _autogroup(pid: int | str) -> tuple[str, int] | None:
+    """(group, nice) from ``/proc/PID/autogroup`` (``/autogroup-25 nice 0``); None without one."""
+    try:
+        name, _, value = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return name, int(value)
+    except (OSError, ValueError):
+        return None
+
+
+def _lower_autogroup(pid: int, nice: int, done: set[str]) -> str:
+    """Renice ``pid``'s autogroup (not ours: that would slow the orchestrator's own session)."""
+    group = _autogroup(pid)
+    if group is None or group[0] in done or group[1] >= nice:
+        return group[0] if group else ""
+    own = _autogroup("self")
+    if own is not None and own[0] == group[0]:
+        return group[0]
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError as exc:
+        logger.debug("could not renice the autogroup of %s: %s", pid, exc)
+    return group[0]
 
 
 def parse_cpus(text: str) -> tuple[int, ...]:
