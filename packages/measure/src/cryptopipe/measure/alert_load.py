@@ -43,9 +43,18 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def percentiles_ms(values: Sequence[float]) -> dict[str, float | None]:
+    """``{p50, p95, p99}`` in milliseconds of values in seconds (None when there are none)."""
+    stats = percentiles(values)
+    return {
+        k: None if stats[k] is None else round(float(stats[k] or 0) * 1000, 1) for k in ("p50", "p95", "p99")
+    }
+
+
 @dataclass
 class Produced:
-    """Per symbol, trade times (µs) in produce order and the matching receive times."""
+    """Per symbol, event times (µs: a trade's, or a book update's) in produce order and the
+    matching receive times."""
 
     times: dict[str, list[int]] = field(default_factory=dict)
     receives: dict[str, list[int]] = field(default_factory=dict)
@@ -59,7 +68,9 @@ class Produced:
         self.last_us = time_us
 
     def trigger(self, symbol: str, window_end_us: int, delay_ms: int) -> int | None:
-        """Receive time of the symbol's first trade at window end + delay or later: it closes the window."""
+        """Receive time of the symbol's first record at window end + delay or later: it closes
+        the window (with ``delay_ms`` 0 and a level rule's ``window_end_us``, start + hold: the
+        record that had kept the condition true for the hold)."""
         times = self.times.get(symbol, [])
         index = bisect.bisect_left(times, window_end_us + delay_ms * 1000)
         return self.receives[symbol][index] if index < len(times) else None

@@ -12,10 +12,22 @@ that crossed the threshold (the job's ``trigger_receive_time_us``).
 The bench knows every trade it produced, so it computes that trigger itself and cross-checks the
 job's own ``trigger_receive_time_us``. Windows that end during ``--warmup`` are left out.
 
+Book load (``--book-rate`` updates/s over ``--book-symbols``, 0 for none): ``book-updates``
+records as ingest publishes them (a reset, then continuous updates), produced beside the trades,
+which the express lane follows (:mod:`cryptopipe.measure.alert_book_load`) for the ``--book-rule``
+rules: mid moves (early and final) and spread levels. Book alerts are reported apart
+(``book_early_alert_latency_ms``, ``book_final_alert_latency_ms``, and the latter split into level
+and mid rules), each against the update that decided it: early, the update that crossed; a mid
+window's final, the first update at window end + delay or later; a level rule's, the first
+update at or after the episode's start + hold (a level rule has no window to close). Every book
+alert raised is checked against :func:`~cryptopipe.alerting.book_reference.reference_book_alerts`
+over every record produced (``book_alerts``: reference, raised, matching, missing, unexpected).
+
 Floors, measured in the same run on the same servers once the job has stopped (the broker warm):
 the raw broker round trip (``floor_broker_rtt_ms``, as ``bench prices`` measures it) and a raw
 Redis ``SET`` (``floor_redis_set_ms``). ``ratio_early_p99_to_floor`` and
-``ratio_final_p99_to_floor`` divide the alert latencies' p99 by the broker floor's p99; an alert's
+``ratio_final_p99_to_floor`` (and ``ratio_book_early_p99_to_floor``, ``ratio_book_final_p99_to_floor``)
+divide the alert latencies' p99 by the broker floor's p99; an alert's
 path crosses the broker twice (trades in, alerts out) and writes Redis once.
 """
 
@@ -33,20 +45,24 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from cryptopipe.alerting.job import AlertingJob
-from cryptopipe.alerting.rules import Rule, parse_rules
+from cryptopipe.alerting.rules import Rule, book_rules, parse_rules, price_rules, validate_rules
 from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
-from cryptopipe.measure.alert_load import Produced, TradeLoad, percentiles
+from cryptopipe.measure.alert_batches import micro_batches, progress_time_us
+from cryptopipe.measure.alert_book_load import BookLoad, await_book_alerts, book_lines, book_report
+from cryptopipe.measure.alert_load import Produced, TradeLoad, percentiles, percentiles_ms
 from cryptopipe.measure.floors import FLOOR_SAMPLES, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.runtime import ensure_topics
 from cryptopipe.schemas import (
     ALERTS,
+    BOOK_UPDATES,
     PRICES,
     Alert,
     KafkaSettings,
@@ -59,6 +75,7 @@ from cryptopipe.store.bench import measure_redis_set_floor
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULES = "5s:0.2%;5s:0.2%:early:name=5s-early"
+DEFAULT_BOOK_RULES = "mid:5s:0.2%;mid:5s:0.2%:early:name=mid-5s-early;spread>5bps:1s"
 #: The Spark query's only mode: real-time mode cannot run its Python stateful operator. Alerts
 #: reach Redis first through the express lane beside it (``express`` in the report), unless
 #: ``--no-express``.
@@ -78,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--rule",
         default=DEFAULT_RULES,
         help=f"alert rule(s), ';'-separated (default {DEFAULT_RULES.replace('%', '%%')}: final and early)",
+    )
+    parser.add_argument(
+        "--book-rate",
+        type=float,
+        default=200.0,
+        help="book updates per second beside the trades (200; 0: none)",
+    )
+    parser.add_argument("--book-symbols", type=int, default=4, help="symbols with a book (default 4)")
+    parser.add_argument(
+        "--book-rule",
+        default=DEFAULT_BOOK_RULES,
+        help=f"book rule(s) with --book-rate (default {DEFAULT_BOOK_RULES.replace('%', '%%')})",
     )
     parser.add_argument(
         "--source", default="auto", choices=["auto", "native", "python"], help="Kafka reader (default auto)"
@@ -122,58 +151,94 @@ class _Run:
     express_published: int | None
     floor_broker_ms: list[float]
     floor_redis_ms: list[float]
+    books: BookLoad | None = None
+    book_records_read: int | None = None
+    """Book records the express lane read (None without the lane)."""
+
+
+def bench_rules(args: argparse.Namespace) -> tuple[Rule, ...]:
+    """``--rule`` and, with book load, ``--book-rule``: one set, names unique."""
+    book_text = args.book_rule if args.book_rate > 0 else ""
+    return validate_rules([*parse_rules(args.rule), *(parse_rules(book_text) if book_text.strip() else ())])
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    rules = parse_rules(args.rule)
+    rules = bench_rules(args)
     return _report(args, rules, _run(args, rules))
 
 
+def _loads(
+    args: argparse.Namespace, rules: Sequence[Rule], kafka: KafkaSettings
+) -> tuple[TradeLoad, BookLoad | None]:
+    """Trades that cross every price rule's windows (the shortest window, twice the largest
+    threshold) and, with book rules, the book load."""
+    trade_rules = price_rules(rules)
+    seconds = args.warmup + args.duration
+    trades = TradeLoad(
+        kafka,
+        PRICES.with_prefix(kafka.topic_prefix).name,
+        args.rate,
+        seconds,
+        [f"SYM{i}USDT" for i in range(args.symbols)],
+        min((rule.window_us for rule in trade_rules), default=5_000_000),
+        max((rule.threshold for rule in trade_rules), default=Decimal("0.002")) * 2,
+    )
+    if not book_rules(rules):
+        return trades, None
+    topic = BOOK_UPDATES.with_prefix(kafka.topic_prefix).name
+    symbols = [f"BOOK{i}USDT" for i in range(args.book_symbols)]
+    return trades, BookLoad(kafka, topic, args.book_rate, seconds, symbols, rules)
+
+
+def _produce(*loads: TradeLoad | BookLoad | None) -> None:
+    """Run the loads together until they are done; re-raise a load's error."""
+    started = [load for load in loads if load is not None]
+    for load in started:
+        load.start()
+    for load in started:
+        load.join()
+        if load.error is not None:
+            raise load.error
+
+
 def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
-    window_us = min(rule.window_us for rule in rules)
     written: list[tuple[Alert, int]] = []
     with contextlib.ExitStack() as stack:
         kafka_endpoint = resolve_kafka(KafkaSettings(), stack=stack)
         redis_endpoint = resolve_redis(RedisSettings(), stack=stack)
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         kafka = kafka_endpoint.settings.model_copy(update={"topic_prefix": prefix})
-        ensure_topics(kafka, [PRICES.with_prefix(prefix), ALERTS.with_prefix(prefix)])
+        topics = [PRICES, ALERTS, *([BOOK_UPDATES] if book_rules(rules) else [])]
+        ensure_topics(kafka, [topic.with_prefix(prefix) for topic in topics])
         _start_alerts_consumer(stack, kafka, redis_endpoint, prefix, written)
         job = _start_job(stack, args, rules, kafka)
-        symbols = [f"SYM{i}USDT" for i in range(args.symbols)]
-        producer = TradeLoad(
-            kafka,
-            PRICES.with_prefix(prefix).name,
-            args.rate,
-            args.warmup + args.duration,
-            symbols,
-            window_us,
-            max(rule.threshold for rule in rules) * 2,
-        )
+        producer, books = _loads(args, rules, kafka)
+        window_us = producer.window_us
         measure_from_us = time.time_ns() // 1000 + int(args.warmup * 1e6)
-        producer.start()
-        producer.join()
-        if producer.error is not None:
-            raise producer.error
+        _produce(producer, books)
         # Windows ending up to the last trade - delay can close; wait for the job to read
         # everything and for their alerts.
         closable_until = (producer.produced.last_us or measure_from_us) - args.watermark_delay_ms * 1000
         _await_alerts(job, producer.produced.count, written, window_us, closable_until)
+        if books is not None:
+            await_book_alerts(job, books, rules, args.watermark_delay_ms, written)
         run = _Run(
             kafka=kafka_endpoint,
             redis=redis_endpoint,
             source_kind=job.source_kind,
-            symbols=symbols,
+            symbols=producer.symbols,
             produced=producer.produced,
             measure_from_us=measure_from_us,
             closable_until_us=closable_until,
             written=written,
-            progress=[p for p in job.recorder.progress if _progress_time_us(p) >= measure_from_us],
+            progress=[p for p in job.recorder.progress if progress_time_us(p) >= measure_from_us],
             rows_read=sum(int(p.numInputRows or 0) for p in job.recorder.progress),
             alerts_published=job.stats.alerts_published,
             express_published=job.express.stats.alerts_published if job.express is not None else None,
             floor_broker_ms=[],
             floor_redis_ms=[],
+            books=books,
+            book_records_read=job.express.stats.book_records if job.express is not None else None,
         )
         job.close()  # the floors go alone on the servers the run has warmed up
         logger.warning("floors: %d broker round trips and Redis SETs", args.floor_samples)
@@ -265,10 +330,12 @@ def _await_alerts(
 def _latencies(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[str, Any]:
     """Alert latencies against the trade that closed (or crossed) each window, and the books."""
     start_us = run.measure_from_us
-    measured = [(a, w) for a, w in run.written if a.window_end_us >= start_us and a.kind == "final"]
+    names = {rule.name for rule in price_rules(rules)}
+    trades = [(a, w) for a, w in run.written if a.rule in names]
+    measured = [(a, w) for a, w in trades if a.window_end_us >= start_us and a.kind == "final"]
     early = [
         (w - a.trigger_receive_time_us) / 1e6
-        for a, w in run.written
+        for a, w in trades
         if a.kind == "early" and a.window_start_us >= start_us and a.trigger_receive_time_us is not None
     ]
     exact, by_job, after_end, emit = [], [], [], []
@@ -285,7 +352,7 @@ def _latencies(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> di
             by_job.append((written_us - alert.trigger_receive_time_us) / 1e6)
     expected = {
         (rule.name, symbol, start)
-        for rule in rules
+        for rule in price_rules(rules)
         if rule.mode == "final"
         for symbol in run.symbols
         for start in range(
@@ -296,8 +363,8 @@ def _latencies(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> di
     }
     got = {(a.rule, a.symbol, a.window_start_us) for a, _ in measured}
     return {
-        "early_alert_latency_ms": _ms(early),
-        "final_alert_latency_ms": _ms(exact),
+        "early_alert_latency_ms": percentiles_ms(early),
+        "final_alert_latency_ms": percentiles_ms(exact),
         "alert_latency_s": percentiles(exact),
         "alert_latency_job_trigger_s": percentiles(by_job),
         "alert_after_window_end_s": percentiles(after_end),
@@ -314,24 +381,13 @@ def _latencies(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> di
     }
 
 
-def _micro_batches(progress: Sequence[Any]) -> dict[str, Any]:
-    """Micro-batch durations (all, with data, without), and the mean of each phase."""
-    durations = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress]
-    data = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if p.numInputRows]
-    nodata = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress if not p.numInputRows]
-    phases: dict[str, float] = {}
-    for phase in ("addBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets", "getBatch"):
-        values = [p.durationMs.get(phase, 0) / 1000 for p in progress if phase in p.durationMs]
-        if values:
-            phases[phase] = statistics.fmean(values)
-    return {
-        "micro_batch_ms": _ms(durations),
-        "sustained_input_rate": _sustained_rate(progress),
-        "micro_batch_s": percentiles(durations),
-        "micro_batch_data_s": percentiles(data),
-        "micro_batch_nodata_s": percentiles(nodata),
-        "micro_batch_phase_mean_s": phases,
-    }
+def _books(
+    args: argparse.Namespace, rules: Sequence[Rule], run: _Run, floor_p99: float | None
+) -> dict[str, Any]:
+    if run.books is None:
+        return {"book_load": None}
+    delay, measured_from = args.watermark_delay_ms, run.measure_from_us
+    return book_report(run.books, rules, delay, run.written, measured_from, floor_p99, run.book_records_read)
 
 
 def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[str, Any]:
@@ -362,7 +418,8 @@ def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[
         "floor_redis_set_ms": floor_ms(run.floor_redis_ms),
         "ratio_early_p99_to_floor": ratio(latencies["early_alert_latency_ms"]["p99"], floor["p99"]),
         "ratio_final_p99_to_floor": ratio(latencies["final_alert_latency_ms"]["p99"], floor["p99"]),
-        **_micro_batches(run.progress),
+        **_books(args, rules, run, floor["p99"]),
+        **micro_batches(run.progress),
         "input": {
             "produced": produced,
             "target_rate": args.rate,
@@ -374,29 +431,6 @@ def _report(args: argparse.Namespace, rules: Sequence[Rule], run: _Run) -> dict[
             "kept_up": run.rows_read >= produced,
         },
     }
-
-
-def _ms(values: Sequence[float]) -> dict[str, float | None]:
-    """``{p50, p95, p99}`` in milliseconds of values in seconds (None when there are none)."""
-    stats = percentiles(values)
-    return {
-        k: None if stats[k] is None else round(float(stats[k] or 0) * 1000, 1) for k in ("p50", "p95", "p99")
-    }
-
-
-def _sustained_rate(progress: Sequence[Any]) -> float:
-    """Trades per second the job read over the measured micro-batches (first to last)."""
-    if len(progress) < 2:
-        return 0.0
-    span_s = (_progress_time_us(progress[-1]) - _progress_time_us(progress[0])) / 1e6
-    rows = sum(int(p.numInputRows or 0) for p in progress[1:])
-    return round(rows / span_s, 1) if span_s > 0 else 0.0
-
-
-def _progress_time_us(progress: Any) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00")).timestamp() * 1e6)
 
 
 def _fmt(stats: dict[str, Any], unit: float = 1.0) -> str:
@@ -416,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  source {result['source']}, mode {result['mode']}, express lane {lane}")
     print(f"  early alert latency (crossing trade -> Redis), ms: {result['early_alert_latency_ms']}")
     print(f"  final alert latency (closing trade -> Redis), ms:  {result['final_alert_latency_ms']}")
+    for line in book_lines(result):
+        print(line)
     floors = f"broker round trip {result['floor_broker_rtt_ms']}, Redis SET {result['floor_redis_set_ms']}"
     print(f"  floors, ms: {floors}")
     print(
