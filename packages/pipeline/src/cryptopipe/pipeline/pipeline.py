@@ -238,9 +238,13 @@ class Pipeline:
 
     # --- services --------------------------------------------------------------------------
 
-    def launch(self, name: str, command: list[str], **kwargs: Any) -> Service:
-        """Start one service process and follow its log."""
-        service = Service(name, command, **kwargs)
+    def launch(self, name: str, command: list[str], *, env: dict[str, str], **kwargs: Any) -> Service:
+        """Start one service process and follow its log.
+
+        It is principal ``KAFKA_PRINCIPAL`` = its component (``ingest``, ``prices-consumer``, ...)
+        of KAFKA_PRINCIPALS_FILE, when there is one: each service logs in as itself.
+        """
+        service = Service(name, command, env={**env, "KAFKA_PRINCIPAL": component_of(name)}, **kwargs)
         self.stack.callback(service.stop)
         service.start()
         service.follow_log(self.log)

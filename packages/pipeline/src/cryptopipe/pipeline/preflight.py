@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -13,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cryptopipe.replay.errors import ReplayError, SourceError
 from cryptopipe.replay.sources.build import open_file_source
-from cryptopipe.schemas import ConfigError, DecodeError, KafkaSettings, RedisSettings, redact_url
+from cryptopipe.schemas import (
+    ConfigError,
+    DecodeError,
+    KafkaSettings,
+    RedisSettings,
+    load_settings,
+    redact_url,
+)
+from cryptopipe.schemas.kafka_settings import DEFAULT_PRINCIPAL
 
 #: librdkafka reports each failed connection attempt through the client's logger; a preflight
 #: says what failed in one line of its own, so these go nowhere.
@@ -27,24 +38,116 @@ _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
 
+class _Collect(logging.Handler):
+    """Keeps librdkafka's log lines of one probe (one says "incorrect security.protocol")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def check_kafka(settings: KafkaSettings, timeout_s: float = 5.0) -> None:
-    """A configured broker (KAFKA_BOOTSTRAP_SERVERS) answers a metadata request within ``timeout_s``."""
+    """A configured broker (KAFKA_BOOTSTRAP_SERVERS) answers a metadata request within ``timeout_s``,
+    with these credentials; with KAFKA_PRINCIPALS_FILE, so does every principal it lists (the
+    services' own). A refused password, an untrusted certificate or a protocol the listener does
+    not speak is one :class:`ConfigError` line naming the setting, at the first refusal."""
     if not settings.bootstrap_servers:
         return
-    config: dict[str, Any] = {**settings.client_config(), "logger": _QUIET}
+    _check_login(settings, timeout_s)
+    if settings.principals_file:
+        for principal in _principals(settings.principals_file):
+            if principal != (settings.principal or DEFAULT_PRINCIPAL):
+                _check_login(
+                    load_settings(
+                        KafkaSettings, principals_file=settings.principals_file, principal=principal
+                    ),
+                    timeout_s,
+                )
+
+
+def _principals(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return sorted(json.load(handle)["principals"])
+
+
+def _check_login(settings: KafkaSettings, timeout_s: float) -> None:
+    errors: list[KafkaError] = []
+    collect = _Collect()
+    quiet = logging.getLogger(f"{_QUIET.name}.{id(collect)}")
+    quiet.addHandler(collect)
+    quiet.propagate = False
+    config: dict[str, Any] = {**settings.client_config(), "logger": quiet, "error_cb": errors.append}
     admin = AdminClient(config)
+    deadline = time.monotonic() + timeout_s
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        raise ConfigError(
-            f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}: no Kafka broker answered within "
-            f"{timeout_s:g} s ({reason})"
-        ) from None
+        while True:
+            try:
+                metadata = admin.list_topics(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
+                break
+            except KafkaException as exc:
+                admin.poll(0)
+                refusal = _refusal(settings, errors, collect.lines)
+                if refusal is not None:
+                    raise ConfigError(refusal) from None
+                if time.monotonic() >= deadline:
+                    reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+                    raise ConfigError(
+                        f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}: no Kafka broker answered "
+                        f"within {timeout_s:g} s ({reason})"
+                    ) from None
+    finally:
+        quiet.removeHandler(collect)
     if not metadata.brokers:
         raise ConfigError(
             f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}: the cluster lists no broker"
         )
+
+
+def _refusal(settings: KafkaSettings, errors: list[KafkaError], lines: list[str]) -> str | None:
+    """The one line for a connection the broker refused, naming the setting to fix; None if none was."""
+    where = f"Kafka at {settings.bootstrap_servers}"
+    for error in errors:
+        if error.code() == KafkaError._AUTHENTICATION:
+            variable = "KAFKA_SASL_PASSWORD_FILE" if settings.sasl_password_file else "KAFKA_SASL_PASSWORD"
+            principal = f" (principal {settings.principal or DEFAULT_PRINCIPAL} of KAFKA_PRINCIPALS_FILE)"
+            return (
+                f"{variable}: {where} refused user {settings.sasl_username!r}"
+                f"{principal if settings.principals_file else ''} with {settings.sasl_mechanism}: "
+                "wrong user name or password"
+            )
+        if error.code() == KafkaError._SSL:
+            return (
+                f"KAFKA_SSL_CA_LOCATION: the TLS handshake with {where} failed; is its CA "
+                f"({settings.ssl_ca_location or 'the system store'}) the broker's? ({error.str()})"
+            )
+    if any("security.protocol" in line for line in lines) or (
+        not settings.uses_tls and _speaks_tls(settings)
+    ):
+        return (
+            f"KAFKA_SECURITY_PROTOCOL={settings.security_protocol}: {where} closed the connection before "
+            "it answered; its listener speaks another protocol (TLS: SSL or SASL_SSL?)"
+        )
+    return None
+
+
+def _speaks_tls(settings: KafkaSettings, timeout_s: float = 2.0) -> bool:
+    """Whether the first bootstrap server completes a TLS handshake (its certificate unchecked):
+    a plaintext client's requests get no answer there, only a timeout."""
+    host, _, port = settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def check_redis(settings: RedisSettings, timeout_s: float = 3.0) -> None:
