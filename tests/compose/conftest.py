@@ -26,8 +26,9 @@ COMPOSE_DIR = REPO / "compose"
 BASE_FILE = COMPOSE_DIR / "docker-compose.yml"
 REPLAY_FILE = COMPOSE_DIR / "docker-compose.replay.yml"
 CLUSTER_FILE = COMPOSE_DIR / "docker-compose.cluster.yml"
+SECURE_FILE = COMPOSE_DIR / "docker-compose.secure.yml"
 #: The override files, in the order they are layered on the base file.
-OVERRIDES = {"replay": REPLAY_FILE, "cluster": CLUSTER_FILE}
+OVERRIDES = {"replay": REPLAY_FILE, "cluster": CLUSTER_FILE, "secure": SECURE_FILE}
 #: Every stack the tests check: the base file alone and with each combination of overrides.
 STACKS = ("base", "replay", "cluster", "replay+cluster")
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
@@ -85,6 +86,17 @@ def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 _REPLACED = frozenset({"command", "entrypoint", "test"})
 
 
+class Reset(list[Any]):
+    """A value tagged ``!reset`` (Compose 2.24+): it replaces the base's instead of merging with it."""
+
+
+class _ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """PyYAML's safe loader plus Compose's ``!reset`` tag."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: Reset(loader.construct_sequence(node)))
+
+
 def mount_target(volume: Any) -> str:
     """A service volume's target path (short ``source:target[:mode]`` or long syntax)."""
     if isinstance(volume, dict):
@@ -99,6 +111,8 @@ def merge(base: Any, override: Any, key: str = "") -> Any:
     A list of a service's ``volumes`` is unique by mount target: an override's entry replaces the
     base's entry for the same target (Compose Specification, "Merge and override").
     """
+    if isinstance(override, Reset):
+        return list(override)
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for name, value in override.items():
@@ -113,7 +127,7 @@ def merge(base: Any, override: Any, key: str = "") -> Any:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    document = yaml.safe_load(path.read_text("utf-8"))
+    document = yaml.load(path.read_text("utf-8"), Loader=_ComposeLoader)
     assert isinstance(document, dict), f"{path} is not a YAML mapping"
     return document
 

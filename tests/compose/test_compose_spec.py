@@ -50,7 +50,7 @@ def test_the_schema_is_the_compose_specification() -> None:
     assert importlib.metadata.version("check-jsonschema")
 
 
-@pytest.mark.parametrize("name", ["base", "replay", "cluster"])
+@pytest.mark.parametrize("name", ["base", "replay", "cluster", "secure"])
 def test_files_as_written_validate(
     name: str, compose_raw: dict[str, dict[str, Any]], validator: jsonschema.protocols.Validator
 ) -> None:
