@@ -28,7 +28,7 @@ from cryptopipe.runtime import stop_process
 from cryptopipe.schemas import KafkaSettings, load_settings
 
 COMMAND = [sys.executable, "-m", "cryptopipe.cli", "kafka-cluster", "--secure", "--brokers", "1"]
-SAFETY_NET_S = 150
+SAFETY_NET_S = 300
 _QUIET = logging.getLogger("test.secure.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -40,7 +40,17 @@ class SecureCli:
         self.stdout, self.stderr = workdir / "stdout.txt", workdir / "stderr.txt"
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(
-                [*COMMAND, "--heap", "256m", "--json", str(self.json_path), "--run-for", str(SAFETY_NET_S)],
+                [
+                    *COMMAND,
+                    "--heap",
+                    "256m",
+                    "--json",
+                    str(self.json_path),
+                    "--run-for",
+                    str(SAFETY_NET_S),
+                    "--ready-timeout",
+                    "300",
+                ],
                 stdout=out,
                 stderr=err,
             )
@@ -148,6 +158,19 @@ def test_a_principal_beyond_its_acls_is_refused(secure_cli: SecureCli) -> None:
     with pytest.raises(KafkaException) as created:
         next(iter(future.values())).result(timeout=15)
     assert created.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+@pytest.mark.slow
+def test_the_bench_principal_makes_and_uses_bench_topics_only(secure_cli: SecureCli) -> None:
+    bench = secure_cli.settings("bench")
+    topic = f"bench-{uuid.uuid4().hex[:8]}-prices"
+    admin = AdminClient(_config(bench))
+    next(iter(admin.create_topics([NewTopic(topic, 1, 1)]).values())).result(timeout=30)
+    eventually(lambda: _produce(bench, topic) is None, timeout=30, message="bench could not produce")
+    assert _consume_error(bench, topic, "cryptopipe-prices") is None
+    refused = _produce(bench, "prices")  # the pipeline's own topics are not the bench's
+    assert refused is not None
+    assert refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
 def _errors_of(config: dict[str, Any]) -> list[KafkaError]:

@@ -17,7 +17,7 @@ def secure_kafka() -> Iterator[SecureKafkaCluster]:
     :class:`~cryptopipe.schemas.KafkaSettings`, ``describe()`` what KAFKA_PRINCIPALS_FILE reads,
     ``admin_config()`` the super user's librdkafka settings. Fails, never skips, without Java."""
     try:
-        cluster = SecureKafkaCluster(1, heap="256m").start()
+        cluster = SecureKafkaCluster(1, heap="256m").start(ready_timeout=300)
     except START_ERRORS as exc:
         pytest.fail(f"no secured Apache Kafka: {exc}", pytrace=False)
     try:
