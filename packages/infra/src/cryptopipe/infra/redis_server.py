@@ -296,13 +296,22 @@ def start_redis(
     return server
 
 
+#: A container's redis-server reads its password as config from stdin (a shell builtin prints it).
+_STDIN_CONFIG = 'printf "requirepass %s\\n" "$REDIS_PASSWORD" | redis-server -'
+
+
 def _via_testcontainers(settings: RedisSettings, stack: contextlib.ExitStack) -> RedisEndpoint:
     if not docker_available():
         raise InfraError("no Docker engine answered")
     from testcontainers.community.redis import RedisContainer
 
     password = secrets.token_urlsafe(24)
-    container = RedisContainer(password=password)
+    # Not RedisContainer(password=...): that puts --requirepass on redis-server's command line,
+    # which `ps` on the host shows. The password reaches redis-server as config on its stdin.
+    container = RedisContainer()
+    container.password = password
+    container.with_env("REDIS_PASSWORD", password)
+    container.with_command(["sh", "-c", _STDIN_CONFIG])
     try:
         stack.enter_context(container)
         host = container.get_container_host_ip()
