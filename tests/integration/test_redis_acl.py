@@ -261,6 +261,39 @@ def test_a_consumer_refused_by_its_acl_stops_with_one_line_naming_the_service_an
     assert failed[0].exc_info is None
 
 
+def test_the_prices_consumer_service_runs_on_its_own_user(
+    users: dict[str, Any],
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+) -> None:
+    """The real consumer service, Kafka to Redis, with nothing but its own ACL user."""
+    topic = PRICES.with_prefix(kafka_settings.topic_prefix).name
+    settings = settings_of(PricesConsumerSettings, group=f"g-{uuid.uuid4().hex[:8]}", from_beginning=True)
+    stop = Stop()
+    books: dict[str, Any] = {}
+
+    def consume() -> None:
+        own = users["settings"]["prices-consumer"]
+        books.update(run(settings, stop, kafka=kafka_settings, redis_settings=own))
+
+    thread = threading.Thread(target=consume, name="own-user-consumer", daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: _topic_exists(kafka_settings, topic), timeout=20)
+        produce(
+            kafka_settings, topic, [(encode_key("BTCUSDT"), encode(trade("BTCUSDT", i))) for i in (1, 2, 3)]
+        )
+        admin = PriceStore(redis_client, redis_settings.key_prefix)
+        eventually(lambda: (admin.latest("BTCUSDT") or {}).get("trade_id") == 3, timeout=30)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in books
+    assert books["written"] == 3
+
+
 def _topic_exists(settings: KafkaSettings, topic: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
