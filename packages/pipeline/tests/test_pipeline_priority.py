@@ -12,6 +12,17 @@ import pytest
 
 from cryptopipe.pipeline.priority import lower_priority, parse_cpus
 
+# A parent with a second thread that starts a child only after the renice: the child inherits the
+# starting thread's nice value, so every thread must have been reniced (a JVM starting Spark's
+# Python workers from one of its threads).
+_THREADED = (
+    "import subprocess, sys, threading, time; "
+    "go = threading.Event(); "
+    "t = threading.Thread(target=lambda: (go.wait(), "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']))); t.start(); "
+    "print('ready', flush=True); sys.stdin.readline(); go.set(); time.sleep(60)"
+)
+
 _PARENT = (
     "import subprocess, sys, time; "
     "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
@@ -98,3 +109,32 @@ def test_a_process_in_a_session_of_its_own_gets_its_autogroup_reniced() -> None:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_child_started_later_by_any_thread_inherits_the_lower_priority() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _THREADED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        target = psutil.Process().nice() + 5  # above whatever this test runs at
+        assert target <= 19, "run this test below nice 15"
+        assert lower_priority(proc.pid, target) == 1
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 10
+        while not parent.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = parent.children()
+        assert child.nice() == target
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stdin):
+            if stream is not None:
+                stream.close()

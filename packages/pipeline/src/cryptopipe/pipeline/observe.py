@@ -59,6 +59,9 @@ def start_observability(pipeline: Pipeline) -> None:
         host_network=True,
     ).start()
     pipeline.stack.callback(monitor.stop)
+    exchange = pipeline.state.services.get("replay-exchange")
+    if exchange is not None and exchange.pid:  # it serves no process metrics of its own
+        monitor.add("replay-exchange", exchange.pid)
     targets = scrape_targets(pipeline, port)
     if options.prometheus:
         pipeline.prometheus = start_embedded_prometheus(

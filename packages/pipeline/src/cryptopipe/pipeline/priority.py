@@ -15,6 +15,7 @@ operation")."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
     for process in tree:
         try:
             if nice > 0:
-                process.nice(max(process.nice(), nice))
+                _renice_threads(process, nice)
                 groups.add(_lower_autogroup(process.pid, nice, groups))
             if cpus:
                 process.cpu_affinity(list(cpus))
@@ -53,6 +54,18 @@ def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
         except (psutil.Error, OSError, ValueError) as exc:
             logger.debug("could not lower the priority of %s: %s", process.pid, exc)
     return done
+
+
+def _renice_threads(process: psutil.Process, nice: int) -> None:
+    """Renice every thread: Linux keeps a nice value per thread, and ``setpriority`` on a pid
+    changes only its main thread. A JVM's other threads (one of which starts Spark's Python
+    workers, which inherit its value) would otherwise stay at 0."""
+    for thread in process.threads():
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+        except OSError as exc:  # the thread ended meanwhile
+            logger.debug("could not renice thread %s of %s: %s", thread.id, process.pid, exc)
 
 
 def _autogroup(pid: int | str) -> tuple[str, int] | None:
