@@ -27,8 +27,9 @@ from cryptopipe.measure.faults import (
 
 pytestmark = pytest.mark.slow
 
-# Short, for two cores: 2,000 trades over 10 s with depth@100ms beside them, a 3 s fault at 2.5 s.
-CONFIG = FaultConfig(rate=200, duration=10, outage=3, depth=True)
+# Short, for two cores: 2,400 trades over 12 s with depth@100ms beside them, a 3 s fault at 3 s
+# (later if no book was seen exact by then, but while the tape plays).
+CONFIG = FaultConfig(rate=200, duration=12, outage=3, depth=True)
 
 
 def _books(result: ScenarioResult) -> dict[str, Any]:
@@ -36,7 +37,11 @@ def _books(result: ScenarioResult) -> dict[str, Any]:
     assert result.problems == []
     books = result.books
     assert books is not None
-    assert books["exact_before_fault"] is True  # the check saw exact books before the fault
+    # Every book seen in Redis equalled the exchange's at the same update id, before the fault
+    # as after it; and the watch saw exact books before the fault (the check works on this run).
+    assert books["compared"] > 0
+    assert books["mismatches"] == 0
+    assert books["exact_before_fault"] is True
     assert result.book_exact_after_s is not None  # ... and again after it, for every symbol
     assert set(books["exact_after_by_symbol"]) == {"BTCUSDT", "ETHUSDT"}
     assert books["books_exact"] is True  # Redis = the book rebuilt from Kafka alone, at its id
@@ -55,6 +60,9 @@ def _books(result: ScenarioResult) -> dict[str, Any]:
     assert ingest["book_events"] > 0
     assert books["events_unaccounted"] == 0
     assert ingest["book_records_lost"] == 0
+    # Every reset published was applied by the books consumer (each a new epoch), and none broke.
+    assert sum(books["resets_applied"].values()) == books["resets_published"]
+    assert books["breaks"] == 0
     return books
 
 
@@ -64,12 +72,10 @@ def test_ingest_killed_and_restarted_resyncs_every_book_and_the_books_balance(
     result = ingest_kill(Servers(kafka, redis_server), CONFIG, print)
     books = _books(result)
     # The restarted ingest took each book from a fresh snapshot: one counted "initial" reset per
-    # symbol in a new epoch, applied by the books consumer; nothing broke on the way.
-    assert result.book_resyncs == 2
-    assert books["resyncs_by_reason"] == {"initial": 2}
-    assert books["ingest"]["book_snapshots_used"] == 2
-    assert books["resets_applied"] == {"initial": 4}  # two at the start, two after the restart
-    assert books["breaks"] == 0
+    # symbol in a new epoch (any later resync is counted too: one snapshot each).
+    assert books["resyncs_by_reason"]["initial"] == 2
+    assert result.book_resyncs == books["ingest"]["book_snapshots_used"] >= 2
+    assert books["resets_applied"]["initial"] >= 4  # two at the start, two after the restart
     assert books["killed_ingest_records"] > 0  # the killed process's records are in the books
     assert books["reconciliation"]["surplus"] == books["reconciliation"]["redelivered"] == 0
     # Trades: nothing duplicated; the only ones missing are those played while no ingest was
@@ -89,7 +95,7 @@ def test_the_broker_stopped_and_restarted_leaves_the_books_exact_and_balanced(
     assert result.lost == result.duplicated == 0
     assert result.written == result.offered
     assert result.recovery_s is not None
-    # Every resync is counted the same way by the producer and in the topic.
+    # The broker going away breaks no book: ingest keeps them in sync and its producer holds the
+    # records; a resync, if any, is one ingest counted, never a new initial sync.
     assert books["resyncs_by_reason"].get("initial", 0) == 0
-    assert result.book_resyncs == books["ingest"]["book_resyncs"]
-    assert sum(books["resets_applied"].values()) == 2 + books["ingest"]["book_resyncs"]
+    assert result.book_resyncs <= books["ingest"]["book_resyncs"]

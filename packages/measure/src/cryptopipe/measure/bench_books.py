@@ -26,6 +26,7 @@ import contextlib
 import statistics
 import sys
 import tempfile
+import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,14 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def book_records(kafka: KafkaSettings, topic: str) -> list[BookResetRecord | BookUpdateRecord]:
-    """Every record of ``topic``, in each partition's order (per symbol, the stream's order)."""
+def book_records(
+    kafka: KafkaSettings, topic: str, timeout: float = 120.0
+) -> list[BookResetRecord | BookUpdateRecord]:
+    """Every record of ``topic``, in each partition's order (per symbol, the stream's order), up to
+    the partitions' ends when it starts. Raises :class:`TimeoutError` when a partition's end is not
+    reached within ``timeout`` seconds (a slow broker), never a part of the topic in silence."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {**kafka.client_config(), "group.id": f"bench-books-{topic}", "enable.auto.commit": False}
     )
     out: list[BookResetRecord | BookUpdateRecord] = []
+    deadline = time.monotonic() + timeout
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         for partition in metadata.partitions:
@@ -89,9 +95,14 @@ def book_records(kafka: KafkaSettings, topic: str) -> list[BookResetRecord | Boo
             consumer.assign([TopicPartition(topic, partition, low)])
             position = low
             while position < high:
-                message = consumer.poll(5.0)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"reading {topic}[{partition}] back: at offset {position} of {high} "
+                        f"after {timeout:.0f} s"
+                    )
+                message = consumer.poll(1.0)
                 if message is None:
-                    break
+                    continue
                 position = (message.offset() or position) + 1
                 value = message.value()
                 if message.error() is None and value:

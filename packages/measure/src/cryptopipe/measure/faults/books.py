@@ -4,6 +4,7 @@ while the scenario runs, and afterwards the resyncs read back from ``book-update
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import urllib.parse
@@ -15,28 +16,34 @@ from typing import Any
 
 import redis as redis_lib
 
-from cryptopipe.measure.bench_books import book_records, books_exact
+from cryptopipe.measure.bench_books import book_records
 from cryptopipe.measure.faults.monitor import rest_json
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
 from cryptopipe.pipeline import Books, TopicBooks
 from cryptopipe.schemas import KafkaSettings, Level
-from cryptopipe.schemas.book_messages import BookResetRecord
-from cryptopipe.schemas.topics import BOOK_UPDATES
+from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord
+from cryptopipe.schemas.topics import BOOK_SNAPSHOTS, BOOK_UPDATES
 from cryptopipe.store import BookStore
+from cryptopipe.store.book_rebuild import rebuild_book
 
 
 def _levels(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
     return tuple((Decimal(price), Decimal(quantity)) for price, quantity in rows)
 
 
-class BookWatch:
-    """Polls, on a thread, whether each symbol's book in Redis is exactly the exchange's: the
-    same update id as ``GET /api/v3/depth`` answers, and the same top ``levels`` levels per side.
+Levels = tuple[tuple[Level, ...], tuple[Level, ...]]
 
-    Redis is read first, then the exchange: a book that moved in between reads as not exact at
-    that poll (the next one tells). ``samples[symbol]`` holds (monotonic time, exact) per poll,
-    with None where a side did not answer.
+
+class BookWatch:
+    """Polls, on a thread, each symbol's book in Redis and the exchange's (``GET /api/v3/depth``),
+    and tells when Redis held exactly the exchange's book: the same top ``levels`` levels per side
+    as the exchange showed at the same update id.
+
+    The exchange answers at its current id only, and Redis is behind it by the pipeline's latency,
+    so the watch keeps every book the exchange showed, by update id, and compares each book seen in
+    Redis with the exchange's at that id whenever the watch saw it there too (not at the same
+    moment). A book seen in Redis whose id the exchange was never seen at tells nothing either way.
     """
 
     def __init__(
@@ -52,7 +59,12 @@ class BookWatch:
         self.symbols = [s.upper() for s in symbols]
         self.levels = levels
         self.interval = interval
-        self.samples: dict[str, list[tuple[float, bool | None]]] = {s: [] for s in self.symbols}
+        #: Per symbol, per poll: (monotonic time, update id, levels) of the book in Redis.
+        self.in_redis: dict[str, list[tuple[float, int, Levels]]] = {s: [] for s in self.symbols}
+        #: Per symbol, per poll: (monotonic time, the exchange's update id then).
+        self.exchange_ids: dict[str, list[tuple[float, int]]] = {s: [] for s in self.symbols}
+        #: Per symbol: the exchange's book at each update id the watch saw it at.
+        self.exchange: dict[str, dict[int, Levels]] = {s: {} for s in self.symbols}
         self._client = redis_lib.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
         self._store = BookStore(self._client, key_prefix)
         self._stop = threading.Event()
@@ -68,44 +80,59 @@ class BookWatch:
             self._thread.join(5)
         self._client.close()
 
-    def exact(self, symbol: str) -> bool | None:
-        """Whether Redis held the exchange's book of ``symbol``, now."""
-        try:
+    def poll(self, symbol: str) -> None:
+        """One look at ``symbol``'s book in Redis, then at the exchange's (either may not answer)."""
+        with contextlib.suppress(redis_lib.RedisError):
             view = self._store.book(symbol, self.levels)
-        except redis_lib.RedisError:
-            return None
+            if view is not None:
+                self.in_redis[symbol].append((time.monotonic(), view.update_id, (view.bids, view.asks)))
         query = urllib.parse.urlencode({"symbol": symbol, "limit": self.levels})
-        try:
+        with contextlib.suppress(OSError, ValueError, KeyError):
             depth = rest_json(f"{self.rest_url}/api/v3/depth?{query}")
-        except (OSError, ValueError):
-            return None
-        if view is None:
-            return False
-        return (
-            view.update_id == int(depth["lastUpdateId"])
-            and view.bids == _levels(depth["bids"])
-            and view.asks == _levels(depth["asks"])
-        )
+            update_id = int(depth["lastUpdateId"])
+            self.exchange[symbol][update_id] = (_levels(depth["bids"]), _levels(depth["asks"]))
+            self.exchange_ids[symbol].append((time.monotonic(), update_id))
 
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             for symbol in self.symbols:
-                self.samples[symbol].append((time.monotonic(), self.exact(symbol)))
+                self.poll(symbol)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
+    def _verdicts(self, symbol: str) -> list[tuple[float, int, bool]]:
+        """(time, update id, equal) for each book seen in Redis at an id the exchange was seen at."""
+        known = self.exchange[symbol]
+        return [(t, i, known[i] == levels) for t, i, levels in list(self.in_redis[symbol]) if i in known]
+
     def exact_after(self, since: float) -> dict[str, float | None]:
-        """Per symbol, seconds from ``since`` to the first poll that found its book exact (None:
-        never)."""
+        """Per symbol, seconds from ``since`` until Redis was first seen holding the exchange's
+        book at an id at least the exchange's when ``since`` passed (caught up past the fault);
+        None: never."""
         out: dict[str, float | None] = {}
-        for symbol, samples in self.samples.items():
-            out[symbol] = next((round(t - since, 2) for t, ok in list(samples) if t >= since and ok), None)
+        for symbol in self.symbols:
+            then = next((i for t, i in list(self.exchange_ids[symbol]) if t >= since), None)
+            out[symbol] = None
+            if then is None:
+                continue
+            found = (t for t, i, equal in self._verdicts(symbol) if t >= since and i >= then and equal)
+            first = next(found, None)
+            out[symbol] = None if first is None else round(max(0.0, first - since), 2)
         return out
 
     def ever_exact_before(self, until: float) -> bool:
-        """Whether every symbol's book was found exact at least once before ``until`` (the check
+        """Whether every symbol's book was seen exact at least once before ``until`` (the check
         itself works on this run)."""
-        return all(any(ok for t, ok in list(s) if t < until) for s in self.samples.values())
+        return all(any(equal for t, _, equal in self._verdicts(s) if t < until) for s in self.symbols)
+
+    def mismatches(self) -> int:
+        """Books seen in Redis that differed from the exchange's at the same update id (never 0
+        but for a wrong book)."""
+        return sum(1 for s in self.symbols for _, _, equal in self._verdicts(s) if not equal)
+
+    def compared(self) -> int:
+        """Books seen in Redis that were compared with the exchange's at the same update id."""
+        return sum(len(self._verdicts(s)) for s in self.symbols)
 
 
 @dataclass
@@ -115,13 +142,21 @@ class BookCosts:
     resyncs: int = 0
     """Resets published to ``book-updates`` after the fault began (each a counted resync)."""
     resyncs_by_reason: dict[str, int] = field(default_factory=dict)
+    resets_published: int = 0
+    """Every reset in ``book-updates``, the run's first syncs included."""
     exact_after_s: float | None = None
     """Seconds from the fault's end until every symbol's book in Redis was the exchange's again."""
     exact_after_by_symbol: dict[str, float | None] = field(default_factory=dict)
     exact_before_fault: bool = False
+    compared: int = 0
+    """Books seen in Redis compared with the exchange's at the same update id during the run."""
+    mismatches: int = 0
+    """Of them, books that differed (a wrong book in Redis)."""
     books_exact: bool = False
     """At the end, every book in Redis equals the book rebuilt from Kafka alone at its id."""
     books_checked: int = 0
+    kafka_differences: list[str] = field(default_factory=list)
+    """How a book in Redis differed from the book rebuilt from Kafka, per symbol that did."""
     breaks: int = 0
     """Books the books consumer gave up until a reset (``cryptopipe_book_breaks_total``)."""
     resets_applied: dict[str, int] = field(default_factory=dict)
@@ -157,8 +192,9 @@ def book_costs(
     consumer: Scrape,
     *,
     fault_start_us: int,
-    exact_after: dict[str, float | None],
-    exact_before: bool,
+    watch: BookWatch,
+    fault_start: float,
+    fault_end: float,
     killed_before_us: int | None = None,
 ) -> BookCosts:
     """The books after a drained run: resyncs since ``fault_start_us`` (wall clock, µs) read back
@@ -166,16 +202,23 @@ def book_costs(
     book rebuilt from Kafka, and the ``book-updates`` books. ``killed_before_us``: an ingest
     process was killed then; its records are the topic's records of epochs below it (a producer's
     epochs start at its wall clock), and its acknowledgements died with it, so the topic says what
-    it published. ``exact_after`` and ``exact_before`` are what the :class:`BookWatch` saw."""
-    costs = BookCosts(exact_after_by_symbol=exact_after, exact_before_fault=exact_before)
+    it published. ``watch`` saw the books in Redis against the exchange's (monotonic times)."""
+    exact_after = watch.exact_after(fault_end)
+    costs = BookCosts(
+        exact_after_by_symbol=exact_after,
+        exact_before_fault=watch.ever_exact_before(fault_start),
+        compared=watch.compared(),
+        mismatches=watch.mismatches(),
+    )
     found = list(exact_after.values())
     costs.exact_after_s = None if not found or None in found else max(v for v in found if v is not None)
     records = book_records(kafka, BOOK_UPDATES.with_prefix(kafka.topic_prefix).name)
     resets = [r for r in records if isinstance(r, BookResetRecord)]
     reasons = _resyncs(resets, fault_start_us)
     costs.resyncs, costs.resyncs_by_reason = sum(reasons.values()), dict(sorted(reasons.items()))
-    exact, checked, _ = books_exact(kafka, redis_url, key_prefix)
-    costs.books_exact, costs.books_checked = exact, checked
+    costs.resets_published = len(resets)
+    costs.books_checked, costs.kafka_differences = kafka_differences(kafka, redis_url, key_prefix)
+    costs.books_exact = costs.books_checked > 0 and not costs.kafka_differences
     costs.breaks = int(consumer.total(m.BOOK_BREAKS))
     costs.resets_applied = _by_label(consumer, m.BOOK_RESETS, "reason")
     _ingest_figures(costs, books)
@@ -183,6 +226,19 @@ def book_costs(
     if topic is None:
         costs.problems.append("no books consumer ran: the book-updates books cannot be read")
         return costs
+    _balance(costs, topic, records, consumer, killed_before_us)
+    costs.problems += _book_problems(costs)
+    return costs
+
+
+def _balance(
+    costs: BookCosts,
+    topic: TopicBooks,
+    records: Sequence[BookResetRecord | BookUpdateRecord],
+    consumer: Scrape,
+    killed_before_us: int | None,
+) -> None:
+    """The ``book-updates`` books, with a killed ingest's share read from the topic."""
     if killed_before_us is not None:
         costs.killed_ingest_records = sum(1 for r in records if r.epoch < killed_before_us)
         survivor = len(records) - costs.killed_ingest_records
@@ -202,8 +258,41 @@ def book_costs(
         "commit_failed": int(consumer.total(m.ERRORS, reason="commit_failed")),
         **_by_label(consumer, m.CONSUMER_STALL_RECOVERIES, "action"),
     }
-    costs.problems += _book_problems(costs)
-    return costs
+
+
+def kafka_differences(kafka: KafkaSettings, redis_url: str, key_prefix: str) -> tuple[int, list[str]]:
+    """Each symbol's book in Redis against the book rebuilt from Kafka alone at its update id (as
+    :func:`~cryptopipe.measure.bench_books.books_exact`, saying how each differs): how many were
+    checked, and the differences."""
+    client = redis_lib.Redis.from_url(redis_url)
+    store = BookStore(client, key_prefix)
+    found: list[str] = []
+    checked = 0
+    try:
+        for symbol in store.symbols():
+            view = store.book(symbol)
+            if view is None:
+                continue
+            checked += 1
+            rebuilt = rebuild_book(
+                kafka,
+                symbol,
+                updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
+                snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
+                until_update_id=view.update_id,
+            )
+            book = rebuilt.book
+            where = f"{symbol}: Redis at epoch {view.epoch} id {view.update_id}"
+            if book is None or book.update_id != view.update_id:
+                got = "no book" if book is None else f"epoch {rebuilt.epoch} id {book.update_id}"
+                found.append(f"{where}, rebuilt {got} (from {rebuilt.partition}@{rebuilt.next_offset})")
+                continue
+            top = book.top(len(view.bids))
+            if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
+                found.append(f"{where}, rebuilt at that id with other levels")
+    finally:
+        client.close()
+    return checked, found
 
 
 _INGEST_FIGURES = (
@@ -251,8 +340,17 @@ def _book_problems(costs: BookCosts) -> list[str]:
             f"the books consumer read {books['redelivered']} records again with no failed commit "
             "or stall recovery to explain it"
         )
+    if costs.mismatches:
+        problems.append(
+            f"{costs.mismatches} of {costs.compared} books seen in Redis differed from the exchange's"
+        )
+    if not costs.exact_before_fault:
+        problems.append("a book was never seen exact before the fault: the check itself is in doubt")
     if not costs.books_exact:
-        problems.append(f"a book in Redis is not the book rebuilt from Kafka ({costs.books_checked} checked)")
+        problems.append(
+            f"a book in Redis is not the book rebuilt from Kafka ({costs.books_checked} checked): "
+            + "; ".join(costs.kafka_differences)
+        )
     if costs.exact_after_s is None:
         problems.append(f"a book never matched the exchange's after the fault: {costs.exact_after_by_symbol}")
     if costs.events_unaccounted:

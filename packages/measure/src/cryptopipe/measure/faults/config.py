@@ -100,8 +100,8 @@ class ScenarioResult:
     duplicated: int
     recovery_s: float | None
     lost_in_outage: int = 0
-    """Of ``lost``: trades played while no ingest was subscribed (ingest-kill only; see
-    docs/faults.md), one run of consecutive ids per symbol around the outage."""
+    """Of ``lost``: trades that went with the killed ingest or were played while no ingest was
+    subscribed (ingest-kill only; see docs/faults.md), one run of consecutive ids per symbol."""
     book_resyncs: int | None = None
     """Resets in ``book-updates`` after the fault began (None without books)."""
     book_exact_after_s: float | None = None

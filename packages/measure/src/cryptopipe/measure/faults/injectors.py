@@ -96,19 +96,27 @@ def kill_ingest(run: Run) -> str:
 
 def _missed_while_down(run: Run, timeout: float = 30.0) -> int:
     """Trades missing between the oldest and newest of each symbol's history in Redis, once every
-    symbol has a trade there played after the kill (the restarted ingest's)."""
+    symbol has a trade there played after the kill (the restarted ingest's); when the tape ended
+    before that, every trade played and not in Redis once Redis stopped moving (3 s)."""
     killed = run.ingest_killed_us
     assert killed is not None
     client = connect_redis(run.servers.redis.url.get_secret_value())
     store = PriceStore(client, run.pipeline.key_prefix)
     cap = run.config.count + HISTORY_MARGIN
     deadline = time.monotonic() + timeout
+    settled: tuple[int, float] | None = None
     try:
         while True:
             run.check_services()
             histories = [store.history(s.upper(), limit=cap) for s in run.config.symbols]
             if all(h and h[-1]["trade_time_us"] > killed for h in histories):
                 break
+            offered, written = run.monitor.offered, run.monitor.written
+            if offered is not None and written is not None and offered >= run.config.count:
+                if settled is None or settled[0] != written:
+                    settled = (written, time.monotonic())
+                elif time.monotonic() - settled[1] >= 3.0:
+                    return offered - written
             if time.monotonic() > deadline:
                 raise ScenarioError(f"no trade played after the kill reached Redis within {timeout:.0f} s")
             time.sleep(0.1)

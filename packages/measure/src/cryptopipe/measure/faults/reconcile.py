@@ -11,10 +11,33 @@ from cryptopipe.measure.faults.run import Run
 from cryptopipe.store import PriceStore, connect_redis
 
 #: A trade ingest had received but not yet got acknowledged when it was killed was played this
-#: long before the kill at most (its producer lingers for milliseconds).
-IN_FLIGHT_MS = 1000
+#: long before the kill at most (its producer lingers for milliseconds, but a loaded machine or a
+#: slow broker holds acknowledgements back for seconds).
+IN_FLIGHT_MS = 10_000
 #: A restarted ingest subscribes this long after it answers on its /metrics port at most.
 SUBSCRIBED_WITHIN_MS = 10_000
+
+
+def _redis_side(
+    redis_url: str, key_prefix: str, symbols: list[str], cap: int
+) -> tuple[Counter[tuple[str, int]], dict[str, int | None], list[str]]:
+    """(symbol, trade id) -> copies in Redis' history, each symbol's latest trade id, problems."""
+    client = connect_redis(redis_url)
+    problems: list[str] = []
+    counts: Counter[tuple[str, int]] = Counter()
+    latest: dict[str, int | None] = {}
+    try:
+        store = PriceStore(client, key_prefix)
+        for symbol in symbols:
+            history = store.history(symbol, limit=cap)
+            if len(history) >= cap:
+                problems.append(f"history of {symbol} is full ({cap}): the count is not complete")
+            counts.update((symbol, int(entry["trade_id"])) for entry in history)
+            newest = store.latest(symbol)
+            latest[symbol] = None if newest is None else int(newest["trade_id"])
+    finally:
+        client.close()
+    return counts, latest, problems
 
 
 def reconcile(
@@ -24,24 +47,17 @@ def reconcile(
     offered = {symbol: [i for i, _ in items] for symbol, items in trades.items()}
     offered_set = {(symbol, i) for symbol, ids in offered.items() for i in ids}
     topic = topic_trade_ids(run.kafka_settings, run.prices_topic)
-    client = connect_redis(redis_url)
-    problems: list[str] = []
-    redis_counts: Counter[tuple[str, int]] = Counter()
-    try:
-        store = PriceStore(client, key_prefix)
-        cap = run.config.count + HISTORY_MARGIN
-        for symbol, ids in offered.items():
-            history = store.history(symbol, limit=cap)
-            if len(history) >= cap:
-                problems.append(f"history of {symbol} is full ({cap}): the count is not complete")
-            redis_counts.update((symbol, int(entry["trade_id"])) for entry in history)
-            latest = store.latest(symbol)
-            if ids and (latest is None or latest["trade_id"] != ids[-1]):
-                got = None if latest is None else latest["trade_id"]
-                problems.append(f"latest price of {symbol} is trade {got}, not the last offered {ids[-1]}")
-    finally:
-        client.close()
+    cap = run.config.count + HISTORY_MARGIN
+    redis_counts, latest, problems = _redis_side(redis_url, key_prefix, list(offered), cap)
     in_redis = set(redis_counts)
+    excused = _lost_while_ingest_down(run, trades, in_redis)
+    for symbol, ids in offered.items():
+        # The last trade that could reach Redis: the last offered, but for those excused above.
+        last = next((i for i in reversed(ids) if (symbol, i) not in excused), None)
+        if last is not None and latest[symbol] != last:
+            problems.append(
+                f"latest price of {symbol} is trade {latest[symbol]}, not the last offered {last}"
+            )
     in_topic = set(topic)
     written = len(offered_set & in_redis)
     topic_duplicates = sum(n - 1 for n in topic.values() if n > 1)
@@ -54,7 +70,7 @@ def reconcile(
         problems.append(f"{stray_topic} records in the prices topic are not offered trades")
     never_published = len(offered_set - in_topic)
     lost = len(offered_set) - written
-    in_outage = _lost_while_ingest_down(run, trades, in_redis)
+    in_outage = len(excused)
     if lost > in_outage:
         problems.append(
             f"{lost - in_outage} offered trades missing from Redis ({never_published} of them never "
@@ -77,17 +93,18 @@ def reconcile(
 
 def _lost_while_ingest_down(
     run: Run, trades: dict[str, list[tuple[int, int]]], in_redis: set[tuple[str, int]]
-) -> int:
-    """Trades missing from Redis that the exchange played while no ingest was subscribed (0 when
-    ingest was not killed): per symbol, the missing ids must be one run of consecutive ids, played
-    between just before the kill and the restarted ingest's subscription. A client receives only
+) -> set[tuple[str, int]]:
+    """Trades missing from Redis that went with the killed ingest (received, not yet acknowledged)
+    or were played while no ingest was subscribed (0 when ingest was not killed): per symbol, the
+    missing ids must be one run of consecutive ids, played between shortly before the kill and the
+    restarted ingest's subscription. A client receives only
     what is played while it is subscribed, and a restarted ingest does not know the last id its
     predecessor published, so it has no gap to backfill."""
     if run.ingest_killed_us is None or run.ingest_back_us is None:
-        return 0
+        return set()
     first_ms = run.ingest_killed_us // 1000 - IN_FLIGHT_MS
     last_ms = run.ingest_back_us // 1000 + SUBSCRIBED_WITHIN_MS
-    excused = 0
+    excused: set[tuple[str, int]] = set()
     for symbol, items in trades.items():
         missing = [(i, t) for i, t in items if (symbol, i) not in in_redis]
         if not missing:
@@ -95,5 +112,5 @@ def _lost_while_ingest_down(
         ids = [i for i, _ in missing]
         consecutive = ids == list(range(ids[0], ids[0] + len(ids)))
         if consecutive and all(first_ms <= t <= last_ms for _, t in missing):
-            excused += len(missing)
+            excused.update((symbol, i) for i in ids)
     return excused
