@@ -88,7 +88,7 @@ def _figure(value: float | None) -> str:
 
 def _table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        f"{'fault':16} {'offered':>9} {'written':>9} {'lost':>6} {'duplicated':>10} {'recovery_s':>10} "
+        f"{'fault':16} {'offered':>9} {'written':>9} {'lost':>16} {'duplicated':>10} {'recovery_s':>10} "
         f"{'book_resyncs':>12} {'book_exact_after_s':>18}"
     )
     lines = [header]
@@ -96,7 +96,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
         lost = f"{row['lost']}" + (f" ({row['lost_in_outage']} down)" if row["lost_in_outage"] else "")
         resyncs = "-" if row["book_resyncs"] is None else str(row["book_resyncs"])
         lines.append(
-            f"{row['fault']:16} {row['offered']:>9} {row['written']:>9} {lost:>6} "
+            f"{row['fault']:16} {row['offered']:>9} {row['written']:>9} {lost:>16} "
             f"{row['duplicated']:>10} {_figure(row['recovery_s']):>10} {resyncs:>12} "
             f"{_figure(row['book_exact_after_s']):>18}"
         )
