@@ -178,7 +178,7 @@ def _errors_of(config: dict[str, Any]) -> list[KafkaError]:
     errors: list[KafkaError] = []
     admin = AdminClient({**config, "logger": _QUIET, "error_cb": errors.append})
     with pytest.raises(KafkaException):
-        admin.list_topics(timeout=3)
+        admin.list_topics(timeout=1.5)
     admin.poll(0.5)
     return errors
 
