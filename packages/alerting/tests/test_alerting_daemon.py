@@ -115,6 +115,7 @@ def test_stopping_a_query_mid_task_prints_no_python_traceback(tmp_path: Path) ->
     # The driver's memory is bounded as session_conf says: a 1 GB heap (the JVM reports a little
     # less: one survivor space), and 50 past SQL executions kept, not 1,000.
     (bounds,) = [line.split()[1:] for line in ours.splitlines() if line.startswith("bounds:")]
-    assert 0.8 * 2**30 <= int(bounds[0]) <= 2**30 and bounds[1] == "50"
+    assert 0.8 * 2**30 <= int(bounds[0]) <= 2**30
+    assert bounds[1] == "50"
     for sign in ("Traceback", "BrokenPipeError", "EOFError", "ConnectionResetError"):
         assert sign not in ours, ours[-4000:]
