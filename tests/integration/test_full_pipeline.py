@@ -193,7 +193,7 @@ def _prometheus_scrapes_every_component(lines: list[str]) -> None:
     # Every process's resident memory is exported: the replay exchange's by the orchestrator.
     rss = 'cryptopipe_process_resident_memory_bytes{component="replay-exchange"}'
     assert eventually(lambda: (r := instant_query(url, rss)) and r[0][1] > 0, timeout=60, message=rss)
-    history = "cryptopipe_replay_history_trades"
+    history = 'cryptopipe_replay_history_trades{job="replay-exchange"}'  # every service exports a 0
     assert eventually(lambda: (r := instant_query(url, history)) and r[0][1] > 0, timeout=60, message=history)
 
     def p99() -> float | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cryptopipe.runtime import write_private
 
 _VALID = datetime.timedelta(days=1)
 
@@ -36,11 +37,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _write(path: Path, data: bytes, mode: int) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, mode)
-    return path
+    return write_private(path, data, mode=mode)
 
 
 def _alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:

@@ -26,6 +26,7 @@ from typing import Any
 from cryptopipe.infra.broker import LOOPBACK, kafka_metadata_ready
 from cryptopipe.infra.certs import CertificateAuthority
 from cryptopipe.infra.process import LocalServer, listening_on
+from cryptopipe.runtime import write_private
 
 ADMIN_USER = "admin"
 """The super user: inter-broker and controller traffic, and the cluster tool. No service uses it."""
@@ -40,14 +41,8 @@ def new_password() -> str:
 
 
 def write_secret(path: Path, secret: str) -> Path:
-    """``secret`` and a newline in a new file at ``path`` that only its owner can read (0600)."""
-    import os
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(secret + "\n")
-    os.chmod(path, 0o600)
-    return path
+    """``secret`` and a newline in a file at ``path`` that only its owner can read (0600)."""
+    return write_private(path, secret + "\n")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ Redis only as its SHA-256 (``#<hash>``), so neither the command log nor ``ACL LI
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 from pydantic import SecretStr
 
+from cryptopipe.runtime import write_private
 from cryptopipe.schemas import RedisSettings
 
 #: Run by every user: redis-py's health check. (redis-py's CLIENT SETINFO on connect is left out:
@@ -127,12 +127,7 @@ def username(service: str, namespace: str = "") -> str:
 
 def write_secret(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` readable by its owner only (created 0600, never wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(path, 0o600)
-    return path
+    return write_private(path, text)
 
 
 def url_for_user(url: str, user: str, password: str) -> str:

@@ -15,7 +15,7 @@
 from cryptopipe.runtime.args import plain_text, positive_int
 from cryptopipe.runtime.backoff import Backoff
 from cryptopipe.runtime.env import environ_of
-from cryptopipe.runtime.files import read_json_object, write_json_atomic
+from cryptopipe.runtime.files import read_json_object, write_json_atomic, write_private
 from cryptopipe.runtime.logs import (
     RateLimitedLog,
     RateLimiter,
@@ -64,5 +64,6 @@ __all__ = [
     "stop_on_signals",
     "stop_process",
     "write_json_atomic",
+    "write_private",
     "write_stats",
 ]

@@ -1,4 +1,5 @@
-"""JSON files written atomically and read forgivingly: the one way a run's files are handled.
+"""JSON files written atomically and read forgivingly, and secrets written owner-only: the one way
+a run's files are handled.
 
 A reader polling for a file (a ready file, a stats file, a summary) never sees half of it: it is
 written beside its target and renamed over it.
@@ -31,3 +32,14 @@ def read_json_object(path: Path | str | None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def write_private(path: Path, data: str | bytes, *, mode: int = 0o600) -> Path:
+    """Write ``data`` to ``path`` (parents created) readable by its owner only: created with
+    ``mode`` (0600), never wider at any moment, and kept so when the file already existed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.chmod(path, mode)
+    return path
