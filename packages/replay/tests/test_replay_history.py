@@ -35,6 +35,7 @@ def test_count_bound_keeps_the_newest_and_counts_what_went() -> None:
     assert kept == list(range(kept[0], 1000))  # the newest, contiguous
     assert 100 <= len(kept) <= 100 + 64  # over the limit by less than one chunk
     assert history.trimmed() == {"age": 0, "count": 1000 - len(kept)}
+    assert len(history._agg_retention.marks) <= 100 // 64 + 1  # marks of trimmed entries go too
     # the indexes trimmed with it: a fromId query still bisects correctly
     assert [a.a for a in history.query(from_id=990, start_us=None, end_us=None, limit=5)] == [
         990,

@@ -58,6 +58,8 @@ class _Retention:
         reason = "age"
         if total - head > self.bounds.limit:
             head, reason = total - self.bounds.limit, "count"
+            while self.marks and self.marks[0][0] <= head:  # marks of what goes: no longer needed
+                self.marks.popleft()
         if head <= self.dropped:
             return 0
         n = head - self.dropped
