@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,51 +33,55 @@ _PARENT = (
 )
 
 
-def test_a_process_tree_is_reniced_and_new_children_inherit_it() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def _running(source: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """``python -c source`` until the block ends (its whole tree killed then), once it printed
+    ``ready``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 10
-        while not parent.children() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        yield proc
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stdin):
+            if stream is not None:
+                stream.close()
+
+
+def _with_children(pid: int) -> psutil.Process:
+    """``pid``'s process once it has a child (10 s at most)."""
+    parent = psutil.Process(pid)
+    deadline = time.monotonic() + 10
+    while not parent.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return parent
+
+
+def test_a_process_tree_is_reniced_and_new_children_inherit_it() -> None:
+    with _running(_PARENT) as proc:
+        parent = _with_children(proc.pid)
         assert lower_priority(proc.pid, 10) == 2  # the parent and its child
         assert [p.nice() for p in (parent, *parent.children())] == [10, 10]
         # Never raised back, and 0 changes nothing.
         assert lower_priority(proc.pid, 5) == 2
         assert parent.nice() == 10
         assert lower_priority(proc.pid, 0) == 0
-    finally:
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     assert lower_priority(proc.pid, 10) == 0  # gone: skipped, not an error
 
 
 def test_a_process_tree_can_be_kept_to_some_cpus() -> None:
     last = (psutil.cpu_count() or 1) - 1
-    proc = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 10
-        while not parent.children() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with _running(_PARENT) as proc:
+        parent = _with_children(proc.pid)
         assert lower_priority(proc.pid, 0, (last,)) == 2
         assert [p.cpu_affinity() for p in (parent, *parent.children())] == [[last], [last]]
         assert parent.nice() == psutil.Process().nice()  # nice 0: the priority is left alone
-    finally:
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_background_cpus_are_parsed_or_refused_naming_the_problem() -> None:
@@ -92,49 +99,20 @@ def test_background_cpus_are_parsed_or_refused_naming_the_problem() -> None:
 @pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="kernel without autogroup")
 def test_a_process_in_a_session_of_its_own_gets_its_autogroup_reniced() -> None:
     own_before = Path("/proc/self/autogroup").read_text()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # as the run's services are started: a session, so an autogroup
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+    # as the run's services are started: a session, so an autogroup
+    with _running("import time; print('ready', flush=True); time.sleep(60)", start_new_session=True) as proc:
         assert lower_priority(proc.pid, 10) == 1
         assert Path(f"/proc/{proc.pid}/autogroup").read_text().split()[-1] == "10"
         assert Path("/proc/self/autogroup").read_text() == own_before  # ours untouched
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_a_child_started_later_by_any_thread_inherits_the_lower_priority() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _THREADED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
+    with _running(_THREADED) as proc:
         assert proc.stdin is not None
-        assert proc.stdout.readline().strip() == "ready"
         target = psutil.Process().nice() + 5  # above whatever this test runs at
         assert target <= 19, "run this test below nice 15"
         assert lower_priority(proc.pid, target) == 1
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 10
-        while not parent.children() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (child,) = parent.children()
+        (child,) = _with_children(proc.pid).children()
         assert child.nice() == target
-    finally:
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
-        proc.kill()
-        proc.wait()
-        for stream in (proc.stdout, proc.stdin):
-            if stream is not None:
-                stream.close()
