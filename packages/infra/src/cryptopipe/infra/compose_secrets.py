@@ -33,8 +33,9 @@ from pathlib import Path
 from cryptopipe.infra.certs import CertificateAuthority
 from cryptopipe.infra.kafka_security import ADMIN_USER, new_password
 from cryptopipe.infra.redis_acl import SERVICES as REDIS_SERVICES
-from cryptopipe.infra.redis_acl import admin_rules, user_rules, write_secret
+from cryptopipe.infra.redis_acl import admin_rules, user_rules
 from cryptopipe.infra.secure_kafka import GRANTS, Grant
+from cryptopipe.runtime import write_private
 from cryptopipe.schemas import ALL_TOPICS
 
 BROKER_HOSTS = ("broker", "broker-2", "broker-3", "localhost", "127.0.0.1")
@@ -117,22 +118,22 @@ def write(directory: Path, *, force: bool = False) -> list[Path]:
     keystore = issued.key_file.read_text("utf-8") + issued.cert_file.read_text("utf-8")
     issued.key_file.unlink()
     issued.cert_file.unlink()
-    written = [issued.ca_file, write_secret(directory / "kafka-keystore.pem", keystore)]
+    written = [issued.ca_file, write_private(directory / "kafka-keystore.pem", keystore)]
     kafka_admin = new_password()
     kafka = {service: new_password() for service in KAFKA_SERVICES}
-    written.append(write_secret(directory / "kafka-jaas.conf", _jaas(kafka_admin, kafka)))
-    written.append(write_secret(directory / "kafka-admin.properties", _admin_properties(kafka_admin)))
-    written += [write_secret(directory / f"kafka-{s}.password", pw + "\n") for s, pw in kafka.items()]
+    written.append(write_private(directory / "kafka-jaas.conf", _jaas(kafka_admin, kafka)))
+    written.append(write_private(directory / "kafka-admin.properties", _admin_properties(kafka_admin)))
+    written += [write_private(directory / f"kafka-{s}.password", pw + "\n") for s, pw in kafka.items()]
     setup = directory / "kafka-setup.sh"
     setup.write_text(setup_script(), "utf-8")
     setup.chmod(0o755)
     written.append(setup)
     redis_admin = new_password()
     redis = {service: new_password() for service in REDIS_SERVICES}
-    written.append(write_secret(directory / "redis-users.acl", _redis_acl(redis_admin, redis)))
-    written.append(write_secret(directory / "redis-admin.password", redis_admin + "\n"))
-    written += [write_secret(directory / f"redis-{s}.password", pw + "\n") for s, pw in redis.items()]
-    written.append(write_secret(directory / "grafana-admin.password", new_password() + "\n"))
+    written.append(write_private(directory / "redis-users.acl", _redis_acl(redis_admin, redis)))
+    written.append(write_private(directory / "redis-admin.password", redis_admin + "\n"))
+    written += [write_private(directory / f"redis-{s}.password", pw + "\n") for s, pw in redis.items()]
+    written.append(write_private(directory / "grafana-admin.password", new_password() + "\n"))
     return written
 
 

@@ -125,11 +125,6 @@ def username(service: str, namespace: str = "") -> str:
     return f"{namespace}{service}"
 
 
-def write_secret(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` readable by its owner only (created 0600, never wider)."""
-    return write_private(path, text)
-
-
 def url_for_user(url: str, user: str, password: str) -> str:
     """``url`` (``redis://``/``rediss://``, query kept) with ``user:password`` as its user info."""
     parts = urlsplit(url)
@@ -165,7 +160,7 @@ def create_service_users(
             password = secrets.token_urlsafe(24)
             rules = user_rules(service, admin.key_prefix, password)
             client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
-            write_secret(secrets_dir / f"{user}.password", password)
+            write_private(secrets_dir / f"{user}.password", password)
             url = SecretStr(url_for_user(admin_url, user, password))
             out[service] = admin.model_copy(update={"url": url})
         _save_acl(client)

@@ -43,7 +43,8 @@ from cryptopipe.infra.certs import CertificateAuthority
 from cryptopipe.infra.docker import docker_available
 from cryptopipe.infra.errors import BinaryNotFoundError, InfraError, ServerStartError
 from cryptopipe.infra.process import LocalServer, listening_on, program_version, start_on_free_port
-from cryptopipe.infra.redis_acl import acl_file, create_service_users, write_secret
+from cryptopipe.infra.redis_acl import acl_file, create_service_users
+from cryptopipe.runtime import write_private
 from cryptopipe.runtime.net import free_port
 from cryptopipe.schemas import RedisSettings, redact_url, settings_of
 
@@ -195,7 +196,7 @@ class RedisServer(LocalServer):
 
     def _write_config(self, workdir: Path) -> None:
         password = self.password.get_secret_value()
-        write_secret(workdir / "users.acl", acl_file({}, "", admin_password=password))
+        write_private(workdir / "users.acl", acl_file({}, "", admin_password=password))
         persistence = (
             ["appendonly yes", f"appendfsync {self.appendfsync}", 'appendfilename "appendonly.aof"']
             if self.appendonly
@@ -222,7 +223,7 @@ class RedisServer(LocalServer):
             "daemonize no",
             f'dir "{workdir}"',
         ]
-        write_secret(workdir / "redis.conf", "\n".join(lines) + "\n")
+        write_private(workdir / "redis.conf", "\n".join(lines) + "\n")
 
     @property
     def ca_file(self) -> Path | None:
