@@ -201,6 +201,26 @@ def test_a_server_that_never_gets_ready_is_killed_at_the_deadline() -> None:
     assert _gone(server.pid)
 
 
+def test_a_server_has_its_own_process_group_but_stays_in_the_run_s_session() -> None:
+    """Its own group: a Ctrl-C at the parent's group does not reach it. The run's session: with
+    autogroup a session is a scheduling group, and the run's priorities act only inside one."""
+    server = LocalServer(
+        "grouped",
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"],
+        ready=lambda s: s.log_tail().strip().endswith("up"),
+    ).start()
+    try:
+        assert server.pid is not None
+        assert os.getpgid(server.pid) == server.pid != os.getpgid(0)
+        assert os.getsid(server.pid) == os.getsid(0)
+        if Path("/proc/self/autogroup").exists():
+            assert (
+                Path(f"/proc/{server.pid}/autogroup").read_text() == Path("/proc/self/autogroup").read_text()
+            )
+    finally:
+        server.stop()
+
+
 def test_children_die_with_their_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -116,3 +117,25 @@ def test_a_child_started_later_by_any_thread_inherits_the_lower_priority() -> No
         proc.stdin.flush()
         (child,) = _with_children(proc.pid).children()
         assert child.nice() == target
+
+
+def test_idle_puts_every_thread_under_sched_idle_and_later_children_inherit_it() -> None:
+    with _running(_THREADED) as proc:
+        assert proc.stdin is not None
+        target = min(19, psutil.Process().nice() + 5)
+        assert lower_priority(proc.pid, target, policy="idle") == 1
+        threads = psutil.Process(proc.pid).threads()
+        assert len(threads) == 2
+        assert {os.sched_getscheduler(t.id) for t in threads} == {os.SCHED_IDLE}
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        (child,) = _with_children(proc.pid).children()
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+        assert child.nice() == target
+
+
+def test_nice_0_turns_sched_idle_off_as_well() -> None:
+    with _running(_PARENT) as proc:
+        _with_children(proc.pid)
+        assert lower_priority(proc.pid, 0, policy="idle") == 0
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER

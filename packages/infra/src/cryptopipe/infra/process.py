@@ -229,8 +229,11 @@ class LocalServer(StartStop):
                     stderr=subprocess.STDOUT,
                     cwd=self.workdir,
                     env=self._env,
-                    # Own session: a Ctrl-C aimed at the parent must not kill servers mid-teardown.
-                    start_new_session=True,
+                    # Own process group: a Ctrl-C aimed at the parent's group must not kill servers
+                    # mid-teardown. Not an own session: with autogroup a session is a CPU scheduling
+                    # group of its own, and priorities inside a run (pipeline/priority.py) act only
+                    # between processes of one group.
+                    process_group=0,
                     preexec_fn=_die_with_parent if _prctl is not None else None,
                 )
             except OSError as exc:

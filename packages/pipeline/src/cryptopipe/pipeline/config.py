@@ -100,6 +100,9 @@ class PipelineConfig(BaseModel):
     background_nice: int = Field(default=10, ge=0, le=19)
     """CPU niceness of the batch-like processes (the Spark job, the dashboard, Prometheus), so the
     prices path comes first on a small machine; 0 leaves every process at the same priority."""
+    background_sched: Literal["idle", "nice"] = "idle"
+    """How they are kept back: ``idle`` runs their threads under ``SCHED_IDLE`` as well (a waking
+    prices-path thread preempts them at once); ``nice`` only renices them (pipeline/priority.py)."""
     background_cpus: tuple[int, ...] = ()
     """CPUs the batch-like processes are kept to (empty: any CPU, as the kernel likes)."""
     history_cap: int | None = Field(default=None, ge=1)

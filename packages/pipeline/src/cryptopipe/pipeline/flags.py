@@ -122,6 +122,13 @@ def _add_isolation(parser: argparse.ArgumentParser) -> None:
         "so the prices path comes first; 0 = every process at the same priority",
     )
     parser.add_argument(
+        "--background-sched",
+        choices=("idle", "nice"),
+        default="idle",
+        help="idle: those processes' threads also run under SCHED_IDLE, so a waking prices-path "
+        "thread preempts them at once; nice: renice only",
+    )
+    parser.add_argument(
         "--background-cpus",
         type=_cpus,
         default="off",
@@ -303,6 +310,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "consumers": args.consumers,
         "history_cap": args.history_cap,
         "background_nice": args.background_nice,
+        "background_sched": args.background_sched,
         "background_cpus": args.background_cpus,
         "depth": args.depth,
         "alerting": _alerting(args),

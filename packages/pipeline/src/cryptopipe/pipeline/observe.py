@@ -75,7 +75,10 @@ def start_observability(pipeline: Pipeline) -> None:
             if pipeline.prometheus.pid:
                 monitor.add("prometheus", pipeline.prometheus.pid)
                 lower_priority(
-                    pipeline.prometheus.pid, pipeline.config.background_nice, pipeline.config.background_cpus
+                    pipeline.prometheus.pid,
+                    pipeline.config.background_nice,
+                    pipeline.config.background_cpus,
+                    pipeline.config.background_sched,
                 )
             say(f"cryptopipe up: prometheus at {pipeline.prometheus.url}")
     if not options.dashboard:
@@ -97,5 +100,10 @@ def start_observability(pipeline: Pipeline) -> None:
     dashboard = pipeline.launch("dashboard", ["dashboard"], env=env, ready_port=dashboard_port)
     if dashboard.pid:
         monitor.add("dashboard", dashboard.pid)
-        lower_priority(dashboard.pid, pipeline.config.background_nice, pipeline.config.background_cpus)
+        lower_priority(
+            dashboard.pid,
+            pipeline.config.background_nice,
+            pipeline.config.background_cpus,
+            pipeline.config.background_sched,
+        )
     say(f"cryptopipe up: dashboard at http://127.0.0.1:{dashboard_port}")

@@ -2,15 +2,22 @@
 job with its JVM and Python workers, the dashboard, Prometheus) run at a lower CPU priority, so
 that ingest, the broker, the prices consumer and Redis get a core the moment they need one.
 
-A nice value orders processes only within one scheduling group, and on Linux with autogroup
-(``kernel.sched_autogroup_enabled``, the default on desktop and many server kernels) every session
-is its own group: each service of a run starts in a session of its own, so a reniced Spark job
-would still get as much CPU as the prices consumer. So the session's group is reniced as well
-(``/proc/PID/autogroup``), unless it is this process's own group.
+Two levers, both per thread (Linux keeps the scheduling policy and the nice value per thread, and
+threads and processes started later inherit them from the thread that starts them):
+
+- ``SCHED_IDLE`` (the default): the kernel runs such a thread only when nothing else of its group
+  wants the CPU, and a waking normal thread preempts it at once. That is what bounds the prices
+  path's tail while Spark runs a micro-batch; a nice value only shares the CPU out in proportion.
+- a nice value, kept for ``--background-sched nice``, and harmless alongside ``SCHED_IDLE``.
+
+Both act only between processes of one scheduling group, and on Linux with autogroup
+(``kernel.sched_autogroup_enabled``) every session is its own group. So every server of a run
+stays in the orchestrator's session (``infra/process.py`` gives each its own process group, not
+its own session), and a process that is in a session of its own anyway has that session's group
+reniced (``/proc/PID/autogroup``), unless it is this process's own group.
 
 Optionally they are also kept to some CPUs (``--background-cpus``): a harder fence, which also
-takes those CPUs' share from Spark. Which of the two to use was measured (README, "Sustained
-operation")."""
+takes those CPUs' share from Spark. Which to use was measured (README, "Sustained operation")."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -26,14 +34,19 @@ logger = logging.getLogger(__name__)
 #: The components that are batch-like: a delay of a few milliseconds costs them nothing.
 BACKGROUND = ("alerting", "dashboard", "prometheus")
 
+Policy = Literal["idle", "nice"]
 
-def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
-    """Renice a process and every descendant it has now (later ones inherit), and keep them to
-    ``cpus`` when given; returns how many processes were changed.
+
+def lower_priority(pid: int, nice: int, cpus: Sequence[int] = (), policy: Policy = "nice") -> int:
+    """Renice a process and every descendant it has now (later ones inherit), with every thread
+    under ``SCHED_IDLE`` too when ``policy`` is ``idle``, and keep them to ``cpus`` when given;
+    returns how many processes were changed. ``nice`` 0 turns the whole of it off.
 
     A process that is gone, or that may not be changed, is skipped with a debug line: this is a
     preference, never a reason to stop a run.
     """
+    if nice <= 0:
+        policy = "nice"
     if nice <= 0 and not cpus:
         return 0
     try:
@@ -46,7 +59,7 @@ def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
     for process in tree:
         try:
             if nice > 0:
-                _renice_threads(process, nice)
+                _renice_threads(process, nice, idle=policy == "idle")
                 groups.add(_lower_autogroup(process.pid, nice, groups))
             if cpus:
                 process.cpu_affinity(list(cpus))
@@ -56,14 +69,16 @@ def lower_priority(pid: int, nice: int, cpus: Sequence[int] = ()) -> int:
     return done
 
 
-def _renice_threads(process: psutil.Process, nice: int) -> None:
-    """Renice every thread: Linux keeps a nice value per thread, and ``setpriority`` on a pid
-    changes only its main thread. A JVM's other threads (one of which starts Spark's Python
-    workers, which inherit its value) would otherwise stay at 0."""
+def _renice_threads(process: psutil.Process, nice: int, *, idle: bool) -> None:
+    """Renice every thread (and make it ``SCHED_IDLE``): Linux keeps both per thread, and
+    ``setpriority`` on a pid changes only its main thread. A JVM's other threads (one of which
+    starts Spark's Python workers, which inherit its value) would otherwise stay as they were."""
     for thread in process.threads():
         try:
             if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
                 os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+            if idle and os.sched_getscheduler(thread.id) != os.SCHED_IDLE:
+                os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
         except OSError as exc:  # the thread ended meanwhile
             logger.debug("could not renice thread %s of %s: %s", thread.id, process.pid, exc)
 

@@ -25,7 +25,12 @@ def start_alerting(pipeline: Pipeline) -> None:
         "alerting", ["alerting"], env=env, metrics_port=port, ready_file=ready, ready_timeout=180.0
     )
     if service.pid:
-        lower_priority(service.pid, pipeline.config.background_nice, pipeline.config.background_cpus)
+        lower_priority(
+            service.pid,
+            pipeline.config.background_nice,
+            pipeline.config.background_cpus,
+            pipeline.config.background_sched,
+        )
     state = pipeline.state
     state.spark = settings.master
     figures = json.loads(ready.read_text())
