@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
+import psutil
 import pytest
 
-from cryptopipe.measure.soak import MemoryTrace, slope_per_hour, window_percentiles_ms
+from cryptopipe.measure.soak import (
+    MemoryTrace,
+    TreeMemory,
+    slope_per_hour,
+    tree_memory,
+    window_percentiles_ms,
+)
 from cryptopipe.observability import Scrape
 
 
@@ -17,10 +27,46 @@ def test_the_slope_is_least_squares_in_mb_per_hour() -> None:
 
 
 def test_memory_after_the_warm_up_is_what_the_slope_sees() -> None:
-    trace = MemoryTrace({"ingest": [(0.0, 50.0), (10.0, 90.0), (20.0, 90.0), (30.0, 91.0)]})
+    def at(rss: float, pss: float, processes: int = 1) -> TreeMemory:
+        return TreeMemory(rss, pss, processes)
+
+    # A tree whose RSS jumps when a forked worker shares its parent's pages, while PSS does not.
+    trace = MemoryTrace(
+        {"ingest": [(0.0, at(50, 40)), (10.0, at(90, 80)), (20.0, at(150, 81, 2)), (30.0, at(91, 82))]}
+    )
     report = trace.report(warmup_s=10.0)["ingest"]
-    assert (report["rss_start_mb"], report["rss_end_mb"], report["rss_max_mb"]) == (90.0, 91.0, 91.0)
-    assert report["rss_slope_mb_per_h"] == 180.0  # 1 MB over 20 s after the warm-up
+    assert (report["rss_start_mb"], report["rss_end_mb"], report["rss_max_mb"]) == (90.0, 91.0, 150.0)
+    assert (report["pss_start_mb"], report["pss_end_mb"], report["pss_max_mb"]) == (80.0, 82.0, 82.0)
+    assert report["pss_slope_mb_per_h"] == 360.0  # 2 MB over 20 s after the warm-up
+    assert report["processes_max"] == 2
+
+
+def test_a_process_tree_s_memory_counts_its_children_and_pss_splits_shared_pages() -> None:
+    # A parent that touches 64 MB, then forks: the child shares those pages (copy-on-write).
+    source = (
+        "import os, sys, time; b = bytearray(64 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
+        "pid = os.fork()\n"
+        "if pid == 0: time.sleep(60)\n"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", source], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        memory = tree_memory(proc.pid)
+        assert memory is not None
+        assert memory.processes == 2
+        assert memory.pss is not None
+        assert memory.rss > 2 * 64  # the shared 64 MB counted once per process
+        assert memory.pss < memory.rss - 50  # and split between them by PSS
+    finally:
+        for child in psutil.Process(proc.pid).children():
+            os.kill(child.pid, 9)
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert tree_memory(proc.pid) is None
 
 
 def test_a_window_is_the_histograms_delta() -> None:

@@ -14,45 +14,92 @@ from cryptopipe.observability.query import Series, histogram_quantile
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process and all its descendants (a Spark JVM and its Python workers
-    count with the alerting job), in MB; None once it is gone."""
+@dataclass(frozen=True)
+class TreeMemory:
+    """One sample of a process tree's memory, in MB.
+
+    ``rss`` counts a page once per process that maps it, so a forked Python worker that shares
+    most of its pages with the daemon it came from counts them again; ``pss`` (proportional set
+    size) splits each shared page between the processes that share it, so it adds up to what
+    the tree really holds. ``processes`` tells how many processes the tree had."""
+
+    rss: float
+    pss: float | None
+    processes: int
+
+
+def tree_memory(pid: int) -> TreeMemory | None:
+    """Memory of a process and all its descendants (a Spark JVM and its Python workers count with
+    the alerting job); None once it is gone. PSS is None where the kernel does not give it."""
     try:
-        process = psutil.Process(pid)
-        total: int = process.memory_info().rss
-        for child in process.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
     except psutil.Error:
         return None
-    return total / 1e6
+    rss = 0
+    pss: int | None = 0
+    counted = 0
+    for process in tree:
+        try:
+            if pss is None:
+                rss += process.memory_info().rss
+            else:
+                full = process.memory_full_info()  # /proc/PID/smaps_rollup
+                rss += full.rss
+                pss += getattr(full, "pss", 0)
+            counted += 1
+        except psutil.AccessDenied:
+            pss = None  # no smaps for this one: RSS only, for the whole tree
+            try:
+                rss += process.memory_info().rss
+                counted += 1
+            except psutil.Error:
+                continue
+        except psutil.Error:
+            continue
+    if counted == 0:
+        return None
+    return TreeMemory(rss / 1e6, None if pss is None else pss / 1e6, counted)
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and all its descendants, in MB; None once it is gone."""
+    memory = tree_memory(pid)
+    return None if memory is None else memory.rss
 
 
 @dataclass
 class MemoryTrace:
-    """Each named process's memory, sampled over the run: ``(seconds since start, MB)`` pairs."""
+    """Each named process tree's memory, sampled over the run: ``(seconds since start, memory)``."""
 
-    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    samples: dict[str, list[tuple[float, TreeMemory]]] = field(default_factory=dict)
 
     def sample(self, at_s: float, pids: Mapping[str, int]) -> None:
         for name, pid in pids.items():
-            value = rss_mb(pid)
+            value = tree_memory(pid)
             if value is not None:
                 self.samples.setdefault(name, []).append((at_s, value))
 
     def report(self, warmup_s: float) -> dict[str, dict[str, float | None]]:
-        """Per process: RSS at the end of the warm-up and at the end, and the slope after it."""
+        """Per process tree: RSS and PSS at the end of the warm-up, at the end, their peaks and
+        their slopes after it, and the most processes the tree had."""
         out: dict[str, dict[str, float | None]] = {}
         for name, points in sorted(self.samples.items()):
             steady = [(t, v) for t, v in points if t >= warmup_s] or points[-1:]
-            out[name] = {
-                "rss_start_mb": round(steady[0][1], 1),
-                "rss_end_mb": round(steady[-1][1], 1),
-                "rss_max_mb": round(max(v for _, v in points), 1),
-                "rss_slope_mb_per_h": slope_per_hour(steady),
+            row: dict[str, float | None] = {
+                "rss_start_mb": round(steady[0][1].rss, 1),
+                "rss_end_mb": round(steady[-1][1].rss, 1),
+                "rss_max_mb": round(max(v.rss for _, v in points), 1),
+                "rss_slope_mb_per_h": slope_per_hour([(t, v.rss) for t, v in steady]),
             }
+            pss = [(t, v.pss) for t, v in steady if v.pss is not None]
+            every_pss = [v.pss for _, v in points if v.pss is not None]
+            row["pss_start_mb"] = round(pss[0][1], 1) if pss else None
+            row["pss_end_mb"] = round(pss[-1][1], 1) if pss else None
+            row["pss_max_mb"] = round(max(every_pss), 1) if every_pss else None
+            row["pss_slope_mb_per_h"] = slope_per_hour(pss) if pss else None
+            row["processes_max"] = max(v.processes for _, v in points)
+            out[name] = row
         return out
 
 
