@@ -360,9 +360,12 @@ def test_the_endpoint_up_resolved_gives_each_service_its_own_redis_url(
     try:
         env = service_env(users, "dashboard")
         assert urlsplit(env["REDIS_URL"]).username == "dashboard"
+        assert urlsplit(env["REDIS_URL"]).password is None  # only in the owner-only file
+        assert stat.S_IMODE(os.stat(env["REDIS_PASSWORD_FILE"]).st_mode) == 0o600
         assert service_env(users, "ingest") == {}
         assert service_env(None, "dashboard") == {}
-        client = connect_redis(env["REDIS_URL"])
+        own = settings_of(RedisSettings, url=env["REDIS_URL"], password_file=env["REDIS_PASSWORD_FILE"])
+        client = connect_redis(own.url.get_secret_value())
         try:
             assert PriceStore(client, redis_settings.key_prefix).symbols() == []
             with pytest.raises(redis.exceptions.NoPermissionError):

@@ -68,6 +68,7 @@ def test_env_names_map_fields_to_variables_in_order() -> None:
         "url": "REDIS_URL",
         "key_prefix": "REDIS_KEY_PREFIX",
         "password_file": "REDIS_PASSWORD_FILE",
+        "users_file": "REDIS_USERS_FILE",
         "local_tls": "REDIS_LOCAL_TLS",
     }
 

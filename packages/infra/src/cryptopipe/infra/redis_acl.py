@@ -20,30 +20,32 @@ test clean-up (SET/DEL on scratch keys, SCAN) use the admin user, Redis' ``defau
 Use on any Redis where you hold admin rights::
 
     users = create_service_users(admin_settings, secrets_dir)   # ACL SETUSER, then ACL SAVE
-    env |= service_env(users, "prices-consumer")                # its REDIS_URL, its own user
+    env |= service_env(users, "prices-consumer")    # REDIS_URL naming its user, REDIS_PASSWORD_FILE
 
 (``RedisEndpoint.service_users(key_prefix, secrets_dir)`` does the first line for whatever
 ``resolve_redis`` found: a local server keeps the passwords in its own directory.)
 
 Each password is random, written to ``secrets_dir/<user>.password`` (mode 0600) and sent to
 Redis only as its SHA-256 (``#<hash>``), so neither the command log nor ``ACL LIST`` shows it.
-:func:`acl_file` renders the same users as an ACL file (compose mounts one as a secret).
+:func:`acl_file` renders the same users as an ACL file (compose mounts one as a secret);
+:func:`users_from_file` reads users someone else made (``REDIS_USERS_FILE``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 from pydantic import SecretStr
 
 from cryptopipe.runtime import write_private
-from cryptopipe.schemas import RedisSettings
+from cryptopipe.schemas import ConfigError, RedisSettings, settings_of
 
 #: Run by every user: redis-py's health check. (redis-py's CLIENT SETINFO on connect is left out:
 #: Redis < 7.2 rejects the rule, and redis-py ignores the refusal.)
@@ -125,14 +127,16 @@ def username(service: str, namespace: str = "") -> str:
     return f"{namespace}{service}"
 
 
-def url_for_user(url: str, user: str, password: str) -> str:
-    """``url`` (``redis://``/``rediss://``, query kept) with ``user:password`` as its user info."""
+def url_for_user(url: str, user: str, password: str | None) -> str:
+    """``url`` (``redis://``/``rediss://``, query kept) with ``user:password`` as its user info
+    (only ``user`` when ``password`` is None: the password then comes from REDIS_PASSWORD_FILE)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if parts.port is not None:
         netloc += f":{parts.port}"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{netloc}"
+    secret = "" if password is None else f":{quote(password, safe='')}"
+    netloc = f"{quote(user, safe='')}{secret}@{netloc}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -160,9 +164,9 @@ def create_service_users(
             password = secrets.token_urlsafe(24)
             rules = user_rules(service, admin.key_prefix, password)
             client.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
-            write_private(secrets_dir / f"{user}.password", password)
+            path = write_private(secrets_dir / f"{user}.password", password)
             url = SecretStr(url_for_user(admin_url, user, password))
-            out[service] = admin.model_copy(update={"url": url})
+            out[service] = admin.model_copy(update={"url": url, "password_file": str(path)})
         _save_acl(client)
     finally:
         client.close()
@@ -170,11 +174,61 @@ def create_service_users(
 
 
 def service_env(users: Mapping[str, RedisSettings] | None, component: str) -> dict[str, str]:
-    """The Redis variables of one service process: ``REDIS_URL`` with its own user when ``users``
-    (from :func:`create_service_users`) has one for ``component``; nothing otherwise, so the run's
-    own settings stand (a process that never talks to Redis should not be given them)."""
+    """The Redis variables of one service process: ``REDIS_URL`` naming its own user (no password)
+    and ``REDIS_PASSWORD_FILE``, when ``users`` (from :func:`create_service_users` or
+    :func:`users_from_file`) has one for ``component``; nothing otherwise, so the run's own
+    settings stand (a process that never talks to Redis should not be given them)."""
     settings = (users or {}).get(component)
-    return {} if settings is None else {"REDIS_URL": settings.url.get_secret_value()}
+    if settings is None:
+        return {}
+    if not settings.password_file:
+        raise ValueError(f"the Redis user of {component} has no password file")
+    url = urlsplit(settings.url.get_secret_value())
+    user = unquote(url.username or "")
+    return {
+        "REDIS_URL": url_for_user(settings.url.get_secret_value(), user, None),
+        "REDIS_PASSWORD_FILE": settings.password_file,
+    }
+
+
+def users_from_file(path: str, base: RedisSettings) -> dict[str, RedisSettings]:
+    """The service users a ``REDIS_USERS_FILE`` names, on the Redis of ``base`` (its URL, any
+    user or password in it replaced): each service's settings by name.
+
+    The file is JSON, ``{"users": {"prices-consumer": {"username": "...", "password_file":
+    "..."}, ...}}``, the Redis twin of ``KAFKA_PRINCIPALS_FILE``: it names files, never a
+    password. Raises :class:`ConfigError` naming REDIS_USERS_FILE for a file that does not read,
+    an unknown service, or a password file that cannot be read.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = json.load(handle)["users"]
+        users = {str(k): (str(v["username"]), str(v["password_file"])) for k, v in entries.items()}
+    except OSError as exc:
+        raise ConfigError(f"REDIS_USERS_FILE: cannot read {path} ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f'REDIS_USERS_FILE: {path} is not {{"users": {{service: {{username, password_file}}}}}} ({exc})'
+        ) from None
+    unknown = sorted(set(users) - set(SERVICES))
+    if unknown:
+        raise ConfigError(
+            f"REDIS_USERS_FILE: no such service {', '.join(unknown)}; services: {', '.join(SERVICES)}"
+        )
+    url = base.url.get_secret_value()
+    out: dict[str, RedisSettings] = {}
+    for service, (user, password_file) in users.items():
+        try:
+            out[service] = settings_of(
+                RedisSettings,
+                url=url_for_user(url, user, None),
+                password_file=password_file,
+                key_prefix=base.key_prefix,
+                users_file="",
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"REDIS_USERS_FILE: user {user} of {service}: {exc}") from None
+    return out
 
 
 def _save_acl(client: redis.Redis) -> None:

@@ -4,7 +4,9 @@ Servers first (found or started, see :mod:`cryptopipe.infra`), then the exchange
 Binance, or the replay exchange), then the prices consumers (once they own partitions), the
 alerts consumer, every ingest shard and the Spark job, and last our own ``/metrics``,
 Prometheus and the dashboard. Each service is its own process, configured through its settings
-(handed over as environment variables, never as flags). Stopping is :mod:`cryptopipe.pipeline.drain`.
+(handed over as environment variables, never as flags), logged in to Kafka as its own principal
+and to Redis as its own ACL user (:mod:`cryptopipe.pipeline.redis_users`). Stopping is
+:mod:`cryptopipe.pipeline.drain`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cryptopipe.infra import (
     resolve_redis,
 )
 from cryptopipe.infra.prometheus import PrometheusServer
+from cryptopipe.infra.redis_acl import service_env as redis_service_env
 from cryptopipe.ingest.settings import load_settings as load_ingest_settings
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
@@ -39,11 +42,12 @@ from cryptopipe.pipeline.config import DEFAULT_SYMBOLS, PipelineConfig
 from cryptopipe.pipeline.java import find_java
 from cryptopipe.pipeline.names import component_of, group_assigned, member_names, parse_symbols, split_symbols
 from cryptopipe.pipeline.observe import start_observability
+from cryptopipe.pipeline.redis_users import redis_users
 from cryptopipe.pipeline.say import say
 from cryptopipe.pipeline.service import Service
 from cryptopipe.pipeline.spark import start_alerting
 from cryptopipe.runtime import RunSettings, environ_of, free_port, rate_limited_logger
-from cryptopipe.schemas import PRICES, load_settings
+from cryptopipe.schemas import PRICES, RedisSettings, load_settings
 from cryptopipe.schemas.topics import DEFAULT_PARTITIONS
 from cryptopipe.store.settings import AlertsConsumerSettings, BooksConsumerSettings, PricesConsumerSettings
 
@@ -128,6 +132,8 @@ class Pipeline:
         self.kafka: KafkaEndpoint | None = None
         self.rest_url: str | None = None
         self.redis: RedisEndpoint | None = None
+        #: Each Redis service's own ACL user (None: every service uses the run's REDIS_URL).
+        self.redis_users: dict[str, RedisSettings] | None = None
         self.prometheus: PrometheusServer | None = None
         self.java: str | None = None
         self.shards: list[list[str]] = []
@@ -163,12 +169,23 @@ class Pipeline:
         self.state.broker = kafka.kind
         self.state.redis = redis.kind
         self.servers = {"broker": kafka.server, "redis": redis.server}
+        self.redis_users = redis_users(redis, self.config.servers.redis, self.workdir / "redis-users")
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "KAFKA_TOPIC_PREFIX": self.topic_prefix,
-            "REDIS_URL": redis.url.get_secret_value(),
             "REDIS_KEY_PREFIX": self.key_prefix,
         }
+        if self.redis_users is None:  # as configured: every service uses REDIS_URL
+            self.env["REDIS_URL"] = redis.url.get_secret_value()
+
+    def redis_reader(self) -> RedisSettings | None:
+        """Who reads Redis on the run's behalf (the summary's alert feed, a reconciliation): the
+        dashboard's read-only user when the services have their own users, else the run's URL."""
+        if self.redis_users is not None and "dashboard" in self.redis_users:
+            return self.redis_users["dashboard"]
+        if self.redis is None:
+            return None
+        return self.redis.settings.model_copy(update={"url": self.redis.url, "key_prefix": self.key_prefix})
 
     @property
     def topic_prefix(self) -> str:
@@ -242,9 +259,12 @@ class Pipeline:
         """Start one service process and follow its log.
 
         It is principal ``KAFKA_PRINCIPAL`` = its component (``ingest``, ``prices-consumer``, ...)
-        of KAFKA_PRINCIPALS_FILE, when there is one: each service logs in as itself.
+        of KAFKA_PRINCIPALS_FILE, when there is one, and Redis user ``REDIS_URL`` (its name, no
+        password) with ``REDIS_PASSWORD_FILE``, when the run has users: each service logs in as itself.
         """
-        service = Service(name, command, env={**env, "KAFKA_PRINCIPAL": component_of(name)}, **kwargs)
+        component = component_of(name)
+        env = {**env, "KAFKA_PRINCIPAL": component, **redis_service_env(self.redis_users, component)}
+        service = Service(name, command, env=env, **kwargs)
         self.stack.callback(service.stop)
         service.start()
         service.follow_log(self.log)

