@@ -122,6 +122,15 @@ def test_redis_users_come_from_an_acl_file_and_each_service_is_its_own_user(secu
         assert "REDIS_URL" not in secure.environment(name), f"{name} needs no Redis"
 
 
+def test_each_service_mounts_its_own_secrets_and_no_other(secure: Any) -> None:
+    """Least privilege on disk too: a service sees its own Kafka and Redis passwords and the CA."""
+    for name in NEEDS_KAFKA | NEEDS_REDIS:
+        expected = {f"kafka-{name}.password", "ca.crt"} if name in NEEDS_KAFKA else set()
+        if name in NEEDS_REDIS:
+            expected.add(f"redis-{name}.password")
+        assert _mounted(secure.services[name]) == expected, name
+
+
 def test_kafka_is_sasl_ssl_everywhere_with_one_principal_per_service(secure: Any, secrets_dir: Path) -> None:
     broker = secure.environment("broker")
     protocols = dict(item.split(":") for item in broker["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
@@ -135,7 +144,11 @@ def test_kafka_is_sasl_ssl_everywhere_with_one_principal_per_service(secure: Any
     for name in NEEDS_KAFKA:
         env = secure.environment(name)
         assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"] == "PLAIN"
         assert env["KAFKA_SASL_USERNAME"] == name
+        assert "KAFKA_SASL_PASSWORD" not in env  # only its file
+        # SASL, not mTLS, authenticates the services here: no client certificate is handed out.
+        assert not {"KAFKA_SSL_CERTIFICATE_LOCATION", "KAFKA_SSL_KEY_LOCATION"} & set(env), name
         assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/kafka-{name}.password"
         assert env["KAFKA_SSL_CA_LOCATION"] == "/run/secrets/ca.crt"
         assert (
