@@ -61,6 +61,14 @@ CONSUMER_STALL_RECOVERIES = counter(
     ("consumer", "action"),
     "consumer",
 )
+CONSUMER_REDELIVERED = counter(
+    "cryptopipe_consumer_redelivered",
+    "Records read a second time in one consumer's life: at or below the highest offset it had already "
+    "handled in their partition (its position went back to the last commit, e.g. a commit failed while "
+    "the broker was away), and written again idempotently.",
+    ("consumer",),
+    "consumer",
+)
 PRICES_WRITTEN = counter(
     "cryptopipe_prices_written",
     "Trades written to Redis history; latest price moved forward if newer.",

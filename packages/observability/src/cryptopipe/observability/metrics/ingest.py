@@ -73,6 +73,21 @@ DUPLICATES = counter(
     ("symbol",),
     "ingest",
 )
+RESUMED_SYMBOLS = gauge(
+    "cryptopipe_ingest_resumed_symbols",
+    "Symbols that took up, at start, from their last trade id read back from the end of prices "
+    "(outcome=resumed: the trades played while no ingest ran are a gap the backfill fills), or "
+    "start from their first live trade (outcome=not_resumed: no record among the last "
+    "INGEST_RESUME_WINDOW of their partition, or INGEST_RESUME_FROM_KAFKA=false).",
+    ("outcome",),
+    "ingest",
+)
+RESUME_SECONDS = gauge(
+    "cryptopipe_ingest_resume_seconds",
+    "How long reading each symbol's last trade id back from prices took at start.",
+    (),
+    "ingest",
+)
 NETWORK_LATENCY = histogram(
     "cryptopipe_network_latency_seconds",
     "Receive time minus exchange trade time (raw, not corrected for clock skew).",
