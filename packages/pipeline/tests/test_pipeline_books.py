@@ -35,6 +35,7 @@ def test_unwritten_is_what_was_published_and_never_accounted_for() -> None:
         "dead_lettered": 3,
         "batches": 0,
         "redis_failures": 0,
+        "redelivered": 0,
         "unwritten": 0,
         "surplus": 0,
     }

@@ -302,3 +302,35 @@ def test_replaying_the_topic_into_a_new_group_changes_nothing(rig: PricesRig) ->
     eventually(lambda: second.loop.stats.consumed == 1300)
     assert second.loop.stats.stale == 1300
     assert redis_state(rig.redis, rig.prefix) == state
+    # Copies in the topic, and a new group's read of it, are no record read twice by one loop.
+    assert first.loop.stats.redelivered == second.loop.stats.redelivered == 0
+
+
+def _redelivered_total() -> float:
+    labels = {"consumer": "prices"}
+    return REGISTRY.get_sample_value("cryptopipe_consumer_redelivered_total", labels) or 0.0
+
+
+def test_records_read_again_in_one_loops_life_are_counted_as_redelivered(rig: PricesRig) -> None:
+    topic = rig.topics(partitions=1)
+    trades = recorded_trades(300)
+    produce_trades(rig.kafka, topic, trades)
+    loop = rig.loop(rig.sink(), topic)
+    before = _redelivered_total()
+
+    def consumed(count: int) -> bool:
+        loop.run_once()
+        assert loop.stats.consumed >= count, f"{loop.stats.consumed} of {count} consumed"
+        return True
+
+    eventually(lambda: consumed(300), message="the loop did not read the topic")
+    assert loop.stats.redelivered == 0
+    # The position goes back to an offset already handled, as when a commit failed and the
+    # consumer resumed from the last one that succeeded.
+    loop._group.consumer.seek(TopicPartition(topic, 0, 100))
+    eventually(lambda: consumed(500), message="the loop did not read the records again")
+    assert loop.stats.consumed == 500
+    assert loop.stats.redelivered == 200
+    assert _redelivered_total() - before == 200
+    assert (loop.stats.written, loop.stats.stale) == (300, 200)  # written again, idempotently
+    assert_redis_matches(rig.redis, rig.prefix, trades)

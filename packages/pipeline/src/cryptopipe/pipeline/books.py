@@ -63,7 +63,13 @@ def loop_stats(data: Mapping[str, Any], scrape: Scrape, component: str, *, stale
     handled = int(scrape.total(m.CONSUMED))  # written or stale
     dead = int(scrape.total(m.DEAD_LETTERS, component=component))
     stale = int(scrape.total(m.STALE_PRICES)) if stale_metric else 0
-    return LoopStats(consumed=handled + dead, written=handled - stale, stale=stale, dead_lettered=dead)
+    return LoopStats(
+        consumed=handled + dead,
+        written=handled - stale,
+        stale=stale,
+        dead_lettered=dead,
+        redelivered=int(scrape.total(m.CONSUMER_REDELIVERED)),
+    )
 
 
 def unaccounted(ingest: IngestStats) -> int:

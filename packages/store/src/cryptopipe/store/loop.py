@@ -60,6 +60,10 @@ class LoopStats:
     """Batches written to Redis."""
     redis_failures: int = 0
     """Redis writes that failed; the batch is retried, and its offsets are committed once it is written."""
+    redelivered: int = 0
+    """Records handled a second time: at or below the highest offset this loop had already handled
+    in their partition (its position went back to the last commit). Also in ``consumed``, and
+    written again idempotently, so they count as written or stale a second time."""
 
 
 @dataclass(slots=True)
@@ -70,6 +74,7 @@ class _Batch(Generic[T]):
     ends: dict[int, int] = field(default_factory=dict)  # partition -> last offset + 1
     consumed: int = 0  # records without an error, dead letters included
     dead: int = 0
+    redelivered: int = 0  # records at or below an offset already handled
 
 
 class ConsumerLoop(Generic[T]):
@@ -120,6 +125,8 @@ class ConsumerLoop(Generic[T]):
         self._log = RateLimitedLog(10.0)
         self._stats = LoopStats()
         self._closed = False
+        #: Partition -> the highest offset handled (written, stale or dead-lettered) in this loop's life.
+        self._handled: dict[int, int] = {}
         books = self._partitions = Partitions(sink.name, topic, from_beginning=from_beginning)
         self.component = books.component
         self._commits = Commits(books, interval_s=commit_interval_s, log=self._log)
@@ -148,6 +155,7 @@ class ConsumerLoop(Generic[T]):
         self._batch_size = m.CONSUMER_BATCH_SIZE.labels(consumer=name)
         self._throughput = Throughput(m.CONSUMER_THROUGHPUT.labels(consumer=name))
         self._redis_write = m.REDIS_WRITE.labels(consumer=name)
+        self._redelivered = m.CONSUMER_REDELIVERED.labels(consumer=name)
 
     @property
     def stats(self) -> LoopStats:
@@ -235,6 +243,10 @@ class ConsumerLoop(Generic[T]):
             self._dead_letters.flush()
         now = time.monotonic()
         self._partitions.written(batch.ends, now)
+        handled = self._handled
+        for partition, end in batch.ends.items():
+            if end - 1 > handled.get(partition, -1):
+                handled[partition] = end - 1
         self._commits.maybe_commit(self._group.consumer, now)
         self._account(batch, result, fetched_us, time.perf_counter() - started)
         return len(messages)
@@ -260,6 +272,8 @@ class ConsumerLoop(Generic[T]):
     def _decode(self, messages: list[Message]) -> _Batch[T]:
         """Decode one poll's records; those that do not decode go to the dead letters."""
         batch: _Batch[T] = _Batch()
+        # A partition's records come in runs, in offset order: look up what was handled once per run.
+        run_partition, handled = -1, -1
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -269,6 +283,10 @@ class ConsumerLoop(Generic[T]):
             assert partition is not None
             assert offset is not None
             batch.ends[partition] = offset + 1
+            if partition != run_partition:
+                run_partition, handled = partition, self._handled.get(partition, -1)
+            if offset <= handled:
+                batch.redelivered += 1
             batch.consumed += 1
             value = msg.value()
             try:
@@ -352,7 +370,10 @@ class ConsumerLoop(Generic[T]):
             stale=self._stats.stale + result.stale,
             dead_lettered=self._stats.dead_lettered + batch.dead,
             batches=self._stats.batches + 1,
+            redelivered=self._stats.redelivered + batch.redelivered,
         )
+        if batch.redelivered:
+            self._redelivered.inc(batch.redelivered)
         if batch.records:
             self._consumed.inc(len(batch.records))
             self._redis_write.observe(result.redis_seconds)
