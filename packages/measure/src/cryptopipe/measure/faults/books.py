@@ -250,12 +250,11 @@ def _balance(
                 f"book-updates holds {survivor} of its epochs"
             )
         topic = TopicBooks(topic.topic, topic.published + costs.killed_ingest_records, topic.handled)
-    # Ingest never publishes a record the follower finds stale (epochs grow, updates follow on
-    # within an epoch), so with one books consumer every stale record is one it read again: it
-    # resumed from its last committed offset (a commit failed while the broker was away, or a
-    # stall recovery sought back). The loop counts a record each time it handles it, so these
-    # show as surplus; they are named here, and only a surplus beyond them is a problem.
-    costs.reconciliation = {**topic.as_dict(), "redelivered": topic.handled.stale}
+    # A record the books consumer read a second time (it resumed from its last committed offset:
+    # a commit failed while the broker was away, or a stall recovery sought back) is handled twice
+    # and shows as surplus. The loop counts these itself (``redelivered``: at or below an offset it
+    # had already handled), and only a surplus beyond them is a problem.
+    costs.reconciliation = topic.as_dict()
     costs.consumer_recoveries = {
         "commit_failed": int(consumer.total(m.ERRORS, reason="commit_failed")),
         **_by_label(consumer, m.CONSUMER_STALL_RECOVERIES, "action"),
