@@ -1,17 +1,35 @@
 """Rebuilding exact books from Kafka alone: from a checkpoint, from an earlier reset, at chosen update
-ids; a continuity break is counted and the book recovers at the next reset; the books consumer warms
-a symbol it meets mid-epoch from its checkpoint."""
+ids; a continuity break is counted and the book recovers at the next reset; many symbols in one pass
+as each alone; the books consumer warms the symbols it meets mid-epoch from their checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 import redis
 
-from cryptopipe.schemas import BOOK_SNAPSHOTS, BOOK_UPDATES, BookRecord, KafkaSettings, RedisSettings
-from cryptopipe.store import BookSink, BookStore, WarmStart, read_checkpoints, rebuild_book
+from cryptopipe.schemas import (
+    BOOK_SNAPSHOTS,
+    BOOK_UPDATES,
+    BookCheckpoint,
+    BookRecord,
+    BookUpdateRecord,
+    KafkaSettings,
+    RedisSettings,
+)
+from cryptopipe.store import (
+    BookSink,
+    BookStore,
+    Rebuilt,
+    WarmStart,
+    read_checkpoints,
+    rebuild_book,
+    rebuild_books,
+)
 
 from .test_store_book_support import SyntheticBook, full_book, produce_book
 
@@ -125,6 +143,141 @@ def test_a_continuity_break_is_counted_and_recovered_at_the_next_reset(
     assert rebuilt.book is not None
     assert rebuilt.epoch == 2
     assert full_book(rebuilt.book) == eth.truth[(2, rebuilt.book.update_id)]
+
+
+@dataclass
+class Market:
+    """Six symbols on four partitions (XRP and ADA share 0, ETH and SOL share 1), interleaved round
+    by round: a reset and 12 updates each, then SOL loses an update, takes 3 more, resyncs and takes
+    4; the others take 8. ETH and XRP have a checkpoint after their 7th record."""
+
+    kafka: KafkaSettings
+    updates: str
+    snapshots: str
+    books: dict[str, SyntheticBook]
+    streams: dict[str, list[BookRecord]]
+    records: list[BookRecord]
+    checkpoints: dict[str, BookCheckpoint]
+
+
+@pytest.fixture
+def market(kafka_settings: KafkaSettings, topic_factory: Callable[..., str]) -> Market:
+    updates, snapshots = topic_factory(BOOK_UPDATES), topic_factory(BOOK_SNAPSHOTS)
+    symbols = ("XRPUSDT", "ADAUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "BTCUSDT")
+    books = {s: SyntheticBook(s, seed=i) for i, s in enumerate(symbols)}
+    streams: dict[str, list[BookRecord]] = {
+        s: [b.reset(), *(b.update() for _ in range(12))] for s, b in books.items()
+    }
+    sol = books["SOLUSDT"]
+    sol.update()  # lost: never produced
+    streams["SOLUSDT"] += [
+        *(sol.update() for _ in range(3)),
+        sol.reset("gap"),
+        *(sol.update() for _ in range(4)),
+    ]
+    for symbol in ("XRPUSDT", "ADAUSDT", "ETHUSDT", "BNBUSDT", "BTCUSDT"):
+        streams[symbol] += [books[symbol].update() for _ in range(8)]
+    records = [r for row in itertools.zip_longest(*streams.values()) for r in row if r is not None]
+    placed = dict(zip(map(id, records), produce_book(kafka_settings, updates, records), strict=True))
+    partitions = {s: placed[id(r[0])][0] for s, r in streams.items()}
+    assert partitions == {"XRPUSDT": 0, "ADAUSDT": 0, "ETHUSDT": 1, "SOLUSDT": 1, "BNBUSDT": 3, "BTCUSDT": 2}
+
+    def checkpoint(record: BookRecord) -> BookCheckpoint:
+        bids, asks = books[record.symbol].truth[(record.epoch, _final_id(record))]
+        partition, offset = placed[id(record)]
+        return BookCheckpoint(
+            symbol=record.symbol,
+            epoch=record.epoch,
+            update_id=_final_id(record),
+            bids=bids,
+            asks=asks,
+            event_time_us=record.event_time_us,
+            updates_partition=partition,
+            updates_offset=offset + 1,
+            checkpoint_time_us=record.receive_time_us,
+        )
+
+    checkpoints = {s: checkpoint(streams[s][6]) for s in ("ETHUSDT", "XRPUSDT")}
+    produce_book(kafka_settings, snapshots, checkpoints.values())
+    return Market(kafka_settings, updates, snapshots, books, streams, records, checkpoints)
+
+
+def _outcome(rebuilt: Rebuilt) -> tuple[object, ...]:
+    book = None if rebuilt.book is None else (rebuilt.book.update_id, full_book(rebuilt.book))
+    return (rebuilt.partition, rebuilt.next_offset, rebuilt.epoch, book, rebuilt.counts, rebuilt.dead)
+
+
+def test_one_pass_rebuilds_each_symbol_as_its_own_rebuild_does(
+    market: Market, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ETH and XRP start from their checkpoints, the rest from offset 0; each stops at its own id
+    (XRP's is before its checkpoint) or at the end."""
+    streams, checkpoints = market.streams, market.checkpoints
+    until = {
+        "XRPUSDT": _final_id(streams["XRPUSDT"][3]),
+        "ADAUSDT": _final_id(streams["ADAUSDT"][9]),
+        "ETHUSDT": _final_id(streams["ETHUSDT"][15]),
+        "BNBUSDT": _final_id(streams["BNBUSDT"][4]) + 1,
+    }
+    with caplog.at_level(logging.INFO, logger="cryptopipe.store.book_rebuild"):
+        together = rebuild_books(
+            market.kafka,
+            market.books,
+            updates_topic=market.updates,
+            checkpoints=checkpoints,
+            from_offset=0,
+            until_update_ids=until,
+            progress_s=0,
+        )
+    assert any("partitions done" in r.getMessage() for r in caplog.records)
+    for symbol, truth in market.books.items():
+        alone = rebuild_book(
+            market.kafka,
+            symbol,
+            updates_topic=market.updates,
+            checkpoint=checkpoints.get(symbol),
+            from_offset=0,
+            until_update_id=until.get(symbol),
+        )
+        assert _outcome(together[symbol]) == _outcome(alone), symbol
+        book = together[symbol].book
+        assert book is not None
+        assert full_book(book) == truth.truth[(together[symbol].epoch or 0, book.update_id)]
+    xrp, ada = together["XRPUSDT"].book, together["ADAUSDT"].book
+    assert xrp is not None
+    assert xrp.update_id > until["XRPUSDT"]  # started past it: returned as it is
+    assert ada is not None
+    assert ada.update_id == until["ADAUSDT"]
+    assert (together["SOLUSDT"].epoch, together["SOLUSDT"].counts.breaks) == (2, 1)
+
+
+def test_a_restarted_books_consumer_warms_every_symbol_it_meets_in_one_rebuild(
+    market: Market, redis_client: redis.Redis, redis_settings: RedisSettings
+) -> None:
+    """Resuming after the checkpoints, every symbol is met mid-epoch in the first batch: one warm
+    start serves them all; ETH and XRP have their books, SOL waits for its resync, the rest for a
+    reset."""
+    warm = WarmStart(market.kafka, updates_topic=market.updates, snapshots_topic=market.snapshots)
+    asked: list[list[str]] = []
+
+    def counted(updates: Sequence[BookUpdateRecord]) -> dict[str, Rebuilt]:
+        asked.append([u.symbol for u in updates])
+        return warm(updates)
+
+    sink = BookSink(redis_client, key_prefix=redis_settings.key_prefix, levels=5, warm_start=counted)
+    sink.write(market.records[7 * len(market.books) :])  # from each symbol's 8th record on
+    assert asked == [list(market.books)]
+    for symbol in ("ETHUSDT", "XRPUSDT", "SOLUSDT"):
+        follower = sink.book(symbol)
+        assert follower is not None
+        assert follower.book is not None
+        last = market.streams[symbol][-1]
+        assert (follower.epoch, follower.book.update_id) == (last.epoch, _final_id(last))
+        assert full_book(follower.book) == market.books[symbol].truth[(last.epoch, _final_id(last))]
+    for symbol in ("ADAUSDT", "BNBUSDT", "BTCUSDT"):
+        follower = sink.book(symbol)
+        assert follower is not None
+        assert follower.book is None
 
 
 def test_the_books_consumer_warms_a_symbol_met_mid_epoch_from_its_checkpoint(

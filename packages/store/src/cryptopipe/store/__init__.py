@@ -4,12 +4,19 @@
 history per symbol; ``ConsumerLoop(AlertSink(redis), ...)`` keeps a capped alert feed with each
 alert exactly once; ``ConsumerLoop(BookSink(redis), ...)`` keeps the top of each symbol's order
 book (never backwards). ``PriceStore`` / ``AlertStore`` / ``BookStore`` are the read side for the
-dashboard; ``rebuild_book`` rebuilds an exact book from Kafka alone.
+dashboard; ``rebuild_books`` rebuilds exact books from Kafka alone, every symbol in one pass.
 """
 
 from cryptopipe.schemas.book_follow import BookFollower, FollowCounts
 from cryptopipe.store.alerts import AlertSink, AlertStore
-from cryptopipe.store.book_rebuild import RebuildError, Rebuilt, WarmStart, read_checkpoints, rebuild_book
+from cryptopipe.store.book_rebuild import (
+    RebuildError,
+    Rebuilt,
+    WarmStart,
+    read_checkpoints,
+    rebuild_book,
+    rebuild_books,
+)
 from cryptopipe.store.book_store import BookStore, BookView, book_keys
 from cryptopipe.store.books import BookSink
 from cryptopipe.store.consumer import consumer_config
@@ -48,4 +55,5 @@ __all__ = [
     "price_keys",
     "read_checkpoints",
     "rebuild_book",
+    "rebuild_books",
 ]

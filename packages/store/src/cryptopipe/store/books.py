@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -35,9 +36,16 @@ logger = logging.getLogger(__name__)
 
 
 class WarmStarter(Protocol):
-    """Rebuilds a symbol's book up to just before ``update`` (None when it cannot)."""
+    """Rebuilds, per update (one per symbol), its symbol's book up to just before it; a symbol it
+    cannot rebuild is left out."""
 
-    def __call__(self, update: BookUpdateRecord) -> Rebuilt | None: ...
+    def __call__(self, updates: Sequence[BookUpdateRecord]) -> Mapping[str, Rebuilt]: ...
+
+
+#: What a warm start came to: the book rebuilt, None (no checkpoint of the epoch), or the failure.
+_WarmOutcome = Rebuilt | StoreError | KafkaException | None
+#: Warm starts asked for ahead, per symbol: the update asked for and what came of it.
+_Warmed = dict[str, tuple[BookUpdateRecord, _WarmOutcome]]
 
 
 @dataclass(slots=True)
@@ -141,11 +149,12 @@ class BookSink:
     def _take(self, batch: list[BookRecord]) -> tuple[int, int]:
         """Apply the batch's records to the books in memory; (applied, stale or waiting) counts."""
         applied = 0
+        warmed = self._warm_ahead(batch)
         for record in batch:
             state = self._state(record.symbol)
             follower = state.follower
             if isinstance(record, BookUpdateRecord) and self._needs_warm(state, record):
-                self._warm(state, record)
+                self._warm(state, record, warmed)
             breaks = follower.counts.breaks
             outcome = follower.take(record)
             m.BOOK_RECORDS.labels(symbol=record.symbol, outcome=outcome).inc()
@@ -182,18 +191,43 @@ class BookSink:
             update.epoch == follower.epoch and continuity(follower.book.update_id, update) == "gap"
         )
 
-    def _warm(self, state: _Symbol, update: BookUpdateRecord) -> None:
-        """Rebuild the symbol's book up to just before ``update`` from its checkpoint."""
-        state.warm_tried = True
+    def _warm_ahead(self, batch: list[BookRecord]) -> _Warmed:
+        """The warm starts the batch will need at each symbol's first record in it, asked for in
+        one go: a restarted consumer meets every symbol mid-epoch at once."""
+        if self.warm_start is None:
+            return {}
+        firsts: dict[str, BookRecord] = {}
+        for record in batch:
+            firsts.setdefault(record.symbol, record)
+        wanted = [
+            r
+            for s, r in firsts.items()
+            if isinstance(r, BookUpdateRecord)
+            and self._needs_warm(self._symbols.get(s) or _Symbol(BookFollower(s)), r)
+        ]
+        found = self._ask(wanted) if wanted else {}
+        return {u.symbol: (u, found[u.symbol]) for u in wanted}
+
+    def _ask(self, updates: list[BookUpdateRecord]) -> dict[str, _WarmOutcome]:
         assert self.warm_start is not None
         try:
-            rebuilt = self.warm_start(update)
+            found = self.warm_start(updates)
         except (StoreError, KafkaException) as exc:
+            return {u.symbol: exc for u in updates}
+        return {u.symbol: found.get(u.symbol) for u in updates}
+
+    def _warm(self, state: _Symbol, update: BookUpdateRecord, warmed: _Warmed) -> None:
+        """Rebuild the symbol's book up to just before ``update`` from its checkpoint (asked for
+        ahead with the batch's others, unless the book broke within the batch)."""
+        state.warm_tried = True
+        ahead = warmed.get(update.symbol)
+        rebuilt = ahead[1] if ahead is not None and ahead[0] is update else self._ask([update])[update.symbol]
+        if isinstance(rebuilt, StoreError | KafkaException):
             m.BOOK_WARM_STARTS.labels(result="failed").inc()
             logger.error(
                 "%s: could not rebuild the book from its checkpoint (%s); waiting for a reset",
                 update.symbol,
-                exc,
+                rebuilt,
             )
             return
         if rebuilt is None or rebuilt.book is None or rebuilt.epoch is None:
