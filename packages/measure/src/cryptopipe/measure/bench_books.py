@@ -29,6 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from cryptopipe.schemas import DepthSnapshot, KafkaSettings, OrderBook, RedisSet
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord, decode_book_record
 from cryptopipe.schemas.topics import BOOK_SNAPSHOTS, BOOK_UPDATES
 from cryptopipe.store import BookStore
-from cryptopipe.store.book_rebuild import rebuild_book
+from cryptopipe.store.book_rebuild import rebuild_books
 
 
 def _progress(text: str) -> None:
@@ -128,39 +129,63 @@ def resync_seconds(records: Sequence[BookResetRecord | BookUpdateRecord]) -> lis
     return out
 
 
+@dataclass(slots=True)
+class KafkaCheck:
+    """Books in Redis against the books rebuilt from Kafka alone: how many were checked, how each
+    that differs does, and the deepest book rebuilt (for its memory)."""
+
+    checked: int = 0
+    differences: list[str] = field(default_factory=list)
+    deepest: OrderBook | None = None
+
+
+def check_against_kafka(kafka: KafkaSettings, redis_url: str, key_prefix: str) -> KafkaCheck:
+    """Each symbol's book in Redis against the book rebuilt from Kafka alone at its update id; every
+    symbol is rebuilt in one pass over ``book-updates``."""
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        store = BookStore(client, key_prefix)
+        views = {s: v for s in store.symbols() if (v := store.book(s)) is not None}
+    finally:
+        client.close()
+    rebuilt = rebuild_books(
+        kafka,
+        views,
+        updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
+        snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
+        until_update_ids={s: v.update_id for s, v in views.items()},
+    )
+    check = KafkaCheck(checked=len(views))
+    for symbol, view in views.items():
+        found = rebuilt[symbol]
+        book = found.book
+        where = f"{symbol}: Redis at epoch {view.epoch} id {view.update_id}"
+        if book is None or book.update_id != view.update_id:
+            got = "no book" if book is None else f"epoch {found.epoch} id {book.update_id}"
+            check.differences.append(f"{where}, rebuilt {got} (from {found.partition}@{found.next_offset})")
+            continue
+        top = book.top(len(view.bids))
+        if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
+            check.differences.append(f"{where}, rebuilt at that id with other levels")
+        elif check.deepest is None or len(book) > len(check.deepest):
+            check.deepest = book
+    return check
+
+
 def books_exact(
     kafka: KafkaSettings, redis_url: str, key_prefix: str
 ) -> tuple[bool, int, DepthSnapshot | None]:
     """Whether every symbol's book in Redis equals the book rebuilt from Kafka alone at its id;
     how many were checked; the deepest book rebuilt (for its memory)."""
-    client = redis_lib.Redis.from_url(redis_url)
-    store = BookStore(client, key_prefix)
-    checked = 0
-    biggest: OrderBook | None = None
-    try:
-        for symbol in store.symbols():
-            view = store.book(symbol)
-            if view is None:
-                continue
-            rebuilt = rebuild_book(
-                kafka,
-                symbol,
-                updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
-                snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
-                until_update_id=view.update_id,
-            )
-            checked += 1
-            book = rebuilt.book
-            if book is None or book.update_id != view.update_id:
-                return False, checked, None
-            top = book.top(len(view.bids))
-            if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
-                return False, checked, None
-            if biggest is None or len(book) > len(biggest):
-                biggest = book
-    finally:
-        client.close()
-    return checked > 0, checked, None if biggest is None else biggest.top(len(biggest))
+    started = time.monotonic()
+    check = check_against_kafka(kafka, redis_url, key_prefix)
+    exact = check.checked > 0 and not check.differences
+    _progress(
+        f"{check.checked} books checked against Kafka in {time.monotonic() - started:.1f} s: "
+        + ("exact" if exact else f"{len(check.differences)} differ: " + "; ".join(check.differences[:5]))
+    )
+    deepest = check.deepest
+    return exact, check.checked, None if deepest is None or not exact else deepest.top(len(deepest))
 
 
 def memory_per_book_bytes(snapshot: DepthSnapshot, samples: int = 20) -> int:
