@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptopipe.schemas import ConfigError
 
-__all__ = ["BackfillError", "ConfigError", "IngestError"]
+__all__ = ["BackfillError", "ConfigError", "IngestError", "ResumeError"]
 
 
 class IngestError(Exception):
@@ -23,3 +23,12 @@ class BackfillError(IngestError):
         self.from_id = from_id
         self.detail = detail
         super().__init__(f"backfill of {symbol} from id {from_id} failed: {detail}")
+
+
+class ResumeError(IngestError):
+    """The end of the trades topic could not be read at start (ingest then starts without resuming)."""
+
+    def __init__(self, topic: str, detail: str) -> None:
+        self.topic = topic
+        self.detail = detail
+        super().__init__(f"cannot read the end of {topic} to resume from: {detail}")

@@ -66,6 +66,8 @@ class IngestStats:
     """Trades received again (id at or below the last published one) and dropped."""
     gaps: int = 0
     """Gaps seen in a symbol's trade ids."""
+    resumed: int = 0
+    """Symbols that took up from their last trade id in the topic at start (see ``ingest.resume``)."""
     book_events: int = 0
     """Diff-depth events taken off the streams; each ends applied, skipped, in a resync gap or buffered."""
     book_events_applied: int = 0

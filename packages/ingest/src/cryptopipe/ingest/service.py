@@ -20,10 +20,12 @@ import aiohttp
 from cryptopipe.ingest.backfill import RestClient
 from cryptopipe.ingest.books import Books, log_summary, prime_book_metrics, start_books
 from cryptopipe.ingest.connection import StreamConnection
+from cryptopipe.ingest.errors import ResumeError
 from cryptopipe.ingest.frames import ControlReply, FrameParser, Rejected, ServerShutdown
 from cryptopipe.ingest.market import market_share, plan_streams, trading_symbols
 from cryptopipe.ingest.pacing import AttemptWindow
 from cryptopipe.ingest.publisher import IngestStats, Publisher
+from cryptopipe.ingest.resume import read_resume_point
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.ingest.trades import TradeSequencer
 from cryptopipe.observability import metrics as m
@@ -112,7 +114,14 @@ class Ingest:
             ),
         )
         m.prime(m.DEAD_LETTERS, {"component": "ingest", "reason": "malformed_json"})
-        m.prime(m.ERRORS, *({"component": "ingest", "reason": r} for r in ("backfill", "create_topics")))
+        m.prime(
+            m.ERRORS,
+            *(
+                {"component": "ingest", "reason": r}
+                for r in ("backfill", "create_topics", "resume_failed", "resumed_ahead")
+            ),
+        )
+        m.prime(m.RESUMED_SYMBOLS, {"outcome": "resumed"}, {"outcome": "not_resumed"})
         if self.books is not None:
             self.books.prime_metrics()
         else:
@@ -224,13 +233,51 @@ class Ingest:
                 self.settings.stream_base_url,
                 self.prices_topic,
             )
-            await self._first_skew_estimate(session)
+            await asyncio.gather(self._resume(), self._first_skew_estimate(session))
             tasks += [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
             tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
             tasks.append(asyncio.create_task(self._flush_histograms_forever(), name="ingest-histograms"))
             if self.trades.skew is not None:
                 tasks.append(asyncio.create_task(self.trades.skew.run(stop), name="ingest-clock-skew"))
             await self._until_stopped(stop, tasks)
+
+    async def _resume(self) -> None:
+        """Before the streams open: each symbol's last trade id in prices becomes its sequencer's
+        last id, so a gap left while no ingest ran is backfilled (:mod:`cryptopipe.ingest.resume`).
+        A topic that cannot be read is logged and counted, and ingest starts without it."""
+        not_resumed = m.RESUMED_SYMBOLS.labels(outcome="not_resumed")
+        if not self.settings.resume_from_kafka:
+            not_resumed.set(len(self.symbols))
+            logger.info(
+                "not resuming from %s (INGEST_RESUME_FROM_KAFKA=false): each symbol starts from its "
+                "first live trade",
+                self.prices_topic,
+            )
+            return
+        try:
+            point = await asyncio.to_thread(
+                read_resume_point,
+                self.kafka,
+                self.prices_topic,
+                self.symbols,
+                kind=self.settings.mode,
+                window=self.settings.resume_window,
+            )
+        except ResumeError as exc:
+            not_resumed.set(len(self.symbols))
+            m.ERRORS.labels(component="ingest", reason="resume_failed").inc()
+            logger.error(
+                "%s; starting without it: trades played while no ingest ran will not be backfilled "
+                "(the principal needs READ on the topic; INGEST_RESUME_FROM_KAFKA=false skips the read)",
+                exc,
+            )
+            return
+        self.trades.resume(point.last_ids)
+        self.stats.resumed = len(point.last_ids)
+        m.RESUMED_SYMBOLS.labels(outcome="resumed").set(len(point.last_ids))
+        not_resumed.set(len(point.not_resumed))
+        m.RESUME_SECONDS.set(point.seconds)
+        logger.info("%s", point.describe(self.prices_topic))
 
     def _start_books(self, session: aiohttp.ClientSession) -> list[asyncio.Task[None]]:
         """With books on: the books, and the task of the snapshot queue that serves them."""

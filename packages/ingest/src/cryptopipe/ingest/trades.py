@@ -5,6 +5,9 @@
   published (``backfilled=True``) *before* the live trade that revealed the gap; live trades of
   that symbol wait meanwhile, so the topic stays in id order. What cannot be recovered (trade
   mode, REST failure, ids REST does not have) is counted as unfilled.
+
+A new process starts from each symbol's last id in the topic (:mod:`cryptopipe.ingest.resume`),
+so the trades played while no ingest ran are a gap like any other.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptopipe.ingest.backfill import PAGE_LIMIT, RestClient
@@ -47,6 +51,7 @@ class _SymbolMetrics:
 class _SymbolState:
     metrics: _SymbolMetrics
     last_id: int | None = None
+    resumed_from: int | None = None
     backfill: asyncio.Task[None] | None = None
     next_id: int = 0
     gap_end: int = 0
@@ -106,9 +111,11 @@ class TradeSequencer:
         last = state.last_id
         if last is not None:
             if trade.trade_id <= last:
-                self._duplicate(trade)
-                return
-            if trade.trade_id > last + 1:
+                if last != state.resumed_from:
+                    self._duplicate(trade)
+                    return
+                self._resumed_ahead(state, trade)
+            elif trade.trade_id > last + 1:
                 self.stats.gaps += 1
                 m.GAPS.labels(symbol=trade.symbol).inc()
                 first, end = last + 1, trade.trade_id - 1
@@ -123,6 +130,29 @@ class TradeSequencer:
                 self._unfilled(trade.symbol, end - first + 1)
         self._publish(trade, started)
         state.last_id = trade.trade_id
+
+    def resume(self, last_ids: Mapping[str, int]) -> None:
+        """Take each symbol's last published id (read back from the topic at start) as its last
+        id: its first live trade then reveals the trades played since, and the backfill fetches
+        them. Call it before the streams open."""
+        for symbol, last_id in last_ids.items():
+            state = self._state(symbol)
+            if state.last_id is None or last_id > state.last_id:
+                state.last_id = state.resumed_from = last_id
+
+    def _resumed_ahead(self, state: _SymbolState, trade: Trade) -> None:
+        """A symbol's first live trade is at or below the id it resumed from: the topic holds
+        ids of another exchange or tape, not this one's past. Forget them and start here."""
+        resumed_from, state.resumed_from = state.resumed_from, None
+        m.ERRORS.labels(component="ingest", reason="resumed_ahead").inc()
+        logger.warning(
+            "%s: first live trade %d is at or below id %d, the last in the topic (trades of another "
+            "exchange or tape?): not resuming %s, it starts from this trade",
+            trade.symbol,
+            trade.trade_id,
+            resumed_from,
+            trade.symbol,
+        )
 
     def _publish(self, trade: Trade, started: float | None) -> None:
         assert self.publisher is not None
