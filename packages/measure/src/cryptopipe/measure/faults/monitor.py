@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +14,7 @@ from typing import Any
 import redis as redis_lib
 
 from cryptopipe.measure.faults.config import REST_PAGE
+from cryptopipe.measure.faults.poller import Poller
 from cryptopipe.store import price_keys
 
 # --- the offered side: the replay exchange's REST history ----------------------------------------
@@ -61,15 +60,15 @@ class Sample:
     written: int | None
 
 
-class Monitor:
+class Monitor(Poller):
     """Polls trades offered (exchange REST) and trades in Redis (history ZCARD) on a thread."""
 
     def __init__(
         self, rest_url: str, symbols: Sequence[str], redis_url: str, key_prefix: str, interval: float
     ) -> None:
+        super().__init__(redis_url, interval, "faults-monitor")
         self.rest_url = rest_url
         self.symbols = [s.upper() for s in symbols]
-        self.interval = interval
         self.samples: list[Sample] = []
         """Every poll, in order."""
         self.offered: int | None = None
@@ -80,19 +79,6 @@ class Monitor:
         """The last poll that both sides answered."""
         self._keys = [price_keys(key_prefix, s)[1] for s in self.symbols]
         self._first: dict[str, int] = {}
-        self._client = redis_lib.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="faults-monitor", daemon=True)
-
-    def start(self) -> Monitor:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._client.close()
 
     def _offered(self) -> int | None:
         total = 0
@@ -117,16 +103,13 @@ class Monitor:
         except redis_lib.RedisError:
             return None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            offered = self.offered = self._offered()
-            written = self.written = self._written()
-            sample = Sample(started, offered, written)
-            self.samples.append(sample)
-            if offered is not None and written is not None:
-                self.last_complete = sample
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+    def tick(self, started: float) -> None:
+        offered = self.offered = self._offered()
+        written = self.written = self._written()
+        sample = Sample(started, offered, written)
+        self.samples.append(sample)
+        if offered is not None and written is not None:
+            self.last_complete = sample
 
 
 def recovery_seconds(samples: Sequence[Sample], fault_end: float, excused: int = 0) -> float | None:
