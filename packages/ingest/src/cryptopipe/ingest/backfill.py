@@ -39,13 +39,13 @@ class RestClient:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
 
-    async def agg_trades(self, symbol: str, from_id: int, limit: int = PAGE_LIMIT) -> list[bn.RestAggTrade]:
-        """One page of aggTrades starting at ``from_id`` (ascending ids)."""
-        params = {
-            "symbol": symbol.upper(),
-            "fromId": str(from_id),
-            "limit": str(max(1, min(limit, PAGE_LIMIT))),
-        }
+    async def agg_trades(
+        self, symbol: str, from_id: int | None, limit: int = PAGE_LIMIT
+    ) -> list[bn.RestAggTrade]:
+        """One page of aggTrades starting at ``from_id`` (ascending ids); the latest ones when None."""
+        params = {"symbol": symbol.upper(), "limit": str(max(1, min(limit, PAGE_LIMIT)))}
+        if from_id is not None:
+            params["fromId"] = str(from_id)
         headers = {"X-MBX-TIME-UNIT": "MICROSECOND"}
         url = f"{self.base_url}/api/v3/aggTrades"
         backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
@@ -69,7 +69,7 @@ class RestClient:
                 detail = f"{type(exc).__name__}: {exc}"
             if attempt < self.retries:
                 logger.warning(
-                    "aggTrades %s fromId=%d failed (%s); retry %d/%d",
+                    "aggTrades %s fromId=%s failed (%s); retry %d/%d",
                     symbol,
                     from_id,
                     detail,

@@ -103,6 +103,8 @@ class StreamConnection:
         self._failing_since: float | None = None
         self._failures = 0
         self._next_id = 1
+        #: Set once every stream of the first connection has been asked for (in the URL or by SUBSCRIBE).
+        self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
         """Connect, read, reconnect; returns only by cancellation."""
@@ -172,6 +174,7 @@ class StreamConnection:
             logger.debug(
                 "connection %d: SUBSCRIBE %d streams (id %d)", self.index, len(params), request["id"]
             )
+        self.subscribed.set()
 
     async def _close(self, link: _Link) -> None:
         if link.closed:

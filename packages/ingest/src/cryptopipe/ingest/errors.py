@@ -18,11 +18,12 @@ class IngestError(Exception):
 class BackfillError(IngestError):
     """The REST backfill failed for good (after retries)."""
 
-    def __init__(self, symbol: str, from_id: int, detail: str) -> None:
+    def __init__(self, symbol: str, from_id: int | None, detail: str) -> None:
         self.symbol = symbol
         self.from_id = from_id
         self.detail = detail
-        super().__init__(f"backfill of {symbol} from id {from_id} failed: {detail}")
+        where = "its latest trades" if from_id is None else f"from id {from_id}"
+        super().__init__(f"backfill of {symbol} {where} failed: {detail}")
 
 
 class ResumeError(IngestError):

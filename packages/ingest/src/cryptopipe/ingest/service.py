@@ -235,6 +235,7 @@ class Ingest:
             )
             await asyncio.gather(self._resume(), self._first_skew_estimate(session))
             tasks += [asyncio.create_task(c.run(), name=f"ingest-connection-{c.index}") for c in connections]
+            tasks.append(asyncio.create_task(self._catch_up(connections, stop), name="ingest-catch-up"))
             tasks.append(asyncio.create_task(self._publisher.poll_forever(), name="ingest-poll"))
             tasks.append(asyncio.create_task(self._flush_histograms_forever(), name="ingest-histograms"))
             if self.trades.skew is not None:
@@ -278,6 +279,14 @@ class Ingest:
         not_resumed.set(len(point.not_resumed))
         m.RESUME_SECONDS.set(point.seconds)
         logger.info("%s", point.describe(self.prices_topic))
+
+    async def _catch_up(self, connections: list[StreamConnection], stop: asyncio.Event) -> None:
+        """Once every stream is subscribed, the resumed symbols that had no live trade yet are
+        backfilled up to the exchange's latest trade (:meth:`TradeSequencer.catch_up`); then,
+        like every task of the run, it waits for the stop."""
+        await asyncio.gather(*(c.subscribed.wait() for c in connections))
+        await self.trades.catch_up()
+        await stop.wait()
 
     def _start_books(self, session: aiohttp.ClientSession) -> list[asyncio.Task[None]]:
         """With books on: the books, and the task of the snapshot queue that serves them."""

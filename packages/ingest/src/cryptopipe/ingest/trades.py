@@ -115,21 +115,52 @@ class TradeSequencer:
                     self._duplicate(trade)
                     return
                 self._resumed_ahead(state, trade)
-            elif trade.trade_id > last + 1:
-                self.stats.gaps += 1
-                m.GAPS.labels(symbol=trade.symbol).inc()
-                first, end = last + 1, trade.trade_id - 1
-                logger.info("gap in %s: ids %d..%d missing (%d)", trade.symbol, first, end, end - first + 1)
-                if self.settings.mode == "aggTrade" and not self.stopping and self.rest is not None:
-                    state.waiting.append((trade, started or time.perf_counter()))
-                    state.next_id, state.gap_end = first, end
-                    state.backfill = asyncio.create_task(
-                        self._backfill(trade.symbol, first, end), name=f"ingest-backfill-{trade.symbol}"
-                    )
-                    return
-                self._unfilled(trade.symbol, end - first + 1)
+            elif trade.trade_id > last + 1 and self._gap(trade.symbol, state, last + 1, trade.trade_id - 1):
+                state.waiting.append((trade, started or time.perf_counter()))
+                return
         self._publish(trade, started)
         state.last_id = trade.trade_id
+
+    def _gap(self, symbol: str, state: _SymbolState, first: int, end: int) -> bool:
+        """Ids first..end are missing: count the gap and start backfilling it (True), or count
+        them unfilled when that is not possible (False)."""
+        self.stats.gaps += 1
+        m.GAPS.labels(symbol=symbol).inc()
+        logger.info("gap in %s: ids %d..%d missing (%d)", symbol, first, end, end - first + 1)
+        if self.settings.mode == "aggTrade" and not self.stopping and self.rest is not None:
+            state.next_id, state.gap_end = first, end
+            state.backfill = asyncio.create_task(
+                self._backfill(symbol, first, end), name=f"ingest-backfill-{symbol}"
+            )
+            return True
+        self._unfilled(symbol, end - first + 1)
+        return False
+
+    async def catch_up(self) -> None:
+        """Once the streams are subscribed: each resumed symbol with no live trade yet asks REST
+        for its latest trade, and what was played since the id it resumed from is backfilled now,
+        not at its next live trade (a quiet symbol, a tape that ended while no ingest ran)."""
+        if self.settings.mode != "aggTrade" or self.rest is None:
+            return
+        for symbol, state in list(self._symbols.items()):
+            if not self._untouched(state):
+                continue
+            try:
+                page = await self.rest.agg_trades(symbol, None, limit=1)
+            except BackfillError as exc:
+                m.ERRORS.labels(component="ingest", reason="backfill").inc()
+                logger.error("%s", exc)
+                continue
+            if page and self._untouched(state) and not self.stopping:
+                assert state.last_id is not None
+                if page[-1].a > state.last_id:
+                    self._gap(symbol, state, state.last_id + 1, page[-1].a)
+
+    @staticmethod
+    def _untouched(state: _SymbolState) -> bool:
+        """Resumed, and no live trade taken since."""
+        resumed = state.resumed_from is not None
+        return resumed and state.last_id == state.resumed_from and state.backfill is None
 
     def resume(self, last_ids: Mapping[str, int]) -> None:
         """Take each symbol's last published id (read back from the topic at start) as its last
