@@ -97,9 +97,9 @@ def _lost_while_ingest_down(
     """Trades missing from Redis that went with the killed ingest (received, not yet acknowledged)
     or were played while no ingest was subscribed (0 when ingest was not killed): per symbol, the
     missing ids must be one run of consecutive ids, played between shortly before the kill and the
-    restarted ingest's subscription. A client receives only
-    what is played while it is subscribed, and a restarted ingest does not know the last id its
-    predecessor published, so it has no gap to backfill."""
+    restarted ingest's subscription. A restarted ingest takes up each symbol from its last id in
+    prices and backfills them, so there are none unless that is off (INGEST_RESUME_FROM_KAFKA) or
+    the gap exceeds INGEST_BACKFILL_MAX_IDS."""
     if run.ingest_killed_us is None or run.ingest_back_us is None:
         return set()
     first_ms = run.ingest_killed_us // 1000 - IN_FLIGHT_MS
