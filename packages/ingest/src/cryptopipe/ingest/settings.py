@@ -170,10 +170,11 @@ class IngestSettings(BaseSettings):
     rest_timeout_s: float = setting("INGEST_REST_TIMEOUT_S", 10.0, gt=0)
     """Timeout of one REST request."""
     resume_from_kafka: bool = setting("INGEST_RESUME_FROM_KAFKA", True)
-    """At start, read each symbol's last published trade id back from the end of `prices`, so the
-    first live trade reveals the trades played while no ingest ran and the gap backfill fetches
-    them (aggTrade mode; in trade mode they are counted unfilled). Needs READ on `prices`; no
-    consumer group is joined. `false`: each symbol starts from its first live trade."""
+    """At start, read each symbol's last published trade id back from the end of `prices`: the
+    trades played while no ingest ran are then a gap, revealed by the symbol's first live trade (or,
+    once subscribed, by REST's latest trade when none came yet), which the backfill fetches
+    (aggTrade mode; in trade mode it is counted unfilled). Needs READ on `prices`; no consumer
+    group is joined. `false`: each symbol starts from its first live trade."""
     resume_window: int = setting("INGEST_RESUME_WINDOW", 10_000, ge=1)
     """Most records read back per `prices` partition at start. A symbol with no record among them
     is not resumed (logged) and starts from its first live trade."""
