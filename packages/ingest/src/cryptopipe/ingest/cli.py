@@ -18,6 +18,7 @@ from cryptopipe import runtime
 from cryptopipe.ingest.publisher import IngestStats
 from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import IngestSettings, load_settings
+from cryptopipe.runtime.kafka import KafkaLoginRefused
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.schemas import load_settings as load_shared_settings
 
@@ -77,12 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if loaded is None:
         return 2
     settings, kafka, run_settings = loaded
-    runtime.run_service(
-        "ingest",
-        lambda s, stop: run(s, stop, kafka=kafka),
-        settings,
-        run_settings=run_settings,
-    )
+    try:
+        runtime.run_service(
+            "ingest",
+            lambda s, stop: run(s, stop, kafka=kafka),
+            settings,
+            run_settings=run_settings,
+        )
+    except KafkaLoginRefused as exc:
+        logger.error("ingest failed: %s", exc)
+        return 1
     return 0
 
 

@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from cryptopipe.ingest.settings import IngestSettings
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import RateLimitedLog
+from cryptopipe.runtime.kafka import login_refused, said_once
 from cryptopipe.runtime.logs import rate_limited_logger
 from cryptopipe.schemas import DeadLetter, KafkaSettings, Trade, encode, encode_key
 from cryptopipe.schemas.topics import PARTITIONER
@@ -105,7 +106,7 @@ def producer_config(kafka: KafkaSettings, settings: IngestSettings) -> dict[str,
         "queue.buffering.max.messages": settings.buffer_max_messages,
         "message.timeout.ms": settings.delivery_timeout_ms,
         "statistics.interval.ms": settings.statistics_interval_ms,
-        "logger": rate_limited_logger("cryptopipe.ingest.librdkafka"),
+        "logger": said_once(rate_limited_logger("cryptopipe.ingest.librdkafka")),
     }
 
 
@@ -140,6 +141,8 @@ class Publisher:
         self.prices_topic = prices_topic
         self.dead_letter_topic = dead_letter_topic
         self.stats = stats
+        self._kafka = kafka
+        self._refused = False
         self._log = RateLimitedLog(5.0)
         self._outstanding = 0
         self._published_by_key: dict[bytes, Any] = {}
@@ -283,6 +286,13 @@ class Publisher:
                         gauge.set(value / 1e6)
 
     def _on_error(self, error: KafkaError) -> None:
+        refusal = login_refused(error, self._kafka)
+        if refusal is not None:  # a rotated password: ingest stops and says so once (cli.main)
+            m.ERRORS.labels(component="ingest", reason="kafka_authentication").inc()
+            if not self._refused:
+                self._refused = True
+                raise refusal
+            return
         if error.fatal():
             m.ERRORS.labels(component="ingest", reason="producer_fatal").inc()
             logger.error("Kafka producer fatal error: %s", error.str())

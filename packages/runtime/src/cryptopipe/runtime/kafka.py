@@ -1,11 +1,15 @@
-"""What every low-latency Kafka reader of ours shares: the fetch settings and the batching."""
+"""What every low-latency Kafka reader of ours shares: the fetch settings and the batching; and what
+every Kafka client of ours does when a broker refuses its password mid-run."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, Message
+
+from cryptopipe.schemas import KafkaSettings
 
 #: Answer a fetch as soon as one byte is there, and hold an empty fetch only briefly: Tansu answers
 #: a fetch only when the wait expires, so the wait is added latency there. Measured at 200 msg/s
@@ -35,3 +39,36 @@ def poll_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[M
     if max_records == 1:
         return [first]
     return [first, *consumer.consume(num_messages=max_records - 1, timeout=0)]
+
+
+class KafkaLoginRefused(Exception):
+    """A broker refused this service's SASL credentials after it had started (its password was
+    rotated, or its user deleted): no retry can fix that, so the service stops and says so in one
+    line naming the setting (:meth:`KafkaSettings.login_refused`)."""
+
+
+def login_refused(error: KafkaError, settings: KafkaSettings) -> KafkaLoginRefused | None:
+    """The refusal to raise for an ``error_cb`` error that is a failed SASL login, else None.
+
+    Raised from the callback, it surfaces from the client's ``poll``/``consume``/``flush`` in the
+    service's own thread (confluent-kafka re-raises a callback's exception there).
+    """
+    if error.code() != KafkaError._AUTHENTICATION:
+        return None
+    return KafkaLoginRefused(settings.login_refused())
+
+
+class _LoginFailures(logging.Filter):
+    """Drops librdkafka's own line for a refused SASL login: the service says it once, naming the
+    setting (:class:`KafkaLoginRefused`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SASL authentication error" not in record.getMessage()
+
+
+def said_once(logger: logging.Logger) -> logging.Logger:
+    """``logger`` (a client's librdkafka logger) without librdkafka's lines for a refused login,
+    for clients whose ``error_cb`` raises :class:`KafkaLoginRefused` (idempotent)."""
+    if not any(isinstance(f, _LoginFailures) for f in logger.filters):
+        logger.addFilter(_LoginFailures())
+    return logger

@@ -207,6 +207,21 @@ class KafkaSettings(BaseSettings):
                 config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return config
 
+    def login_refused(self) -> str:
+        """The one line for a broker that refused this client's SASL credentials (a wrong or
+        rotated password): the setting to fix and the user, never the password."""
+        variable = "KAFKA_SASL_PASSWORD_FILE" if self.sasl_password_file else "KAFKA_SASL_PASSWORD"
+        name = self.principal or DEFAULT_PRINCIPAL
+        principal = (
+            f" (principal {name} of KAFKA_PRINCIPALS_FILE)"
+            if self.principals_file and self.sasl_username == name
+            else ""
+        )
+        return (
+            f"{variable}: Kafka at {self.bootstrap_servers} refused user {self.sasl_username!r}"
+            f"{principal} with {self.sasl_mechanism}: wrong user name or password"
+        )
+
     def redacted(self) -> str:
         """Where and as whom, safe to log: ``SASL_SSL SCRAM-SHA-512 as ingest at host:port``."""
         who = f" {self.sasl_mechanism} as {self.sasl_username}" if self.uses_sasl else ""

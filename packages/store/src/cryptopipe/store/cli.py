@@ -32,6 +32,7 @@ from cryptopipe.runtime import (
     run_service,
     run_settings_from,
 )
+from cryptopipe.runtime.kafka import KafkaLoginRefused
 from cryptopipe.schemas import (
     ALERTS,
     BOOK_SNAPSHOTS,
@@ -196,7 +197,9 @@ def run(
             stall_timeout_s=settings.stall_timeout_s,
         )
         _run_until(loop, stop)
-    except StoreError as exc:
+    except (StoreError, KafkaLoginRefused) as exc:
+        if isinstance(exc, RedisRefusedError) and redis_settings.password_file:
+            exc = exc.naming("REDIS_PASSWORD_FILE")
         logger.error("%s-consumer failed: %s", kind, exc)
         books["error"] = str(exc)
     finally:

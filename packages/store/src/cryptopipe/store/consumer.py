@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cryptopipe.observability import metrics as m
 from cryptopipe.runtime import RateLimitedLog, rate_limited_logger
-from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH
+from cryptopipe.runtime.kafka import LOW_LATENCY_FETCH, login_refused, said_once
 from cryptopipe.schemas import KafkaSettings
 from cryptopipe.store.commits import Commits
 from cryptopipe.store.errors import ConsumerFatalError
@@ -69,6 +69,8 @@ class GroupConsumer:
         self._lag = lag
         self._stall = stall
         self._log = log
+        self._kafka = kafka
+        self._refused = False
         self._subscribed = False
         self._config = consumer_config(
             kafka, group_id, from_beginning=partitions.from_beginning, client_id=partitions.component
@@ -77,7 +79,7 @@ class GroupConsumer:
             {
                 "on_commit": commits.on_commit,
                 "error_cb": self.on_error,
-                "logger": rate_limited_logger("cryptopipe.store.librdkafka"),
+                "logger": said_once(rate_limited_logger("cryptopipe.store.librdkafka")),
             }
         )
         self._config.update(overrides or {})
@@ -107,15 +109,27 @@ class GroupConsumer:
         self._lag.refresh_soon()
 
     def close(self) -> None:
-        """Commit what was written synchronously and leave the group."""
-        self._commits.commit_written(self.consumer, "final commit")
+        """Commit what was written synchronously and leave the group (no commit once the broker
+        refused our password: it would wait for a login that cannot succeed)."""
+        if not self._refused:
+            self._commits.commit_written(self.consumer, "final commit")
         self.consumer.close()
         self._partitions.forget_all()
 
     def on_error(self, error: KafkaError) -> None:
-        """librdkafka's ``error_cb`` (of this consumer and of the loop's other clients)."""
+        """librdkafka's ``error_cb`` (of this consumer and of the loop's other clients).
+
+        A refused password raises :class:`~cryptopipe.runtime.kafka.KafkaLoginRefused` (once; the
+        client's later refusals are only counted): the loop stops, and its service says why.
+        """
         reason = f"kafka_{error.name().lower().lstrip('_')}"
         m.ERRORS.labels(component=self._partitions.component, reason=reason).inc()
+        refusal = login_refused(error, self._kafka)
+        if refusal is not None:
+            if not self._refused:
+                self._refused = True
+                raise refusal
+            return
         self._log.log(
             logger, logging.WARNING, reason, "%s Kafka client error: %s", self._partitions.component, error
         )

@@ -35,12 +35,18 @@ class RedisRefusedError(StoreError):
     """Redis refused this service: the credentials in REDIS_URL (``reason`` "credentials"), or a
     command its ACL user may not run (``reason`` "permission"). Retrying cannot help."""
 
-    def __init__(self, component: str, reason: str, detail: str) -> None:
+    def __init__(self, component: str, reason: str, detail: str, *, variable: str = "REDIS_URL") -> None:
         self.component = component
         self.reason = reason
         self.detail = detail
+        self.variable = variable
         if reason == "credentials":
-            what = "Redis refused the credentials in REDIS_URL"
+            what = f"Redis refused the credentials in {variable}"
         else:
             what = "Redis refused a command to the ACL user in REDIS_URL"
         super().__init__(f"{what} ({detail})")
+
+    def naming(self, variable: str) -> RedisRefusedError:
+        """The same refusal, its credentials named as ``variable`` (REDIS_PASSWORD_FILE: the
+        password came from that file, not the URL)."""
+        return RedisRefusedError(self.component, self.reason, self.detail, variable=variable)
