@@ -54,7 +54,11 @@ _BOOKS = ("book-updates", "book-snapshots")
 #: Every principal the cluster tool creates, and all it may do. Nothing else is allowed.
 GRANTS: Mapping[str, tuple[Grant, ...]] = {
     # Trades, book records and bad frames out; idempotent producing comes with WRITE (KIP-679).
-    "ingest": (Grant("topic", ("prices", *_BOOKS, "dead-letters"), _WRITE),),
+    # At start it reads the end of prices back to resume from (assigned partitions, no group).
+    "ingest": (
+        Grant("topic", ("prices", *_BOOKS, "dead-letters"), _WRITE),
+        Grant("topic", ("prices",), ("READ",)),
+    ),
     "prices-consumer": (
         Grant("topic", ("prices",), _READ),
         Grant("group", ("cryptopipe-prices",), ("READ",)),
