@@ -5,7 +5,6 @@ while the scenario runs, and afterwards the resyncs read back from ``book-update
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -16,16 +15,16 @@ from typing import Any
 
 import redis as redis_lib
 
-from cryptopipe.measure.bench_books import book_records
+from cryptopipe.measure.bench_books import book_records, check_against_kafka
 from cryptopipe.measure.faults.monitor import rest_json
+from cryptopipe.measure.faults.poller import Poller
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
 from cryptopipe.pipeline import Books, TopicBooks
 from cryptopipe.schemas import KafkaSettings, Level
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord
-from cryptopipe.schemas.topics import BOOK_SNAPSHOTS, BOOK_UPDATES
+from cryptopipe.schemas.topics import BOOK_UPDATES
 from cryptopipe.store import BookStore
-from cryptopipe.store.book_rebuild import rebuild_book
 
 
 def _levels(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
@@ -35,7 +34,7 @@ def _levels(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
 Levels = tuple[tuple[Level, ...], tuple[Level, ...]]
 
 
-class BookWatch:
+class BookWatch(Poller):
     """Polls, on a thread, each symbol's book in Redis and the exchange's (``GET /api/v3/depth``),
     and tells when Redis held exactly the exchange's book: the same top ``levels`` levels per side
     as the exchange showed at the same update id.
@@ -55,30 +54,17 @@ class BookWatch:
         levels: int,
         interval: float,
     ) -> None:
+        super().__init__(redis_url, interval, "faults-book-watch")
         self.rest_url = rest_url
         self.symbols = [s.upper() for s in symbols]
         self.levels = levels
-        self.interval = interval
         #: Per symbol, per poll: (monotonic time, update id, levels) of the book in Redis.
         self.in_redis: dict[str, list[tuple[float, int, Levels]]] = {s: [] for s in self.symbols}
         #: Per symbol, per poll: (monotonic time, the exchange's update id then).
         self.exchange_ids: dict[str, list[tuple[float, int]]] = {s: [] for s in self.symbols}
         #: Per symbol: the exchange's book at each update id the watch saw it at.
         self.exchange: dict[str, dict[int, Levels]] = {s: {} for s in self.symbols}
-        self._client = redis_lib.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
         self._store = BookStore(self._client, key_prefix)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="faults-book-watch", daemon=True)
-
-    def start(self) -> BookWatch:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._client.close()
 
     def poll(self, symbol: str) -> None:
         """One look at ``symbol``'s book in Redis, then at the exchange's (either may not answer)."""
@@ -93,12 +79,9 @@ class BookWatch:
             self.exchange[symbol][update_id] = (_levels(depth["bids"]), _levels(depth["asks"]))
             self.exchange_ids[symbol].append((time.monotonic(), update_id))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            for symbol in self.symbols:
-                self.poll(symbol)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+    def tick(self, started: float) -> None:
+        for symbol in self.symbols:
+            self.poll(symbol)
 
     def _verdicts(self, symbol: str) -> list[tuple[float, int, bool]]:
         """(time, update id, equal) for each book seen in Redis at an id the exchange was seen at."""
@@ -262,38 +245,11 @@ def _balance(
 
 
 def kafka_differences(kafka: KafkaSettings, redis_url: str, key_prefix: str) -> tuple[int, list[str]]:
-    """Each symbol's book in Redis against the book rebuilt from Kafka alone at its update id (as
-    :func:`~cryptopipe.measure.bench_books.books_exact`, saying how each differs): how many were
-    checked, and the differences."""
-    client = redis_lib.Redis.from_url(redis_url)
-    store = BookStore(client, key_prefix)
-    found: list[str] = []
-    checked = 0
-    try:
-        for symbol in store.symbols():
-            view = store.book(symbol)
-            if view is None:
-                continue
-            checked += 1
-            rebuilt = rebuild_book(
-                kafka,
-                symbol,
-                updates_topic=BOOK_UPDATES.with_prefix(kafka.topic_prefix).name,
-                snapshots_topic=BOOK_SNAPSHOTS.with_prefix(kafka.topic_prefix).name,
-                until_update_id=view.update_id,
-            )
-            book = rebuilt.book
-            where = f"{symbol}: Redis at epoch {view.epoch} id {view.update_id}"
-            if book is None or book.update_id != view.update_id:
-                got = "no book" if book is None else f"epoch {rebuilt.epoch} id {book.update_id}"
-                found.append(f"{where}, rebuilt {got} (from {rebuilt.partition}@{rebuilt.next_offset})")
-                continue
-            top = book.top(len(view.bids))
-            if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
-                found.append(f"{where}, rebuilt at that id with other levels")
-    finally:
-        client.close()
-    return checked, found
+    """Each symbol's book in Redis against the book rebuilt from Kafka alone at its update id
+    (:func:`~cryptopipe.measure.bench_books.check_against_kafka`): how many were checked, and how
+    each that differs does."""
+    check = check_against_kafka(kafka, redis_url, key_prefix)
+    return check.checked, check.differences
 
 
 _INGEST_FIGURES = (
