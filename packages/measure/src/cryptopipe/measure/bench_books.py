@@ -217,6 +217,13 @@ def _main_run(
     exact, checked, biggest = books_exact(
         settings, redis.url.get_secret_value(), f"cryptopipe:{run['topic_prefix']}"
     )
+    symbols = args.market_size or len(args.symbols.split(","))
+    if checked < symbols:
+        _progress(
+            f"only {checked} of {symbols} symbols had a book in Redis: each book goes live at its "
+            "snapshot, and ingest spends INGEST_REST_WEIGHT_PER_MINUTE on them (a run shorter than "
+            "symbols x the snapshot's weight / that budget minutes leaves some waiting)"
+        )
     books: Books = run["books"]
     return {
         "book_update_latency_ms": _percentiles(consumer, m.BOOK_E2E_LATENCY),
@@ -229,6 +236,7 @@ def _main_run(
         },
         "books_exact": exact,
         "books_checked": checked,
+        "symbols": symbols,
         "memory_per_book_bytes": memory_per_book_bytes(biggest) if biggest is not None else None,
         "unwritten": books.unwritten,
         "lost": books.lost,
