@@ -123,6 +123,8 @@ class ApacheKafkaBroker(LoopbackBroker):
         self.security = security
         #: The SASL_SSL listener brokers and the super user talk on (secured nodes only).
         self.internal_port = free_port(LOOPBACK) if security is not None else None
+        #: The SSL listener that authenticates clients by certificate (secured nodes only).
+        self.mtls_port = free_port(LOOPBACK) if security is not None else None
         classpath = f"{libs}/*"
         argv = [
             java.executable, f"-Xmx{heap}", f"-Xms{heap}", *GC_OPTIONS,
@@ -180,13 +182,14 @@ class ApacheKafkaBroker(LoopbackBroker):
             )
         else:
             props["controller.quorum.bootstrap.servers"] = f"{LOOPBACK}:{self.controller_port}"
-        if self.security is not None and self.internal_port is not None:
+        if self.security is not None and self.internal_port is not None and self.mtls_port is not None:
             props.update(
                 self.security.properties(
                     port=self.port,
                     advertised_port=self.advertised_port,
                     internal_port=self.internal_port,
                     controller_port=self.controller_port,
+                    mtls_port=self.mtls_port,
                 )
             )
         props.update(self._overrides)
@@ -295,6 +298,11 @@ class KafkaCluster(StartStop):
     def internal_bootstrap_servers(self) -> str:
         """A secured cluster's INTERNAL listeners (the super user's way in)."""
         return ",".join(f"{LOOPBACK}:{b.internal_port}" for b in self.brokers if b.internal_port is not None)
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        """A secured cluster's MTLS listeners (clients with a certificate of the run's CA)."""
+        return ",".join(f"{LOOPBACK}:{b.mtls_port}" for b in self.brokers if b.mtls_port is not None)
 
     @property
     def kind(self) -> str:

@@ -1,8 +1,9 @@
 """TLS certificates made for one run: a private CA and server certificates it signs, as PEM files.
 
 Made with the ``cryptography`` package (ECDSA P-256, valid for a day), for local servers that
-speak TLS (Redis' ``tls-port``). The CA's key stays in memory: only the CA certificate (what a
-client trusts), each server certificate and each server key (mode 0600) are written.
+speak TLS (Redis' ``tls-port``, Kafka's listeners), and client certificates for servers that
+authenticate clients by TLS (Kafka's mTLS listener). The CA's key stays in memory: only the CA
+certificate (what a client trusts), each certificate and each key (mode 0600) are written.
 """
 
 from __future__ import annotations
@@ -78,10 +79,20 @@ class CertificateAuthority:
     ) -> ServerCert:
         """A server certificate for ``hosts`` (its subject alternative names) and its key, written to
         ``directory`` as ``<name>.crt`` and ``<name>.key`` (0600), with the CA as ``ca.crt``."""
+        return self._issue(directory, name, ExtendedKeyUsageOID.SERVER_AUTH, hosts)
+
+    def issue_client(self, directory: Path, name: str) -> ServerCert:
+        """A client certificate whose subject is ``CN=<name>`` (a server maps it to its principal)
+        and its key, written to ``directory`` as ``<name>.crt`` and ``<name>.key`` (0600)."""
+        return self._issue(directory, name, ExtendedKeyUsageOID.CLIENT_AUTH, ())
+
+    def _issue(
+        self, directory: Path, name: str, usage: x509.ObjectIdentifier, hosts: Sequence[str]
+    ) -> ServerCert:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
             .issuer_name(self.certificate.subject)
@@ -89,9 +100,12 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALID)
-            .add_extension(x509.SubjectAlternativeName(_alt_names(hosts)), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        )
+        if hosts:
+            builder = builder.add_extension(x509.SubjectAlternativeName(_alt_names(hosts)), critical=False)
+        cert = (
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(self._key, hashes.SHA256())
         )
         key_pem = key.private_bytes(

@@ -7,7 +7,9 @@ least-privilege principal per service; what ``cryptopipe kafka-cluster --secure`
 pipeline's topics (so that no service needs the right to create one), a SCRAM-SHA-512 user per
 entry of :data:`GRANTS` with a random password, and exactly the ACLs listed there. Each password
 is written to its own file (0600); :meth:`SecureKafkaCluster.describe` is the JSON that
-``KAFKA_PRINCIPALS_FILE`` reads (it names the files, never a password).
+``KAFKA_PRINCIPALS_FILE`` reads (it names the files, never a password). Each principal also has a
+client certificate for the ``MTLS`` listener (:meth:`SecureKafkaCluster.mtls_settings`), where the
+same ACLs apply to the certificate's name.
 """
 
 from __future__ import annotations
@@ -136,8 +138,11 @@ class SecureKafkaCluster(StartStop):
         topic_prefix: str = "",
         version: str = KAFKA_VERSION,
         directory: Path | None = None,
+        reauth_ms: int = 0,
     ) -> None:
         self.size = size
+        self.reauth_ms = reauth_ms
+        """SCRAM sessions last at most this long (KIP-368): a rotated password is refused within it."""
         self.topic_prefix = topic_prefix
         self.version = version
         self._directory = directory
@@ -171,7 +176,9 @@ class SecureKafkaCluster(StartStop):
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cryptopipe-secure-kafka-")
             directory = Path(self._tmp.name)
-        self.security = self.cluster.security = KafkaSecurity.create(directory / "tls")
+        self.security = self.cluster.security = KafkaSecurity.create(
+            directory / "tls", clients=GRANTS, reauth_ms=self.reauth_ms
+        )
         try:
             self.cluster.start(ready_timeout=ready_timeout)
             self._provision(directory / "principals", ready_timeout)
@@ -194,6 +201,54 @@ class SecureKafkaCluster(StartStop):
         return self.security.admin_config(self.cluster.internal_bootstrap_servers)
 
     def _provision(self, directory: Path, timeout: float) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.add_topic_prefix(self.topic_prefix, timeout=timeout)
+        passwords = {service: new_password() for service in GRANTS}
+        for service, password in passwords.items():
+            self.principals[service] = (service, write_secret(directory / f"{service}.password", password))
+        self.set_passwords(passwords, timeout=timeout)
+        self._await_logins(self.principals, timeout)
+
+    def add_topic_prefix(self, prefix: str, *, timeout: float = 60.0) -> None:
+        """The pipeline's topics under ``prefix`` too, each principal granted on them as on the
+        cluster's own (a test's run of its own on a shared cluster: ``KAFKA_TOPIC_PREFIX``)."""
+        from confluent_kafka.admin import AdminClient
+
+        from cryptopipe.runtime import ensure_topics
+
+        ensure_topics(
+            self.admin_settings(),
+            [spec.with_prefix(prefix) for spec in ALL_TOPICS],
+            replication_factor=min(self.size, 3),
+            timeout_s=timeout,
+        )
+        bindings = [b for service, grants in GRANTS.items() for b in _acl_bindings(service, grants, prefix)]
+        admin = AdminClient(self.admin_config())  # held: a collected client fails its futures
+        for future in admin.create_acls(bindings, request_timeout=timeout).values():
+            future.result()
+
+    def add_principal(self, username: str, *, like: str, directory: Path) -> Path:
+        """A new SCRAM user allowed what principal ``like`` is (on the cluster's topics), its
+        password in ``directory/<username>.password`` (0600); returns that file once it can log in."""
+        from confluent_kafka.admin import AdminClient
+
+        password = new_password()
+        path = write_secret(directory / f"{username}.password", password)
+        self.set_password(username, password)
+        bindings = _acl_bindings(username, GRANTS[like], self.topic_prefix)
+        admin = AdminClient(self.admin_config())
+        for future in admin.create_acls(bindings, request_timeout=60).values():
+            future.result()
+        self._await_logins({username: (username, path)}, 60.0)
+        return path
+
+    def set_password(self, username: str, password: str, *, timeout: float = 60.0) -> None:
+        """Create SCRAM-SHA-512 user ``username`` or change its password (a rotation: clients
+        still holding the old one are refused at their next login)."""
+        self.set_passwords({username: password}, timeout=timeout)
+
+    def set_passwords(self, passwords: Mapping[str, str], *, timeout: float = 60.0) -> None:
+        """:meth:`set_password` for each user of ``passwords``, in one request."""
         from confluent_kafka.admin import (  # type: ignore[attr-defined]
             AdminClient,
             ScramCredentialInfo,
@@ -202,42 +257,27 @@ class SecureKafkaCluster(StartStop):
             UserScramCredentialUpsertion,
         )
 
-        from cryptopipe.runtime import ensure_topics
-
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        admin = AdminClient(self.admin_config())
-        replication = min(self.size, 3)
-        ensure_topics(
-            self.admin_settings(),
-            [spec.with_prefix(self.topic_prefix) for spec in ALL_TOPICS],
-            replication_factor=replication,
-            timeout_s=timeout,
-        )
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-        upserts: list[UserScramCredentialAlteration] = []
-        for service in GRANTS:
-            password = new_password()
-            self.principals[service] = (service, write_secret(directory / f"{service}.password", password))
-            upserts.append(UserScramCredentialUpsertion(service, info, password.encode()))
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(user, info, password.encode())
+            for user, password in passwords.items()
+        ]
+        admin = AdminClient(self.admin_config())
         for future in admin.alter_user_scram_credentials(upserts).values():
             future.result(timeout=timeout)
-        bindings = [
-            b for service, grants in GRANTS.items() for b in _acl_bindings(service, grants, self.topic_prefix)
-        ]
-        for future in admin.create_acls(bindings, request_timeout=timeout).values():
-            future.result()
-        self._await_logins(timeout)
 
-    def _await_logins(self, timeout: float) -> None:
-        """Wait until every principal can log in (users reach each broker through the metadata log)."""
+    def _await_logins(self, principals: Mapping[str, tuple[str, Path]], timeout: float) -> None:
+        """Wait until each of ``principals`` can log in (users reach each broker through the
+        metadata log)."""
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
-        for service in self.principals:
+        for service, (username, path) in principals.items():
             while True:
                 quiet = logging.getLogger("cryptopipe.infra.secure_kafka.librdkafka")
-                config: dict[str, Any] = {**self.settings(service).client_config(), "logger": quiet}
+                settings = self.user_settings(username, path)
+                config: dict[str, Any] = {**settings.client_config(), "logger": quiet}
                 client = AdminClient(config)
                 try:
                     client.list_topics(timeout=5)
@@ -267,9 +307,13 @@ class SecureKafkaCluster(StartStop):
 
     def settings(self, service: str, **overrides: Any) -> KafkaSettings:
         """``service``'s :class:`KafkaSettings`: the CLIENT listeners, its user and password file."""
+        username, password_file = self.principals[service]
+        return self.user_settings(username, password_file, **overrides)
+
+    def user_settings(self, username: str, password_file: Path, **overrides: Any) -> KafkaSettings:
+        """SCRAM user ``username``'s :class:`KafkaSettings` on the CLIENT listeners."""
         if self.security is None:
             raise InfraError("the secured cluster is not started")
-        username, password_file = self.principals[service]
         values: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": "SASL_SSL",
@@ -278,6 +322,27 @@ class SecureKafkaCluster(StartStop):
             "sasl_password": "",
             "sasl_password_file": str(password_file),
             "ssl_ca_location": str(self.security.ca_file),
+            "principals_file": "",
+            "topic_prefix": self.topic_prefix,
+        }
+        return settings_of(KafkaSettings, **{**values, **overrides})
+
+    def mtls_settings(self, service: str, **overrides: Any) -> KafkaSettings:
+        """``service``'s :class:`KafkaSettings` on the MTLS listeners: TLS with its client
+        certificate (key and certificate in one file, for librdkafka and Java alike), no SASL."""
+        if self.security is None:
+            raise InfraError("the secured cluster is not started")
+        pem = str(self.security.client_certs[service])
+        values: dict[str, Any] = {
+            "bootstrap_servers": self.cluster.mtls_bootstrap_servers,
+            "security_protocol": "SSL",
+            "sasl_mechanism": "",
+            "sasl_username": "",
+            "sasl_password": "",
+            "sasl_password_file": "",
+            "ssl_ca_location": str(self.security.ca_file),
+            "ssl_certificate_location": pem,
+            "ssl_key_location": pem,
             "principals_file": "",
             "topic_prefix": self.topic_prefix,
         }
@@ -296,6 +361,14 @@ class SecureKafkaCluster(StartStop):
             "principals": {
                 service: {"username": username, "password_file": str(path)}
                 for service, (username, path) in self.principals.items()
+            },
+            "mtls": {
+                "bootstrap_servers": self.cluster.mtls_bootstrap_servers,
+                "security_protocol": "SSL",
+                "principals": {
+                    service: {"certificate_file": str(path), "key_file": str(path)}
+                    for service, path in self.security.client_certs.items()
+                },
             },
             "version": self.version,
         }

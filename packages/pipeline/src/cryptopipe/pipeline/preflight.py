@@ -106,18 +106,23 @@ def _check_login(settings: KafkaSettings, timeout_s: float) -> None:
         )
 
 
+#: TLS alerts a server sends a client that brought no certificate where one is required.
+_NO_CLIENT_CERTIFICATE = ("certificate required", "bad certificate")
+
+
 def _refusal(settings: KafkaSettings, errors: list[KafkaError], lines: list[str]) -> str | None:
     """The one line for a connection the broker refused, naming the setting to fix; None if none was."""
     where = f"Kafka at {settings.bootstrap_servers}"
+    if not settings.ssl_certificate_location and settings.uses_tls:
+        said = [error.str() for error in errors] + lines
+        if any(alert in text.lower() for text in said for alert in _NO_CLIENT_CERTIFICATE):
+            return (
+                f"KAFKA_SSL_CERTIFICATE_LOCATION: {where} asks for a client certificate (mTLS) and "
+                "none is set (KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION)"
+            )
     for error in errors:
         if error.code() == KafkaError._AUTHENTICATION:
-            variable = "KAFKA_SASL_PASSWORD_FILE" if settings.sasl_password_file else "KAFKA_SASL_PASSWORD"
-            principal = f" (principal {settings.principal or DEFAULT_PRINCIPAL} of KAFKA_PRINCIPALS_FILE)"
-            return (
-                f"{variable}: {where} refused user {settings.sasl_username!r}"
-                f"{principal if settings.principals_file else ''} with {settings.sasl_mechanism}: "
-                "wrong user name or password"
-            )
+            return settings.login_refused()
         if error.code() == KafkaError._SSL:
             return (
                 f"KAFKA_SSL_CA_LOCATION: the TLS handshake with {where} failed; is its CA "

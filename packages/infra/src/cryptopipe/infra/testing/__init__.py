@@ -17,8 +17,8 @@ fixtures fail with the reason; they never skip.
 - :mod:`~cryptopipe.infra.testing.fixtures`: ``kafka_settings``, ``redis_settings``,
   ``redis_client``, ``topic_factory`` and ``eventually`` (function).
 - :mod:`~cryptopipe.infra.testing.proxied`: ``proxied_kafka`` (a broker behind a pausable proxy).
-- :mod:`~cryptopipe.infra.testing.secure`: ``secure_kafka`` (module: a secured Apache Kafka with
-  one principal per service).
+- :mod:`~cryptopipe.infra.testing.secure`: ``secure_kafka`` (session: a secured Apache Kafka with
+  one principal per service, by password or client certificate).
 - Helpers to import: :func:`eventually`, :func:`produce`, :func:`create_topic`,
   :func:`consume_partition`, :func:`listening_ips`, :func:`require_prometheus_tool`.
 """

@@ -1,5 +1,5 @@
-"""``secure_kafka``: a secured Apache Kafka of the module's own (SASL_SSL, SCRAM-SHA-512, ACLs, one
-principal per service), as ``cryptopipe kafka-cluster --secure`` runs it."""
+"""``secure_kafka``: one secured Apache Kafka for the session (SASL_SSL, SCRAM-SHA-512, mTLS, ACLs,
+one principal per service), as ``cryptopipe kafka-cluster --secure`` runs it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,20 @@ import pytest
 from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.secure_kafka import SecureKafkaCluster
 
+#: SCRAM sessions last 5 s (KIP-368), so a password rotated mid-run is refused within a test's wait.
+REAUTH_MS = 5000
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope="session")
 def secure_kafka() -> Iterator[SecureKafkaCluster]:
-    """One secured node (about 10 s to start on 2 cores): ``settings(service)`` gives a service's
-    :class:`~cryptopipe.schemas.KafkaSettings`, ``describe()`` what KAFKA_PRINCIPALS_FILE reads,
-    ``admin_config()`` the super user's librdkafka settings. Fails, never skips, without Java."""
+    """One secured node for the session (about 10 s to start on 2 cores): ``settings(service)``
+    gives a service's :class:`~cryptopipe.schemas.KafkaSettings`, ``mtls_settings(service)`` the
+    same principal by client certificate, ``describe()`` what KAFKA_PRINCIPALS_FILE reads,
+    ``admin_config()`` the super user's librdkafka settings. Tests share it: each uses topics,
+    groups or users of its own (``add_topic_prefix``, ``add_principal``, uuid-named groups).
+    Fails, never skips, without Java."""
     try:
-        cluster = SecureKafkaCluster(1, heap="256m").start(ready_timeout=300)
+        cluster = SecureKafkaCluster(1, heap="256m", reauth_ms=REAUTH_MS).start(ready_timeout=300)
     except START_ERRORS as exc:
         pytest.fail(f"no secured Apache Kafka: {exc}", pytrace=False)
     try:
