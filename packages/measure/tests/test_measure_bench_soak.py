@@ -39,6 +39,7 @@ def test_memory_after_the_warm_up_is_what_the_slope_sees() -> None:
     assert (report["pss_start_mb"], report["pss_end_mb"], report["pss_max_mb"]) == (80.0, 82.0, 82.0)
     assert report["pss_slope_mb_per_h"] == 360.0  # 2 MB over 20 s after the warm-up
     assert report["processes_max"] == 2
+    assert (report["peak_at_s"], report["peak_processes"]) == (30.0, 1)  # PSS's peak, not RSS's
 
 
 def test_a_process_tree_s_memory_counts_its_children_and_pss_splits_shared_pages() -> None:

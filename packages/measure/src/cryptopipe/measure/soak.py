@@ -82,7 +82,8 @@ class MemoryTrace:
 
     def report(self, warmup_s: float) -> dict[str, dict[str, float | None]]:
         """Per process tree: RSS and PSS at the end of the warm-up, at the end, their peaks and
-        their slopes after it, and the most processes the tree had."""
+        their slopes after it, when the peak was and how many processes the tree had then, and
+        the most processes it had."""
         out: dict[str, dict[str, float | None]] = {}
         for name, points in sorted(self.samples.items()):
             steady = [(t, v) for t, v in points if t >= warmup_s] or points[-1:]
@@ -97,6 +98,9 @@ class MemoryTrace:
             row["pss_start_mb"] = round(pss[0][1], 1) if pss else None
             row["pss_end_mb"] = round(pss[-1][1], 1) if pss else None
             row["pss_max_mb"] = round(max(every_pss), 1) if every_pss else None
+            peak_at, peak = max(points, key=lambda point: point[1].pss or point[1].rss)
+            row["peak_at_s"] = round(peak_at, 1)  # when the tree held the most (PSS, else RSS)
+            row["peak_processes"] = peak.processes
             row["pss_slope_mb_per_h"] = slope_per_hour(pss) if pss else None
             row["processes_max"] = max(v.processes for _, v in points)
             out[name] = row
