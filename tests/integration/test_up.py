@@ -273,17 +273,18 @@ def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     redis_client: redis.Redis,  # deletes this test's keys afterwards
     up_here: UpHere,
 ) -> None:
-    """Two ingest shards on disjoint symbols and two prices consumers in one group: the books are
-    the sums and balance, and each consumer wrote its partitions' share (4 symbols -> partitions
-    2, 1, 3, 0, so each member of the group owns symbols)."""
+    """Two ingest shards on disjoint symbols, two prices consumers in one group and two books
+    consumers in another: the books are the sums and balance, and each consumer wrote its
+    partitions' share (4 symbols -> partitions 2, 1, 3, 0, so each member of a group owns symbols)."""
     args = ["--source", "replay", "--symbols", "btcusdt,ethusdt,bnbusdt,xrpusdt", "--rate", "2000"]
     args += ["--run-for", "15", "--ingest-shards", "2", "--consumers", "2"]
+    args += ["--depth", "100ms", "--book-consumers", "2"]
     args += ["--no-alerting", "--no-dashboard", "--no-prometheus"]
     run = up_here(args)
     result = run.result
     assert result.returncode == 0, result.stderr[-4000:]
     summary = run.summary()
-    assert (summary["ingest_shards"], summary["consumers"]) == (2, 2)
+    assert (summary["ingest_shards"], summary["consumers"], summary["book_consumers"]) == (2, 2, 2)
     # Both consumers' lag, as the progress lines saw it; no Spark job in this run.
     assert isinstance(summary["consumer_lag_max"], float)
     assert summary["alerting_lag_max"] is None
@@ -301,4 +302,10 @@ def test_ingest_shards_and_consumers_scale_out_with_balanced_books(
     assert set(consumers) == {"prices-consumer", "prices-consumer-2"}
     assert all(consumer["written"] > 0 for consumer in consumers.values()), consumers
     assert sum(c["written"] + c["stale"] for c in consumers.values()) == published
+    book_updates = books["book-updates"]["published"]
+    assert book_updates > 0
+    readers = books["book-updates_by_consumer"]
+    assert set(readers) == {"books-consumer", "books-consumer-2"}
+    assert all(reader["written"] > 0 for reader in readers.values()), readers
+    assert sum(r["written"] + r["dead_lettered"] for r in readers.values()) == book_updates
     assert "Traceback" not in result.stderr

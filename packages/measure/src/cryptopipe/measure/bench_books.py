@@ -40,7 +40,7 @@ from cryptopipe.measure.bench_prices import run_pipeline, walk_ladder
 from cryptopipe.measure.floors import bench_parser, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
-from cryptopipe.pipeline import EXIT_UNBALANCED, Books
+from cryptopipe.pipeline import EXIT_UNBALANCED, Books, component_of
 from cryptopipe.runtime import write_json_atomic
 from cryptopipe.schemas import DepthSnapshot, KafkaSettings, OrderBook, RedisSettings
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord, decode_book_record
@@ -69,10 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--floor-samples", type=int, default=500)
-    parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
-    parser.set_defaults(
-        depth="100ms", with_alerting=False, ingest_shards=1, consumers=1, depth_drop_every=None
+    parser.add_argument(
+        "--ingest-shards",
+        type=int,
+        default=1,
+        help="ingest processes, each with its share of the symbols (1)",
     )
+    parser.add_argument(
+        "--book-consumers",
+        type=int,
+        default=1,
+        help="books consumers in one group, splitting the partitions (1)",
+    )
+    parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
+    parser.set_defaults(depth="100ms", with_alerting=False, consumers=1, depth_drop_every=None)
     return parser
 
 
@@ -210,7 +220,9 @@ def _main_run(
     """The measured run: latency, CPU per message, the books checked against Kafka."""
     _progress(f"books at {args.rate:.0f} trades/s for {args.duration:.0f} s")
     run = run_pipeline(args.rate, args.duration, base=args, kafka=kafka, redis=redis, workdir=workdir)
-    consumer = run["final"].get("books-consumer", Scrape([]))
+    consumer = Scrape.merged(
+        *(scrape for name, scrape in run["final"].items() if component_of(name) == "books-consumer")
+    )
     window = run["window"]
     messages = window["published"] + window["book_events"]
     settings = kafka.settings.model_copy(update={"topic_prefix": run["topic_prefix"]})

@@ -111,6 +111,7 @@ def pipeline_config(rate: float, base: argparse.Namespace, run_dir: Path, prefix
         depth=depth,
         ingest_shards=base.ingest_shards,
         consumers=base.consumers,
+        book_consumers=getattr(base, "book_consumers", 1),
         latency_samples=run_dir,
         alerting=alerting,
         observability=ObservabilityConfig(metrics_base_port=0, prometheus=False, dashboard=False),

@@ -261,10 +261,17 @@ def books_of(pipeline: Pipeline) -> Books:
         topics["prices"] = TopicBooks(
             "prices", ingest.published, summed(LoopStats, consumers["prices"].values())
         )
-    if "books-consumer" in state.services:
-        name = "books-consumer"
-        handled = loop_stats(read_stats(files.get(name)), last(name), name, stale_metric=False)
-        topics["book-updates"] = TopicBooks("book-updates", book_records_published(pipeline) or 0, handled)
+    books = [n for n in pipeline.members("books-consumer") if n in state.services]
+    if books:
+        consumers["book-updates"] = {
+            name: loop_stats(read_stats(files.get(name)), last(name), "books-consumer", stale_metric=False)
+            for name in books
+        }
+        topics["book-updates"] = TopicBooks(
+            "book-updates",
+            book_records_published(pipeline) or 0,
+            summed(LoopStats, consumers["book-updates"].values()),
+        )
     if "alerts-consumer" in state.services and "alerting" in state.services:
         handled = loop_stats(
             read_stats(files.get("alerts-consumer")),

@@ -94,6 +94,8 @@ class PipelineConfig(BaseModel):
     mode: Literal["aggTrade", "trade"] = "aggTrade"
     ingest_shards: int = Field(default=1, ge=1)
     consumers: int = Field(default=1, ge=1)
+    book_consumers: int = Field(default=1, ge=1)
+    """Books consumers in one group, splitting the book topics' partitions (with ``depth``)."""
     depth: Literal["off", "100ms", "1000ms"] = "off"
     """Order books: ingest keeps each symbol's book in sync from `<symbol>@depth@100ms` (or the
     1,000 ms `@depth`) and a books consumer holds the top of each book in Redis; off: trades only."""

@@ -161,6 +161,14 @@ def _add_scaling(parser: argparse.ArgumentParser) -> None:
         help="N prices-consumer processes in one consumer group, splitting the prices topic's "
         "partitions (4 unless the topic has more; members beyond them idle)",
     )
+    parser.add_argument(
+        "--book-consumers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="with --depth: N books-consumer processes in one consumer group, splitting the book "
+        "topics' partitions (each symbol's updates stay in one partition, so in order)",
+    )
 
 
 def _add_alerting(parser: argparse.ArgumentParser) -> None:
@@ -308,6 +316,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "mode": args.mode,
         "ingest_shards": args.ingest_shards,
         "consumers": args.consumers,
+        "book_consumers": args.book_consumers,
         "history_cap": args.history_cap,
         "background_nice": args.background_nice,
         "background_sched": args.background_sched,

@@ -241,8 +241,10 @@ class Pipeline:
             self._start_consumer(name)
         self.wait_assigned(*consumers)
         if config.depth != "off":
-            self._start_consumer("books-consumer")
-            self.wait_assigned("books-consumer")
+            books = member_names("books-consumer", config.book_consumers)
+            for name in books:
+                self._start_consumer(name)
+            self.wait_assigned(*books)
         if self.alerting_enabled:
             self._start_consumer("alerts-consumer")
             self.wait_assigned("alerts-consumer")

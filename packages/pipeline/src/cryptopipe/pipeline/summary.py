@@ -96,6 +96,7 @@ def summary(pipeline: Pipeline, elapsed: float, books: Books) -> dict[str, Any]:
         "symbols": state.symbols,
         "ingest_shards": len(shards),
         "consumers": len(books.consumers.get("prices", {})),
+        "book_consumers": len(books.consumers.get("book-updates", {})),
         "run_seconds": round(elapsed, 3),
         "broker": state.broker,
         "redis": state.redis,
