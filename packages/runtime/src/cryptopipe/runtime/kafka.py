@@ -48,14 +48,21 @@ class KafkaLoginRefused(Exception):
 
 
 def login_refused(error: KafkaError, settings: KafkaSettings) -> KafkaLoginRefused | None:
-    """The refusal to raise for an ``error_cb`` error that is a failed SASL login, else None.
+    """The refusal to raise for an ``error_cb`` error that is a SASL login refused for its
+    credentials, else None (other authentication errors are the client's to retry).
 
     Raised from the callback, it surfaces from the client's ``poll``/``consume``/``flush`` in the
     service's own thread (confluent-kafka re-raises a callback's exception there).
     """
     if error.code() != KafkaError._AUTHENTICATION:
         return None
+    if not any(words in error.str().lower() for words in _BAD_CREDENTIALS):
+        return None  # e.g. a re-authentication cut short on a loaded broker: the client retries
     return KafkaLoginRefused(settings.login_refused())
+
+
+#: How a broker says the password itself is wrong (SCRAM, then PLAIN), as librdkafka passes it on.
+_BAD_CREDENTIALS = ("invalid credentials", "invalid username or password")
 
 
 class _LoginFailures(logging.Filter):
