@@ -26,7 +26,14 @@ from cryptopipe.dashboard.data import load_alerts
 from cryptopipe.dashboard.history import MarketHistory
 from cryptopipe.dashboard.prices import load_prices
 from cryptopipe.infra import RedisEndpoint
-from cryptopipe.infra.redis_acl import ACCESS, SERVICES, create_service_users, service_env, username
+from cryptopipe.infra.redis_acl import (
+    ACCESS,
+    SERVICES,
+    create_service_users,
+    password_hash,
+    service_env,
+    username,
+)
 from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.pipeline.preflight import check_redis
 from cryptopipe.runtime import Stop
@@ -292,6 +299,56 @@ def test_the_prices_consumer_service_runs_on_its_own_user(
     assert not thread.is_alive()
     assert "error" not in books
     assert books["written"] == 3
+
+
+def test_a_password_rotated_mid_run_stops_the_consumer_with_one_line_naming_the_file(
+    users: dict[str, Any],
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The prices consumer runs on its own user, its password from REDIS_PASSWORD_FILE (as `up`
+    starts it); an operator sets a new password (ACL SETUSER) and drops its connections (CLIENT
+    KILL). Its next write logs in with the old one: one ERROR line naming REDIS_PASSWORD_FILE,
+    counted, and the consumer stops."""
+    user = username("prices-consumer", users["namespace"])
+    url = urlsplit(users["settings"]["prices-consumer"].url.get_secret_value())
+    own = settings_of(
+        RedisSettings,
+        url=f"redis://{user}@{url.hostname}:{url.port}/0",
+        password_file=str(users["secrets"] / f"{user}.password"),
+        key_prefix=redis_settings.key_prefix,
+    )
+    topic = PRICES.with_prefix(kafka_settings.topic_prefix).name
+    settings = settings_of(PricesConsumerSettings, group=f"g-{uuid.uuid4().hex[:8]}", from_beginning=True)
+    stop = Stop()
+    books: dict[str, Any] = {}
+    before = _counted("prices-consumer", "redis_refused_credentials")
+    thread = threading.Thread(
+        target=lambda: books.update(run(settings, stop, kafka=kafka_settings, redis_settings=own)),
+        name="rotated-consumer",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        eventually(lambda: _topic_exists(kafka_settings, topic), timeout=20)
+        produce(kafka_settings, topic, [(encode_key("BTCUSDT"), encode(trade("BTCUSDT", 1)))])
+        admin = PriceStore(redis_client, redis_settings.key_prefix)
+        eventually(lambda: (admin.latest("BTCUSDT") or {}).get("trade_id") == 1, timeout=30)
+        redis_client.execute_command("ACL", "SETUSER", user, "resetpass", password_hash("rotated"))
+        redis_client.execute_command("CLIENT", "KILL", "USER", user)
+        produce(kafka_settings, topic, [(encode_key("BTCUSDT"), encode(trade("BTCUSDT", 2)))])
+        thread.join(30)
+        assert not thread.is_alive(), "the refused consumer kept running"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert books["error"].startswith("Redis refused the credentials in REDIS_PASSWORD_FILE ("), books
+    assert _counted("prices-consumer", "redis_refused_credentials") == before + 1
+    failed = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in failed] == [f"prices-consumer failed: {books['error']}"]
+    assert (users["secrets"] / f"{user}.password").read_text() not in books["error"]
 
 
 def _topic_exists(settings: KafkaSettings, topic: str) -> bool:

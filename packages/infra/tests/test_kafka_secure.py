@@ -126,6 +126,15 @@ def test_the_command_prints_no_password_and_writes_the_principals_file(secure_cl
     for service, principal in info["principals"].items():
         assert principal["username"] == service
         assert stat.S_IMODE(Path(principal["password_file"]).stat().st_mode) == 0o600
+    mtls = info["mtls"]  # the listener that knows a client by its certificate, and each one's
+    assert mtls["security_protocol"] == "SSL"
+    assert mtls["bootstrap_servers"] not in info["bootstrap_servers"]
+    assert set(mtls["principals"]) == set(GRANTS)
+    for files in mtls["principals"].values():
+        assert files["certificate_file"] == files["key_file"]  # one PEM, as Kafka's Java client wants
+        pem = Path(files["key_file"])
+        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+        assert "PRIVATE KEY" in pem.read_text()
     [line] = secure_cli.stdout.read_text().splitlines()
     assert f"KAFKA_PRINCIPALS_FILE={secure_cli.json_path} uv run cryptopipe up" in line
     shown = secure_cli.stdout.read_text() + secure_cli.stderr.read_text() + secure_cli.json_path.read_text()

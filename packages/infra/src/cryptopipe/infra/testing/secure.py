@@ -10,8 +10,9 @@ import pytest
 from cryptopipe.infra.errors import START_ERRORS
 from cryptopipe.infra.secure_kafka import SecureKafkaCluster
 
-#: SCRAM sessions last 5 s (KIP-368), so a password rotated mid-run is refused within a test's wait.
-REAUTH_MS = 5000
+#: SCRAM sessions last 15 s (KIP-368), so a password rotated mid-run is refused within a test's
+#: wait (5 s made a loaded machine's clients re-authenticate more than it could keep up with).
+REAUTH_MS = 15_000
 
 
 @pytest.fixture(scope="session")
