@@ -40,7 +40,7 @@ from cryptopipe.measure.bench_prices import run_pipeline, walk_ladder
 from cryptopipe.measure.floors import bench_parser, floor_ms, measure_broker_rtt, ratio
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
-from cryptopipe.pipeline import EXIT_UNBALANCED, Books, component_of
+from cryptopipe.pipeline import EXIT_UNBALANCED, Books, Pipeline, component_of
 from cryptopipe.runtime import write_json_atomic
 from cryptopipe.schemas import DepthSnapshot, KafkaSettings, OrderBook, RedisSettings
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord, decode_book_record
@@ -214,12 +214,48 @@ def _percentiles(scrape: Scrape, histogram: Any) -> dict[str, float | None]:
     return scrape.percentiles_ms(histogram)
 
 
+def wait_books_live(pipeline: Pipeline, redis: RedisEndpoint, symbols: int) -> None:
+    """The measured window starts once every symbol's book is in Redis: each goes live at its REST
+    snapshot, and ingest spends at most INGEST_REST_WEIGHT_PER_MINUTE on snapshots, so a whole
+    market takes minutes to sync. A progress line every 5 s; after ``max(120, symbols / 2)``
+    seconds the window starts anyway, and the run says how many books it checked."""
+    prefix = pipeline.config.servers.redis.key_prefix
+    client = redis_lib.Redis.from_url(redis.url.get_secret_value())
+    started = time.monotonic()
+    deadline = started + max(120.0, symbols / 2)
+    said = started
+    try:
+        while (live := len(BookStore(client, prefix).symbols())) < symbols:
+            now = time.monotonic()
+            if now > deadline:
+                _progress(
+                    f"warm-up: {live} of {symbols} books live after {now - started:.0f} s; measuring anyway"
+                )
+                return
+            if now - said >= 5:
+                _progress(f"warm-up: {live} of {symbols} books live ({now - started:.0f} s)")
+                said = now
+            time.sleep(0.5)
+        _progress(f"warm-up: all {symbols} books live after {time.monotonic() - started:.1f} s")
+    finally:
+        client.close()
+
+
 def _main_run(
     args: argparse.Namespace, kafka: KafkaEndpoint, redis: RedisEndpoint, workdir: Path
 ) -> dict[str, Any]:
     """The measured run: latency, CPU per message, the books checked against Kafka."""
     _progress(f"books at {args.rate:.0f} trades/s for {args.duration:.0f} s")
-    run = run_pipeline(args.rate, args.duration, base=args, kafka=kafka, redis=redis, workdir=workdir)
+    symbols = args.market_size or len(args.symbols.split(","))
+    run = run_pipeline(
+        args.rate,
+        args.duration,
+        base=args,
+        kafka=kafka,
+        redis=redis,
+        workdir=workdir,
+        warmup=lambda pipeline: wait_books_live(pipeline, redis, symbols),
+    )
     consumer = Scrape.merged(
         *(scrape for name, scrape in run["final"].items() if component_of(name) == "books-consumer")
     )
@@ -229,7 +265,6 @@ def _main_run(
     exact, checked, biggest = books_exact(
         settings, redis.url.get_secret_value(), f"cryptopipe:{run['topic_prefix']}"
     )
-    symbols = args.market_size or len(args.symbols.split(","))
     if checked < symbols:
         _progress(
             f"only {checked} of {symbols} symbols had a book in Redis: each book goes live at its "

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +166,11 @@ def run_pipeline(
     redis: RedisEndpoint,
     workdir: Path,
     sample_lag: bool = False,
+    warmup: Callable[[Pipeline], None] | None = None,
 ) -> dict[str, Any]:
     """One pipeline run at an offered rate; returns counts, lag samples, latency samples (every
-    consumer's) and each component's CPU seconds during the window."""
+    consumer's) and each component's CPU seconds during the window, which starts once ``warmup``
+    (if any) returns."""
     run_id = uuid.uuid4().hex[:6]
     consumers = member_names("prices-consumer", base.consumers)
     run_dir = workdir / f"latency-{run_id}"
@@ -179,7 +181,9 @@ def run_pipeline(
         samples = [path for path in map(pipeline.latency_samples_file, consumers) if path is not None]
         pids = _pids(pipeline, kafka, redis)
         shards = pipeline.members("ingest")
-        counts_before = _ingest_counts(pipeline.scrape(*shards))
+        if warmup is not None:
+            warmup(pipeline)
+        counts_before = _ingest_counts(_scrape_ingest(pipeline, shards))
         cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         max_lag = 0.0
@@ -192,7 +196,7 @@ def run_pipeline(
             if dead is not None:
                 raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
         cpu = component_cpu(cpu_before, cpu_seconds(pids))
-        ingest_scrape = pipeline.scrape(*shards)
+        ingest_scrape = _scrape_ingest(pipeline, shards)
         counts = _ingest_counts(ingest_scrape)
         drain(pipeline)
         books = books_of(pipeline)
@@ -223,6 +227,17 @@ def producer_latency_ms(scrape: Scrape) -> dict[str, dict[str, float | None]]:
             values = [s.value for s in scrape.samples(m.PRODUCER_LATENCY, stage=stage, quantile=quantile)]
             out[stage][quantile] = round(max(values) * 1000, 3) if values else None
     return out
+
+
+def _scrape_ingest(pipeline: Pipeline, shards: Sequence[str]) -> Scrape:
+    """The ingest shards' /metrics, allowed 30 s: with a whole market's per-symbol series the page
+    is large and a busy ingest slow to render it, and the window's counts must never read as 0
+    because a scrape timed out. Raises RuntimeError when a shard cannot be scraped."""
+    urls = [pipeline.state.services[name].metrics_url for name in shards]
+    try:
+        return Scrape.from_urls(*(url for url in urls if url), timeout=30.0)
+    except OSError as exc:
+        raise RuntimeError(f"could not read the ingest shards' counts ({', '.join(shards)}): {exc}") from exc
 
 
 def _ingest_counts(scrape: Scrape) -> dict[str, float]:
