@@ -25,10 +25,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import stat
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -63,6 +66,24 @@ def _trades(path: Path, first_id: int, n: int, price: Decimal, rise: Decimal) ->
                     True,
                 ]
             )
+
+
+def _redis_logins(processes: list[psutil.Process]) -> dict[str, str | None]:
+    """The Redis user each service process was given (``REDIS_URL``'s, by its command), checking
+    that its password is only in its ``REDIS_PASSWORD_FILE`` (0600), never in its environment."""
+    logins: dict[str, str | None] = {}
+    for process in processes:
+        try:
+            argv, env = process.cmdline(), process.environ()
+        except psutil.Error:
+            continue
+        if "cryptopipe.cli" not in argv or "REDIS_URL" not in env:
+            continue
+        url = urlsplit(env["REDIS_URL"])
+        assert url.password is None, argv
+        assert stat.S_IMODE(os.stat(env["REDIS_PASSWORD_FILE"]).st_mode) == 0o600
+        logins[argv[argv.index("cryptopipe.cli") + 1]] = url.username
+    return logins
 
 
 @pytest.mark.timeout(600)
@@ -100,6 +121,11 @@ def test_the_whole_pipeline_on_its_own_servers(
         )
         children = psutil.Process(up.proc.pid).children(recursive=True)
         assert len(children) >= 3  # broker, redis, replay exchange, ingest, consumers, ...
+        assert _redis_logins(children) == {
+            "prices-consumer": "prices-consumer",
+            "alerts-consumer": "alerts-consumer",
+            "dashboard": "dashboard",
+        }
         try:
             page.goto(f"http://127.0.0.1:{port}")
             first = eventually(
