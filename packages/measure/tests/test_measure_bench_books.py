@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cryptopipe.measure.bench_books import memory_per_book_bytes, resync_seconds
-from cryptopipe.schemas import DepthSnapshot
+from cryptopipe.measure.bench_books import holds_the_same_levels, memory_per_book_bytes, resync_seconds
+from cryptopipe.schemas import DepthSnapshot, OrderBook
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord
 
 _BOOK = {"bids": ((Decimal("100"), Decimal("1")),), "asks": ((Decimal("101"), Decimal("1")),)}
@@ -54,6 +54,22 @@ def test_a_book_of_a_thousand_levels_is_measured_in_bytes() -> None:
     snapshot = DepthSnapshot(symbol="BTCUSDT", last_update_id=1, bids=levels[499::-1], asks=levels[500:])
     per_book = memory_per_book_bytes(snapshot)
     assert 1000 * 20 < per_book < 1000 * 2000  # tens to hundreds of bytes a level, not nothing
+
+
+def test_a_thin_side_does_not_cut_the_other_short_in_the_check() -> None:
+    """A quiet symbol's book: 2 bids and 5 asks; Redis keeps the top 3 per side (2 bids, 3 asks)."""
+
+    def level(price: str) -> tuple[Decimal, Decimal]:
+        return Decimal(price), Decimal("1")
+
+    asks = tuple(level(p) for p in ("10.1", "10.2", "10.3", "10.4", "10.5"))
+    book = OrderBook.from_snapshot(
+        DepthSnapshot(symbol="aakusdt", last_update_id=7, bids=(level("9.9"), level("9.8")), asks=asks)
+    )
+    held_bids, held_asks = (level("9.9"), level("9.8")), asks[:3]
+    assert holds_the_same_levels(book, held_bids, held_asks)
+    assert not holds_the_same_levels(book, held_bids, (*asks[:2], level("10.4")))  # a level differs
+    assert not holds_the_same_levels(book, held_bids[:1], held_asks)  # a bid missing
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ from cryptopipe.observability import metrics as m
 from cryptopipe.pipeline import EXIT_UNBALANCED, Books, Pipeline, component_of
 from cryptopipe.runtime import write_json_atomic
 from cryptopipe.schemas import DepthSnapshot, KafkaSettings, OrderBook, RedisSettings
+from cryptopipe.schemas.book import Level
 from cryptopipe.schemas.book_messages import BookResetRecord, BookUpdateRecord, decode_book_record
 from cryptopipe.schemas.topics import BOOK_SNAPSHOTS, BOOK_UPDATES
 from cryptopipe.store import BookStore
@@ -174,12 +175,19 @@ def check_against_kafka(kafka: KafkaSettings, redis_url: str, key_prefix: str) -
             got = "no book" if book is None else f"epoch {found.epoch} id {book.update_id}"
             check.differences.append(f"{where}, rebuilt {got} (from {found.partition}@{found.next_offset})")
             continue
-        top = book.top(len(view.bids))
-        if (tuple(top.bids), tuple(top.asks)) != (view.bids, view.asks):
+        if not holds_the_same_levels(book, view.bids, view.asks):
             check.differences.append(f"{where}, rebuilt at that id with other levels")
         elif check.deepest is None or len(book) > len(check.deepest):
             check.deepest = book
     return check
+
+
+def holds_the_same_levels(book: OrderBook, bids: Sequence[Level], asks: Sequence[Level]) -> bool:
+    """Whether the top levels Redis holds (``bids``, ``asks``: up to the consumer's N per side) are
+    ``book``'s. N is the deeper side's count: a side with fewer levels than N holds all its book's,
+    so a thin side does not cut the other one short."""
+    top = book.top(max(len(bids), len(asks)))
+    return (tuple(top.bids), tuple(top.asks)) == (tuple(bids), tuple(asks))
 
 
 def books_exact(
