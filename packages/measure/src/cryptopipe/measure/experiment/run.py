@@ -207,7 +207,8 @@ def environment(pipeline: Pipeline) -> dict[str, Any]:
             "python": platform.python_version(),
             "java": java_version(pipeline),
             "broker": pipeline.state.broker,
-            "redis": _redis_version(pipeline.env["REDIS_URL"]),
+            # the run's own URL (the services may each have a user of their own, without INFO)
+            "redis": _redis_version(pipeline.redis.url.get_secret_value()) if pipeline.redis else None,
         },
     }
 
