@@ -238,7 +238,7 @@ def alerts_published_by(alerting: Scrape) -> int:
 
 def books_of(pipeline: Pipeline) -> Books:
     """A drained run's books, from the services' final stats files (scrapes as a fallback),
-    summed over the ingest shards and over the prices consumers."""
+    summed over the ingest shards and over each group's consumers (prices, books)."""
     state = pipeline.state
     final, files = state.final, state.stats_files
 
@@ -252,26 +252,19 @@ def books_of(pipeline: Pipeline) -> Books:
     ingest = summed(IngestStats, shards.values())
     topics: dict[str, TopicBooks] = {}
     consumers: dict[str, dict[str, LoopStats]] = {}
-    prices = [n for n in pipeline.members("prices-consumer") if n in state.services]
-    if prices:
-        consumers["prices"] = {
-            name: loop_stats(read_stats(files.get(name)), last(name), "prices-consumer", stale_metric=True)
-            for name in prices
+    readers = (
+        ("prices", "prices-consumer", ingest.published, True),
+        ("book-updates", "books-consumer", book_records_published(pipeline) or 0, False),
+    )
+    for topic, component, published, stale_metric in readers:
+        members = [n for n in pipeline.members(component) if n in state.services]
+        if not members:
+            continue
+        consumers[topic] = {
+            name: loop_stats(read_stats(files.get(name)), last(name), component, stale_metric=stale_metric)
+            for name in members
         }
-        topics["prices"] = TopicBooks(
-            "prices", ingest.published, summed(LoopStats, consumers["prices"].values())
-        )
-    books = [n for n in pipeline.members("books-consumer") if n in state.services]
-    if books:
-        consumers["book-updates"] = {
-            name: loop_stats(read_stats(files.get(name)), last(name), "books-consumer", stale_metric=False)
-            for name in books
-        }
-        topics["book-updates"] = TopicBooks(
-            "book-updates",
-            book_records_published(pipeline) or 0,
-            summed(LoopStats, consumers["book-updates"].values()),
-        )
+        topics[topic] = TopicBooks(topic, published, summed(LoopStats, consumers[topic].values()))
     if "alerts-consumer" in state.services and "alerting" in state.services:
         handled = loop_stats(
             read_stats(files.get("alerts-consumer")),
