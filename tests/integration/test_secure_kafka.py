@@ -153,12 +153,7 @@ def test_a_service_beyond_its_acls_is_refused_counted_and_reported(
     try:
 
         def refusals() -> float:
-            assert proc.poll() is None, log.read_text()
-            try:
-                scrape = Scrape.from_urls(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
-            except OSError as exc:
-                raise AssertionError(f"no /metrics yet: {exc}") from None
-            return scrape.total(
+            return _scrape_while_running(proc, log, port).total(
                 m.ERRORS, component="prices-consumer", reason="kafka_group_authorization_failed"
             )
 
@@ -197,12 +192,7 @@ def test_a_password_rotated_mid_run_stops_the_service_with_one_line_naming_the_s
     try:
 
         def assigned() -> float:
-            assert proc.poll() is None, log.read_text()
-            try:
-                scrape = Scrape.from_urls(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
-            except OSError as exc:
-                raise AssertionError(f"no /metrics yet: {exc}") from None
-            owned = scrape.total(m.CONSUMER_ASSIGNED)
+            owned = _scrape_while_running(proc, log, port).total(m.CONSUMER_ASSIGNED)
             assert owned >= 1, "no partition yet"
             return owned
 
@@ -230,6 +220,16 @@ def test_a_password_rotated_mid_run_stops_the_service_with_one_line_naming_the_s
     assert final.total(m.ERRORS, component="prices-consumer", reason="kafka_authentication") >= 1
 
 
+def _scrape_while_running(proc: subprocess.Popen[bytes], log: Path, port: int) -> Scrape:
+    """The service's /metrics; an AssertionError (for ``eventually``) while it is not up yet, and
+    its log when it has exited."""
+    assert proc.poll() is None, log.read_text()
+    try:
+        return Scrape.from_urls(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+    except OSError as exc:
+        raise AssertionError(f"no /metrics yet: {exc}") from None
+
+
 def _secrets(secure_kafka: SecureKafkaCluster, redis_settings: RedisSettings) -> dict[str, str]:
     assert secure_kafka.security is not None
     found = {name: path.read_text().strip() for name, (_, path) in secure_kafka.principals.items()}
@@ -243,7 +243,8 @@ def _secrets(secure_kafka: SecureKafkaCluster, redis_settings: RedisSettings) ->
 
 def _children(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.NoSuchProcess:
         return []
 
