@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
+from cryptopipe.infra.secure_kafka import SecureKafkaCluster
 from cryptopipe.infra.testing import eventually, produce
 from cryptopipe.ingest import IngestSettings
 from cryptopipe.ingest.publisher import IngestStats
@@ -127,8 +129,14 @@ def test_the_tail_read_is_bounded_and_a_missing_topic_is_a_fresh_start(
     records = [_trade("ETHUSDT", i) for i in (5, 6, 7)] + [_trade("SOLUSDT", i) for i in (1, 2, 3)]
     records += [_trade("BTCUSDT", 40), _trade("BTCUSDT", 41, kind="trade")]
     # One record a batch: a broker that reports the last batch's base offset + 1 as the end (Tansu)
-    # then reports the true end.
-    one_each = {"partitioner": PARTITIONER, "linger.ms": 0, "batch.num.messages": 1}
+    # then reports the true end. Idempotent, so that many one-record requests in flight keep their
+    # order through a retry (a partition's last record must be the last one produced).
+    one_each = {
+        "partitioner": PARTITIONER,
+        "linger.ms": 0,
+        "batch.num.messages": 1,
+        "enable.idempotence": True,
+    }
     produce(kafka_settings, topic, ((encode_key(t.symbol), encode(t)) for t in records), **one_each)
     symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
     wide = read_resume_point(kafka_settings, topic, symbols, kind="aggTrade", window=100)
@@ -141,6 +149,20 @@ def test_the_tail_read_is_bounded_and_a_missing_topic_is_a_fresh_start(
     assert narrow.last_ids == {"SOLUSDT": 3}  # ETHUSDT's last record is 4 back: beyond the window
     assert "no record in the last 3" in narrow.not_resumed["ETHUSDT"]
     assert narrow.records == 3 + 2
+
+
+@pytest.mark.slow
+def test_on_a_secured_kafka_ingest_reads_the_end_of_prices_as_its_own_principal(
+    secure_kafka: SecureKafkaCluster,
+) -> None:
+    """READ on prices is all it takes: partitions are assigned, no group is joined."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}-"
+    secure_kafka.add_topic_prefix(prefix)
+    ingest = secure_kafka.settings("ingest", topic_prefix=prefix)
+    topic = PRICES.with_prefix(prefix).name
+    produce(ingest, topic, [(b"BTCUSDT", encode(_trade("BTCUSDT", 42)))], partitioner=PARTITIONER)
+    point = read_resume_point(ingest, topic, ["BTCUSDT"], kind="aggTrade", window=10)
+    assert point.last_ids == {"BTCUSDT": 42}
 
 
 def _resumed_gauge() -> float | None:
