@@ -180,10 +180,11 @@ def test_books_that_do_not_balance_exit_3_with_one_line(
     books show every published trade unwritten, `lost` says so, and `up` exits 3 with one line."""
     redis_client.set(f"{redis_settings.key_prefix}price:BTCUSDT", b"not a hash")
     args = ["--source", "replay", "--symbols", "btcusdt", "--rate", "50", "--seed", "3", "--run-for", "5"]
-    args += ["--no-alerting", "--no-dashboard", "--no-prometheus"]
+    args += ["--no-alerting", "--no-dashboard", "--no-prometheus", "--drain-timeout", "5"]
     run = up_here(args)
     result = run.result
     assert result.returncode == 3, result.stderr[-4000:]
+    assert "prices-consumer did not catch up within 5 s; stopping anyway" in result.stderr
     summary = run.summary()
     published = summary["trades_published"]
     assert published > 0

@@ -95,6 +95,8 @@ class PipelineConfig(BaseModel):
     ingest_shards: int = Field(default=1, ge=1)
     consumers: int = Field(default=1, ge=1)
     book_consumers: int = Field(default=1, ge=1)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """At the end, how long the drain waits for a group of consumers that makes no progress."""
     """Books consumers in one group, splitting the book topics' partitions (with ``depth``)."""
     depth: Literal["off", "100ms", "1000ms"] = "off"
     """Order books: ingest keeps each symbol's book in sync from `<symbol>@depth@100ms` (or the

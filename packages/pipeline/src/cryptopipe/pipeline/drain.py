@@ -136,6 +136,7 @@ def drain_consumers(pipeline: Pipeline, names: Sequence[str], expected: int | No
         pipeline,
         running,
         lambda s: s.total(m.CONSUMER_LAG) == 0 and (expected is None or handled(s) >= expected),
+        pipeline.config.drain_timeout_s,
         progress=handled,
         left=left,
     )

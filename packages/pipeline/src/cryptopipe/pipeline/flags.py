@@ -137,6 +137,16 @@ def _add_isolation(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _cpus(text: str) -> tuple[int, ...]:
     try:
         return parse_cpus(text)
@@ -160,6 +170,14 @@ def _add_scaling(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="N prices-consumer processes in one consumer group, splitting the prices topic's "
         "partitions (4 unless the topic has more; members beyond them idle)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="at the end, how long to wait for consumers that make no progress before stopping them "
+        "(a consumer that progresses is waited for longer)",
     )
     parser.add_argument(
         "--book-consumers",
@@ -317,6 +335,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "ingest_shards": args.ingest_shards,
         "consumers": args.consumers,
         "book_consumers": args.book_consumers,
+        "drain_timeout_s": args.drain_timeout,
         "history_cap": args.history_cap,
         "background_nice": args.background_nice,
         "background_sched": args.background_sched,
