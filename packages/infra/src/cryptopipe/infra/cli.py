@@ -34,7 +34,14 @@ from typing import Any
 from cryptopipe.infra.apache_kafka import KAFKA_VERSION, MIN_JAVA, KafkaCluster, kafka_libs
 from cryptopipe.infra.errors import InfraError, ServerStartError
 from cryptopipe.infra.secure_kafka import GRANTS, SecureKafkaCluster
-from cryptopipe.runtime import Interrupted, Stop, positive_int, stop_on_signals, write_json_atomic
+from cryptopipe.runtime import (
+    Interrupted,
+    Stop,
+    positive_int,
+    seconds_or_zero,
+    stop_on_signals,
+    write_json_atomic,
+)
 from cryptopipe.runtime.jvm import (
     ArtifactResolutionError,
     JavaNotFoundError,
@@ -50,16 +57,6 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 DEFAULT_HEAP = "384m"
 _HEAP = re.compile(r"^[1-9]\d*[kKmMgG]?$")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _heap(text: str) -> str:
@@ -121,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_secure_arguments(parser)
     parser.add_argument(
         "--run-for",
-        type=_seconds,
+        type=seconds_or_zero,
         default=None,
         metavar="SECONDS",
         help="stop cleanly this long after the cluster is ready (default: until Ctrl-C/SIGTERM)",
     )
     parser.add_argument(
         "--ready-timeout",
-        type=_seconds,
+        type=seconds_or_zero,
         default=120.0,
         metavar="SECONDS",
         help="give up when the brokers are not ready after this long (default: 120)",

@@ -28,7 +28,7 @@ from cryptopipe.pipeline.config import (
 from cryptopipe.pipeline.names import parse_symbols
 from cryptopipe.pipeline.priority import parse_cpus
 from cryptopipe.replay.config import ReplaySettings
-from cryptopipe.runtime import positive_int
+from cryptopipe.runtime import positive_int, positive_seconds
 from cryptopipe.schemas import ConfigError, env_names, load_settings
 
 #: The rules a replay run uses unless told otherwise: replayed and synthetic markets move less in a
@@ -137,16 +137,6 @@ def _add_isolation(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
 def _cpus(text: str) -> tuple[int, ...]:
     try:
         return parse_cpus(text)
@@ -173,7 +163,7 @@ def _add_scaling(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="at the end, how long to wait for consumers that make no progress before stopping them "

@@ -12,7 +12,7 @@
   jobs every command shares, each with one home.
 """
 
-from cryptopipe.runtime.args import plain_text, positive_int
+from cryptopipe.runtime.args import plain_text, positive_int, positive_seconds, seconds_or_zero
 from cryptopipe.runtime.backoff import Backoff
 from cryptopipe.runtime.env import environ_of
 from cryptopipe.runtime.files import read_json_object, write_json_atomic, write_private
@@ -55,12 +55,14 @@ __all__ = [
     "free_port",
     "plain_text",
     "positive_int",
+    "positive_seconds",
     "rate_limited_logger",
     "read_json_object",
     "read_stats",
     "required_kafka",
     "run_service",
     "run_settings_from",
+    "seconds_or_zero",
     "stop_on_signals",
     "stop_process",
     "write_json_atomic",
