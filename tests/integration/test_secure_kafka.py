@@ -146,10 +146,7 @@ def test_a_service_beyond_its_acls_is_refused_counted_and_reported(
         principals_file, redis_settings, KAFKA_PRINCIPAL="ingest", PRICES_CONSUMER_METRICS_PORT=str(port)
     )
     log = tmp_path / "prices-consumer.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cryptopipe.cli", "prices-consumer"], env=env, stdout=out, stderr=out
-        )
+    proc = _start_prices_consumer(env, log)
     try:
 
         def refusals() -> float:
@@ -185,10 +182,7 @@ def test_a_password_rotated_mid_run_stops_the_service_with_one_line_naming_the_s
         CRYPTOPIPE_STATS_JSON=str(stats),
     )
     log = tmp_path / "prices-consumer.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cryptopipe.cli", "prices-consumer"], env=env, stdout=out, stderr=out
-        )
+    proc = _start_prices_consumer(env, log)
     try:
 
         def assigned() -> float:
@@ -218,6 +212,14 @@ def test_a_password_rotated_mid_run_stops_the_service_with_one_line_naming_the_s
     final = final_scrape(read_stats(stats))
     assert final is not None
     assert final.total(m.ERRORS, component="prices-consumer", reason="kafka_authentication") >= 1
+
+
+def _start_prices_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``cryptopipe prices-consumer`` with ``env``, its output in ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cryptopipe.cli", "prices-consumer"], env=env, stdout=out, stderr=out
+        )
 
 
 def _scrape_while_running(proc: subprocess.Popen[bytes], log: Path, port: int) -> Scrape:
