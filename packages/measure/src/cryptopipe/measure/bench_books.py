@@ -229,11 +229,12 @@ def wait_books_live(pipeline: Pipeline, redis: RedisEndpoint, symbols: int) -> N
     seconds the window starts anyway, and the run says how many books it checked."""
     prefix = pipeline.config.servers.redis.key_prefix
     client = redis_lib.Redis.from_url(redis.url.get_secret_value())
+    store = BookStore(client, prefix)
     started = time.monotonic()
     deadline = started + max(120.0, symbols / 2)
     said = started
     try:
-        while (live := len(BookStore(client, prefix).symbols())) < symbols:
+        while (live := len(store.symbols())) < symbols:
             now = time.monotonic()
             if now > deadline:
                 _progress(
