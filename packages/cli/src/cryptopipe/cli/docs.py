@@ -37,7 +37,8 @@ SETTINGS: tuple[tuple[str, str], ...] = (
 
 def _settings_class(target: str) -> type[BaseSettings]:
     module, _, name = target.partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls: object = getattr(importlib.import_module(module), name)
+    assert isinstance(cls, type)
     assert issubclass(cls, BaseSettings)
     return cls
 

@@ -49,7 +49,10 @@ def _time_per_item(fn: Callable[[], object], items: int, repeat: int) -> list[fl
 
 def _pct(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
     return {"p50": round(pick(0.5), 4), "p95": round(pick(0.95), 4), "p99": round(pick(0.99), 4)}
 
 

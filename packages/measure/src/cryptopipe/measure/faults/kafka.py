@@ -96,7 +96,8 @@ def topic_trade_ids(settings: KafkaSettings, topic: str, timeout: float = 120.0)
 
 def replication_problems(settings: KafkaSettings, topic: str, replicas: int, min_isr: int) -> list[str]:
     """Whether ``topic`` really has ``replicas`` replicas per partition and ``min.insync.replicas``."""
-    admin = AdminClient(settings.client_config())
+    config: dict[str, str | int | float | bool] = {**settings.client_config()}
+    admin = AdminClient(config)
     problems = []
     metadata = admin.list_topics(topic, timeout=30).topics[topic]
     for partition, info in sorted(metadata.partitions.items()):
