@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import psutil
@@ -13,6 +14,7 @@ import pytest
 from cryptopipe.measure.soak import (
     MemoryTrace,
     TreeMemory,
+    same_address_space,
     slope_per_hour,
     tree_memory,
     window_percentiles_ms,
@@ -68,6 +70,33 @@ def test_a_process_tree_s_memory_counts_its_children_and_pss_splits_shared_pages
         if proc.stdout is not None:
             proc.stdout.close()
     assert tree_memory(proc.pid) is None
+
+
+def test_a_task_in_the_same_address_space_is_told_from_a_forked_child() -> None:
+    # A thread shares the process's address space, as a vfork or posix_spawn child does until its
+    # exec (the JVM's way to run a command): its memory figures are the process's own, whole.
+    started, done = threading.Event(), threading.Event()
+    native: list[int] = []
+
+    def run() -> None:
+        native.append(threading.get_native_id())
+        started.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert started.wait(10)
+        assert same_address_space(os.getpid(), native[0])
+    finally:
+        done.set()
+        thread.join()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not same_address_space(os.getpid(), child.pid)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_window_is_the_histograms_delta() -> None:

@@ -3,6 +3,9 @@ a warm-up), and the latency of each window of the run, from the histograms' delt
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,12 +31,39 @@ class TreeMemory:
     processes: int
 
 
+#: kcmp(2)'s number where this runs (Linux x86_64 and arm64), and its KCMP_VM type.
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+_KCMP_VM = 1
+_libc = ctypes.CDLL(None, use_errno=True) if _SYS_KCMP is not None and os.name == "posix" else None
+
+
+def same_address_space(pid: int, other: int) -> bool:
+    """Whether two tasks (processes or threads) share one address space (kcmp(2) with KCMP_VM);
+    False where that cannot be told."""
+    if _libc is None:
+        return False
+    return bool(_libc.syscall(_SYS_KCMP, pid, other, _KCMP_VM, 0, 0) == 0)
+
+
+def shares_parent_memory(process: psutil.Process) -> bool:
+    """Whether ``process`` runs in its parent's address space: a child between vfork (or
+    posix_spawn, which the JVM uses to run a command) and its exec. Its /proc memory figures are
+    its parent's, whole, so adding them would count the parent twice: the Spark JVM, which runs
+    a command for Hadoop's local file system now and then, seemed to double for a moment."""
+    try:
+        return same_address_space(process.ppid(), process.pid)
+    except psutil.Error:
+        return False
+
+
 def tree_memory(pid: int) -> TreeMemory | None:
     """Memory of a process and all its descendants (a Spark JVM and its Python workers count with
-    the alerting job); None once it is gone. PSS is None where the kernel does not give it."""
+    the alerting job); None once it is gone. PSS is None where the kernel does not give it. A
+    child still in its parent's address space (:func:`shares_parent_memory`) holds nothing of its
+    own and is left out."""
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        tree = [root, *(p for p in root.children(recursive=True) if not shares_parent_memory(p))]
     except psutil.Error:
         return None
     rss = 0
