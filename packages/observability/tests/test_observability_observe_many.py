@@ -13,8 +13,7 @@ from cryptopipe.observability.metrics import LATENCY_BUCKETS, observe_many
 
 def _samples(histogram: Histogram) -> dict[tuple[str, str], float]:
     [family] = histogram.collect()
-    samples = [s for s in family.samples if not s.name.endswith("_created")]
-    return {(s.name, s.labels.get("le", "")): s.value for s in samples}
+    return {(s.name, s.labels.get("le", "")): s.value for s in family.samples}
 
 
 def _pair() -> tuple[Histogram, Histogram]:

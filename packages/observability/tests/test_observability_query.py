@@ -6,7 +6,7 @@ import urllib.request
 
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from cryptopipe.observability import LATENCY_BUCKETS, Scrape, exact_percentiles_ms, histogram_quantile
 from cryptopipe.observability import metrics as m
@@ -18,6 +18,15 @@ def test_every_metric_is_prefixed_and_listed_once() -> None:
     assert all(name.startswith("cryptopipe_") for name in names)
     assert LATENCY_BUCKETS[0] == 50e-6
     assert LATENCY_BUCKETS[-1] == 60.0
+
+
+def test_no_series_has_a_created_twin() -> None:
+    """Counters and histograms export no ``_created`` series: a line per series nothing reads."""
+    m.ERRORS.labels(component="created-test", reason="probe").inc()
+    m.CONSUMER_BATCH.labels(consumer="created-test").observe(0.01)
+    page = generate_latest(REGISTRY).decode()
+    assert 'cryptopipe_errors_total{component="created-test",reason="probe"} 1.0' in page
+    assert "_created" not in page
 
 
 @given(st.lists(st.floats(min_value=60e-6, max_value=50.0), min_size=20, max_size=400))
