@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,7 @@ from cryptopipe.runtime import (
     stop_on_signals,
     write_stats,
 )
-from cryptopipe.schemas.config import SETTINGS_CONFIG, env, settings_of
+from cryptopipe.schemas.config import SETTINGS_CONFIG, ConfigError, env, load_settings, settings_of
 
 
 class FakeClock:
@@ -175,6 +176,24 @@ def test_run_service_runs_until_stopped_and_writes_its_stats(tmp_path: Path) -> 
     final = final_scrape(written)
     assert final is not None, "the final metrics registry is written beside the stats"
     assert final.total(m.TRADES_RECEIVED, symbol="TESTKIT") == 3
+
+
+def test_run_service_bounds_the_symbol_series_by_its_settings(
+    symbol_limit: Callable[[int], m.SymbolLabels],
+) -> None:
+    symbol_limit(0)  # given back at teardown
+
+    def run(_settings: None, _stop: Stop) -> list[str]:
+        return [m.symbol_label(s) for s in ("KITAUSDT", "KITBUSDT", "KITCUSDT")]
+
+    labels = run_service("test", run, None, run_settings=settings_of(RunSettings, metrics_symbol_limit=2))
+    assert labels == ["KITAUSDT", "KITBUSDT", "other"]
+
+
+def test_a_wrong_symbol_limit_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METRICS_SYMBOL_LIMIT", "-1")
+    with pytest.raises(ConfigError, match="METRICS_SYMBOL_LIMIT"):
+        load_settings(RunSettings)
 
 
 def test_run_service_writes_no_stats_when_the_service_fails(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ are in seconds, as Prometheus convention asks, even though messages carry micros
 
 One module per area defines its metrics (``common``, ``ingest``, ``consumer``, ``skew``,
 ``infrastructure``, ``alerting``, ``books``, ``replay``); this package re-exports them all, so callers write
-``from cryptopipe.observability import metrics as m`` and ``m.TRADES_RECEIVED``.
+``from cryptopipe.observability import metrics as m`` and ``m.TRADES_RECEIVED``. A ``symbol``
+label is set through :func:`symbol_label`, which bounds the series per process (``symbols``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from cryptopipe.observability.metrics.define import catalogue as catalogue
 from cryptopipe.observability.metrics.observe import HistogramBatch as HistogramBatch
 from cryptopipe.observability.metrics.observe import observe_many as observe_many
 from cryptopipe.observability.metrics.observe import prime as prime
+from cryptopipe.observability.metrics.symbols import OTHER as OTHER
+from cryptopipe.observability.metrics.symbols import SYMBOL_LABELS as SYMBOL_LABELS
+from cryptopipe.observability.metrics.symbols import SymbolLabels as SymbolLabels
+from cryptopipe.observability.metrics.symbols import symbol_label as symbol_label
+from cryptopipe.observability.metrics.symbols import symbol_labels as symbol_labels
 
 # isort: off
 # The areas in catalogue order, which is the order they are imported in (each notes its metrics
@@ -27,6 +33,7 @@ from cryptopipe.observability.metrics.common import (
     BUILD_INFO as BUILD_INFO,
     ERRORS as ERRORS,
     DEAD_LETTERS as DEAD_LETTERS,
+    METRICS_SYMBOLS as METRICS_SYMBOLS,
 )
 from cryptopipe.observability.metrics.ingest import (
     TRADES_RECEIVED as TRADES_RECEIVED,
