@@ -92,7 +92,8 @@ def prime_book_metrics(symbols: Iterable[str]) -> None:
         m.BOOK_EVENTS, *({"outcome": o} for o in ("applied", "skipped_older_than_snapshot", "in_resync_gap"))
     )
     m.prime(m.BOOK_TICKER_CHECKS, *({"result": r} for r in ("match", "mismatch", "unchecked")))
-    m.prime(m.BOOK_RESYNCS, *({"symbol": s.upper(), "reason": r} for s in symbols for r in _RESYNC_REASONS))
+    labels = m.symbol_labels(s.upper() for s in symbols)
+    m.prime(m.BOOK_RESYNCS, *({"symbol": label, "reason": r} for label in labels for r in _RESYNC_REASONS))
     m.prime(m.BOOK_GAPS, {"where": "live"}, {"where": "buffer"})
     m.prime(m.BOOKS, {"state": "live"}, {"state": "syncing"})
     results = ("used", "stale", "ignored", "rate_limited", "failed")
@@ -301,7 +302,7 @@ class Books:
         state.reset_reason = output.reason
         state.tickers.clear()
         self.stats.book_resyncs += 1
-        m.BOOK_RESYNCS.labels(symbol=output.symbol, reason=output.reason).inc()
+        m.BOOK_RESYNCS.labels(symbol=m.symbol_label(output.symbol), reason=output.reason).inc()
         if output.reason == "gap":
             m.BOOK_GAPS.labels(where="live").inc()
 

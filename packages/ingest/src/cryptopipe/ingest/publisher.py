@@ -245,7 +245,7 @@ class Publisher:
             counter = self._published_by_key.get(key)  # type: ignore[arg-type]
             if counter is None:
                 counter = self._published_by_key[key] = m.TRADES_PUBLISHED.labels(  # type: ignore[index]
-                    symbol=_symbol_of(key)
+                    symbol=m.symbol_label(_symbol_of(key))
                 )
             counter.inc()
             return

@@ -102,7 +102,7 @@ class Ingest:
 
     def _prime_metrics(self) -> None:
         """Series for events that may never happen in a run, so they read 0 rather than no data."""
-        per_symbol = [{"symbol": s} for s in self.symbols]
+        per_symbol = [{"symbol": label} for label in m.symbol_labels(self.symbols)]
         for metric in (m.TRADES_RECEIVED, m.TRADES_PUBLISHED, m.GAPS, m.BACKFILLED, m.UNFILLED, m.DUPLICATES):
             m.prime(metric, *per_symbol)
         m.prime(m.TRADES_LOST, *({"reason": r} for r in ("buffer_full", "shutdown")))

@@ -33,14 +33,16 @@ logger = logging.getLogger(__name__)
 
 
 class _SymbolMetrics:
-    """Metric children of one symbol, looked up once: ``labels()`` costs more than ``inc()``."""
+    """Metric children of one symbol (under its label: ``other`` beyond METRICS_SYMBOL_LIMIT),
+    looked up once: ``labels()`` costs more than ``inc()``."""
 
     __slots__ = ("corrected", "network", "received")
 
     def __init__(self, symbol: str) -> None:
-        self.received = m.TRADES_RECEIVED.labels(symbol=symbol)
-        self.network = m.HistogramBatch(m.NETWORK_LATENCY.labels(symbol=symbol))
-        self.corrected = m.HistogramBatch(m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol))
+        label = m.symbol_label(symbol)
+        self.received = m.TRADES_RECEIVED.labels(symbol=label)
+        self.network = m.HistogramBatch(m.NETWORK_LATENCY.labels(symbol=label))
+        self.corrected = m.HistogramBatch(m.NETWORK_LATENCY_CORRECTED.labels(symbol=label))
 
     def flush(self) -> None:
         self.network.flush()
@@ -125,7 +127,7 @@ class TradeSequencer:
         """Ids first..end are missing: count the gap and start backfilling it (True), or count
         them unfilled when that is not possible (False)."""
         self.stats.gaps += 1
-        m.GAPS.labels(symbol=symbol).inc()
+        m.GAPS.labels(symbol=m.symbol_label(symbol)).inc()
         logger.info("gap in %s: ids %d..%d missing (%d)", symbol, first, end, end - first + 1)
         if self.settings.mode == "aggTrade" and not self.stopping and self.rest is not None:
             state.next_id, state.gap_end = first, end
@@ -193,13 +195,13 @@ class TradeSequencer:
 
     def _duplicate(self, trade: Trade) -> None:
         self.stats.duplicates += 1
-        m.DUPLICATES.labels(symbol=trade.symbol).inc()
+        m.DUPLICATES.labels(symbol=m.symbol_label(trade.symbol)).inc()
 
     def _unfilled(self, symbol: str, count: int) -> None:
         if count <= 0:
             return
         self.stats.unfilled += count
-        m.UNFILLED.labels(symbol=symbol).inc(count)
+        m.UNFILLED.labels(symbol=m.symbol_label(symbol)).inc(count)
         self._log.log(
             logger,
             logging.WARNING,
@@ -233,7 +235,7 @@ class TradeSequencer:
                     )
                     self._publish(trade, None)
                     self.stats.backfilled += 1
-                    m.BACKFILLED.labels(symbol=symbol).inc()
+                    m.BACKFILLED.labels(symbol=m.symbol_label(symbol)).inc()
                     state.next_id = item.a + 1
                     progressed = True
                 if not progressed:

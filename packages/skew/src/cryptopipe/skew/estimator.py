@@ -135,7 +135,7 @@ class SkewEstimator:
         """Observe the skew-corrected network latency of one trade; returns it in µs (None: no estimate)."""
         corrected = self.corrected_latency_us(receive_time_us, trade_time_us)
         if corrected is not None:
-            m.NETWORK_LATENCY_CORRECTED.labels(symbol=symbol).observe(corrected / 1e6)
+            m.NETWORK_LATENCY_CORRECTED.labels(symbol=m.symbol_label(symbol)).observe(corrected / 1e6)
         return corrected
 
     # --- estimating ----------------------------------------------------------------------------
