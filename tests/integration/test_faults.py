@@ -23,7 +23,6 @@ from cryptopipe.measure.faults import (
     Servers,
     broker_restart,
     cluster_endpoint,
-    consumer_kill,
     lag_episode,
     leader_kill,
     network_cut,
@@ -108,10 +107,3 @@ def test_redis_killed_and_restarted_with_the_aof_on_loses_and_duplicates_nothing
     kafka: KafkaEndpoint, aof_redis: RedisEndpoint
 ) -> None:
     _assert_every_trade_once(redis_restart(Servers(kafka, aof_redis), CONFIG, print), CONFIG)
-
-
-@pytest.mark.slow
-def test_the_prices_consumer_killed_and_restarted_loses_and_duplicates_nothing(
-    kafka: KafkaEndpoint, redis_server: RedisEndpoint
-) -> None:
-    _assert_every_trade_once(consumer_kill(Servers(kafka, redis_server), CONFIG, print), CONFIG)

@@ -4,9 +4,9 @@ Scenarios (``--only NAME`` runs one): ``leader-kill`` (the busiest partition's l
 on a 3-broker Apache Kafka cluster, replication factor 3, then restarted), ``broker-restart``
 (the single broker stopped and started again on its data), ``network-cut`` (every connection
 to the broker cut by a TCP proxy for ``--outage`` seconds), ``redis-restart`` (Redis with the AOF
-on, ``appendfsync always``, SIGKILLed and restarted) and ``consumer-kill`` (the prices consumer
-SIGKILLed and restarted) and ``ingest-kill`` (ingest SIGKILLed and restarted). Each fault lasts
-``--outage`` seconds (default 10).
+on, ``appendfsync always``, SIGKILLed and restarted), ``consumer-kill`` (the prices consumer,
+with ``--books`` the books consumer too, SIGKILLed and restarted) and ``ingest-kill`` (ingest
+SIGKILLed and restarted). Each fault lasts ``--outage`` seconds (default 10).
 
 With ``--books`` the pipeline also keeps order books (``up --depth 100ms``, the exchange's synthetic
 book): each scenario then reports what the fault cost them, ``book_resyncs`` (resets published
@@ -51,6 +51,13 @@ from cryptopipe.measure.floors import bench_parser
 from cryptopipe.pipeline import EXIT_UNBALANCED
 
 _progress = faults.stderr_progress("bench faults")
+#: What makes one scenario fail without stopping the others.
+_SCENARIO_FAILURES: tuple[type[Exception], ...] = (
+    *START_ERRORS,
+    faults.ScenarioError,
+    KafkaException,
+    OSError,
+)
 
 
 class _Servers:
@@ -152,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         results.append(runner(on_cluster, config, _progress))
                 else:
                     results.append(runner(servers.proxied(), config, _progress))
-            except (*START_ERRORS, faults.ScenarioError, KafkaException, OSError) as exc:
+            except _SCENARIO_FAILURES as exc:
                 _progress(f"scenario {name} FAILED: {type(exc).__name__}: {exc}")
                 errors.append({"fault": name, "error": f"{type(exc).__name__}: {exc}"})
     rows = [r.row() for r in results]

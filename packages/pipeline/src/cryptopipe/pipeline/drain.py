@@ -124,9 +124,10 @@ def drain_consumers(pipeline: Pipeline, names: Sequence[str], expected: int | No
     if not running:
         return
     component = component_of(running[0])
+    before = sum(pipeline.state.handled_before.get(n, 0) for n in running)
 
     def handled(s: Scrape) -> float:
-        return s.total(m.CONSUMED) + s.total(m.DEAD_LETTERS, component=component)
+        return before + s.total(m.CONSUMED) + s.total(m.DEAD_LETTERS, component=component)
 
     def left(s: Scrape) -> str:
         of = "" if expected is None else f" of {expected}"

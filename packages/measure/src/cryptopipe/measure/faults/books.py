@@ -5,6 +5,7 @@ while the scenario runs, and afterwards the resyncs read back from ``book-update
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import urllib.parse
 from collections import Counter
@@ -156,6 +157,12 @@ class BookCosts:
     recoveries (seek, recreate), from its final figures."""
     killed_ingest_records: int = 0
     """Records in ``book-updates`` from an ingest process killed during the run (its epochs)."""
+    warm_starts: dict[str, int] = field(default_factory=dict)
+    """The (last) books consumer's symbols met mid-epoch with no book in memory, by result:
+    ``rebuilt`` from their checkpoint and the updates after it (a restarted consumer)."""
+    killed_consumer_records: int = 0
+    """Records a books consumer killed during the run handled up to its last commit (its figures
+    died with it; the restarted one took up from there): counted as written."""
     events_unaccounted: int = 0
     """Depth events the final ingest took in that are neither applied, skipped, in a resync gap
     nor buffered."""
@@ -181,13 +188,15 @@ def book_costs(
     fault_start: float,
     fault_end: float,
     killed_before_us: int | None = None,
+    consumer_handled_before: int = 0,
 ) -> BookCosts:
     """The books after a drained run: resyncs since ``fault_start_us`` (wall clock, µs) read back
     from ``book-updates``, the books consumer's breaks and resets, the book in Redis against the
     book rebuilt from Kafka, and the ``book-updates`` books. ``killed_before_us``: an ingest
     process was killed then; its records are the topic's records of epochs below it (a producer's
     epochs start at its wall clock), and its acknowledgements died with it, so the topic says what
-    it published. ``watch`` saw the books in Redis against the exchange's (monotonic times)."""
+    it published. ``consumer_handled_before``: records a killed books consumer handled up to its
+    last commit. ``watch`` saw the books in Redis against the exchange's (monotonic times)."""
     exact_after = watch.exact_after(fault_end)
     costs = BookCosts(
         exact_after_by_symbol=exact_after,
@@ -206,12 +215,13 @@ def book_costs(
     costs.books_exact = costs.books_checked > 0 and not costs.kafka_differences
     costs.breaks = int(consumer.total(m.BOOK_BREAKS))
     costs.resets_applied = _by_label(consumer, m.BOOK_RESETS, "reason")
+    costs.warm_starts = _by_label(consumer, m.BOOK_WARM_STARTS, "result")
     _ingest_figures(costs, books)
     topic = books.topics.get("book-updates")
     if topic is None:
         costs.problems.append("no books consumer ran: the book-updates books cannot be read")
         return costs
-    _balance(costs, topic, records, consumer, killed_before_us)
+    _balance(costs, topic, records, consumer, killed_before_us, consumer_handled_before)
     costs.problems += _book_problems(costs)
     return costs
 
@@ -222,8 +232,10 @@ def _balance(
     records: Sequence[BookResetRecord | BookUpdateRecord],
     consumer: Scrape,
     killed_before_us: int | None,
+    consumer_handled_before: int,
 ) -> None:
-    """The ``book-updates`` books, with a killed ingest's share read from the topic."""
+    """The ``book-updates`` books, with a killed ingest's share read from the topic and a killed
+    books consumer's share up to its last commit."""
     if killed_before_us is not None:
         costs.killed_ingest_records = sum(1 for r in records if r.epoch < killed_before_us)
         survivor = len(records) - costs.killed_ingest_records
@@ -233,6 +245,14 @@ def _balance(
                 f"book-updates holds {survivor} of its epochs"
             )
         topic = TopicBooks(topic.topic, topic.published + costs.killed_ingest_records, topic.handled)
+    if consumer_handled_before:
+        costs.killed_consumer_records = consumer_handled_before
+        handled = dataclasses.replace(
+            topic.handled,
+            consumed=topic.handled.consumed + consumer_handled_before,
+            written=topic.handled.written + consumer_handled_before,
+        )
+        topic = TopicBooks(topic.topic, topic.published, handled)
     # A record the books consumer read a second time (it resumed from its last committed offset:
     # a commit failed while the broker was away, or a stall recovery sought back) is handled twice
     # and shows as surplus. The loop counts these itself (``redelivered``: at or below an offset it

@@ -37,6 +37,7 @@ ROW_FIELDS = (
 )
 
 CONSUMER = "prices-consumer"
+BOOKS_CONSUMER = "books-consumer"
 INGEST = "ingest"
 HISTORY_MARGIN = 1000
 REST_PAGE = 1000

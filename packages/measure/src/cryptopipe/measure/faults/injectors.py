@@ -8,10 +8,13 @@ from collections.abc import Callable
 from cryptopipe.infra import (
     LocalServer,
 )
-from cryptopipe.measure.faults.config import CONSUMER, HISTORY_MARGIN, INGEST, ScenarioError
-from cryptopipe.measure.faults.kafka import busiest_partition_leader, replication_problems
+from cryptopipe.measure.faults.config import BOOKS_CONSUMER, CONSUMER, HISTORY_MARGIN, INGEST, ScenarioError
+from cryptopipe.measure.faults.kafka import busiest_partition_leader, committed_records, replication_problems
 from cryptopipe.measure.faults.run import Run
+from cryptopipe.schemas import load_settings
+from cryptopipe.schemas.topics import BOOK_UPDATES
 from cryptopipe.store import PriceStore, connect_redis
+from cryptopipe.store.settings import BooksConsumerSettings, PricesConsumerSettings
 
 # --- the faults ----------------------------------------------------------------------------------
 
@@ -67,13 +70,33 @@ def restart_redis(run: Run) -> str:
 
 
 def kill_consumer(run: Run) -> str:
-    consumer = run.pipeline.state.services[CONSUMER]
-    pid = consumer.pid
-    with run.down(CONSUMER):
-        consumer.kill()
-        run.hold(f"killed the prices consumer (pid {pid}, SIGKILL)")
-        consumer.restart()
-    return f"prices consumer killed (SIGKILL), restarted as pid {consumer.pid}"
+    """SIGKILL the prices consumer (and, with books, the books consumer with it), hold, start them
+    again with the same command lines: each resumes from its group's committed offsets."""
+    names = [CONSUMER, *([BOOKS_CONSUMER] if run.config.depth else [])]
+    consumers = [run.pipeline.state.services[name] for name in names]
+    pairs = list(zip(names, consumers, strict=True))
+    pids = ", ".join(f"{name} pid {consumer.pid}" for name, consumer in pairs)
+    with run.down(*names):
+        for consumer in consumers:
+            consumer.kill()
+        run.hold(f"killed the consumers ({pids}, SIGKILL)")
+        # What each killed process handled up to its last commit: its figures died with it, and
+        # the restarted one takes up from there (the drain and the books count it as handled).
+        for name in names:
+            group, topic = _group_and_topic(run, name)
+            run.pipeline.state.handled_before[name] = committed_records(run.kafka_settings, group, topic)
+        for consumer in consumers:
+            consumer.restart()
+    again = ", ".join(f"{name} as pid {consumer.pid}" for name, consumer in pairs)
+    return f"{' and '.join(names)} killed (SIGKILL), restarted: {again}"
+
+
+def _group_and_topic(run: Run, consumer: str) -> tuple[str, str]:
+    """The consumer group and topic of the prices or the books consumer of ``run``."""
+    if consumer == BOOKS_CONSUMER:
+        group = load_settings(BooksConsumerSettings).group
+        return group, BOOK_UPDATES.with_prefix(run.kafka_settings.topic_prefix).name
+    return load_settings(PricesConsumerSettings).group, run.prices_topic
 
 
 def kill_ingest(run: Run) -> str:

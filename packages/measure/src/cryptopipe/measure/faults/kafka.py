@@ -126,3 +126,22 @@ def busiest_partition_leader(settings: KafkaSettings, topic: str) -> tuple[int, 
         return partition, int(metadata.partitions[partition].leader)
     finally:
         consumer.close()
+
+
+def committed_records(settings: KafkaSettings, group: str, topic: str, timeout: float = 30.0) -> int:
+    """Records of ``topic`` below ``group``'s committed offsets, over its partitions (a partition
+    with no commit counts 0): what a member of the group handled before it was killed, for the
+    member that takes up from there. Read without joining the group."""
+    consumer = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+        committed = consumer.committed(partitions, timeout=timeout)
+    finally:
+        consumer.close()
+    total = 0
+    for tp in committed:
+        if tp.error is not None:
+            raise ScenarioError(f"{group}'s committed offset of {topic}[{tp.partition}]: {tp.error}")
+        total += max(0, tp.offset)  # OFFSET_INVALID (-1001): nothing committed
+    return total

@@ -61,12 +61,13 @@ class Run:
         )
 
     @contextlib.contextmanager
-    def down(self, service: str) -> Iterator[None]:
-        self.expected_down.add(service)
+    def down(self, *services: str) -> Iterator[None]:
+        """While inside, ``services`` may be down without failing the scenario."""
+        self.expected_down.update(services)
         try:
             yield
         finally:
-            self.expected_down.discard(service)
+            self.expected_down.difference_update(services)
 
     def check_services(self) -> None:
         for name, service in self.pipeline.state.services.items():

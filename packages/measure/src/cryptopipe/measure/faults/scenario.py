@@ -16,6 +16,7 @@ from cryptopipe.ingest.service import Ingest
 from cryptopipe.ingest.settings import load_settings as load_ingest_settings
 from cryptopipe.measure.faults.books import BookCosts, BookWatch, book_costs
 from cryptopipe.measure.faults.config import (
+    BOOKS_CONSUMER,
     HISTORY_MARGIN,
     FaultConfig,
     Progress,
@@ -252,6 +253,7 @@ def _books_after(
         fault_start=fault_start,
         fault_end=fault_end,
         killed_before_us=run.ingest_killed_us,
+        consumer_handled_before=run.pipeline.state.handled_before.get(BOOKS_CONSUMER, 0),
     )
     return costs
 

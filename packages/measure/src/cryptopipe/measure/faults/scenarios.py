@@ -64,7 +64,8 @@ def redis_restart(servers: Servers, config: FaultConfig, progress: Progress | No
 
 
 def consumer_kill(servers: Servers, config: FaultConfig, progress: Progress | None = None) -> ScenarioResult:
-    """The prices consumer SIGKILLed mid-stream and started again."""
+    """The prices consumer SIGKILLed mid-stream and started again; with ``config.depth``, the
+    books consumer with it."""
     return run_scenario("consumer-kill", servers, config, kill_consumer, progress=progress)
 
 
