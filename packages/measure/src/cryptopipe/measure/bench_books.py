@@ -6,8 +6,9 @@ trades per second over ``--symbols`` or a market of ``--market-size`` symbols wh
 skewed (a few busy symbols, a long quiet tail). It reports:
 
 - ``book_update_latency_ms``: an exchange event (its ``E``) until the book in Redis shows it, from
-  the books consumer's histogram (interpolated inside a bucket), next to ``floor_broker_rtt_ms``,
-  the bare broker round trip measured in the same run;
+  the books consumer's histogram over the measured window only (interpolated inside a bucket; the
+  window starts once every book is live, so events buffered while a book waited for its snapshot
+  stay out), next to ``floor_broker_rtt_ms``, the bare broker round trip measured in the same run;
 - ``resync_s``: after injected gaps (the exchange drops every ``--gap-every``-th depth event), how
   long each symbol's book was out of the stream: from the last update before the gap to the
   reset that resynced it, read from ``book-updates`` itself;
@@ -38,6 +39,7 @@ import redis as redis_lib
 from cryptopipe.infra import KafkaEndpoint, RedisEndpoint, resolve_kafka, resolve_redis
 from cryptopipe.measure.bench_prices import run_pipeline, walk_ladder
 from cryptopipe.measure.floors import bench_parser, floor_ms, measure_broker_rtt, ratio
+from cryptopipe.measure.soak import window_percentiles_ms
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
 from cryptopipe.pipeline import EXIT_UNBALANCED, Books, Pipeline, component_of
@@ -77,13 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest processes, each with its share of the symbols (1)",
     )
     parser.add_argument(
+        "--consumers",
+        type=int,
+        default=1,
+        help="prices consumers in one group, splitting the partitions (1)",
+    )
+    parser.add_argument(
         "--book-consumers",
         type=int,
         default=1,
         help="books consumers in one group, splitting the partitions (1)",
     )
     parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
-    parser.set_defaults(depth="100ms", with_alerting=False, consumers=1, depth_drop_every=None)
+    parser.set_defaults(depth="100ms", with_alerting=False, depth_drop_every=None)
     return parser
 
 
@@ -218,10 +226,6 @@ def memory_per_book_bytes(snapshot: DepthSnapshot, samples: int = 20) -> int:
     return int((after - before) / len(books))
 
 
-def _percentiles(scrape: Scrape, histogram: Any) -> dict[str, float | None]:
-    return scrape.percentiles_ms(histogram)
-
-
 def wait_books_live(pipeline: Pipeline, redis: RedisEndpoint, symbols: int) -> None:
     """The measured window starts once every symbol's book is in Redis: each goes live at its REST
     snapshot, and ingest spends at most INGEST_REST_WEIGHT_PER_MINUTE on snapshots, so a whole
@@ -282,8 +286,9 @@ def _main_run(
         )
     books: Books = run["books"]
     return {
-        "book_update_latency_ms": _percentiles(consumer, m.BOOK_E2E_LATENCY),
-        "book_system_latency_ms": _percentiles(consumer, m.BOOK_LATENCY),
+        # What the books consumers observed in the window (and the drain after it), not before.
+        "book_update_latency_ms": window_percentiles_ms(run["books_before"], consumer, m.BOOK_E2E_LATENCY),
+        "book_system_latency_ms": window_percentiles_ms(run["books_before"], consumer, m.BOOK_LATENCY),
         "messages_per_s": round(messages / run["elapsed_s"], 1),
         "cpu_seconds": run["cpu_seconds"],
         "cpu_us_per_msg": {

@@ -184,6 +184,12 @@ def run_pipeline(
         if warmup is not None:
             warmup(pipeline)
         counts_before = _ingest_counts(_scrape_ingest(pipeline, shards))
+        book_readers = pipeline.members("books-consumer")
+        # The books consumers' histograms at the window's start: their warm-up (events buffered
+        # until a snapshot, minutes at a whole market) stays out of the window's latency.
+        books_before = (
+            pipeline.scrape(*book_readers, timeout=30.0, strict=True) if book_readers else Scrape([])
+        )
         cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         max_lag = 0.0
@@ -212,6 +218,7 @@ def run_pipeline(
         "producer_latency_ms": producer_latency_ms(ingest_scrape),
         "topic_prefix": f"bench-{run_id}-",
         "final": dict(pipeline.state.final),
+        "books_before": books_before,
         "pids": pids,
     }
 
@@ -230,14 +237,9 @@ def producer_latency_ms(scrape: Scrape) -> dict[str, dict[str, float | None]]:
 
 
 def _scrape_ingest(pipeline: Pipeline, shards: Sequence[str]) -> Scrape:
-    """The ingest shards' /metrics, allowed 30 s: with a whole market's per-symbol series the page
-    is large and a busy ingest slow to render it, and the window's counts must never read as 0
-    because a scrape timed out. Raises RuntimeError when a shard cannot be scraped."""
-    urls = [pipeline.state.services[name].metrics_url for name in shards]
-    try:
-        return Scrape.from_urls(*(url for url in urls if url), timeout=30.0)
-    except OSError as exc:
-        raise RuntimeError(f"could not read the ingest shards' counts ({', '.join(shards)}): {exc}") from exc
+    """The ingest shards' /metrics, allowed 30 s: a busy ingest may be slow to render its page, and
+    the window's counts must never read as 0 because a scrape timed out (RuntimeError instead)."""
+    return pipeline.scrape(*shards, timeout=30.0, strict=True)
 
 
 def _ingest_counts(scrape: Scrape) -> dict[str, float]:

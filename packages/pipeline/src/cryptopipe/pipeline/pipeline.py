@@ -81,6 +81,10 @@ class RunState:
     """The highest lag the progress lines saw: the consumers' and the Spark query's."""
     stopped: set[str] = field(default_factory=set)
     """Services stopped on purpose before the drain (ingest once a tape has finished)."""
+    handled_before: dict[str, int] = field(default_factory=dict)
+    """Records a consumer's earlier process handled, by service name: one killed and started
+    again mid-run (a fault scenario) takes up from its group's committed offsets, and the
+    figures of the process before it died with it."""
     tape_finished: bool = False
     """Whether the replayed tape has played to its end."""
 
@@ -358,16 +362,23 @@ class Pipeline:
         names = dict.fromkeys([*self.state.services, *self.state.stats_files])
         return [name for name in names if component_of(name) == component]
 
-    def scrape(self, *names: str) -> Scrape:
-        """One scrape of the running services ``names`` (all when none is named)."""
+    def scrape(self, *names: str, timeout: float = 2.0, strict: bool = False) -> Scrape:
+        """One scrape of the running services ``names`` (all when none is named), each allowed
+        ``timeout`` seconds. A service that cannot be read makes it empty (a progress line shows
+        nothing rather than stopping the run), or, when ``strict``, raises RuntimeError: counts
+        that must never read as 0 because a page was slow to render."""
         urls = [
             s.metrics_url
             for n, s in self.state.services.items()
             if s.metrics_url and (not names or n in names) and s.running()
         ]
         try:
-            return Scrape.from_urls(*urls, timeout=2.0)
-        except OSError:
+            return Scrape.from_urls(*urls, timeout=timeout)
+        except OSError as exc:
+            if strict:
+                raise RuntimeError(
+                    f"could not read the metrics of {', '.join(names) or 'the services'}: {exc}"
+                ) from exc
             return Scrape([])
 
     def dead_service(self) -> Service | None:
