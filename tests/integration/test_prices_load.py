@@ -55,17 +55,18 @@ def _assert_every_published_trade_was_written(
     assert summary["consumer_lag_final"] == 0, detail
 
 
-def test_sixty_seconds_at_2000_msgs_per_s(
+def test_thirty_seconds_at_2000_msgs_per_s(
     tmp_path: Path, kafka_settings: KafkaSettings, redis_settings: RedisSettings, pipeline_env: Any
 ) -> None:
-    """120,000 trades offered: the old main stopped writing after 23-30k at this rate."""
+    """60,000 trades offered: the old main stopped writing after 23-30k at this rate (60 s here
+    until the suite outgrew its budget; 30 s still needs twice what the old main wrote)."""
     summary, result = _run_up(
-        ["--symbols", "btcusdt,ethusdt", "--rate", "2000", "--seed", "11", "--run-for", "60"],
+        ["--symbols", "btcusdt,ethusdt", "--rate", "2000", "--seed", "11", "--run-for", "30"],
         env=pipeline_env(kafka_settings, redis_settings),
         tmp_path=tmp_path,
     )
     # At least 80 % of what was offered reached ingest (a loaded CI box may pace a little slower).
-    _assert_every_published_trade_was_written(summary, result, at_least=96_000)
+    _assert_every_published_trade_was_written(summary, result, at_least=48_000)
 
 
 def test_a_burst_at_10000_msgs_per_s(
