@@ -209,7 +209,7 @@ def wait_until_idle(job: AlertingJob, produced: int, timeout: float = 60.0) -> N
 
     def idle() -> bool:
         assert not job.await_termination(0.001), "query stopped"
-        total = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        total = job.recorder.rows_read
         if total < produced:
             return False
         assert job.query is not None

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from cryptopipe.alerting.listener import ProgressRecorder, read_offsets
 from cryptopipe.alerting.plan import OBSERVATION
+from cryptopipe.alerting.settings import AlertingSettings
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import Scrape
 
@@ -92,3 +93,15 @@ def test_each_batch_sets_the_read_offsets_and_a_partition_missing_from_it_keeps_
     # A repeated progress of an old batch changes nothing.
     recorder._record(Progress(batchId=0, observedMetrics={}, sources=[Source('{"t-read": {"0": 1}}')]))
     assert recorder.offsets[("t-read", 0)] == 8
+
+
+def test_the_history_keeps_the_newest_batches_and_the_totals_count_every_one() -> None:
+    recorder = ProgressRecorder("q", keep=3)
+    for batch in range(5):
+        recorder._record(Progress(batchId=batch, observedMetrics={}, numInputRows=10 + batch))
+    # Spark's progress objects of the two oldest batches were let go (py4j frees their Java side).
+    assert [p.batchId for p in recorder.progress] == [2, 3, 4]
+    assert recorder.rows_read == 10 + 11 + 12 + 13 + 14
+    assert recorder.batches == 5
+    # The default a service runs with is a count, not a run's whole history.
+    assert 1 <= AlertingSettings().progress_history <= 1000

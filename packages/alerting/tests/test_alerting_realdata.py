@@ -36,7 +36,7 @@ def _prices_topic(job: Any) -> list[Trade]:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         trades: list[Trade] = []
-        total = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        total = job.recorder.rows_read
         deadline = time.monotonic() + 60
         while len(trades) < total and time.monotonic() < deadline:
             for message in consumer.consume(10_000, timeout=1.0):

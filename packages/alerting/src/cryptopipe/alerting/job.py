@@ -123,7 +123,10 @@ class AlertingJob:
         self._express: ExpressLane | None = None
         self._tracker = TriggerTracker(rule.window_us for rule in price_rules(settings.rules))
         self._recorder = ProgressRecorder(
-            self.query_name, on_progress=self._absorb, delay_ms=settings.watermark_delay_ms
+            self.query_name,
+            on_progress=self._absorb,
+            keep=settings.progress_history,
+            delay_ms=settings.watermark_delay_ms,
         )
         self._lag = LagProbe(kafka, self.prices_topic, lambda: self._recorder.offsets)
         self._listening = False

@@ -61,8 +61,11 @@ def read_offsets(progress: Any) -> dict[tuple[str, int], int]:
 class ProgressRecorder(StreamingQueryListener):
     """Updates the alerting metrics from each progress event of one query (by name).
 
-    Also keeps the last progress events (for tests, the bench and ``cryptopipe up``'s summary) and
-    hands each one to ``on_progress``.
+    Also keeps the last ``keep`` progress events (for tests and the bench) and hands each one to
+    ``on_progress``. Each event holds Spark's own progress object alive through py4j (about 20 KB
+    between the driver's Python and its JVM), so the history is bounded by count: a job that runs
+    for days keeps only the newest (ALERTING_PROGRESS_HISTORY). What every batch read is counted
+    apart, in ``rows_read`` and ``batches``, for the whole run.
     """
 
     def __init__(
@@ -80,6 +83,9 @@ class ProgressRecorder(StreamingQueryListener):
         #: Newest trade time any batch observed: the job's lateness runs ``delay_ms`` behind it.
         self.newest_trade_us: int | None = None
         self.progress: deque[Any] = deque(maxlen=keep)
+        #: Rows every micro-batch of the run read, and the micro-batches (the history is bounded).
+        self.rows_read = 0
+        self.batches = 0
         #: ``(topic, partition) -> next offset`` after the last micro-batch (see :func:`read_offsets`).
         self.offsets: dict[tuple[str, int], int] = {}
         self._last_batch = -1
@@ -113,6 +119,8 @@ class ProgressRecorder(StreamingQueryListener):
         if new_batch and "triggerExecution" in durations:
             self._last_batch = batch_id
             rows = int(progress.numInputRows or 0)
+            self.rows_read += rows
+            self.batches += 1
             m.ALERTING_BATCH_DURATION.observe(durations["triggerExecution"] / 1000)
             for phase in PHASES:
                 if phase in durations:

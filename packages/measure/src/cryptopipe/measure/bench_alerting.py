@@ -232,7 +232,7 @@ def _run(args: argparse.Namespace, rules: Sequence[Rule]) -> _Run:
             closable_until_us=closable_until,
             written=written,
             progress=[p for p in job.recorder.progress if progress_time_us(p) >= measure_from_us],
-            rows_read=sum(int(p.numInputRows or 0) for p in job.recorder.progress),
+            rows_read=job.recorder.rows_read,
             alerts_published=job.stats.alerts_published,
             express_published=job.express.stats.alerts_published if job.express is not None else None,
             floor_broker_ms=[],
@@ -302,6 +302,8 @@ def _start_job(
         spark_conf=dict(item.split("=", 1) for item in args.conf),
         starting_offsets="latest",
         express=not args.no_express,
+        # Every micro-batch of the measured window is read back (a bench run lasts minutes).
+        progress_history=1_000_000,
     )
     job = AlertingJob(settings, kafka)
     stack.callback(job.close)
@@ -321,7 +323,7 @@ def _await_alerts(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         job.await_termination(0.2)
-        read = sum(int(p.numInputRows or 0) for p in job.recorder.progress)
+        read = job.recorder.rows_read
         last = max((a.window_end_us for a, _ in written if a.kind == "final"), default=0)
         if read >= produced and last + window_us > closable_until:
             return
