@@ -62,10 +62,10 @@ class ProgressRecorder(StreamingQueryListener):
     """Updates the alerting metrics from each progress event of one query (by name).
 
     Also keeps the last ``keep`` progress events (for tests and the bench) and hands each one to
-    ``on_progress``. Each event holds Spark's own progress object alive through py4j (about 20 KB
-    between the driver's Python and its JVM), so the history is bounded by count: a job that runs
-    for days keeps only the newest (ALERTING_PROGRESS_HISTORY). What every batch read is counted
-    apart, in ``rows_read`` and ``batches``, for the whole run.
+    ``on_progress``. Each event holds Spark's own progress object alive through py4j, so the
+    history is bounded by count: a job that runs for days keeps only the newest
+    (ALERTING_PROGRESS_HISTORY). What every batch read is counted apart, in ``rows_read`` and
+    ``batches``, for the whole run.
     """
 
     def __init__(
