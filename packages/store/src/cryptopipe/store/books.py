@@ -26,7 +26,7 @@ from confluent_kafka import KafkaException
 
 from cryptopipe.observability import metrics as m
 from cryptopipe.schemas import BookRecord, BookResetRecord, BookUpdateRecord, continuity, decode_book_record
-from cryptopipe.schemas.book_follow import BookFollower, FollowCounts
+from cryptopipe.schemas.book_follow import BREAK_REASONS, BookFollower, FollowCounts
 from cryptopipe.store.book_rebuild import Rebuilt
 from cryptopipe.store.book_store import BOOK_SCRIPT, DEFAULT_BOOK_LEVELS, book_fields, book_keys
 from cryptopipe.store.errors import StoreError
@@ -50,9 +50,10 @@ _Warmed = dict[str, tuple[BookUpdateRecord, _WarmOutcome]]
 
 @dataclass(slots=True)
 class _Symbol:
-    """One symbol's follower, its pending Redis state and its metric children."""
+    """One symbol's follower, its pending Redis state and its ``symbol`` label value."""
 
     follower: BookFollower
+    label: str
     receive_time_us: int = 0
     dirty: bool = False
     last_written: float | None = None
@@ -83,6 +84,8 @@ class BookSink:
         self.levels = levels
         self.warm_start = warm_start
         self._symbols: dict[str, _Symbol] = {}
+        #: The symbols labelled ``other``, whose worst staleness is that label's.
+        self._folded: list[_Symbol] = []
         self._taken: list[BookRecord] | None = None
         self._taken_result = (0, 0)
 
@@ -126,18 +129,19 @@ class BookSink:
         latencies: list[int] = []
         for state in self._symbols.values():
             state.dirty = False
-        for (symbol, state), written in zip(pending, results, strict=True):
-            m.BOOK_WRITES.labels(symbol=symbol, result="written" if written else "stale").inc()
+        for (_symbol, state), written in zip(pending, results, strict=True):
+            m.BOOK_WRITES.labels(symbol=state.label, result="written" if written else "stale").inc()
             if written:
                 if state.last_written is None:
-                    m.BOOK_STALENESS.labels(symbol=symbol).set_function(state.age_s)
+                    staleness = state.age_s if state.label != m.OTHER else self._worst_folded_age_s
+                    m.BOOK_STALENESS.labels(symbol=state.label).set_function(staleness)
                 state.last_written = now
                 latency_us = written_us - state.receive_time_us
                 latencies.append(latency_us)
-                m.BOOK_LATENCY.labels(symbol=symbol).observe(latency_us / 1e6)
+                m.BOOK_LATENCY.labels(symbol=state.label).observe(latency_us / 1e6)
                 event_us = state.follower.book.event_time_us if state.follower.book else None
                 if event_us is not None:
-                    m.BOOK_E2E_LATENCY.labels(symbol=symbol).observe((written_us - event_us) / 1e6)
+                    m.BOOK_E2E_LATENCY.labels(symbol=state.label).observe((written_us - event_us) / 1e6)
         return WriteResult(
             written=applied,
             stale=not_applied,
@@ -157,14 +161,14 @@ class BookSink:
                 self._warm(state, record, warmed)
             breaks = follower.counts.breaks
             outcome = follower.take(record)
-            m.BOOK_RECORDS.labels(symbol=record.symbol, outcome=outcome).inc()
+            m.BOOK_RECORDS.labels(symbol=state.label, outcome=outcome).inc()
             if follower.counts.breaks != breaks and follower.last_break is not None:
-                m.BOOK_BREAKS.labels(symbol=record.symbol, reason=follower.last_break).inc()
+                m.BOOK_BREAKS.labels(symbol=state.label, reason=follower.last_break).inc()
             if outcome != "applied":
                 continue
             applied += 1
             if isinstance(record, BookResetRecord):
-                m.BOOK_RESETS.labels(symbol=record.symbol, reason=record.reason).inc()
+                m.BOOK_RESETS.labels(symbol=state.label, reason=record.reason).inc()
             if follower.book is not None:
                 state.dirty = True
                 state.receive_time_us = record.receive_time_us
@@ -173,8 +177,19 @@ class BookSink:
     def _state(self, symbol: str) -> _Symbol:
         state = self._symbols.get(symbol)
         if state is None:
-            state = self._symbols[symbol] = _Symbol(BookFollower(symbol))
+            label = m.symbol_label(symbol)
+            state = self._symbols[symbol] = _Symbol(BookFollower(symbol), label)
+            # Breaks at 0 from the start: a symbol with none reads 0, not no data (nor folded).
+            m.prime(m.BOOK_BREAKS, *({"symbol": label, "reason": r} for r in BREAK_REASONS))
+            if label == m.OTHER:
+                self._folded.append(state)
         return state
+
+    def _worst_folded_age_s(self) -> float:
+        """The ``other`` label's staleness: the largest of the folded symbols' (computed when scraped)."""
+        return max(
+            (state.age_s() for state in tuple(self._folded) if state.last_written is not None), default=0.0
+        )
 
     def _needs_warm(self, state: _Symbol, update: BookUpdateRecord) -> bool:
         """Whether ``update`` finds the symbol mid-epoch without the records before it: never met
@@ -203,7 +218,7 @@ class BookSink:
             r
             for s, r in firsts.items()
             if isinstance(r, BookUpdateRecord)
-            and self._needs_warm(self._symbols.get(s) or _Symbol(BookFollower(s)), r)
+            and self._needs_warm(self._symbols.get(s) or _Symbol(BookFollower(s), s), r)
         ]
         found = self._ask(wanted) if wanted else {}
         return {u.symbol: (u, found[u.symbol]) for u in wanted}

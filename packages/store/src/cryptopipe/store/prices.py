@@ -123,16 +123,18 @@ def _script_args(trades: list[Trade]) -> list[Any]:
 
 
 class _SymbolMetrics:
-    """Metric children for one symbol, looked up once (labels() costs more than observe())."""
+    """Metric children for one symbol label (a symbol, or ``other`` for the folded ones), looked up
+    once (labels() costs more than observe())."""
 
-    __slots__ = ("e2e", "share", "stale", "system", "written")
+    __slots__ = ("e2e", "label", "share", "stale", "system", "written")
 
-    def __init__(self, symbol: str) -> None:
-        self.written = m.PRICES_WRITTEN.labels(symbol=symbol)
-        self.stale = m.STALE_PRICES.labels(symbol=symbol)
-        self.system = m.SYSTEM_LATENCY.labels(symbol=symbol)
-        self.e2e = m.E2E_LATENCY.labels(symbol=symbol)
-        self.share = m.SYSTEM_SHARE.labels(symbol=symbol)
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.written = m.PRICES_WRITTEN.labels(symbol=label)
+        self.stale = m.STALE_PRICES.labels(symbol=label)
+        self.system = m.SYSTEM_LATENCY.labels(symbol=label)
+        self.e2e = m.E2E_LATENCY.labels(symbol=label)
+        self.share = m.SYSTEM_SHARE.labels(symbol=label)
 
 
 class PriceSink:
@@ -160,6 +162,7 @@ class PriceSink:
         self.history_cap = history_cap
         self.per_trade = per_trade
         self._metrics: dict[str, _SymbolMetrics] = {}
+        self._metrics_by_label: dict[str, _SymbolMetrics] = {}
 
     def decode(self, value: bytes) -> Trade:
         return decode_trade(value)
@@ -167,7 +170,11 @@ class PriceSink:
     def _symbol_metrics(self, symbol: str) -> _SymbolMetrics:
         found = self._metrics.get(symbol)
         if found is None:
-            found = self._metrics[symbol] = _SymbolMetrics(symbol)
+            label = m.symbol_label(symbol)
+            found = self._metrics_by_label.get(label)
+            if found is None:
+                found = self._metrics_by_label[label] = _SymbolMetrics(label)
+            self._metrics[symbol] = found
         return found
 
     def write(self, batch: list[Trade]) -> WriteResult:
@@ -217,11 +224,11 @@ class PriceSink:
                 system_s.append(system_us / 1e6)
                 e2e_s.append(e2e_us / 1e6)
                 if e2e_us > 0:
-                    shares[symbol].append(system_us / e2e_us)
+                    shares[metrics.label].append(system_us / e2e_us)
             m.observe_many(metrics.system, system_s)
             m.observe_many(metrics.e2e, e2e_s)
-        for symbol, values in shares.items():
-            self._symbol_metrics(symbol).share.set(sum(values) / len(values))
+        for label, values in shares.items():
+            self._metrics_by_label[label].share.set(sum(values) / len(values))
         return WriteResult(
             written=written,
             stale=stale_total,

@@ -41,8 +41,9 @@ BOOK_WRITES = counter(
 )
 BOOK_STALENESS = gauge(
     "cryptopipe_book_staleness_seconds",
-    "Seconds since this consumer last wrote the symbol's book to Redis. Computed when scraped, so it "
-    "grows even if the loop hangs.",
+    'Seconds since this consumer last wrote the symbol\'s book to Redis; for symbol="other" the largest '
+    "among the symbols folded into it (the worst). Computed when scraped, so it grows even if the loop "
+    "hangs.",
     ("symbol",),
     "books-consumer",
 )

@@ -95,7 +95,8 @@ E2E_LATENCY = histogram(
 )
 SYSTEM_SHARE = gauge(
     "cryptopipe_system_latency_share",
-    "System latency / end-to-end latency, mean over the last batch.",
+    "System latency / end-to-end latency, mean over the symbol's trades in the last batch that had any; "
+    'for symbol="other" over the folded symbols\' trades together.',
     ("symbol",),
     "consumer",
 )
