@@ -20,10 +20,12 @@ import redis
 from prometheus_client import REGISTRY
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from cryptopipe.dashboard.book_panel import health_tiles, touch_tiles
+from cryptopipe.dashboard.book_panel import FOLDED_NOTE, health_tiles, touch_tiles
 from cryptopipe.dashboard.books import (
+    BREAKS,
     RESYNCS,
     BookHealth,
+    BookMetrics,
     book_health,
     book_symbols,
     cumulative_depth,
@@ -160,6 +162,28 @@ def test_health_is_not_available_without_metrics() -> None:
             "Gaps": "n/a",
             "Breaks (consumer)": "n/a",
         }
+
+
+def test_a_symbol_folded_into_other_has_no_figures_of_its_own() -> None:
+    """Beyond METRICS_SYMBOL_LIMIT a service counts a symbol under symbol="other": its own figures
+    are unknown (n/a), not 0; the symbols with series of their own read as before."""
+    rows = {
+        RESYNCS: [({"symbol": "BTCUSDT", "reason": "gap"}, 1.0), ({"symbol": "other", "reason": "gap"}, 5.0)],
+        BREAKS: [
+            ({"symbol": "BTCUSDT", "reason": "epoch"}, 0.0),
+            ({"symbol": "other", "reason": "gap"}, 2.0),
+        ],
+    }
+    metrics = BookMetrics(rows, "test")
+    own = book_health(metrics, "BTCUSDT")
+    assert (own.resync_count, own.gaps, own.break_count, own.folded) == (1, 1, 0, False)
+    folded = book_health(metrics, "DOGEUSDT")
+    assert (folded.resync_count, folded.gaps, folded.break_count, folded.folded) == (None, None, None, True)
+    tiles = {label: (value, note) for label, value, note in health_tiles(folded, 1.5)}
+    assert tiles["Resyncs"] == tiles["Gaps"] == tiles["Breaks (consumer)"] == ("n/a", FOLDED_NOTE)
+    no_other = BookMetrics({RESYNCS: rows[RESYNCS][:1], BREAKS: rows[BREAKS][:1]}, "test")
+    unseen = book_health(no_other, "DOGEUSDT")
+    assert (unseen.resync_count, unseen.break_count, unseen.folded) == (0, 0, False)
 
 
 # --- the page in the browser -----------------------------------------------------------------

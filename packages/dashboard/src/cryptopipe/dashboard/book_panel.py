@@ -115,13 +115,19 @@ def touch_tiles(view: BookView) -> list[tuple[str, str, str | None]]:
     ]
 
 
+#: The tooltip of a figure the service counts under symbol="other" only.
+FOLDED_NOTE = 'beyond the service\'s METRICS_SYMBOL_LIMIT: counted under symbol="other", not per symbol'
+
+
 def health_tiles(health: BookHealth, age_s: float) -> list[tuple[str, str, str | None]]:
     """(label, value, tooltip) of a book's health: last update age, resyncs, gaps, breaks."""
+    resyncs_note = FOLDED_NOTE if health.folded and health.resyncs is None else None
+    breaks_note = FOLDED_NOTE if health.folded and health.breaks is None else None
     return [
         ("Last update", f"{max(age_s, 0.0):,.1f} s ago", "written to Redis by the books consumer"),
-        ("Resyncs", _count(health.resync_count), _reasons(health.resyncs)),
-        ("Gaps", _count(health.gaps), "holes in the update ids that broke the live book"),
-        ("Breaks (consumer)", _count(health.break_count), _reasons(health.breaks)),
+        ("Resyncs", _count(health.resync_count), resyncs_note or _reasons(health.resyncs)),
+        ("Gaps", _count(health.gaps), resyncs_note or "holes in the update ids that broke the live book"),
+        ("Breaks (consumer)", _count(health.break_count), breaks_note or _reasons(health.breaks)),
     ]
 
 

@@ -6,7 +6,9 @@ spread over time is kept by the dashboard like the prices' history (a
 :class:`~cryptopipe.dashboard.history.MarketHistory` of spread_bps by market time), since Redis
 holds only each book's newest state. Health figures come from the same places as the health panel's
 (:func:`cryptopipe.dashboard.data.fetch_scrape` over the services' /metrics, or Prometheus when
-``PROMETHEUS_URL`` is set): ingest's resyncs and the books consumer's breaks, per symbol.
+``PROMETHEUS_URL`` is set): ingest's resyncs and the books consumer's breaks, per symbol. A symbol
+beyond a service's METRICS_SYMBOL_LIMIT has no series of its own there (it counts under
+``symbol="other"``): its figures from that service are not available.
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ class BookMetrics:
             out[key] = out.get(key, 0.0) + value
         return out
 
+    def of_symbol(self, series: str, label: str, symbol: str) -> dict[str, float] | None:
+        """:meth:`by` for one symbol's rows; None when it has none while ``other`` has some: the
+        symbol was folded into ``other`` (METRICS_SYMBOL_LIMIT), so its own figures are unknown.
+        Both services prime their per-symbol series at 0, so a symbol they met has rows."""
+        own = self.by(series, label, symbol=symbol)
+        if (
+            not own
+            and symbol != m.OTHER
+            and any(labels.get("symbol") == m.OTHER for labels, _ in self.rows.get(series, []))
+        ):
+            return None
+        return own
+
     def books_by_state(self) -> dict[str, float]:
         """Ingest's books live and syncing (empty when ingest's metrics are not read)."""
         return self.by(BOOKS, "state")
@@ -79,12 +94,15 @@ def load_book_metrics(*, prometheus_url: str, metrics_urls: Sequence[str], timeo
 
 @dataclass(frozen=True, slots=True)
 class BookHealth:
-    """One symbol's sync record since the services started; None: no metrics could be read."""
+    """One symbol's sync record since the services started; None: no metrics could be read, or the
+    symbol has no series of its own (``folded``)."""
 
     #: Ingest's resyncs of the live book, by reason (gap, stale_snapshot, crossed, requested).
     resyncs: dict[str, float] | None
     #: The books consumer's breaks (a book given up until the next reset), by reason.
     breaks: dict[str, float] | None
+    #: Some figure is None because a service counts the symbol under ``symbol="other"``.
+    folded: bool = False
 
     @property
     def resync_count(self) -> float | None:
@@ -103,10 +121,9 @@ class BookHealth:
 def book_health(metrics: BookMetrics, symbol: str) -> BookHealth:
     if metrics.source is None:
         return BookHealth(None, None)
-    return BookHealth(
-        resyncs=metrics.by(RESYNCS, "reason", symbol=symbol),
-        breaks=metrics.by(BREAKS, "reason", symbol=symbol),
-    )
+    resyncs = metrics.of_symbol(RESYNCS, "reason", symbol)
+    breaks = metrics.of_symbol(BREAKS, "reason", symbol)
+    return BookHealth(resyncs, breaks, folded=resyncs is None or breaks is None)
 
 
 Depth = tuple[tuple[str, float, float], ...]
