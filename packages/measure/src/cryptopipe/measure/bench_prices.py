@@ -191,16 +191,7 @@ def run_pipeline(
             pipeline.scrape(*book_readers, timeout=30.0, strict=True) if book_readers else Scrape([])
         )
         cpu_before = cpu_seconds(pids)
-        started = time.monotonic()
-        max_lag = 0.0
-        while (elapsed := time.monotonic() - started) < seconds:
-            time.sleep(0.5)
-            if sample_lag:
-                readers = [*consumers, *pipeline.members("books-consumer")]
-                max_lag = max(max_lag, pipeline.scrape(*readers).total(m.CONSUMER_LAG))
-            dead = pipeline.dead_service()
-            if dead is not None:
-                raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
+        elapsed, max_lag = _window(pipeline, seconds, [*consumers, *book_readers] if sample_lag else [])
         cpu = component_cpu(cpu_before, cpu_seconds(pids))
         ingest_scrape = _scrape_ingest(pipeline, shards)
         counts = _ingest_counts(ingest_scrape)
@@ -221,6 +212,21 @@ def run_pipeline(
         "books_before": books_before,
         "pids": pids,
     }
+
+
+def _window(pipeline: Pipeline, seconds: float, readers: Sequence[str]) -> tuple[float, float]:
+    """Let the run go for ``seconds``, checking every 0.5 s that no service died and, with
+    ``readers``, sampling their summed lag; returns the seconds it lasted and the highest lag."""
+    started = time.monotonic()
+    max_lag = 0.0
+    while (elapsed := time.monotonic() - started) < seconds:
+        time.sleep(0.5)
+        if readers:
+            max_lag = max(max_lag, pipeline.scrape(*readers).total(m.CONSUMER_LAG))
+        dead = pipeline.dead_service()
+        if dead is not None:
+            raise RuntimeError(f"{dead.name} died: {dead.log_tail()}")
+    return elapsed, max_lag
 
 
 def producer_latency_ms(scrape: Scrape) -> dict[str, dict[str, float | None]]:
