@@ -59,7 +59,12 @@ def test_an_asymmetric_path_shows_as_two_references_that_disagree(caplog: pytest
 
     difference = _gauge("cryptopipe_clock_reference_difference_seconds", **labels)
     assert difference is not None
-    assert difference * 1000 == pytest.approx(5.0, abs=3.0)  # half the 10 ms asymmetry
+    # Ideally half the 10 ms asymmetry (5 ms). The exchange's delays are sleeps, and on a busy
+    # machine their overshoot lengthens either leg (CI once read 8.7 ms): what must hold is a
+    # difference clearly above the noise, in the asymmetry's direction, and within half the
+    # round trip (15 + 5 ms plus a little overshoot), the most an asymmetric path can shift an
+    # NTP-style estimate.
+    assert 2.0 <= difference * 1000 <= 12.0
     assert (_gauge("cryptopipe_clock_disagreements_total", **labels) or 0) >= 1
     assert "asymmetric" in caplog.text
     low = _gauge("cryptopipe_clock_offset_interval_seconds", reference="combined", end="lower")
