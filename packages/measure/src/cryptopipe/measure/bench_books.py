@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--market-size", type=int, default=0, help="a synthetic market of N symbols (0: --symbols)"
     )
-    parser.add_argument("--gap-every", type=int, default=50, help="resync run: drop every Nth depth event (50)")
+    parser.add_argument(
+        "--gap-every", type=int, default=50, help="resync run: drop every Nth depth event (50)"
+    )
     parser.add_argument("--gap-seconds", type=float, default=20.0, help="how long the resync run lasts (20)")
     parser.add_argument(
         "--ladder", default="1000,2000,5000", help="offered rates for max sustained; '' skips"
