@@ -236,6 +236,16 @@ def alerts_published_by(alerting: Scrape) -> int:
     return int(alerting.total(m.ALERTING_ALERTS) + alerting.total(m.ALERTING_EXPRESS_ALERTS))
 
 
+def _with_earlier_life(stats: LoopStats, handled_before: int) -> LoopStats:
+    """A consumer's stats with what its killed predecessor handled up to its group's last commit
+    (``RunState.handled_before``; those figures died with it), counted as written."""
+    if not handled_before:
+        return stats
+    return dataclasses.replace(
+        stats, consumed=stats.consumed + handled_before, written=stats.written + handled_before
+    )
+
+
 def books_of(pipeline: Pipeline) -> Books:
     """A drained run's books, from the services' final stats files (scrapes as a fallback),
     summed over the ingest shards and over each group's consumers (prices, books)."""
@@ -261,7 +271,10 @@ def books_of(pipeline: Pipeline) -> Books:
         if not members:
             continue
         consumers[topic] = {
-            name: loop_stats(read_stats(files.get(name)), last(name), component, stale_metric=stale_metric)
+            name: _with_earlier_life(
+                loop_stats(read_stats(files.get(name)), last(name), component, stale_metric=stale_metric),
+                state.handled_before.get(name, 0),
+            )
             for name in members
         }
         topics[topic] = TopicBooks(topic, published, summed(LoopStats, consumers[topic].values()))
