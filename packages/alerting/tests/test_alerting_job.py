@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
+import types
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -12,8 +14,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from py4j.java_gateway import JavaObject
 
 from cryptopipe.alerting.job import AlertingJob
+from cryptopipe.alerting.plan import OBSERVATION
 from cryptopipe.alerting.reference import one_per_batch, reference_alerts
 from cryptopipe.alerting.rules import parse_rules
 from cryptopipe.infra.testing import eventually
@@ -129,6 +133,24 @@ def test_threshold_crossing_raises_exactly_one_alert(
         timeout=10,
         message="the alerting lag did not read 0",
     )
+    # The progress history it keeps is plain Python: no py4j proxy, which would keep a Java
+    # object alive in the JVM for as long as the history keeps the event.
+    kept = list(job.recorder.progress)
+    assert kept
+    assert kept[-1].observedMetrics[OBSERVATION]["rows"] is not None
+    assert not [x for x in _reachable(kept) if isinstance(x, JavaObject)]
+
+
+def _reachable(root: Any, limit: int = 200_000) -> list[Any]:
+    """Every object reachable from ``root`` through gc's referents (types and modules excluded)."""
+    seen, todo, found = {id(root)}, [root], []
+    while todo and len(found) < limit:
+        for child in gc.get_referents(todo.pop()):
+            if id(child) not in seen and not isinstance(child, type | types.ModuleType):
+                seen.add(id(child))
+                found.append(child)
+                todo.append(child)
+    return found
 
 
 def test_late_trade_within_watermark_counts_and_beyond_is_dropped(

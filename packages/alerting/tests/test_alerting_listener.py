@@ -99,9 +99,11 @@ def test_the_history_keeps_the_newest_batches_and_the_totals_count_every_one() -
     recorder = ProgressRecorder("q", keep=3)
     for batch in range(5):
         recorder._record(Progress(batchId=batch, observedMetrics={}, numInputRows=10 + batch))
-    # Spark's progress objects of the two oldest batches were let go (py4j frees their Java side).
+    # The two oldest batches were let go.
     assert [p.batchId for p in recorder.progress] == [2, 3, 4]
     assert recorder.rows_read == 10 + 11 + 12 + 13 + 14
     assert recorder.batches == 5
+    scrape = Scrape.from_text(generate_latest(REGISTRY).decode())
+    assert scrape.total(m.ALERTING_PROGRESS_HISTORY) == 3  # what it holds, exported
     # The default a service runs with is a count, not a run's whole history.
     assert 1 <= AlertingSettings().progress_history <= 1000

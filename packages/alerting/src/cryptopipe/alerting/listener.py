@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pyspark.sql.streaming.listener import StreamingQueryListener
+from pyspark.sql.streaming.listener import StreamingQueryListener, StreamingQueryProgress
 
 from cryptopipe.alerting.plan import OBSERVATION
 from cryptopipe.observability import metrics as m
@@ -58,13 +58,29 @@ def read_offsets(progress: Any) -> dict[tuple[str, int], int]:
     return found
 
 
+def detached(progress: Any) -> Any:
+    """A StreamingQueryProgress rebuilt from its JSON: the same fields, no py4j proxy inside.
+
+    pyspark builds a listener's progress from Spark's Java objects and keeps a proxy to each;
+    a proxy and the members it caches refer to each other, so only Python's cyclic collector
+    frees them (and only then does the JVM let go of the Java side). Kept for minutes, 2,000 such
+    events made the driver grow ~20 KB a batch (2026-12-07). A copy from the JSON holds plain
+    values; its observed metrics are a flat Row whose nested structs read as dicts. Anything
+    else (a progress that is already plain) is returned as it is.
+    """
+    if isinstance(progress, StreamingQueryProgress):
+        return StreamingQueryProgress.fromJson(json.loads(progress.json))
+    return progress
+
+
 class ProgressRecorder(StreamingQueryListener):
     """Updates the alerting metrics from each progress event of one query (by name).
 
-    Also keeps the last ``keep`` progress events (for tests and the bench) and hands each one to
-    ``on_progress``. Each event holds Spark's own progress object alive through py4j, so the
-    history is bounded by count: a job that runs for days keeps only the newest
-    (ALERTING_PROGRESS_HISTORY). What every batch read is counted apart, in ``rows_read`` and
+    Also keeps the last ``keep`` progress events (for tests and the bench; ALERTING_PROGRESS_HISTORY)
+    and hands each one to ``on_progress``. What it keeps is a copy in plain Python
+    (:func:`detached`), not pyspark's event: that one holds a py4j proxy per part (the progress,
+    each source and state operator, the sink), and each proxy keeps its Java object alive in the
+    JVM until Python lets go of it. What every batch read is counted apart, in ``rows_read`` and
     ``batches``, for the whole run.
     """
 
@@ -152,7 +168,8 @@ class ProgressRecorder(StreamingQueryListener):
             m.ALERTING_WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1_000_000))
         with self._changed:
             if new_batch:
-                self.progress.append(progress)
+                self.progress.append(detached(progress))
+                m.ALERTING_PROGRESS_HISTORY.set(len(self.progress))
             self._changed.notify_all()
         if new_batch and self.on_progress is not None:
             self.on_progress(progress)

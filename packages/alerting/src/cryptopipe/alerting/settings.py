@@ -71,9 +71,9 @@ class AlertingSettings(BaseSettings):
     """Run the express lane beside the Spark query: each alert the moment its trade arrives, from a
     plain Kafka consumer applying the same rule (Spark's copy follows and is deduplicated)."""
     progress_history: int = setting("ALERTING_PROGRESS_HISTORY", 100, ge=1, le=1_000_000)
-    """Micro-batch progress events the job keeps in memory, the newest (each holds Spark's Java
-    object through py4j): a bound by count, so a run of days holds no more than a few minutes'.
-    The metrics and the run's totals do not need them."""
+    """Micro-batch progress events the job keeps in memory, the newest (plain Python copies, no
+    py4j proxy): a bound by count, so a run of days holds no more than a few minutes'. The metrics
+    and the run's totals do not need them (cryptopipe_alerting_progress_history)."""
     ready_file: Path | None = setting("ALERTING_READY_FILE", None)
     """Written (JSON: query, source, express, checkpoint, rules, master) each time the query starts."""
 

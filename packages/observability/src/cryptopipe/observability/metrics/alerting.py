@@ -75,6 +75,13 @@ ALERTING_LAG = gauge(
     ("topic", "partition"),
     "alerting",
 )
+ALERTING_PROGRESS_HISTORY = gauge(
+    "cryptopipe_alerting_progress_history",
+    "Micro-batch progress events the alerting job keeps in memory (plain Python copies, the newest; "
+    "bounded by ALERTING_PROGRESS_HISTORY).",
+    (),
+    "alerting",
+)
 ALERTING_STATE_ROWS = gauge(
     "cryptopipe_alerting_state_rows",
     "Rows held in the job's state stores (open windows).",
