@@ -42,6 +42,24 @@ def test_memory_after_the_warm_up_is_what_the_slope_sees() -> None:
     assert report["pss_slope_mb_per_h"] == 360.0  # 2 MB over 20 s after the warm-up
     assert report["processes_max"] == 2
     assert (report["peak_at_s"], report["peak_processes"]) == (30.0, 1)  # PSS's peak, not RSS's
+    assert "parts" not in report  # one process: nothing to split
+
+
+def test_a_tree_s_parts_have_slopes_of_their_own() -> None:
+    # A JVM whose collector swings by 60 MB hides a driver that grows 1 MB every 10 s; the parts
+    # show it. A worker that came and went has its own short series.
+    def at(driver: float, jvm: float, worker: float | None = None) -> TreeMemory:
+        parts = {"self": driver, "java": jvm, **({"python3": worker} if worker is not None else {})}
+        total = sum(parts.values())
+        return TreeMemory(total, total, len(parts), parts)
+
+    points = [(0.0, at(100, 900)), (10.0, at(101, 960, 50)), (20.0, at(102, 900, 50)), (30.0, at(103, 840))]
+    report = MemoryTrace({"alerting": points}).report(warmup_s=0.0)["alerting"]
+    assert report["pss_slope_mb_per_h"] < 0  # the tree as a whole seems to shrink
+    parts = report["parts"]
+    assert parts["self"] == {"pss_start_mb": 100.0, "pss_end_mb": 103.0, "pss_slope_mb_per_h": 360.0}
+    assert (parts["java"]["pss_start_mb"], parts["java"]["pss_end_mb"]) == (900.0, 840.0)
+    assert parts["python3"] == {"pss_start_mb": 50.0, "pss_end_mb": 50.0, "pss_slope_mb_per_h": 0.0}
 
 
 def test_a_process_tree_s_memory_counts_its_children_and_pss_splits_shared_pages() -> None:
@@ -62,6 +80,9 @@ def test_a_process_tree_s_memory_counts_its_children_and_pss_splits_shared_pages
         assert memory.pss is not None
         assert memory.rss > 2 * 64  # the shared 64 MB counted once per process
         assert memory.pss < memory.rss - 50  # and split between them by PSS
+        # Its parts: the parent and its child, a Python of the same name; they add up to the tree.
+        assert set(memory.parts) == {"self", psutil.Process(proc.pid).children()[0].name()}
+        assert sum(memory.parts.values()) == pytest.approx(memory.pss)
     finally:
         for child in psutil.Process(proc.pid).children():
             os.kill(child.pid, 9)

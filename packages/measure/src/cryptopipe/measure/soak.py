@@ -8,6 +8,7 @@ import os
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -24,11 +25,15 @@ class TreeMemory:
     ``rss`` counts a page once per process that maps it, so a forked Python worker that shares
     most of its pages with the daemon it came from counts them again; ``pss`` (proportional set
     size) splits each shared page between the processes that share it, so it adds up to what
-    the tree really holds. ``processes`` tells how many processes the tree had."""
+    the tree really holds. ``processes`` tells how many processes the tree had; ``parts`` splits
+    the tree's memory (PSS, else RSS) by part: ``self`` (the root) and its descendants by program
+    name (the alerting job's ``java``, its Python workers), so one part's growth is not hidden by
+    another's swings."""
 
     rss: float
     pss: float | None
     processes: int
+    parts: Mapping[str, float] = field(default_factory=dict)
 
 
 #: kcmp(2)'s number where this runs (Linux x86_64 and arm64), and its KCMP_VM type.
@@ -69,14 +74,19 @@ def tree_memory(pid: int) -> TreeMemory | None:
     rss = 0
     pss: int | None = 0
     counted = 0
+    parts: dict[str, float] = {}
     for process in tree:
         try:
+            part = "self" if process is root else process.name()
             if pss is None:
-                rss += process.memory_info().rss
+                own = process.memory_info().rss
+                rss += own
             else:
                 full = process.memory_full_info()  # /proc/PID/smaps_rollup
                 rss += full.rss
-                pss += getattr(full, "pss", 0)
+                own = getattr(full, "pss", 0)
+                pss += own
+            parts[part] = parts.get(part, 0.0) + own / 1e6
             counted += 1
         except psutil.AccessDenied:
             pss = None  # no smaps for this one: RSS only, for the whole tree
@@ -89,7 +99,9 @@ def tree_memory(pid: int) -> TreeMemory | None:
             continue
     if counted == 0:
         return None
-    return TreeMemory(rss / 1e6, None if pss is None else pss / 1e6, counted)
+    if pss is None:
+        return TreeMemory(rss / 1e6, None, counted)
+    return TreeMemory(rss / 1e6, pss / 1e6, counted, parts)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -110,14 +122,14 @@ class MemoryTrace:
             if value is not None:
                 self.samples.setdefault(name, []).append((at_s, value))
 
-    def report(self, warmup_s: float) -> dict[str, dict[str, float | None]]:
+    def report(self, warmup_s: float) -> dict[str, dict[str, Any]]:
         """Per process tree: RSS and PSS at the end of the warm-up, at the end, their peaks and
         their slopes after it, when the peak was and how many processes the tree had then, and
         the most processes it had."""
-        out: dict[str, dict[str, float | None]] = {}
+        out: dict[str, dict[str, Any]] = {}
         for name, points in sorted(self.samples.items()):
             steady = [(t, v) for t, v in points if t >= warmup_s] or points[-1:]
-            row: dict[str, float | None] = {
+            row: dict[str, Any] = {
                 "rss_start_mb": round(steady[0][1].rss, 1),
                 "rss_end_mb": round(steady[-1][1].rss, 1),
                 "rss_max_mb": round(max(v.rss for _, v in points), 1),
@@ -133,8 +145,26 @@ class MemoryTrace:
             row["peak_processes"] = peak.processes
             row["pss_slope_mb_per_h"] = slope_per_hour(pss) if pss else None
             row["processes_max"] = max(v.processes for _, v in points)
+            parts = _parts(steady)
+            if len(parts) > 1:
+                row["parts"] = parts
             out[name] = row
         return out
+
+
+def _parts(steady: Sequence[tuple[float, TreeMemory]]) -> dict[str, dict[str, float | None]]:
+    """Each part of a tree (see :class:`TreeMemory`) after the warm-up: PSS at its start and end
+    and its slope, from the samples that had that part (a Python worker comes and goes)."""
+    names = sorted({part for _, memory in steady for part in memory.parts})
+    out: dict[str, dict[str, float | None]] = {}
+    for part in names:
+        points = [(t, memory.parts[part]) for t, memory in steady if part in memory.parts]
+        out[part] = {
+            "pss_start_mb": round(points[0][1], 1),
+            "pss_end_mb": round(points[-1][1], 1),
+            "pss_slope_mb_per_h": slope_per_hour(points),
+        }
+    return out
 
 
 def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
