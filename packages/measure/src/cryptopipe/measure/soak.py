@@ -26,9 +26,9 @@ class TreeMemory:
     most of its pages with the daemon it came from counts them again; ``pss`` (proportional set
     size) splits each shared page between the processes that share it, so it adds up to what
     the tree really holds. ``processes`` tells how many processes the tree had; ``parts`` splits
-    the tree's memory (PSS, else RSS) by part: ``self`` (the root) and its descendants by program
-    name (the alerting job's ``java``, its Python workers), so one part's growth is not hidden by
-    another's swings."""
+    the tree's PSS by part: ``self`` (the root) and its descendants by program name (the alerting
+    job's ``java``, its Python workers), so one part's growth is not hidden by another's swings;
+    empty where the kernel gives no PSS."""
 
     rss: float
     pss: float | None
