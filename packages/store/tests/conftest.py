@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,22 @@ from cryptopipe.schemas import (
 from cryptopipe.store import ConsumerLoop, PriceSink, Sink
 
 DATA = Path("/work/shared/data/binance")
+
+
+def trade(symbol: str, trade_id: int, trade_time_us: int, *, price: str = "100.5", **kw: Any) -> Trade:
+    """A trade with the given times (event and receive 0.1 ms and 1 ms after it unless given)."""
+    return Trade(
+        symbol=symbol,
+        trade_id=trade_id,
+        price=Decimal(price),
+        quantity=Decimal("0.25"),
+        buyer_is_maker=trade_id % 2 == 0,
+        trade_time_us=trade_time_us,
+        event_time_us=kw.pop("event_time_us", trade_time_us + 100),
+        receive_time_us=kw.pop("receive_time_us", trade_time_us + 1000),
+        kind="trade",
+        **kw,
+    )
 
 
 def recorded_trades(limit: int, symbols: Iterable[str] = ("btcusdt", "ethusdt")) -> list[Trade]:

@@ -16,9 +16,11 @@ from prometheus_client import REGISTRY, generate_latest
 from cryptopipe.observability import Scrape
 from cryptopipe.observability import metrics as m
 from cryptopipe.observability.query import Series
-from cryptopipe.schemas import BookResetRecord, RedisSettings, Trade
+from cryptopipe.schemas import BookResetRecord, RedisSettings
 from cryptopipe.store import BookSink, PriceSink
 from cryptopipe.store import books as books_module
+
+from .conftest import trade
 
 Limit = Callable[[int], m.SymbolLabels]
 SYMBOLS = ("FOLDAUSDT", "FOLDBUSDT", "FOLDCUSDT", "FOLDDUSDT", "FOLDEUSDT")
@@ -32,20 +34,6 @@ def _by_symbol(metric: Series, **match: str) -> dict[str, float]:
     }
 
 
-def _trade(symbol: str, trade_id: int, now_us: int, network_us: int) -> Trade:
-    return Trade(
-        symbol=symbol,
-        trade_id=trade_id,
-        price=Decimal("10"),
-        quantity=Decimal("1"),
-        buyer_is_maker=False,
-        trade_time_us=now_us - network_us,
-        event_time_us=now_us - network_us,
-        receive_time_us=now_us,
-        kind="trade",
-    )
-
-
 def test_prices_of_five_symbols_at_a_limit_of_three(
     symbol_limit: Limit, redis_client: redis.Redis, redis_settings: RedisSettings
 ) -> None:
@@ -53,8 +41,9 @@ def test_prices_of_five_symbols_at_a_limit_of_three(
     sink = PriceSink(redis_client, key_prefix=redis_settings.key_prefix)
     now_us = time.time_ns() // 1000
     # The folded symbols' trades sit 1 s and 3 s behind the exchange: different shares each.
+    sent_us = {symbol: now_us - (3_000_000 if symbol == "FOLDEUSDT" else 1_000_000) for symbol in SYMBOLS}
     batch = [
-        _trade(symbol, trade_id, now_us, 1_000_000 if symbol != "FOLDEUSDT" else 3_000_000)
+        trade(symbol, trade_id, sent_us[symbol], event_time_us=sent_us[symbol], receive_time_us=now_us)
         for count, symbol in enumerate(SYMBOLS, start=1)
         for trade_id in range(1, count + 1)
     ]

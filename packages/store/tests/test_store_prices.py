@@ -14,25 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from cryptopipe.schemas import RedisSettings, Trade
+from cryptopipe.schemas import RedisSettings
 from cryptopipe.store import PriceSink, PriceStore, connect_redis, history_member, price_keys
 
-from .conftest import recorded_trades, redis_state, reference_latest
-
-
-def trade(symbol: str, trade_id: int, trade_time_us: int, *, price: str = "100.5", **kw: Any) -> Trade:
-    return Trade(
-        symbol=symbol,
-        trade_id=trade_id,
-        price=Decimal(price),
-        quantity=Decimal("0.25"),
-        buyer_is_maker=trade_id % 2 == 0,
-        trade_time_us=trade_time_us,
-        event_time_us=kw.pop("event_time_us", trade_time_us + 100),
-        receive_time_us=kw.pop("receive_time_us", trade_time_us + 1000),
-        kind="trade",
-        **kw,
-    )
+from .conftest import recorded_trades, redis_state, reference_latest, trade
 
 
 @pytest.fixture
